@@ -1,0 +1,5 @@
+import sys
+
+from infosam_core.cli import main
+
+sys.exit(main())

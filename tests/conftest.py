@@ -1,0 +1,43 @@
+"""Shared fixtures. Import triton before any GL context exists (see shared/reference/setup-notes.md:
+importing it after Mesa's llvmpipe is loaded by a napari window segfaults)."""
+
+from __future__ import annotations
+
+try:  # noqa: SIM105
+    import triton  # noqa: F401
+except Exception:  # ImportError, or a broken CUDA toolchain: either way there is nothing to protect
+    pass
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+DSB_DIR = SHARED_DIR / "data" / "dsb2018_nuclei"
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def random_tiny_sam():
+    """A randomly initialised tiny SAM, fixed seed (fast; for parity and plumbing tests)."""
+    from infosam_core.models import build_sam
+
+    torch.manual_seed(0)
+    return build_sam("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_sam():
+    """The bundled, pretrained tiny SAM."""
+    from infosam_core.models import load_sam
+
+    return load_sam("tiny")
+
+
+@pytest.fixture(scope="session")
+def dsb_dir() -> Path:
+    if not (DSB_DIR / "images").is_dir():
+        pytest.skip(f"{DSB_DIR} not present (../shared is only on development machines)")
+    return DSB_DIR
