@@ -1,0 +1,314 @@
+"""Pretraining a SAM from scratch on the synthetic data engine, with SAM's recipe (how ``tiny`` is made).
+
+Each step: ``images_per_step`` synthetic scenes, ``masks_per_image`` objects from each. Per scene, the
+first prompt is (with p = 0.5) a noisy box for every chosen object, else one point drawn uniformly from
+each object. Then ``corrective_clicks`` rounds as in SAM's interactive training: a new point is drawn from
+the error region of the previous prediction (positive where the object was missed, negative where the
+mask spilled over), the previous low-res logits are fed back as the mask prompt (with p = 0.5), and the
+model predicts again. Loss per mask: 20 x focal + dice + MSE(predicted IoU, actual IoU); for the ambiguous
+single-point prompt only the best of the three multimask outputs is back-propagated (SAM's rule).
+
+Some scenes are cropped to a random aspect and padded like ``Sam.preprocess`` pads, so the model sees the
+padding it meets at inference on non-square images.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import Sam
+
+from infosam_core.losses import dice_loss, mask_iou, sigmoid_focal_loss
+from infosam_core.models import build_sam, save_sam_weights
+from infosam_core.synthetic import SceneConfig, SceneGenerator
+
+
+@dataclass
+class PretrainConfig:
+    out_dir: Path = Path("runs/pretrain")
+    model_type: str = "tiny"
+    steps: int = 1800
+    images_per_step: int = 4
+    masks_per_image: int = 4
+    corrective_clicks: int = 1
+    p_corrective: float = 0.5
+    lr: float = 6e-4
+    min_lr_ratio: float = 0.02
+    weight_decay: float = 0.05
+    warmup_steps: int = 60
+    grad_clip: float = 1.0
+    p_box: float = 0.5
+    p_pad: float = 0.3
+    seed: int = 0
+    checkpoint_every: int = 200
+    log_every: int = 20
+    time_budget_s: float | None = None
+    resume: bool = True
+    threads: int | None = None
+    scene: SceneConfig = field(default_factory=SceneConfig)
+
+
+@dataclass
+class PromptBatch:
+    """Prompts for the K objects of one scene, in model-input pixel coordinates."""
+
+    coords: torch.Tensor | None  # (K, N, 2) x, y
+    labels: torch.Tensor | None  # (K, N) 1 = foreground, 0 = background
+    boxes: torch.Tensor | None  # (K, 4) x0, y0, x1, y1
+
+    def with_point(self, coords: torch.Tensor, labels: torch.Tensor) -> "PromptBatch":
+        if self.coords is None:
+            return PromptBatch(coords[:, None], labels[:, None], self.boxes)
+        return PromptBatch(
+            torch.cat([self.coords, coords[:, None]], 1), torch.cat([self.labels, labels[:, None]], 1), self.boxes
+        )
+
+
+def noisy_boxes(masks: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Tight boxes of (K, H, W) masks with SAM's noise: std 10% of the side, at most 20 px."""
+    k, h, w = masks.shape
+    ys = masks.any(2)
+    xs = masks.any(1)
+    ar_y = torch.arange(h, dtype=torch.float32)
+    ar_x = torch.arange(w, dtype=torch.float32)
+    y0 = torch.where(ys, ar_y, float(h)).amin(1)
+    y1 = torch.where(ys, ar_y, -1.0).amax(1)
+    x0 = torch.where(xs, ar_x, float(w)).amin(1)
+    x1 = torch.where(xs, ar_x, -1.0).amax(1)
+    boxes = torch.stack([x0, y0, x1, y1], 1)
+    side = torch.stack([x1 - x0, y1 - y0, x1 - x0, y1 - y0], 1).clamp(min=1)
+    noise = (torch.randn(k, 4, generator=gen) * 0.1 * side).clamp(-20, 20)
+    boxes = boxes + noise
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w - 1)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h - 1)
+    return boxes
+
+
+def sample_points(region: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One uniformly random pixel of each (K, H, W) region -> (K, 2) x, y and a (K,) bool 'found'."""
+    k, h, w = region.shape
+    flat = region.flatten(1).float()
+    found = flat.sum(1) > 0
+    weights = torch.where(found[:, None], flat, torch.ones_like(flat))
+    idx = torch.multinomial(weights, 1, generator=gen)[:, 0]
+    return torch.stack([(idx % w).float(), (idx // w).float()], 1), found
+
+
+def corrective_point(pred: torch.Tensor, gt: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A click on the error of ``pred`` vs ``gt`` (both (K,H,W) bool): positive on a miss, negative on a spill."""
+    error = pred ^ gt
+    coords, found = sample_points(error, gen)
+    fg_coords, _ = sample_points(gt, gen)
+    coords = torch.where(found[:, None], coords, fg_coords)
+    x, y = coords[:, 0].long(), coords[:, 1].long()
+    labels = gt[torch.arange(gt.shape[0]), y, x].long()
+    return coords, labels
+
+
+def mask_losses(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-mask SAM loss. logits (K, M, H, W), iou_pred (K, M), target (K, H, W) -> loss (K, M), iou (K, M)."""
+    k, m = logits.shape[:2]
+    flat_logits = logits.flatten(0, 1)
+    flat_target = target[:, None].expand(-1, m, -1, -1).flatten(0, 1)
+    seg = 20 * sigmoid_focal_loss(flat_logits, flat_target) + dice_loss(flat_logits, flat_target)
+    actual = mask_iou(flat_logits, flat_target)
+    iou_loss = F.mse_loss(iou_pred.flatten(), actual, reduction="none")
+    return (seg + iou_loss).view(k, m), actual.view(k, m)
+
+
+def decode(sam: Sam, embedding: torch.Tensor, prompts: PromptBatch, mask_input: torch.Tensor | None):
+    """All four mask outputs for K prompts on one image embedding (1, C, h, w).
+
+    Returns low-res logits (K, 4, 4h, 4w) and IoU predictions (K, 4); output 0 is the single-mask output,
+    1..3 the multimask ones (segment-anything's MaskDecoder layout).
+    """
+    points = (prompts.coords, prompts.labels) if prompts.coords is not None else None
+    sparse, dense = sam.prompt_encoder(points=points, boxes=prompts.boxes, masks=mask_input)
+    return sam.mask_decoder.predict_masks(
+        image_embeddings=embedding,
+        image_pe=sam.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+    )
+
+
+class Pretrainer:
+    def __init__(self, config: PretrainConfig, log: Callable[[str], None] = print):
+        self.config = config
+        self.log = log
+        torch.manual_seed(config.seed)
+        self.sam = build_sam(config.model_type).train()
+        self.generator = SceneGenerator(config.scene)
+        self.rng = np.random.default_rng(config.seed)
+        self.gen = torch.Generator().manual_seed(config.seed)
+        self.optimizer = torch.optim.AdamW(self.sam.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.step = 0
+        self.history: list[dict] = []
+        self._start: float | None = None
+
+    # -- schedule / checkpoints ------------------------------------------------------------------------
+    def progress(self, step: int) -> float:
+        """Fraction of the run done: by steps, or by wall time when a time budget is set (whichever is
+        further), so the cosine schedule anneals fully by the deadline on a busy or slow machine."""
+        c = self.config
+        by_steps = (step - c.warmup_steps) / max(1, c.steps - c.warmup_steps)
+        if c.time_budget_s is None or self._start is None:
+            return by_steps
+        return max(by_steps, (time.time() - self._start) / c.time_budget_s)
+
+    def lr_at(self, step: int) -> float:
+        c = self.config
+        if step < c.warmup_steps:
+            return c.lr * (step + 1) / c.warmup_steps
+        t = self.progress(step)
+        return c.lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+    def save(self) -> None:
+        out = Path(self.config.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {"model": self.sam.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step}
+        torch.save(state, out / "last.pt.tmp")
+        (out / "last.pt.tmp").replace(out / "last.pt")
+        save_sam_weights(self.sam, out / f"sam_{self.config.model_type}.safetensors", metadata={"steps": self.step})
+        (out / "history.json").write_text(json.dumps(self.history))
+
+    def try_resume(self) -> None:
+        last = Path(self.config.out_dir) / "last.pt"
+        if not (self.config.resume and last.exists()):
+            return
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        self.sam.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        hist = Path(self.config.out_dir) / "history.json"
+        self.history = json.loads(hist.read_text()) if hist.exists() else []
+        # a fresh data stream after resuming (the old one is not replayed)
+        self.rng = np.random.default_rng([self.config.seed, self.step])
+        self.gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.step)
+        self.log(f"resumed from {last} at step {self.step}")
+
+    # -- one step --------------------------------------------------------------------------------------
+    def make_batch(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        c = self.config
+        images, targets = [], []
+        s = c.scene.image_size
+        mean = self.sam.pixel_mean.view(3, 1, 1)
+        std = self.sam.pixel_std.view(3, 1, 1)
+        while len(images) < c.images_per_step:
+            image, labels = self.generator.generate(self.rng)
+            x = (torch.from_numpy(image).permute(2, 0, 1).float() - mean) / std
+            if self.rng.random() < c.p_pad:  # a non-square image after ResizeLongestSide: pad bottom/right
+                h, w = (int(self.rng.integers(s // 2, s)), s) if self.rng.random() < 0.5 else (s, int(self.rng.integers(s // 2, s)))
+                x[:, h:, :] = 0
+                x[:, :, w:] = 0
+                labels = labels.copy()
+                labels[h:, :] = 0
+                labels[:, w:] = 0
+            ids, counts = np.unique(labels, return_counts=True)
+            ids = ids[(ids > 0) & (counts >= c.scene.min_visible_area)]
+            if ids.size == 0:
+                continue
+            chosen = self.rng.choice(ids, size=min(c.masks_per_image, ids.size), replace=False)
+            images.append(x)
+            targets.append(torch.from_numpy(labels[None] == chosen[:, None, None]))
+        return torch.stack(images), targets
+
+    def train_step(self) -> dict:
+        c = self.config
+        x, targets = self.make_batch()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        embeddings = self.sam.image_encoder(x)
+        s = c.scene.image_size
+        losses, ious_first, ious_last = [], [], []
+        for b, gt in enumerate(targets):
+            gt_f = gt.float()
+            use_box = bool(self.rng.random() < c.p_box)
+            if use_box:
+                prompts = PromptBatch(None, None, noisy_boxes(gt, self.gen))
+            else:
+                coords, _ = sample_points(gt, self.gen)
+                prompts = PromptBatch(coords[:, None], torch.ones(gt.shape[0], 1, dtype=torch.long), None)
+            emb = embeddings[b : b + 1]
+            low, iou_pred = decode(self.sam, emb, prompts, None)
+            logits = F.interpolate(low, (s, s), mode="bilinear", align_corners=False)
+            if use_box:
+                loss, actual = mask_losses(logits[:, :1], iou_pred[:, :1], gt_f)
+                chosen = torch.zeros(gt.shape[0], dtype=torch.long)
+                losses.append(loss[:, 0])
+            else:
+                loss, actual = mask_losses(logits[:, 1:], iou_pred[:, 1:], gt_f)
+                best = loss.detach().argmin(1)
+                chosen = best + 1
+                # best mask's full loss + the IoU head's error on the others
+                losses.append(loss.gather(1, best[:, None])[:, 0])
+            ious_first.append(actual.max(1).values)
+            ks = torch.arange(gt.shape[0])
+            n_clicks = c.corrective_clicks if self.rng.random() < c.p_corrective else 0
+            for _ in range(n_clicks):
+                prev_low = low[ks, chosen].detach()[:, None]
+                pred = logits[ks, chosen].detach() > 0
+                coords, labels = corrective_point(pred, gt, self.gen)
+                prompts = prompts.with_point(coords, labels)
+                mask_input = prev_low if self.rng.random() < 0.5 else None
+                low, iou_pred = decode(self.sam, emb, prompts, mask_input)
+                logits = F.interpolate(low[:, :1], (s, s), mode="bilinear", align_corners=False)
+                loss, actual = mask_losses(logits, iou_pred[:, :1], gt_f)
+                losses.append(loss[:, 0])
+                chosen = torch.zeros(gt.shape[0], dtype=torch.long)
+                low = low[:, :1]
+                ious_last.append(actual[:, 0])
+        total = torch.cat(losses).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(self.sam.parameters(), c.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return {
+            "step": self.step,
+            "loss": float(total.detach()),
+            "iou_first": float(torch.cat(ious_first).mean()),
+            "iou_corrected": float(torch.cat(ious_last).mean()) if ious_last else float("nan"),
+            "lr": self.lr_at(self.step - 1),
+        }
+
+    def run(self) -> Path:
+        c = self.config
+        if c.threads:
+            torch.set_num_threads(c.threads)
+        self.try_resume()
+        Path(c.out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(c.out_dir) / "config.json").write_text(json.dumps(asdict(c), default=str, indent=2))
+        start = self._start = time.time()
+        window: list[dict] = []
+        while self.step < c.steps:
+            if c.time_budget_s is not None and time.time() - start > c.time_budget_s:
+                self.log(f"time budget reached at step {self.step}")
+                break
+            stats = self.train_step()
+            if not math.isfinite(stats["loss"]):
+                raise FloatingPointError(f"non-finite loss at step {self.step}; lower --lr and resume")
+            window.append(stats)
+            if self.step % c.log_every == 0 or self.step == c.steps:
+                mean = {k: float(np.mean([w[k] for w in window])) for k in ("loss", "iou_first", "iou_corrected")}
+                elapsed = time.time() - start
+                mean.update(step=self.step, lr=stats["lr"], elapsed_s=round(elapsed, 1))
+                self.history.append(mean)
+                self.log(
+                    f"step {self.step}/{c.steps} loss {mean['loss']:.4f} IoU first {mean['iou_first']:.3f} "
+                    f"corrected {mean['iou_corrected']:.3f} lr {stats['lr']:.2e} {elapsed:.0f}s"
+                )
+                window = []
+            if self.step % c.checkpoint_every == 0:
+                self.save()
+        self.save()
+        return Path(c.out_dir) / f"sam_{c.model_type}.safetensors"
+
