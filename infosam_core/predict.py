@@ -1,0 +1,395 @@
+"""Interactive prediction: segment-anything's :class:`SamPredictor`, plus embedding caching and model swaps.
+
+:class:`Predictor` keeps SamPredictor's calling convention and results (``set_image``, ``predict``,
+``predict_torch``, ``get_image_embedding``, ...): the resizing, normalisation, prompt transforms and
+mask post-processing are segment-anything's own. On top of it:
+
+* ``set_image`` accepts any image :func:`infosam_core.images.to_rgb_uint8` accepts (gray, RGBA,
+  16-bit, float, ...).
+* Image embeddings are cached under ``key = sha256(image) + model_fingerprint(sam.image_encoder)``:
+  in memory (LRU, ``cache_size`` entries) and optionally on disk (``cache_dir``, one safetensors file
+  per key). Because the key hashes the encoder's actual weights, an adapted or swapped encoder never
+  reuses a stale embedding.
+* ``embed(image) -> ImageEmbedding`` may run in a worker thread while the owning (GUI) thread keeps
+  predicting on the current image; ``set_embedding`` then shows the result.
+* ``set_model(sam)`` swaps the model and re-embeds the current image (or takes it from the cache).
+
+Weights changing in place. The fingerprint is computed once per model, and recomputed when a cheap
+check (the identity, storage and version counter of every encoder tensor) says the encoder's weights
+may have changed -- e.g. after an optimizer step or ``load_state_dict``. That check runs on every
+``set_image`` / ``embed``, not on ``predict``: after changing weights in place, call
+:meth:`Predictor.refresh_model` so that the current image is re-embedded with them.
+
+Threads. ``embed`` (and the cache) may be used from any thread. ``set_image``, ``set_embedding``,
+``predict``, ``set_model`` and ``refresh_model`` belong to the thread that owns the predictor. Encoder
+passes and model swaps are serialised by one lock; ``predict``, ``set_embedding`` and cache hits do not
+wait for a worker's encoder pass (``set_model`` does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from segment_anything import SamPredictor
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from infosam_core.atomic import atomic_path
+from infosam_core.images import to_rgb_uint8
+from infosam_core.models import model_fingerprint
+
+logger = logging.getLogger(__name__)
+
+POINT_LABELS = (-1, 0, 1, 2, 3)  # SAM's: 1 foreground, 0 background, -1 padding, 2/3 box corners
+_CACHE_FORMAT = "infosam-embedding-1"
+
+
+@dataclass(frozen=True, eq=False)
+class ImageEmbedding:
+    """The image encoder's output for one image, and what is needed to predict masks from it.
+
+    features: (1, C, h, w) tensor (C = 256; h = w = 64 for SAM, 32 for tiny), on the model's device.
+    original_size: (H, W) of the image given. input_size: (h, w) after resizing the longest side to the
+    encoder's input size (before padding). key: ``"<image sha256>-<model fingerprint>"``.
+    image: the RGB uint8 (H, W, 3) image it was computed from (kept so a model swap can re-embed it).
+    """
+
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    key: str
+    image: Optional[np.ndarray] = field(default=None, repr=False)
+
+    @property
+    def model_fingerprint(self) -> str:
+        return self.key.rsplit("-", 1)[-1]
+
+
+def image_hash(image: np.ndarray) -> str:
+    """sha256 of an array's bytes, shape and dtype (hex, 32 characters)."""
+    image = np.ascontiguousarray(image)
+    h = hashlib.sha256(memoryview(image).cast("B"))
+    h.update(f"{image.shape}{image.dtype.str}".encode())
+    return h.hexdigest()[:32]
+
+
+def _weights_stamp(module: torch.nn.Module) -> tuple:
+    """Cheap identity of a module's weights: changes when any tensor is replaced or modified in place."""
+    stamp = []
+    for name, t in module.state_dict(keep_vars=True).items():
+        try:
+            version = t._version
+        except RuntimeError:  # inference tensors have no version counter
+            version = -1
+        stamp.append((name, t.data_ptr(), version, tuple(t.shape), t.dtype))
+    return tuple(stamp)
+
+
+class Predictor(SamPredictor):
+    """SamPredictor with cached, thread-safe embeddings and model hot swap (see the module docstring)."""
+
+    def __init__(self, sam: Sam, cache_size: int = 8, cache_dir: str | Path | None = None) -> None:
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        self.cache_size = cache_size
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._lock = threading.RLock()  # the model: held during encoder passes and swaps
+        self._fingerprint_lock = threading.RLock()  # short: the fingerprint and its weights stamp
+        self._cache_lock = threading.Lock()
+        self._cache: OrderedDict[str, ImageEmbedding] = OrderedDict()
+        self._embedding: Optional[ImageEmbedding] = None
+        super().__init__(sam)
+        self._fingerprint = model_fingerprint(sam.image_encoder)
+        self._stamp = _weights_stamp(sam.image_encoder)
+
+    # ----------------------------------------------------------------------------------------- model
+    @property
+    def model_fingerprint(self) -> str:
+        """Fingerprint of the current encoder's weights (recomputed if they may have changed)."""
+        with self._fingerprint_lock:
+            stamp = _weights_stamp(self.model.image_encoder)
+            if stamp != self._stamp:
+                self._fingerprint = model_fingerprint(self.model.image_encoder)
+                self._stamp = stamp
+            return self._fingerprint
+
+    def set_model(self, sam: Sam) -> None:
+        """Use ``sam`` from now on. The current image stays set, re-embedded by ``sam`` (or from the cache).
+
+        An image set with ``set_torch_image`` (no RGB image kept) is unset instead.
+        """
+        fingerprint, stamp = model_fingerprint(sam.image_encoder), _weights_stamp(sam.image_encoder)
+        with self._lock, self._fingerprint_lock:
+            self.model = sam
+            self.transform = ResizeLongestSide(sam.image_encoder.img_size)
+            self._fingerprint, self._stamp = fingerprint, stamp
+        self._reembed_current()
+
+    def refresh_model(self) -> str:
+        """Recompute the fingerprint from the weights now, and re-embed the current image if it changed.
+
+        Call this after changing the model's weights in place (training, loading an adapter) so that
+        ``predict`` uses them. Returns the new fingerprint.
+        """
+        with self._fingerprint_lock:
+            self._fingerprint = model_fingerprint(self.model.image_encoder)
+            self._stamp = _weights_stamp(self.model.image_encoder)
+            fingerprint = self._fingerprint
+        if self._embedding is not None and self._embedding.model_fingerprint != fingerprint:
+            self._reembed_current()
+        return fingerprint
+
+    def _reembed_current(self) -> None:
+        image = self._embedding.image if self._embedding is not None else None
+        if image is None:
+            self.reset_image()
+        else:
+            self.set_embedding(self.embed(image, image_format=self.model.image_format))
+
+    # ------------------------------------------------------------------------------------ embeddings
+    def embed(self, image: np.ndarray, image_format: str = "RGB") -> ImageEmbedding:
+        """The embedding of ``image`` (any array ``to_rgb_uint8`` accepts), from the cache or the encoder.
+
+        Thread-safe; does not change what this predictor shows (use ``set_embedding`` for that).
+        """
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        rgb = to_rgb_uint8(image)
+        if image_format != self.model.image_format:
+            rgb = rgb[..., ::-1]
+        rgb = np.ascontiguousarray(rgb)
+        digest = image_hash(rgb)
+        embedding = self._lookup(f"{digest}-{self.model_fingerprint}")
+        if embedding is None:
+            computed = False
+            with self._lock:
+                key = f"{digest}-{self.model_fingerprint}"  # the model may have been swapped meanwhile
+                embedding = self._lookup(key)  # or another thread may just have computed it
+                if embedding is None:
+                    embedding, computed = self._encode(rgb, key), True
+            if computed:
+                self._disk_put(embedding)
+        self._memory_put(embedding)
+        return replace(embedding, image=rgb)
+
+    def _encode(self, rgb: np.ndarray, key: str) -> ImageEmbedding:
+        """One encoder pass with segment-anything's own resize and preprocess (caller holds the lock)."""
+        transform = ResizeLongestSide(self.model.image_encoder.img_size)
+        input_image = torch.as_tensor(transform.apply_image(rgb), device=self.device)
+        input_image = input_image.permute(2, 0, 1).contiguous()[None, :, :, :]
+        with torch.inference_mode():
+            features = self.model.image_encoder(self.model.preprocess(input_image))
+        return ImageEmbedding(features, (rgb.shape[0], rgb.shape[1]), tuple(input_image.shape[-2:]), key)
+
+    def set_embedding(self, embedding: ImageEmbedding) -> None:
+        """Show ``embedding`` (from ``embed``): ``predict`` then segments its image.
+
+        Raises ValueError if it was computed by another model than the current one.
+        """
+        if embedding.model_fingerprint != self.model_fingerprint:
+            raise ValueError(
+                "this embedding was computed by another model (or other weights) than the current one; "
+                "compute it again with embed()"
+            )
+        SamPredictor.reset_image(self)
+        self.features = embedding.features
+        self.original_size = embedding.original_size
+        self.input_size = embedding.input_size
+        self.is_image_set = True
+        self._embedding = embedding
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Embed ``image`` (from the cache when possible) and make it the current image.
+
+        Arguments:
+          image: (H, W), (H, W, C) with C in 1-4, any numeric dtype (see ``images.to_rgb_uint8``).
+          image_format: channel order of a colour ``image``, 'RGB' or 'BGR'.
+        """
+        self.set_embedding(self.embed(image, image_format))
+
+    def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
+        """SamPredictor's: embed an already resized (1, 3, h, w) tensor (not cached)."""
+        with self._lock, torch.inference_mode():
+            super().set_torch_image(transformed_image, original_image_size)
+
+    def reset_image(self) -> None:
+        """Unset the current image."""
+        super().reset_image()
+        self.original_size = None
+        self.input_size = None
+        self._embedding = None
+
+    @property
+    def embedding(self) -> Optional[ImageEmbedding]:
+        """The current image's embedding (None when none is set or it came from ``set_torch_image``)."""
+        return self._embedding
+
+    def clear_cache(self) -> None:
+        """Forget the in-memory cache (files in ``cache_dir`` are kept)."""
+        with self._cache_lock:
+            self._cache.clear()
+
+    # ----------------------------------------------------------------------------------------- cache
+    def _lookup(self, key: str) -> Optional[ImageEmbedding]:
+        with self._cache_lock:
+            embedding = self._cache.get(key)
+            if embedding is not None:
+                self._cache.move_to_end(key)
+                return embedding
+        return self._disk_get(key)
+
+    def _memory_put(self, embedding: ImageEmbedding) -> None:
+        if self.cache_size == 0:
+            return
+        with self._cache_lock:
+            self._cache[embedding.key] = replace(embedding, image=None)
+            self._cache.move_to_end(embedding.key)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    def _disk_path(self, key: str) -> Path:
+        assert self.cache_dir is not None
+        return self.cache_dir / f"{key}.safetensors"
+
+    def _disk_get(self, key: str) -> Optional[ImageEmbedding]:
+        if self.cache_dir is None:
+            return None
+        path = self._disk_path(key)
+        if not path.is_file():
+            return None
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                meta = f.metadata() or {}
+                features = f.get_tensor("features")
+            if meta.get("format") != _CACHE_FORMAT or meta.get("key") != key:
+                raise ValueError("metadata does not match")
+            if meta.get("sha256") != hashlib.sha256(features.numpy().tobytes()).hexdigest():
+                raise ValueError("checksum does not match")
+            original_size = tuple(int(v) for v in meta["original_size"].split(","))
+            input_size = tuple(int(v) for v in meta["input_size"].split(","))
+            if features.ndim != 4 or features.shape[0] != 1 or len(original_size) != 2 or len(input_size) != 2:
+                raise ValueError(f"unexpected shapes {tuple(features.shape)}")
+        except Exception as exc:  # noqa: BLE001 - a bad cache file is only a cache miss
+            logger.warning("ignoring unreadable embedding cache file %s (%s); recomputing", path, exc)
+            return None
+        return ImageEmbedding(features.to(self.device), original_size, input_size, key)  # type: ignore[arg-type]
+
+    def _disk_put(self, embedding: ImageEmbedding) -> None:
+        if self.cache_dir is None:
+            return
+        from safetensors.torch import save_file
+
+        features = embedding.features.detach().to("cpu").contiguous()
+        with torch.inference_mode(False):
+            features = features.clone()  # a normal tensor: safetensors reads its storage
+        meta = {
+            "format": _CACHE_FORMAT,
+            "key": embedding.key,
+            "original_size": ",".join(map(str, embedding.original_size)),
+            "input_size": ",".join(map(str, embedding.input_size)),
+            "sha256": hashlib.sha256(features.numpy().tobytes()).hexdigest(),
+        }
+        try:
+            with atomic_path(self._disk_path(embedding.key)) as tmp:
+                save_file({"features": features}, str(tmp), metadata=meta)
+        except OSError as exc:  # a full or read-only disk must not break segmentation
+            logger.warning("could not write embedding cache file in %s: %s", self.cache_dir, exc)
+
+    # ------------------------------------------------------------------------------------ prediction
+    def predict(
+        self,
+        point_coords: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+        box: Optional[np.ndarray] = None,
+        mask_input: Optional[np.ndarray] = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """SamPredictor.predict, with the prompts checked first (ValueError on bad shapes or values).
+
+        Arguments (pixels of the original image):
+          point_coords: (N, 2) as (x, y); point_labels: (N,), 1 foreground, 0 background.
+          box: (4,) XYXY. mask_input: (1, h, w) low-res logits from a previous call (h = w = 256 for
+          SAM, 128 for tiny).
+        Returns:
+          masks (C, H, W) bool (float logits if ``return_logits``), scores (C,), low-res logits
+          (C, h, w); C = 3 with ``multimask_output``, else 1.
+        """
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        prompts = self._check_prompts(point_coords, point_labels, box, mask_input)
+        return super().predict(*prompts, multimask_output=multimask_output, return_logits=return_logits)
+
+    def predict_torch(
+        self,
+        point_coords: Optional[torch.Tensor],
+        point_labels: Optional[torch.Tensor],
+        boxes: Optional[torch.Tensor] = None,
+        mask_input: Optional[torch.Tensor] = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """SamPredictor.predict_torch (batched, already transformed prompts), under inference mode."""
+        with torch.inference_mode():
+            return super().predict_torch(
+                point_coords, point_labels, boxes, mask_input, multimask_output, return_logits
+            )
+
+    def _check_prompts(
+        self, point_coords: Any, point_labels: Any, box: Any, mask_input: Any
+    ) -> tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
+        coords = labels = box_array = mask = None
+        if point_coords is not None:
+            coords = _as_float_array(point_coords, "point_coords")
+            if coords.ndim != 2 or coords.shape[1] != 2 or len(coords) == 0:
+                raise ValueError(f"point_coords must have shape (N, 2), as (x, y) pixels; got {coords.shape}")
+            if point_labels is None:
+                raise ValueError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
+            labels = _as_float_array(point_labels, "point_labels")
+            if labels.ndim != 1 or len(labels) != len(coords):
+                raise ValueError(
+                    f"point_labels must hold one label per point: {len(coords)} points, labels of shape {labels.shape}"
+                )
+            if not np.isin(labels, POINT_LABELS).all():
+                raise ValueError(f"point_labels must be 1 (foreground) or 0 (background); got {labels.tolist()}")
+            labels = labels.astype(np.int64)
+        elif point_labels is not None:
+            raise ValueError("point_labels given without point_coords")
+        if box is not None:
+            box_array = _as_float_array(box, "box")
+            if box_array.shape not in ((4,), (1, 4)):
+                raise ValueError(f"box must be 4 numbers x0, y0, x1, y1; got shape {box_array.shape}")
+            box_array = box_array.reshape(4)
+            if box_array[2] < box_array[0] or box_array[3] < box_array[1]:
+                raise ValueError(f"box must be x0, y0, x1, y1 with x0 <= x1 and y0 <= y1; got {box_array.tolist()}")
+        if mask_input is not None:
+            mask = _as_float_array(mask_input, "mask_input").astype(np.float32)
+            if mask.ndim == 2:
+                mask = mask[None]
+            expected = (1, *self.model.prompt_encoder.mask_input_size)
+            if mask.shape != expected:
+                raise ValueError(
+                    f"mask_input must have shape {expected} (one low-res logits map from a previous predict); "
+                    f"got {mask.shape}"
+                )
+        return coords, labels, box_array, mask
+
+
+def _as_float_array(value: Any, name: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an array of numbers, got {value!r}") from None
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array
