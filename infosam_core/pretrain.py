@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
 from infosam_core.losses import dice_loss, mask_iou, sigmoid_focal_loss
-from infosam_core.models import build_sam, save_sam_weights
+from infosam_core.models import build_sam, load_sam, save_sam_weights
 from infosam_core.synthetic import SceneConfig, SceneGenerator
 
 
@@ -52,6 +52,7 @@ class PretrainConfig:
     log_every: int = 20
     time_budget_s: float | None = None
     resume: bool = True
+    init_weights: Path | None = None  # start from these weights (e.g. the bundled model) instead of random
     threads: int | None = None
     scene: SceneConfig = field(default_factory=SceneConfig)
 
@@ -145,7 +146,9 @@ class Pretrainer:
         self.config = config
         self.log = log
         torch.manual_seed(config.seed)
-        self.sam = build_sam(config.model_type).train()
+        self.sam = (
+            load_sam(config.model_type, config.init_weights) if config.init_weights else build_sam(config.model_type)
+        ).train()
         self.generator = SceneGenerator(config.scene)
         self.rng = np.random.default_rng(config.seed)
         self.gen = torch.Generator().manual_seed(config.seed)
@@ -298,7 +301,7 @@ class Pretrainer:
                 raise FloatingPointError(f"non-finite loss at step {self.step}; lower --lr and resume")
             window.append(stats)
             if self.step % c.log_every == 0 or self.step == c.steps:
-                mean = {k: float(np.mean([w[k] for w in window])) for k in ("loss", "iou_first", "iou_corrected")}
+                mean = {k: float(np.nanmean([w[k] for w in window])) for k in ("loss", "iou_first", "iou_corrected")}
                 elapsed = time.time() - start
                 mean.update(step=self.step, lr=stats["lr"], elapsed_s=round(elapsed, 1))
                 self.history.append(mean)

@@ -21,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--init", type=Path, default=None, help="continue from these weights (fresh optimizer)")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if OUT/last.pt exists")
     p.set_defaults(func=run)
 
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         time_budget_s=args.time_budget,
         resume=not args.no_resume,
+        init_weights=args.init,
     )
     weights = Pretrainer(config, log=lambda msg: print(msg, flush=True)).run()
     print(f"weights: {weights}")
