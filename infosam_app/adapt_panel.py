@@ -1,0 +1,203 @@
+"""The 'Adapt to my data' panel: method, InfoSAM on/off, epochs / time budget, progress + ETA, live losses,
+Cancel / Continue, and loading an adapter trained before. The work is in :mod:`infosam_app.training`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from infosam_app.loss_plot import LossPlot
+from infosam_app.session import ModelInfo, Session, device_name
+from infosam_app.shortcuts import TOOLTIPS
+from infosam_app.training import METHOD_CHOICES, MIN_OBJECTS, RunSettings, TrainingController
+
+
+def format_seconds(s: float | None) -> str:
+    if s is None or s != s or s < 0:
+        return "–"
+    s = int(round(s))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _load_adapter_job(base_sam, path: str):
+    from infosam_core.adapter_io import load_adapter
+
+    return load_adapter(base_sam, path)
+
+
+class AdaptPanel(QWidget):
+    def __init__(self, session: Session, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.session = session
+        self.controller = TrainingController(session, self)
+        self.max_steps: int | None = None  # tests and demos: a hard step limit
+        self._last_val: float | None = None
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        form = QFormLayout()
+        self.method_combo = QComboBox()
+        for text, value in METHOD_CHOICES:
+            self.method_combo.addItem(text, value)
+        self.method_combo.setToolTip(TOOLTIPS["method"])
+        self.infosam_check = QCheckBox("InfoSAM distillation")
+        self.infosam_check.setChecked(True)
+        self.infosam_check.setToolTip(TOOLTIPS["infosam"])
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 1000)
+        self.epochs_spin.setValue(30)
+        self.epochs_spin.setToolTip(TOOLTIPS["epochs"])
+        self.budget_spin = QSpinBox()
+        self.budget_spin.setRange(0, 24 * 60)
+        self.budget_spin.setSuffix(" min")
+        self.budget_spin.setSpecialValueText("no limit")
+        self.budget_spin.setToolTip(TOOLTIPS["time_budget"])
+        form.addRow("Method", self.method_combo)
+        form.addRow("", self.infosam_check)
+        form.addRow("Epochs", self.epochs_spin)
+        form.addRow("Time budget", self.budget_spin)
+        lay.addLayout(form)
+        row = QHBoxLayout()
+        self.start_btn = QPushButton("Adapt to my data")
+        self.start_btn.setToolTip(TOOLTIPS["start"])
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setToolTip(TOOLTIPS["cancel"])
+        self.continue_btn = QPushButton("Continue")
+        self.continue_btn.setToolTip(TOOLTIPS["continue"])
+        for b in (self.start_btn, self.cancel_btn, self.continue_btn):
+            row.addWidget(b)
+        lay.addLayout(row)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 100)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("%p%")
+        lay.addWidget(self.progress_bar)
+        self.eta_label = QLabel("")
+        lay.addWidget(self.eta_label)
+        self.plot = LossPlot([["seg"], ["L_r", "L_d"]])
+        lay.addWidget(self.plot)
+        self.info_label = QLabel("")
+        self.info_label.setWordWrap(True)
+        lay.addWidget(self.info_label)
+        self.load_btn = QPushButton("Load adapter…")
+        self.load_btn.setToolTip(TOOLTIPS["load_adapter"])
+        lay.addWidget(self.load_btn)
+        lay.addStretch(1)
+
+        self.start_btn.clicked.connect(lambda: self.start())
+        self.cancel_btn.clicked.connect(self.controller.cancel)
+        self.continue_btn.clicked.connect(lambda: self.start(continue_run=True))
+        self.load_btn.clicked.connect(lambda: self.load_adapter())
+        c = self.controller
+        c.started.connect(self._on_started)
+        c.progress.connect(self._on_progress)
+        c.finished.connect(self._on_finished)
+        c.failed.connect(self._on_failed)
+        c.message.connect(self.info_label.setText)
+        session.images_changed.connect(self._sync_buttons)
+        session.model_changed.connect(self._sync_buttons)
+        self._sync_buttons()
+
+    # ---- actions
+    def settings(self) -> RunSettings:
+        budget = self.budget_spin.value()
+        return RunSettings(
+            method=self.method_combo.currentData(), infosam=self.infosam_check.isChecked(),
+            epochs=self.epochs_spin.value(), time_budget_s=budget * 60.0 if budget else None,
+            max_steps=self.max_steps,
+        )
+
+    def start(self, continue_run: bool = False) -> bool:
+        if not continue_run:
+            self.plot.clear()
+        return self.controller.start(self.settings(), continue_run=continue_run)
+
+    def load_adapter(self, path: str | None = None) -> None:
+        """Load an adapter file onto the base model (background); it becomes the adapted model."""
+        session = self.session
+        if "base" not in session.sams:
+            session.fail("Load a model first.")
+            return
+        if path is None:
+            start = str(session.project.adapters_dir) if session.project else str(Path.home())
+            path, _ = QFileDialog.getOpenFileName(self, "Load adapter", start, "Adapters (*.safetensors);;All files (*)")
+            if not path:
+                return
+        session.tell(f"Loading adapter {Path(path).name} …")
+
+        def ok(model):
+            method = getattr(getattr(model, "peft_state", None), "method", "adapter")
+            info = ModelInfo(f"{method} adapter ({Path(path).parent.name}/{Path(path).name})", device_name(model),
+                             session.infos["base"].model_type, adapter_path=str(path))
+            session.set_adapted(model, info, activate=True)
+            self.info_label.setText(f"Loaded {path}")
+
+        session.tasks.run(_load_adapter_job, session.sams["base"], str(path), name="load adapter", on_result=ok,
+                          on_error=lambda exc: session.fail(f"Cannot load the adapter: {exc}"))
+
+    # ---- updates
+    def _sync_buttons(self) -> None:
+        running = self.controller.running
+        n = self.controller.object_count()
+        self.start_btn.setEnabled(not running)
+        self.continue_btn.setEnabled(self.controller.can_continue())
+        self.cancel_btn.setEnabled(running)
+        for w in (self.method_combo, self.infosam_check, self.epochs_spin, self.budget_spin, self.load_btn):
+            w.setEnabled(not running)
+        if not running:
+            if n < MIN_OBJECTS:
+                self.info_label.setText(f"Accept at least {MIN_OBJECTS} objects to adapt ({n} so far).")
+            elif not self.info_label.text() or self.info_label.text().startswith("Accept at least"):
+                self.info_label.setText(f"{n} objects ready for adaptation.")
+
+    def _on_started(self) -> None:
+        self._last_val = None
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("starting … %p%")
+        self.eta_label.setText("Preparing the samples …")
+        self.info_label.setText("")
+        self._sync_buttons()
+
+    def _on_progress(self, p) -> None:
+        pct = int(100 * p.step / max(p.total_steps, 1))
+        self.progress_bar.setValue(pct)
+        self.progress_bar.setFormat(f"step {p.step}/{p.total_steps}  %p%")
+        eta = p.eta_s
+        budget = self.controller.last_settings.time_budget_s if self.controller.last_settings else None
+        if budget:
+            eta = min(eta, max(0.0, budget - p.elapsed_s))
+        if p.val_miou is not None:
+            self._last_val = p.val_miou
+        extra = f"   IoU on your objects {self._last_val:.3f}" if self._last_val is not None else ""
+        self.eta_label.setText(f"epoch {p.epoch}   elapsed {format_seconds(p.elapsed_s)}   ETA {format_seconds(eta)}{extra}")
+        if p.val_miou is None:  # the end-of-epoch report repeats the epoch's mean losses: not plotted
+            self.plot.add(p.step, {"seg": p.seg_loss, "L_r": p.l_r, "L_d": p.l_d})
+
+    def _on_finished(self, result) -> None:
+        self.progress_bar.setFormat(f"{result.stop_reason}: {result.steps} steps")
+        if result.stop_reason in ("completed", "max_steps"):
+            self.progress_bar.setValue(100)
+        best = f", best val IoU {result.best_val_miou:.3f} (epoch {result.best_epoch})" if result.best_val_miou is not None else ""
+        self.info_label.setText(
+            f"{'Cancelled — the best adapter so far is kept' if result.cancelled else 'Done'}: {result.steps} steps in "
+            f"{format_seconds(result.elapsed_s)}{best}. Saved to {self.controller.last_adapter_path}. "
+            "Press C to compare Base / Adapted."
+        )
+        self._sync_buttons()
+
+    def _on_failed(self, message: str) -> None:
+        self.info_label.setText(message)
+        self.progress_bar.setFormat("stopped")
+        self._sync_buttons()

@@ -1,0 +1,128 @@
+"""Export: label images (TIFF / PNG) per image, COCO JSON of the project, the adapted model's adapter.
+
+Each action takes an explicit destination (tests, scripts) or asks with a file dialog. Writing happens in
+the core (:mod:`infosam_core.export`, :func:`infosam_core.adapter_io.save_adapter`), atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtWidgets import QComboBox, QFileDialog, QGridLayout, QLabel, QPushButton, QWidget
+
+from infosam_app.session import Session
+from infosam_app.shortcuts import TOOLTIPS
+
+
+class ExportPanel(QWidget):
+    def __init__(self, session: Session, adapt_panel=None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.session = session
+        self.adapt_panel = adapt_panel
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        self.format_combo = QComboBox()
+        self.format_combo.addItem("TIFF (16/32-bit labels)", "tif")
+        self.format_combo.addItem("PNG (16-bit labels)", "png")
+        self.masks_btn = QPushButton("Export masks…")
+        self.masks_btn.setToolTip(TOOLTIPS["export_masks"])
+        self.coco_btn = QPushButton("Export COCO JSON…")
+        self.coco_btn.setToolTip(TOOLTIPS["export_coco"])
+        self.adapter_btn = QPushButton("Export adapter…")
+        self.adapter_btn.setToolTip(TOOLTIPS["export_adapter"])
+        self.result_label = QLabel("")
+        self.result_label.setWordWrap(True)
+        grid.addWidget(QLabel("Label format"), 0, 0)
+        grid.addWidget(self.format_combo, 0, 1)
+        grid.addWidget(self.masks_btn, 1, 0, 1, 2)
+        grid.addWidget(self.coco_btn, 2, 0, 1, 2)
+        grid.addWidget(self.adapter_btn, 3, 0, 1, 2)
+        grid.addWidget(self.result_label, 4, 0, 1, 2)
+        self.masks_btn.clicked.connect(lambda: self.export_masks())
+        self.coco_btn.clicked.connect(lambda: self.export_coco())
+        self.adapter_btn.clicked.connect(lambda: self.export_adapter())
+        session.model_changed.connect(self._sync)
+        session.project_changed.connect(self._sync)
+        self._sync()
+
+    def _sync(self) -> None:
+        has_project = self.session.project is not None
+        self.masks_btn.setEnabled(has_project)
+        self.coco_btn.setEnabled(has_project)
+        self.adapter_btn.setEnabled(self.session.has_adapted)
+
+    def _default_dir(self) -> str:
+        p = self.session.project
+        return str(p.exports_dir) if p is not None else str(Path.home())
+
+    def _done(self, text: str) -> None:
+        self.result_label.setText(text)
+        self.session.tell(text)
+
+    def export_masks(self, out_dir: str | Path | None = None, fmt: str | None = None) -> list[Path]:
+        from infosam_core.export import export_label_images
+
+        project = self.session.project
+        if project is None:
+            self.session.fail("Open or create a project first.")
+            return []
+        fmt = fmt or self.format_combo.currentData()
+        if out_dir is None:
+            Path(self._default_dir()).mkdir(parents=True, exist_ok=True)
+            out_dir = QFileDialog.getExistingDirectory(self, "Export label images to", self._default_dir())
+            if not out_dir:
+                return []
+        try:
+            paths = export_label_images(project, out_dir, fmt=fmt)
+        except Exception as exc:  # noqa: BLE001 - shown, never fatal
+            self.session.fail(f"Export failed: {exc}")
+            return []
+        self._done(f"Wrote {len(paths)} label images ({fmt.upper()}) to {out_dir}")
+        return paths
+
+    def export_coco(self, path: str | Path | None = None) -> Path | None:
+        from infosam_core.export import export_coco
+
+        project = self.session.project
+        if project is None:
+            self.session.fail("Open or create a project first.")
+            return None
+        if path is None:
+            Path(self._default_dir()).mkdir(parents=True, exist_ok=True)
+            path, _ = QFileDialog.getSaveFileName(self, "Export COCO JSON", str(Path(self._default_dir()) / "coco.json"),
+                                                  "JSON (*.json)")
+            if not path:
+                return None
+        try:
+            out = export_coco(project, path)
+        except Exception as exc:  # noqa: BLE001
+            self.session.fail(f"COCO export failed: {exc}")
+            return None
+        self._done(f"Wrote {project.total_objects()} objects as COCO JSON to {out}")
+        return out
+
+    def export_adapter(self, path: str | Path | None = None) -> Path | None:
+        from infosam_core.adapter_io import save_adapter
+
+        session = self.session
+        if not session.has_adapted:
+            session.fail("No adapted model to export: adapt or load one first.")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export adapter",
+                                                  str(Path(self._default_dir()) / "adapter.safetensors"),
+                                                  "Adapter (*.safetensors)")
+            if not path:
+                return None
+        summary = {"exported_from": "infosam-studio", "model": session.infos["adapted"].label}
+        controller = getattr(self.adapt_panel, "controller", None)
+        if controller is not None and controller.last_result is not None \
+                and controller.last_result.model is session.sams["adapted"]:
+            summary.update(controller.last_result.summary())
+        try:
+            save_adapter(session.sams["adapted"], path, summary)
+        except Exception as exc:  # noqa: BLE001
+            session.fail(f"Adapter export failed: {exc}")
+            return None
+        self._done(f"Wrote the adapter to {path} (+ its JSON config)")
+        return Path(path)

@@ -1,0 +1,140 @@
+"""The napari layers one studio owns: image, accepted objects, mask preview, box and point prompts.
+
+Layers are created on first use and re-created if the user deletes one; their order is fixed (image at
+the bottom, prompts on top). Coordinates are napari's (row, col) in image pixels; conversion to SAM's
+(x, y) happens in :mod:`infosam_app.prompting`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+POSITIVE_COLOR = "#39ff14"
+NEGATIVE_COLOR = "#ff2a2a"
+PREVIEW_COLOR = "#00e5ff"
+BOX_COLOR = "#ffd400"
+
+IMAGE_NAME = "image"
+OBJECTS_NAME = "objects"
+PREVIEW_NAME = "mask preview"
+BOX_NAME = "box prompt"
+POINTS_NAME = "point prompts"
+
+
+class StudioLayers:
+    """Creates, finds and updates the studio's layers in one viewer."""
+
+    def __init__(self, viewer: napari.Viewer):
+        self.viewer = viewer
+        self.image = None
+        self.objects = None
+        self.preview = None
+        self.box = None
+        self.points = None
+        self._keybindings: list[tuple[str, object]] = []
+        self.on_created = []  # callbacks(layer): the prompt controller wires events and keys
+
+    # ---- helpers
+    def _alive(self, layer) -> bool:
+        return layer is not None and layer in self.viewer.layers
+
+    def _emit_created(self, layer) -> None:
+        for cb in self.on_created:
+            cb(layer)
+
+    def owned(self) -> list:
+        return [l for l in (self.image, self.objects, self.preview, self.box, self.points) if self._alive(l)]
+
+    # ---- image
+    def show_image(self, raw: np.ndarray, rgb: np.ndarray, name: str) -> None:
+        """Show ``raw`` when napari can (gray of any depth, RGB/RGBA uint8), else the RGB conversion."""
+        is_rgb = raw.ndim == 3
+        data = raw if (raw.ndim == 2 or (is_rgb and raw.shape[-1] in (3, 4) and raw.dtype == np.uint8)) else rgb
+        is_rgb = data.ndim == 3
+        old_shape = self.image.data.shape[:2] if self._alive(self.image) else None
+        if self._alive(self.image) and self.image.rgb == is_rgb:
+            self.image.data = data
+            self.image.name = name
+        else:
+            if self._alive(self.image):
+                self.viewer.layers.remove(self.image)
+            self.image = self.viewer.add_image(data, name=name, rgb=is_rgb)
+            self.viewer.layers.move(self.viewer.layers.index(self.image), 0)
+            self._emit_created(self.image)
+        if not is_rgb:
+            lo, hi = _robust_limits(data)
+            self.image.contrast_limits_range = (float(data.min()), float(max(data.max(), data.min() + 1)))
+            self.image.contrast_limits = (lo, hi)
+        self.image.metadata["infosam_role"] = "image"
+        shape = data.shape[:2]
+        self.ensure_prompt_layers(shape)
+        if old_shape != shape:
+            self.viewer.reset_view()
+
+    # ---- labels
+    def ensure_prompt_layers(self, shape: tuple[int, int]) -> None:
+        from napari.utils.colormaps import DirectLabelColormap
+
+        if not self._alive(self.objects):
+            self.objects = self.viewer.add_labels(np.zeros(shape, np.uint16), name=OBJECTS_NAME, opacity=0.5)
+            self._emit_created(self.objects)
+        if not self._alive(self.preview):
+            self.preview = self.viewer.add_labels(
+                np.zeros(shape, np.uint8), name=PREVIEW_NAME, opacity=0.55,
+                colormap=DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: PREVIEW_COLOR}),
+            )
+            self.preview.editable = False
+            self._emit_created(self.preview)
+        if not self._alive(self.box):
+            self.box = self.viewer.add_shapes(
+                name=BOX_NAME, ndim=2, edge_color=BOX_COLOR, face_color="transparent", edge_width=2,
+            )
+            self.box.current_edge_color = BOX_COLOR
+            self.box.current_face_color = "transparent"
+            self._emit_created(self.box)
+        if not self._alive(self.points):
+            self.points = self.viewer.add_points(
+                np.empty((0, 2)), name=POINTS_NAME, ndim=2, size=10, border_color="white", border_width=0.1,
+                features={"label": np.empty(0, dtype=int)}, face_color=POSITIVE_COLOR,
+            )
+            self.points.feature_defaults = {"label": 1}
+            self._emit_created(self.points)
+
+    def set_objects(self, labels: np.ndarray) -> None:
+        self.ensure_prompt_layers(labels.shape)
+        self.objects.data = labels
+        self.objects.refresh()
+
+    def set_preview(self, mask: np.ndarray | None, shape: tuple[int, int] | None = None) -> None:
+        if mask is None:
+            shape = shape or (self.preview.data.shape if self._alive(self.preview) else None)
+            if shape is None:
+                return
+            self.ensure_prompt_layers(shape)
+            if self.preview.data.any() or self.preview.data.shape != tuple(shape):
+                self.preview.data = np.zeros(shape, np.uint8)
+            return
+        self.ensure_prompt_layers(mask.shape)
+        self.preview.data = mask.astype(np.uint8)
+
+    def preview_mask(self) -> np.ndarray | None:
+        if not self._alive(self.preview):
+            return None
+        return self.preview.data.astype(bool)
+
+
+def _robust_limits(data: np.ndarray) -> tuple[float, float]:
+    sample = data.reshape(-1)
+    if sample.size > 1_000_000:
+        sample = sample[:: sample.size // 1_000_000 + 1]
+    lo, hi = (float(v) for v in np.percentile(sample, (0.5, 99.5)))
+    if hi <= lo:
+        lo, hi = float(data.min()), float(data.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    return lo, hi

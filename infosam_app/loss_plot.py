@@ -1,0 +1,115 @@
+"""A small live line plot painted with QPainter (napari ships no matplotlib; no new dependency).
+
+``LossPlot(panels=[["seg"], ["L_r", "L_d"]])`` draws one panel per group, stacked, each with its own
+y-range, a legend with the latest values, and the step axis shared. ``add(step, {"seg": 0.4, ...})``
+appends values and repaints (cheap: a few hundred points at most are drawn; older ones are decimated).
+"""
+
+from __future__ import annotations
+
+import math
+
+from qtpy.QtCore import QPointF, QRectF, QSize, Qt
+from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from qtpy.QtWidgets import QSizePolicy, QWidget
+
+COLORS = ["#4fc3f7", "#ffb74d", "#81c784", "#e57373", "#ba68c8", "#fff176"]
+MAX_DRAWN = 400
+
+
+class LossPlot(QWidget):
+    def __init__(self, panels: list[list[str]] | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.panels = panels or [["seg"], ["L_r", "L_d"]]
+        self.series: dict[str, list[tuple[float, float]]] = {n: [] for p in self.panels for n in p}
+        self.colors = {n: QColor(COLORS[i % len(COLORS)]) for i, n in enumerate(self.series)}
+        self.setMinimumHeight(150)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.setToolTip("Training losses per step: segmentation (top), InfoSAM L_r and L_d (bottom)")
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(320, 180)
+
+    def clear(self) -> None:
+        for v in self.series.values():
+            v.clear()
+        self.update()
+
+    def add(self, step: float, values: dict[str, float | None]) -> None:
+        for name, value in values.items():
+            if name in self.series and value is not None and math.isfinite(float(value)):
+                self.series[name].append((float(step), float(value)))
+        self.update()
+
+    def point_count(self) -> int:
+        return sum(len(v) for v in self.series.values())
+
+    # ---- painting
+    def paintEvent(self, _event) -> None:  # noqa: N802 - Qt API
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        p.fillRect(self.rect(), QColor("#1e1f24"))
+        font = QFont(self.font())
+        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
+        p.setFont(font)
+        fm = p.fontMetrics()
+        steps = [s for v in self.series.values() for s, _ in v]
+        x0, x1 = (min(steps), max(steps)) if steps else (0.0, 1.0)
+        if x1 <= x0:
+            x1 = x0 + 1
+        n = len(self.panels)
+        left, right, top, gap, bottom = fm.horizontalAdvance("-0.000") + 8, 8, 4, 6, fm.height() + 4
+        h = (self.height() - top - bottom - gap * (n - 1)) / n
+        for i, names in enumerate(self.panels):
+            rect = QRectF(left, top + i * (h + gap), self.width() - left - right, h)
+            self._paint_panel(p, rect, names, x0, x1, fm)
+        p.setPen(QColor("#9e9e9e"))
+        p.drawText(QRectF(left, self.height() - bottom, self.width() - left - right, bottom),
+                   Qt.AlignmentFlag.AlignCenter, f"step {int(x0)} .. {int(x1)}" if steps else "no training yet")
+        p.end()
+
+    def _paint_panel(self, p: QPainter, rect: QRectF, names: list[str], x0: float, x1: float, fm) -> None:
+        p.setPen(QPen(QColor("#555"), 1))
+        p.drawRect(rect)
+        values = [v for n in names for _, v in self.series[n]]
+        if not values:
+            p.setPen(QColor("#777"))
+            p.drawText(rect, Qt.AlignmentFlag.AlignCenter, " / ".join(names))
+            return
+        lo, hi = min(values), max(values)
+        if hi - lo < 1e-9:
+            lo, hi = lo - 0.5, hi + 0.5
+        pad = 0.05 * (hi - lo)
+        lo, hi = lo - pad, hi + pad
+
+        def to_px(s: float, v: float) -> QPointF:
+            return QPointF(rect.left() + (s - x0) / (x1 - x0) * rect.width(),
+                           rect.bottom() - (v - lo) / (hi - lo) * rect.height())
+
+        if lo < 0 < hi:  # zero line
+            p.setPen(QPen(QColor("#444"), 1, Qt.PenStyle.DashLine))
+            z = to_px(x0, 0.0).y()
+            p.drawLine(QPointF(rect.left(), z), QPointF(rect.right(), z))
+        p.setPen(QColor("#9e9e9e"))
+        p.drawText(QRectF(0, rect.top() - 2, rect.left() - 4, fm.height()), Qt.AlignmentFlag.AlignRight,
+                   f"{hi:.3g}")
+        p.drawText(QRectF(0, rect.bottom() - fm.height() + 2, rect.left() - 4, fm.height()),
+                   Qt.AlignmentFlag.AlignRight, f"{lo:.3g}")
+        legend_x = rect.left() + 6
+        for name in names:
+            pts = self.series[name]
+            if not pts:
+                continue
+            stride = max(1, len(pts) // MAX_DRAWN)
+            drawn = pts[::stride]
+            if drawn[-1] is not pts[-1]:
+                drawn = drawn + [pts[-1]]
+            path = QPainterPath(to_px(*drawn[0]))
+            for s, v in drawn[1:]:
+                path.lineTo(to_px(s, v))
+            color = self.colors[name]
+            p.setPen(QPen(color, 1.6))
+            p.drawPath(path)
+            label = f"{name} {pts[-1][1]:.3f}"
+            p.drawText(QPointF(legend_x, rect.top() + fm.ascent() + 3), label)
+            legend_x += fm.horizontalAdvance(label) + 12

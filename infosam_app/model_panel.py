@@ -1,0 +1,103 @@
+"""Model: the bundled tiny SAM or a SAM checkpoint; the device; loading errors shown, never fatal."""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QWidget,
+)
+
+from infosam_app.session import Session
+from infosam_app.shortcuts import TOOLTIPS
+
+MODEL_CHOICES = [("tiny (bundled)", "tiny"), ("SAM ViT-B", "vit_b"), ("SAM ViT-L", "vit_l"), ("SAM ViT-H", "vit_h")]
+
+
+class ModelPanel(QWidget):
+    def __init__(self, session: Session, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.session = session
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        self.type_combo = QComboBox()
+        for text, value in MODEL_CHOICES:
+            self.type_combo.addItem(text, value)
+        self.type_combo.setToolTip(TOOLTIPS["model_type"])
+        self.checkpoint_edit = QLineEdit()
+        self.checkpoint_edit.setPlaceholderText("checkpoint file (.pth / .safetensors)")
+        self.checkpoint_edit.setToolTip(TOOLTIPS["checkpoint"])
+        browse = QPushButton("…")
+        browse.setFixedWidth(28)
+        browse.clicked.connect(self.choose_checkpoint)
+        self.load_btn = QPushButton("Load model")
+        self.load_btn.setToolTip(TOOLTIPS["load_model"])
+        self.load_btn.clicked.connect(self.load_selected)
+        self.info_label = QLabel("No model loaded")
+        self.info_label.setWordWrap(True)
+        grid.addWidget(QLabel("Model"), 0, 0)
+        grid.addWidget(self.type_combo, 0, 1)
+        grid.addWidget(self.load_btn, 0, 2)
+        ck = QHBoxLayout()
+        ck.addWidget(self.checkpoint_edit)
+        ck.addWidget(browse)
+        grid.addLayout(ck, 1, 0, 1, 3)
+        grid.addWidget(self.info_label, 2, 0, 1, 3)
+        self.type_combo.currentIndexChanged.connect(self._sync_enabled)
+        session.model_changed.connect(self.refresh)
+        session.model_loading.connect(self._on_loading)
+        session.error.connect(self._on_error)
+        self._sync_enabled()
+
+    def _sync_enabled(self) -> None:
+        self.checkpoint_edit.setEnabled(self.type_combo.currentData() != "tiny" or bool(self.checkpoint_edit.text()))
+
+    def set_choice(self, model_type: str, checkpoint: str | None) -> None:
+        i = self.type_combo.findData(model_type)
+        if i >= 0:
+            self.type_combo.setCurrentIndex(i)
+        self.checkpoint_edit.setText(checkpoint or "")
+        self._sync_enabled()
+
+    def choose_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "SAM checkpoint", str(Path.home()),
+                                              "Checkpoints (*.pth *.pt *.safetensors);;All files (*)")
+        if path:
+            self.checkpoint_edit.setText(path)
+            self._sync_enabled()
+
+    def load_selected(self) -> None:
+        model_type = self.type_combo.currentData()
+        checkpoint = self.checkpoint_edit.text().strip() or None
+        self.session.load_model(model_type, checkpoint)
+
+    def _on_loading(self, loading: bool) -> None:
+        self.load_btn.setEnabled(not loading)
+        if loading:
+            self.info_label.setText("Loading the model …")
+        else:
+            self.refresh()
+
+    def _on_error(self, message: str) -> None:
+        if message.startswith("Cannot load the model"):
+            self.refresh()
+            self.info_label.setText(f"<span style='color:#ff6b6b'>{escape(message)}</span><br>{self.info_label.text()}")
+
+    def refresh(self) -> None:
+        s = self.session
+        if not s.infos:
+            self.info_label.setText("No model loaded")
+            return
+        base = s.infos["base"]
+        text = f"Base: <b>{base.label}</b> on <b>{base.device}</b>"
+        if "adapted" in s.infos:
+            text += f"<br>Adapted: <b>{s.infos['adapted'].label}</b>"
+        self.info_label.setText(text)

@@ -1,0 +1,495 @@
+"""Interactive prompting: points and a box in, a live mask preview out; accept, undo, refine.
+
+:class:`PromptController` reads prompts from the studio's napari layers (napari (row, col) -> SAM (x, y)),
+predicts with the session's active :class:`~infosam_core.predict.Predictor` on the GUI thread (only the
+prompt encoder and mask decoder run: milliseconds), and writes accepted objects through the session's
+project (saved at once). It never computes embeddings: the session does that in the background and says
+when one is ready; prompts given before that are predicted as soon as it is.
+
+Candidates. One point alone is ambiguous: SAM's three multimask outputs are computed and the best-scoring
+one shown; with more prompts, the single-mask output is shown first. M cycles through all of them;
+the choice is saved with the object (``Prompts.candidate``: None = single output, k = multimask k).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from qtpy.QtCore import QObject, Signal
+
+from infosam_app.layers import NEGATIVE_COLOR, POSITIVE_COLOR
+from infosam_app.session import Session
+from infosam_app.shortcuts import SHORTCUTS
+from infosam_core.project import AnnotatedObject, ProjectError, Prompts
+
+
+@dataclass
+class _ObjectAction:
+    """One undoable change of accepted objects: ``old`` is None for an added object."""
+
+    kind: str  # "add" | "replace" | "delete"
+    key: str
+    object_id: int
+    old: AnnotatedObject | None = None
+    old_mask: np.ndarray | None = None
+
+
+class PromptController(QObject):
+    """Prompts -> mask preview -> accepted objects, for the session's current image."""
+
+    state_changed = Signal()  # mode, next label, candidate, refine target or prompt count changed
+    mask_shown = Signal()  # a new preview is on the layer (latency measurements hook here)
+    object_accepted = Signal(object)  # AnnotatedObject
+
+    def __init__(self, session: Session, parent: QObject | None = None):
+        super().__init__(parent)
+        self.session = session
+        self.layers = session.layers
+        self.mode = "points"  # or "box"
+        self.next_label = 1  # 1 positive, 0 negative
+        self.candidate: int | None = None
+        self._auto_candidate = True  # False once the user picked a candidate (M) or refines a saved one
+        self.refine_id: int | None = None
+        self.last_predict_ms: float | None = None
+        self._history: list[Prompts] = []  # prompt states after each change (undo restores the previous)
+        self._outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # "single"/"multi" -> (masks, scores)
+        self._mask: np.ndarray | None = None
+        self._object_undo: dict[str, list[_ObjectAction]] = {}
+        self._updating = False
+        self._bound_viewer_keys: list[str] = []
+        self.layers.on_created.append(self._wire_layer)
+        session.image_changed.connect(self._on_image_changed)
+        session.embedding_changed.connect(self._on_embedding_changed)
+        session.model_changed.connect(self._on_model_changed)
+        self._bind_viewer_keys()
+
+    # ------------------------------------------------------------------------------------------ wiring
+    def _actions(self) -> dict[str, Callable[[], object]]:
+        return {
+            "accept": self.accept,
+            "clear": self.clear,
+            "undo": self.undo,
+            "toggle_label": self.toggle_label,
+            "toggle_mode": self.toggle_mode,
+            "next_candidate": self.next_candidate,
+            "refine": self.refine,
+            "delete": self.delete_object,
+            "toggle_model": self.toggle_model,
+            "next_image": lambda: self.session.next_image(1),
+            "previous_image": lambda: self.session.next_image(-1),
+        }
+
+    def _bind(self, target, bound: list[str] | None = None) -> None:
+        for name, fn in self._actions().items():
+            for key in SHORTCUTS[name][0]:
+                target.bind_key(key, lambda _target, fn=fn: fn(), overwrite=True)
+                if bound is not None:
+                    bound.append(key)
+
+    def _bind_viewer_keys(self) -> None:
+        self._bind(self.session.viewer, self._bound_viewer_keys)
+
+    def unbind(self) -> None:
+        """Remove the viewer-level key bindings (the widget is closing)."""
+        for key in self._bound_viewer_keys:
+            try:
+                self.session.viewer.bind_key(key, None)
+            except Exception:  # noqa: BLE001
+                pass
+        self._bound_viewer_keys.clear()
+
+    def _wire_layer(self, layer) -> None:
+        self._bind(layer)  # our keys win over the layer type's defaults while it is selected
+        if layer is self.layers.points:
+            layer.events.data.connect(self._on_points_event)
+            layer.mode = "add"
+            self._apply_label_default()
+        elif layer is self.layers.box:
+            layer.events.data.connect(self._on_box_event)
+            layer.mode = "add_rectangle"
+
+    # ------------------------------------------------------------------------------------------ prompts
+    def current_prompts(self) -> Prompts:
+        """The prompts on the layers, in SAM's (x, y) pixel convention, clipped to the image."""
+        points: list[list[float]] = []
+        box = None
+        shape = self.session.rgb.shape[:2] if self.session.rgb is not None else None
+        pl = self.layers.points
+        if pl is not None and len(pl.data):
+            labels = pl.features["label"].to_numpy() if "label" in pl.features else np.ones(len(pl.data), int)
+            for (r, c), lab in zip(np.asarray(pl.data)[:, -2:], labels):
+                if shape is not None and not (0 <= r < shape[0] and 0 <= c < shape[1]):
+                    continue
+                points.append([float(c), float(r), int(lab)])
+        bl = self.layers.box
+        if bl is not None and len(bl.data):
+            v = np.asarray(bl.data[-1])[:, -2:]
+            (r0, c0), (r1, c1) = v.min(axis=0), v.max(axis=0)
+            if shape is not None:
+                r0, r1 = np.clip([r0, r1], 0, shape[0] - 1)
+                c0, c1 = np.clip([c0, c1], 0, shape[1] - 1)
+            if r1 > r0 and c1 > c0:
+                box = [float(c0), float(r0), float(c1), float(r1)]
+        return Prompts(points=points, box=box, candidate=self.candidate)
+
+    @property
+    def prompt_count(self) -> int:
+        p = self.current_prompts()
+        return len(p.points) + (p.box is not None)
+
+    def set_prompts(self, prompts: Prompts, record: bool = True) -> None:
+        """Put ``prompts`` on the layers (replacing what is there) and predict."""
+        self._write_layers(prompts)
+        self._prompts_changed(record=record, candidate=prompts.candidate, keep_candidate=True)
+
+    def add_point(self, x: float, y: float, positive: bool | None = None) -> None:
+        """Add a point prompt at pixel (x, y) (as a click would); label = ``positive`` or the next label."""
+        label = self.next_label if positive is None else int(bool(positive))
+        pl = self.layers.points
+        self._updating = True
+        try:
+            data = np.concatenate([np.asarray(pl.data).reshape(-1, 2), [[y, x]]])
+            labels = np.concatenate([self._point_labels(), [label]]).astype(int)
+            pl.data = data
+            pl.features = {"label": labels}
+            self._color_points()
+        finally:
+            self._updating = False
+        self._prompts_changed()
+
+    def set_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        """Set the box prompt (as a drag would)."""
+        bl = self.layers.box
+        self._updating = True
+        try:
+            bl.data = [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)]
+            bl.shape_type = ["rectangle"]
+        finally:
+            self._updating = False
+        self._prompts_changed()
+
+    def _point_labels(self) -> np.ndarray:
+        pl = self.layers.points
+        if pl is None or "label" not in pl.features or len(pl.features) != len(pl.data):
+            return np.ones(0 if pl is None else len(pl.data), int)
+        return pl.features["label"].to_numpy().astype(int)
+
+    def _write_layers(self, prompts: Prompts) -> None:
+        shape = self.session.rgb.shape[:2] if self.session.rgb is not None else (1, 1)
+        self.layers.ensure_prompt_layers(shape)
+        self._updating = True
+        try:
+            pl, bl = self.layers.points, self.layers.box
+            if prompts.points:
+                pts = np.asarray(prompts.points, dtype=float)
+                pl.data = pts[:, [1, 0]]
+                pl.features = {"label": pts[:, 2].astype(int)}
+            else:
+                pl.data = np.empty((0, 2))
+                pl.features = {"label": np.empty(0, dtype=int)}
+            self._color_points()
+            if prompts.box is not None:
+                x0, y0, x1, y1 = prompts.box
+                bl.data = [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)]
+                bl.shape_type = ["rectangle"]
+            else:
+                bl.data = []
+        finally:
+            self._updating = False
+        self._apply_label_default()
+
+    def _color_points(self) -> None:
+        pl = self.layers.points
+        if pl is None or not len(pl.data):
+            return
+        labels = self._point_labels()
+        if len(labels) == len(pl.data):
+            pl.face_color = [POSITIVE_COLOR if lab else NEGATIVE_COLOR for lab in labels]
+
+    def _apply_label_default(self) -> None:
+        pl = self.layers.points
+        if pl is None:
+            return
+        self._updating = True
+        try:
+            pl.feature_defaults = {"label": self.next_label}
+            pl.current_face_color = POSITIVE_COLOR if self.next_label else NEGATIVE_COLOR
+        finally:
+            self._updating = False
+
+    def _on_points_event(self, event) -> None:
+        if self._updating or getattr(event, "action", None) not in ("added", "removed", "changed"):
+            return
+        self._updating = True
+        try:
+            self._color_points()
+        finally:
+            self._updating = False
+        self._prompts_changed()
+
+    def _on_box_event(self, event) -> None:
+        if self._updating or getattr(event, "action", None) not in ("added", "removed", "changed"):
+            return
+        bl = self.layers.box
+        if len(bl.data) > 1:  # one box at a time: the newest wins
+            self._updating = True
+            try:
+                bl.data = [np.asarray(bl.data[-1])]
+                bl.shape_type = ["rectangle"]
+            finally:
+                self._updating = False
+        self._prompts_changed()
+
+    def _prompts_changed(self, record: bool = True, candidate: int | None = None,
+                         keep_candidate: bool = False) -> None:
+        prompts = self.current_prompts()
+        if record and (not self._history or not _same(self._history[-1], prompts)):
+            self._history.append(prompts)
+        self._outputs.clear()
+        self._auto_candidate = not keep_candidate
+        self.candidate = candidate if keep_candidate else self._default_candidate(prompts)
+        self.predict()
+        self.state_changed.emit()
+
+    @staticmethod
+    def _default_candidate(prompts: Prompts) -> int | None:
+        return -1 if (len(prompts.points) == 1 and prompts.box is None) else None  # -1: best-scoring
+
+    # ------------------------------------------------------------------------------------------ predict
+    def predict(self) -> np.ndarray | None:
+        """Predict the mask of the current prompts with the active model and show it (None if no prompt)."""
+        prompts = self.current_prompts()
+        session = self.session
+        if prompts.empty or session.rgb is None:
+            self._show(None)
+            return None
+        if not session.embedding_ready:
+            session.tell("Prompts noted; the mask appears when the image embedding is ready ...")
+            return None
+        if self._auto_candidate:  # the best-scoring candidate of *this* model (matters after a model switch)
+            self.candidate = self._default_candidate(prompts)
+        t0 = time.perf_counter()
+        try:
+            multi = self.candidate is not None
+            masks, scores = self._output("multi" if multi else "single", prompts)
+            if multi:
+                if self.candidate == -1:
+                    self.candidate = int(np.argmax(scores))
+                mask = masks[self.candidate]
+            else:
+                mask = masks[0]
+        except Exception as exc:  # noqa: BLE001 - a bad prompt or model must not break the app
+            session.fail(f"Prediction failed: {exc}")
+            return None
+        self.last_predict_ms = (time.perf_counter() - t0) * 1000
+        self._show(mask)
+        return mask
+
+    def _output(self, kind: str, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
+        if kind not in self._outputs:
+            masks, scores, _ = self.session.predictor.predict(
+                point_coords=prompts.point_coords(), point_labels=prompts.point_labels(),
+                box=prompts.box_array(), multimask_output=(kind == "multi"),
+            )
+            self._outputs[kind] = (masks, scores)
+        return self._outputs[kind]
+
+    def _show(self, mask: np.ndarray | None) -> None:
+        self._mask = mask
+        shape = self.session.rgb.shape[:2] if self.session.rgb is not None else None
+        self.layers.set_preview(mask, shape)
+        self.mask_shown.emit()
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The mask shown in the preview (bool H x W) or None."""
+        return self._mask
+
+    def next_candidate(self) -> None:
+        """Cycle SAM's candidates: single output (when prompts are several), then multimask 0, 1, 2."""
+        prompts = self.current_prompts()
+        if prompts.empty:
+            return
+        order: list[int | None] = [0, 1, 2] if self._default_candidate(prompts) == -1 else [None, 0, 1, 2]
+        current = self.candidate if self.candidate in order else order[0]
+        self.candidate = order[(order.index(current) + 1) % len(order)]
+        self._auto_candidate = False
+        self.predict()
+        self.state_changed.emit()
+        self.session.tell(f"Candidate mask: {'single output' if self.candidate is None else self.candidate + 1}")
+
+    # ------------------------------------------------------------------------------------------ commands
+    def toggle_label(self) -> None:
+        self.next_label = 0 if self.next_label else 1
+        self._apply_label_default()
+        self.state_changed.emit()
+        self.session.tell(f"Next point: {'positive' if self.next_label else 'negative'}")
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in ("points", "box"):
+            raise ValueError(mode)
+        self.mode = mode
+        layer = self.layers.points if mode == "points" else self.layers.box
+        if layer is not None:
+            self.session.viewer.layers.selection.active = layer
+            layer.mode = "add" if mode == "points" else "add_rectangle"
+        self.state_changed.emit()
+
+    def toggle_mode(self) -> None:
+        self.set_mode("box" if self.mode == "points" else "points")
+
+    def clear(self) -> None:
+        """Remove every prompt and leave refine mode (accepted objects stay)."""
+        self.refine_id = None
+        self._history.clear()
+        self._write_layers(Prompts())
+        self._outputs.clear()
+        self.candidate = None
+        self._show(None)
+        self.state_changed.emit()
+
+    def accept(self) -> AnnotatedObject | None:
+        """Save the previewed mask as a new object (or as the refined object's new shape)."""
+        session, project, key = self.session, self.session.project, self.session.key
+        if self._mask is None or project is None or key is None:
+            session.tell("Nothing to accept: add a prompt first.")
+            return None
+        prompts = self.current_prompts()
+        info = session.infos.get(session.active)
+        ann = project.annotations(key)
+        action = _ObjectAction("add", key, 0)
+        if self.refine_id is not None and self.refine_id in ann.objects:
+            action = _ObjectAction("replace", key, self.refine_id, ann.objects[self.refine_id],
+                                   ann.labels == self.refine_id)
+        try:
+            obj = project.add_object(key, self._mask, prompts, model=info.label if info else "",
+                                     replace_id=self.refine_id if action.kind == "replace" else None)
+        except (ProjectError, OSError) as exc:
+            session.fail(f"Not accepted: {exc}")
+            return None
+        action.object_id = obj.id
+        self._object_undo.setdefault(key, []).append(action)
+        self.layers.set_objects(project.annotations(key).labels)
+        replaced = self.refine_id is not None
+        self.clear()
+        session.images_changed.emit()
+        session.tell(f"{'Replaced' if replaced else 'Accepted'} object {obj.id} ({obj.area} px); saved.")
+        self.object_accepted.emit(obj)
+        return obj
+
+    def undo(self) -> None:
+        """Undo the last prompt; with no prompt left, undo the last object change on this image."""
+        if self._history:
+            self._history.pop()
+            previous = self._history[-1] if self._history else Prompts()
+            self._write_layers(previous)
+            self._outputs.clear()
+            self._auto_candidate = True
+            self.predict()
+            self.state_changed.emit()
+            return
+        key, project = self.session.key, self.session.project
+        stack = self._object_undo.get(key or "", [])
+        if not stack or project is None:
+            self.session.tell("Nothing to undo.")
+            return
+        action = stack.pop()
+        try:
+            if action.kind == "add":
+                project.remove_object(key, action.object_id)
+            else:
+                project.restore_object(key, action.old, action.old_mask)
+        except (ProjectError, OSError) as exc:
+            self.session.fail(f"Undo failed: {exc}")
+            return
+        self.layers.set_objects(project.annotations(key).labels)
+        self.session.images_changed.emit()
+        self.session.tell(f"Undone: {action.kind} of object {action.object_id}")
+
+    def object_under_cursor(self) -> int | None:
+        objects = self.layers.objects
+        if objects is None:
+            return None
+        try:
+            value = objects.get_value(self.session.viewer.cursor.position, world=True)
+        except Exception:  # noqa: BLE001
+            value = None
+        return int(value) if value else None
+
+    def refine(self, object_id: int | None = None) -> bool:
+        """Bring back an object's prompts (default: the one under the mouse, else the selected label);
+        accepting then replaces it."""
+        project, key = self.session.project, self.session.key
+        if project is None or key is None:
+            return False
+        ann = project.annotations(key)
+        if object_id is None:
+            object_id = self.object_under_cursor()
+        if object_id is None and self.layers.objects is not None:
+            object_id = int(self.layers.objects.selected_label)
+        if object_id not in ann.objects:
+            self.session.tell("Refine: point the mouse at an accepted object first (or select its label).")
+            return False
+        self.clear()
+        self.refine_id = object_id
+        if self.layers.objects is not None:
+            self.layers.objects.selected_label = object_id
+        self.set_prompts(ann.objects[object_id].prompts)
+        self.session.tell(f"Refining object {object_id}: change the prompts, Enter replaces it, Escape cancels.")
+        return True
+
+    def delete_object(self, object_id: int | None = None) -> bool:
+        project, key = self.session.project, self.session.key
+        if project is None or key is None:
+            return False
+        object_id = object_id if object_id is not None else self.object_under_cursor()
+        ann = project.annotations(key)
+        if object_id not in ann.objects:
+            self.session.tell("Delete: point the mouse at an accepted object first.")
+            return False
+        old_mask = ann.labels == object_id
+        try:
+            old = project.remove_object(key, object_id)
+        except (ProjectError, OSError) as exc:
+            self.session.fail(f"Delete failed: {exc}")
+            return False
+        self._object_undo.setdefault(key, []).append(_ObjectAction("delete", key, object_id, old, old_mask))
+        self.layers.set_objects(project.annotations(key).labels)
+        self.session.images_changed.emit()
+        self.session.tell(f"Deleted object {object_id} (U undoes).")
+        return True
+
+    def toggle_model(self) -> None:
+        s = self.session
+        if not s.has_adapted:
+            s.tell("No adapted model yet: use 'Adapt to my data' or load an adapter.")
+            return
+        s.set_active("base" if s.active == "adapted" else "adapted")
+
+    # ------------------------------------------------------------------------------------------ session events
+    def _on_image_changed(self, _index: int) -> None:
+        self.refine_id = None
+        self._history.clear()
+        self._write_layers(Prompts())
+        self._outputs.clear()
+        self._mask = None
+        self.candidate = None
+        self.set_mode(self.mode)
+        self.state_changed.emit()
+
+    def _on_embedding_changed(self, state: str) -> None:
+        if state == "ready":
+            self._outputs.clear()
+            self.predict()
+
+    def _on_model_changed(self) -> None:
+        self._outputs.clear()
+        if self.session.embedding_ready:
+            self.predict()  # otherwise the preview is redone when the new model's embedding is ready
+
+
+def _same(a: Prompts, b: Prompts) -> bool:
+    return a.points == b.points and a.box == b.box

@@ -1,0 +1,58 @@
+"""Keyboard shortcuts and tooltips of the studio, in one table each (shown in the widget)."""
+
+from __future__ import annotations
+
+# action name -> (keys, description). Keys use napari's notation. Bound on the viewer and on the
+# studio's own layers (a layer's defaults would otherwise win while it is selected).
+SHORTCUTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "accept": (("Enter",), "accept the mask as a new object (or replace the refined one)"),
+    "clear": (("Escape",), "clear the prompts (and leave refine mode)"),
+    "undo": (("Control-Z", "U"), "undo the last prompt; with no prompt, undo the last object change"),
+    "toggle_label": (("T",), "toggle the next point: positive (green) / negative (red)"),
+    "toggle_mode": (("B",), "switch between point prompts (click) and a box prompt (drag)"),
+    "next_candidate": (("M",), "cycle through SAM's candidate masks"),
+    "refine": (("R",), "refine the object under the mouse: its prompts come back; Enter replaces it"),
+    "delete": (("D",), "delete the object under the mouse"),
+    "toggle_model": (("C",), "compare: switch Base / Adapted model for the same prompts"),
+    "next_image": (("N", "PageDown"), "next image"),
+    "previous_image": (("P", "PageUp"), "previous image"),
+}
+
+
+def shortcut_rows() -> list[tuple[str, str]]:
+    """(keys as shown to the user, description) for the help table."""
+    rows = []
+    for keys, text in SHORTCUTS.values():
+        shown = " / ".join(k.replace("Control-", "Ctrl+") for k in keys)
+        rows.append((shown, text))
+    return rows
+
+
+MOUSE_HELP = (
+    "Points mode: click to add a point (T toggles positive / negative). "
+    "Box mode: drag a rectangle. The mask preview (cyan) follows every prompt."
+)
+
+TOOLTIPS: dict[str, str] = {
+    "open_images": "Add image files (PNG, JPEG, TIFF; gray, RGB or 16-bit) to the project",
+    "open_folder": "Add every image of a folder to the project",
+    "open_project": "Open a project folder (restores images, objects and prompts)",
+    "new_project": "Create an empty project in a folder of your choice",
+    "image_list": "Images of the project with their number of accepted objects; click to show one",
+    "model_type": "tiny: the bundled small SAM (fast on CPU). vit_b/l/h: Meta's SAM, needs its checkpoint file",
+    "checkpoint": "A SAM checkpoint (.pth or .safetensors) matching the model type",
+    "load_model": "Load the chosen model; the current one stays in use if loading fails",
+    "method": "How SAM is adapted: which small part of it is trained",
+    "infosam": "InfoSAM distillation: keep the relations the pre-trained model sees between image and mask "
+               "(recommended; costs one teacher pass per step)",
+    "epochs": "Passes over your accepted objects",
+    "time_budget": "Stop after this many minutes (0 = no limit); the best adapter so far is kept",
+    "start": "Train on every accepted object (needs at least two) in the background",
+    "cancel": "Stop training; the best adapter so far is kept and can be continued",
+    "continue": "Train the last adapter further",
+    "compare": "Which model predicts the masks: the base SAM or the adapted one (key C)",
+    "load_adapter": "Load an adapter (.safetensors + .json) trained before",
+    "export_masks": "Write one label image per image (0 = background, 1..N objects)",
+    "export_coco": "Write all objects as COCO instance annotations (RLE masks) with their prompts",
+    "export_adapter": "Write the adapted model's trained tensors (safetensors) and its config (JSON)",
+}

@@ -1,0 +1,73 @@
+"""Helpers for driving the studio from tests, benchmarks and the screenshot script (no pytest import)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+def make_synthetic_images(folder: str | Path, n: int = 3) -> list[Path]:
+    """``n`` (<= 3) small images with bright blobs: 8-bit gray PNG, RGB PNG and 16-bit TIFF."""
+    import imageio.v3 as iio
+    import tifffile
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    specs = [((96, 128), "gray.png"), ((100, 120), "rgb.png"), ((80, 100), "deep16.tif")][:n]
+    for i, (shape, name) in enumerate(specs):
+        yy, xx = np.mgrid[: shape[0], : shape[1]]
+        img = rng.normal(30, 5, shape)
+        for cy, cx, r in ((shape[0] * 0.3, shape[1] * 0.3, 12), (shape[0] * 0.65, shape[1] * 0.7, 15)):
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] += 170
+        img = np.clip(img, 0, 255)
+        path = folder / name
+        if name.endswith(".tif"):
+            tifffile.imwrite(path, (img * 250).astype(np.uint16))
+        elif name == "rgb.png":
+            iio.imwrite(path, np.stack([img, img * 0.6, 255 - img], -1).astype(np.uint8))
+        else:
+            iio.imwrite(path, img.astype(np.uint8))
+        paths.append(path)
+    return paths
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0, interval: float = 0.01) -> bool:
+    """Process Qt events until ``condition()`` holds (scripts; tests use ``qtbot.waitUntil``)."""
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        app.processEvents()
+        if condition():
+            return True
+        time.sleep(interval)
+    app.processEvents()
+    return condition()
+
+
+def prompt_until_mask(controller, attempts=None) -> np.ndarray | None:
+    """Give prompts (a point, then boxes, each with every candidate) until the preview mask is non-empty
+    and not entirely on accepted objects; returns it (None if no attempt gave one)."""
+    session = controller.session
+    h, w = session.rgb.shape[:2]
+    labels = session.layers.objects.data
+    attempts = attempts or [
+        ("point", (w * 0.3, h * 0.3)), ("point", (w * 0.7, h * 0.65)),
+        ("box", (w * 0.1, h * 0.1, w * 0.5, h * 0.5)), ("box", (w * 0.5, h * 0.4, w * 0.95, h * 0.95)),
+        ("box", (0, 0, w - 1, h - 1)),
+    ]
+    for kind, args in attempts:
+        controller.clear()
+        controller.add_point(*args) if kind == "point" else controller.set_box(*args)
+        for _ in range(4):
+            m = controller.mask
+            if m is not None and (m & (labels == 0)).any():
+                return m
+            controller.next_candidate()
+    return None

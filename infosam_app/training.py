@@ -1,0 +1,229 @@
+"""'Adapt to my data': runs :func:`infosam_core.train.train` on the accepted objects in a background thread.
+
+Every accepted object becomes one sample (its image, the binary mask of that object). The run writes into
+the project folder (``adapters/<run>/``: the adapter via :func:`infosam_core.adapter_io.save_adapter`
+and ``history.json``). When it ends -- finished, cancelled (the best adapter so far is kept) or stopped by
+the time budget -- the student is hot-swapped into the session as the ``adapted`` model. Errors (NaN,
+out of memory, bad data) are reported and the previous model stays in use. ``continue_run`` trains the
+last adapter further.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QObject, Signal
+
+from infosam_app.session import ModelInfo, Session, device_name
+from infosam_core.atomic import write_json_atomic
+
+METHOD_CHOICES = [  # (shown, infosam_core.peft name)
+    ("Adapter", "adapter"),
+    ("LoRA", "lora"),
+    ("BitFit", "bitfit"),
+    ("AdaptFormer", "adaptformer"),
+    ("Decoder-only", "decoder"),
+]
+MIN_OBJECTS = 2
+MAX_VAL_SAMPLES = 16  # the best epoch is chosen on (at most) this many of the user's objects
+
+
+@dataclass
+class SampleSource:
+    """What the worker thread needs to build the samples of one image (copied on the GUI thread)."""
+
+    path: Path
+    name: str
+    labels: np.ndarray
+    object_ids: list[int]
+
+
+@dataclass
+class RunSettings:
+    method: str = "adapter"
+    infosam: bool = True
+    epochs: int = 30
+    time_budget_s: float | None = None
+    max_steps: int | None = None
+    batch_size: int = 4
+    lr: float | None = None
+    seed: int = 42
+
+
+def build_samples(sources: list[SampleSource]) -> list[Any]:
+    """One :class:`SegmentationSample` per accepted object (worker thread: reads the images)."""
+    from infosam_core.data import SegmentationSample
+    from infosam_core.images import load_rgb
+
+    samples = []
+    for src in sources:
+        rgb = load_rgb(src.path)
+        if rgb.shape[:2] != src.labels.shape:
+            raise ValueError(f"{src.name}: the image is {rgb.shape[1]}x{rgb.shape[0]} px but its labels are "
+                             f"{src.labels.shape[1]}x{src.labels.shape[0]}: the file changed since it was annotated.")
+        for oid in src.object_ids:
+            mask = src.labels == oid
+            if mask.any():
+                samples.append(SegmentationSample(rgb, mask, f"{src.name}#{oid}"))
+    return samples
+
+
+def _train_job(sources, config, base_sam, init_model, run_dir: Path, report, should_stop):
+    from infosam_core.adapter_io import save_adapter
+    from infosam_core.train import TrainingError, train
+
+    samples = build_samples(sources)
+    if len(samples) < MIN_OBJECTS:
+        raise ValueError(f"need at least {MIN_OBJECTS} accepted objects to adapt, found {len(samples)}")
+    config.batch_size = max(2, min(config.batch_size, len(samples)))
+    rng = np.random.default_rng(config.seed)
+    val = [samples[i] for i in sorted(rng.permutation(len(samples))[:MAX_VAL_SAMPLES])]
+    try:
+        result = train(config, base_sam, samples, progress=report, should_stop=should_stop, val_samples=val,
+                       init_model=init_model)
+    except TrainingError as exc:  # keep the last good weights on disk, then report the error
+        if exc.result is not None and exc.result.steps > 0:
+            _save(exc.result, run_dir, save_adapter, len(samples), error=str(exc))
+        raise
+    adapter_path = _save(result, run_dir, save_adapter, len(samples))
+    return result, adapter_path
+
+
+def _save(result, run_dir: Path, save_adapter, n_samples: int, error: str | None = None) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = result.summary()
+    summary.update(n_samples=n_samples, error=error)
+    adapter_path = run_dir / "adapter.safetensors"
+    save_adapter(result.model, adapter_path, summary)
+    write_json_atomic(run_dir / "history.json", summary)
+    return adapter_path
+
+
+class TrainingController(QObject):
+    """Starts, cancels and continues adaptation runs for one session."""
+
+    started = Signal()
+    progress = Signal(object)  # infosam_core.train.TrainProgress
+    finished = Signal(object)  # infosam_core.train.TrainResult
+    failed = Signal(str)
+    message = Signal(str)
+
+    def __init__(self, session: Session, parent: QObject | None = None):
+        super().__init__(parent)
+        self.session = session
+        self.task = None
+        self.last_result = None
+        self.last_adapter_path: Path | None = None
+        self.last_settings: RunSettings | None = None
+        self.run_dir: Path | None = None
+        self.started_at: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.is_done
+
+    def sample_sources(self) -> list[SampleSource]:
+        project = self.session.project
+        if project is None:
+            return []
+        sources = []
+        for entry, ann in project.iter_objects():
+            if ann.labels is None or not ann.objects:
+                continue
+            try:
+                path = project.image_path(entry)
+            except Exception:  # noqa: BLE001 - a missing image is skipped, with a message
+                self.message.emit(f"{entry.name}: image not found, its objects are not used")
+                continue
+            sources.append(SampleSource(path, entry.name, ann.labels.copy(), sorted(ann.objects)))
+        return sources
+
+    def object_count(self) -> int:
+        return self.session.project.total_objects() if self.session.project is not None else 0
+
+    def can_continue(self) -> bool:
+        return self.last_result is not None and not self.running
+
+    def start(self, settings: RunSettings, continue_run: bool = False) -> bool:
+        """Start a run in the background; False (with a message) when it cannot start."""
+        session = self.session
+        if self.running:
+            self.message.emit("A run is already going on.")
+            return False
+        if "base" not in session.sams:
+            self.failed.emit("Load a model first.")
+            return False
+        n = self.object_count()
+        if n < MIN_OBJECTS:
+            msg = f"Adapting needs at least {MIN_OBJECTS} accepted objects (the project has {n}): accept more first."
+            self.failed.emit(msg)
+            session.tell(msg)
+            return False
+        from infosam_core.train import TrainConfig
+
+        init_model = None
+        if continue_run:
+            if self.last_result is None:
+                self.failed.emit("Nothing to continue: start a run first.")
+                return False
+            init_model = self.last_result.model
+            settings = dataclasses.replace(settings, method=self.last_result.config.peft)
+        config = TrainConfig(
+            peft=settings.method, distill="infosam" if settings.infosam else "none", epochs=settings.epochs,
+            time_budget_s=settings.time_budget_s, max_steps=settings.max_steps, batch_size=settings.batch_size,
+            seed=settings.seed,
+        )
+        if settings.lr is not None:
+            config.lr = settings.lr
+            config.min_lr = min(config.min_lr, settings.lr)
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        project = session.project
+        self.run_dir = project.adapters_dir / f"{stamp}-{settings.method}{'-continued' if continue_run else ''}"
+        self.last_settings = settings
+        self.started_at = time.monotonic()
+        self.task = session.tasks.run(
+            _train_job, self.sample_sources(), config, session.sams["base"], init_model, self.run_dir,
+            name="train", on_progress=self.progress.emit, on_result=self._on_done, on_error=self._on_error,
+        )
+        self.started.emit()
+        session.tell(f"Adapting ({settings.method}{' + InfoSAM' if settings.infosam else ''}) on {n} objects …")
+        return True
+
+    def cancel(self) -> None:
+        if self.running:
+            self.task.cancel()
+            self.session.tell("Cancelling: the run stops after this step and keeps its best adapter so far …")
+
+    def _on_done(self, payload) -> None:
+        result, adapter_path = payload
+        self.task = None
+        self.last_result, self.last_adapter_path = result, adapter_path
+        session = self.session
+        base_label = session.infos["base"].label if "base" in session.infos else "SAM"
+        info = ModelInfo(
+            label=f"{result.config.peft} adapter{' + InfoSAM' if result.config.distill == 'infosam' else ''} "
+                  f"({self.run_dir.name if self.run_dir else 'run'}) on {base_label}",
+            device=device_name(result.model), model_type=session.infos["base"].model_type if session.infos else "",
+            adapter_path=str(adapter_path),
+        )
+        session.set_adapted(result.model, info, activate=True)
+        reason = {"cancelled": "cancelled (best adapter so far kept)", "time_budget": "time budget reached",
+                  "max_steps": "step limit reached", "completed": "finished"}.get(result.stop_reason, result.stop_reason)
+        session.tell(f"Adaptation {reason} after {result.steps} steps; now predicting with the adapted model. "
+                     f"Saved in {adapter_path.parent}")
+        self.finished.emit(result)
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.task = None
+        text = str(exc) or type(exc).__name__
+        if "out of memory" in text.lower():
+            text = f"out of memory: {text.splitlines()[0]}. Try a smaller model, fewer/lower-resolution images, or the CPU."
+        msg = f"Adaptation failed: {text}. The previous model stays in use."
+        self.session.fail(msg)
+        self.failed.emit(msg)

@@ -1,0 +1,197 @@
+"""The InfoSAM Studio dock widget: composes the panels around one :class:`Session` (one per viewer).
+
+Usable as a napari plugin widget (``napari.yaml``) or from ``infosam app``. The panels hold no state of
+their own beyond their controls: the session (project, images, models) and the prompt controller
+(prompts, preview, undo) are the state, passed explicitly.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+import napari
+from qtpy.QtCore import QCoreApplication, Qt
+from qtpy.QtWidgets import (
+    QButtonGroup,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QRadioButton,
+    QScrollArea,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from infosam_app.adapt_panel import AdaptPanel
+from infosam_app.export_panel import ExportPanel
+from infosam_app.image_panel import ImagePanel
+from infosam_app.model_panel import ModelPanel
+from infosam_app.prompting import PromptController
+from infosam_app.session import Session
+from infosam_app.shortcuts import MOUSE_HELP, TOOLTIPS, shortcut_rows
+
+
+class StudioWidget(QWidget):
+    """Open images, prompt SAM, accept objects, adapt SAM to them, export. One per viewer."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, model_type: str = "tiny",
+                 checkpoint: str | None = None, load_model: bool = True):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = Session(napari_viewer, self)
+        self.prompts = PromptController(self.session, self)
+        self.setMinimumWidth(360)
+
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(4, 4, 4, 4)
+        outer.addLayout(self._compare_row())
+        self.tabs = QTabWidget()
+        outer.addWidget(self.tabs, 1)
+        self.status_label = QLabel("Welcome: open images (or run `infosam app --samples`).")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        outer.addWidget(self.status_label)
+
+        self.image_panel = ImagePanel(self.session)
+        self.model_panel = ModelPanel(self.session)
+        self.adapt_panel = AdaptPanel(self.session)
+        self.export_panel = ExportPanel(self.session, self.adapt_panel)
+        self.tabs.addTab(self._scroll(self._annotate_tab()), "Annotate")
+        self.tabs.addTab(self._scroll(self._boxed("Adapt SAM to my data", self.adapt_panel)), "Adapt")
+        self.tabs.addTab(self._scroll(self._boxed("Export", self.export_panel)), "Export")
+
+        s = self.session
+        s.status.connect(self.status_label.setText)
+        s.model_changed.connect(self._sync_compare)
+        s.embedding_changed.connect(self._on_embedding_state)
+        self.prompts.state_changed.connect(self._sync_prompt_state)
+        self._sync_compare()
+        self._sync_prompt_state()
+        app = QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.cleanup)
+        if load_model:
+            self.model_panel.set_choice(model_type, checkpoint)
+            s.load_model(model_type, checkpoint)
+
+    # ------------------------------------------------------------------------------------------ layout
+    @staticmethod
+    def _scroll(w: QWidget) -> QScrollArea:
+        area = QScrollArea()
+        area.setWidgetResizable(True)
+        area.setFrameShape(QScrollArea.Shape.NoFrame)
+        area.setWidget(w)
+        return area
+
+    @staticmethod
+    def _boxed(title: str, inner: QWidget) -> QGroupBox:
+        box = QGroupBox(title)
+        lay = QVBoxLayout(box)
+        lay.addWidget(inner)
+        return box
+
+    def _compare_row(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Predict with:"))
+        self.base_radio = QRadioButton("Base")
+        self.adapted_radio = QRadioButton("Adapted")
+        self.compare_group = QButtonGroup(self)
+        for b in (self.base_radio, self.adapted_radio):
+            b.setToolTip(TOOLTIPS["compare"])
+            self.compare_group.addButton(b)
+            row.addWidget(b)
+        self.base_radio.setChecked(True)
+        self.base_radio.toggled.connect(lambda on: on and self.session.set_active("base"))
+        self.adapted_radio.toggled.connect(lambda on: on and self.session.set_active("adapted"))
+        row.addStretch(1)
+        self.embedding_label = QLabel("")
+        row.addWidget(self.embedding_label)
+        return row
+
+    def _annotate_tab(self) -> QWidget:
+        w = QWidget()
+        lay = QVBoxLayout(w)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self._boxed("Images", self.image_panel))
+        lay.addWidget(self._boxed("Model", self.model_panel))
+        prompt = QWidget()
+        pl = QVBoxLayout(prompt)
+        pl.setContentsMargins(0, 0, 0, 0)
+        modes = QHBoxLayout()
+        self.points_btn = QPushButton("Points")
+        self.box_btn = QPushButton("Box")
+        self.label_btn = QPushButton("")
+        for b in (self.points_btn, self.box_btn):
+            b.setCheckable(True)
+        self.points_btn.clicked.connect(lambda: self.prompts.set_mode("points"))
+        self.box_btn.clicked.connect(lambda: self.prompts.set_mode("box"))
+        self.label_btn.clicked.connect(self.prompts.toggle_label)
+        self.label_btn.setToolTip("Label of the next point (T toggles)")
+        for b in (self.points_btn, self.box_btn, self.label_btn):
+            modes.addWidget(b)
+        pl.addLayout(modes)
+        actions = QHBoxLayout()
+        for text, slot in (("Accept ⏎", self.prompts.accept), ("Undo (U)", self.prompts.undo),
+                           ("Clear (Esc)", self.prompts.clear), ("Next mask (M)", self.prompts.next_candidate)):
+            b = QPushButton(text)
+            b.clicked.connect(lambda _=False, f=slot: f())
+            actions.addWidget(b)
+        pl.addLayout(actions)
+        self.prompt_state_label = QLabel("")
+        self.prompt_state_label.setWordWrap(True)
+        pl.addWidget(self.prompt_state_label)
+        lay.addWidget(self._boxed("Prompt", prompt))
+        keys = QLabel(self._shortcuts_html())
+        keys.setWordWrap(True)
+        keys.setTextFormat(Qt.TextFormat.RichText)
+        lay.addWidget(self._boxed("Keyboard shortcuts (with the mouse over the image)", keys))
+        lay.addStretch(1)
+        return w
+
+    @staticmethod
+    def _shortcuts_html() -> str:
+        rows = "".join(f"<tr><td><b>{escape(k)}</b>&nbsp;&nbsp;</td><td>{escape(t)}</td></tr>"
+                       for k, t in shortcut_rows())
+        return f"<small>{escape(MOUSE_HELP)}</small><table style='font-size:small'>{rows}</table>"
+
+    # ------------------------------------------------------------------------------------------ updates
+    def _sync_compare(self) -> None:
+        s = self.session
+        self.adapted_radio.setEnabled(s.has_adapted)
+        target = self.adapted_radio if s.active == "adapted" else self.base_radio
+        if not target.isChecked():
+            target.blockSignals(True)
+            target.setChecked(True)
+            target.blockSignals(False)
+
+    def _on_embedding_state(self, state: str) -> None:
+        text = {"computing": "⏳ embedding …", "ready": "✔ embedding ready", "error": "✖ embedding failed"}
+        self.embedding_label.setText(text.get(state, state))
+
+    def _sync_prompt_state(self) -> None:
+        c = self.prompts
+        self.points_btn.setChecked(c.mode == "points")
+        self.box_btn.setChecked(c.mode == "box")
+        self.label_btn.setText("next point: positive" if c.next_label else "next point: negative")
+        self.label_btn.setStyleSheet("color: #39ff14;" if c.next_label else "color: #ff5050;")
+        parts = [f"{c.prompt_count} prompt(s)"]
+        if c.candidate is not None and c.candidate >= 0:
+            parts.append(f"candidate {c.candidate + 1}/3")
+        elif c.prompt_count:
+            parts.append("single-mask output")
+        if c.refine_id is not None:
+            parts.append(f"<b>refining object {c.refine_id}</b> (Enter replaces it)")
+        self.prompt_state_label.setText(" · ".join(parts))
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+    def cleanup(self) -> None:
+        """Stop background work and remove key bindings (the viewer or the app is closing)."""
+        self.adapt_panel.controller.cancel()
+        self.prompts.unbind()
+        self.session.shutdown()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self.cleanup()
+        super().closeEvent(event)

@@ -1,0 +1,152 @@
+"""Background work on plain ``QThread``s, reporting back to the GUI thread through Qt signals.
+
+Why not napari's ``thread_worker``: it runs on a shared ``QThreadPool`` and was reported to slow napari
+down; ``benchmarks/bench_app_responsiveness.py`` measures both (see its output). A :class:`Task` owns one
+``QThread``: ``fn(*args, report=..., should_stop=...)`` runs there; its ``progress``, ``finished``,
+``errored`` and ``done`` signals are delivered on the GUI thread (the ``Task`` object lives there).
+
+Usage::
+
+    task = run_task(fn, image, on_result=show, on_error=complain, on_progress=update)
+    task.cancel()  # asks fn to stop: fn polls should_stop()
+
+A task keeps itself alive while its thread runs (a running ``QThread`` must never be collected), and its
+``TaskRunner`` (one per session, no global registry) lists the running ones for cancel / shutdown.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import traceback
+from typing import Any, Callable
+
+from qtpy.QtCore import QObject, QThread, Signal
+
+
+class Task(QObject):
+    """One background call. Signals arrive on the thread that created the task (the GUI thread)."""
+
+    progress = Signal(object)
+    finished = Signal(object)  # the function's return value
+    errored = Signal(object)  # the exception (with ``.traceback_text``)
+    done = Signal()  # always last, after finished or errored
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, name: str = "", **kwargs: Any):
+        super().__init__()
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.name = name or getattr(fn, "__name__", "task")
+        self._stop = threading.Event()
+        self._thread = _Thread(self)
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.is_done = False
+        self.done.connect(self._mark_done)
+
+    def start(self) -> Task:
+        self._keepalive = self  # a running thread must outlive its owners (dropped when done)
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stop.is_set()
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    def is_running(self) -> bool:
+        return self._thread.isRunning()
+
+    def wait(self, ms: int = 30_000) -> bool:
+        """Block until the thread ends (tests and shutdown only)."""
+        return self._thread.wait(ms)
+
+    def _mark_done(self) -> None:
+        self.is_done = True
+        self._thread.wait(5000)  # run() has returned: let the thread finish before it can be collected
+        self._keepalive = None
+
+    def _run(self) -> None:  # worker thread
+        kwargs = dict(self.kwargs)
+        params = _parameters(self.fn)
+        if "report" in params:
+            kwargs["report"] = self.progress.emit
+        if "should_stop" in params:
+            kwargs["should_stop"] = self.should_stop
+        try:
+            self.result = self.fn(*self.args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported to the GUI, none kills it
+            exc.traceback_text = traceback.format_exc()  # type: ignore[attr-defined]
+            self.error = exc
+            self.errored.emit(exc)
+        else:
+            self.finished.emit(self.result)
+        finally:
+            self.done.emit()
+
+
+class _Thread(QThread):
+    def __init__(self, task: Task):
+        super().__init__()
+        self._task = task
+
+    def run(self) -> None:
+        self._task._run()
+
+
+def _parameters(fn: Callable[..., Any]) -> set[str]:
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+class TaskRunner(QObject):
+    """Starts tasks and keeps a reference to each until it is done. One per session (no global state)."""
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._tasks: set[Task] = set()
+
+    def run(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        on_result: Callable[[Any], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        on_progress: Callable[[Any], None] | None = None,
+        name: str = "",
+        **kwargs: Any,
+    ) -> Task:
+        task = Task(fn, *args, name=name, **kwargs)
+        if on_result is not None:
+            task.finished.connect(on_result)
+        if on_error is not None:
+            task.errored.connect(on_error)
+        if on_progress is not None:
+            task.progress.connect(on_progress)
+        self._tasks.add(task)
+        task.done.connect(lambda t=task: self._forget(t))
+        return task.start()
+
+    def _forget(self, task: Task) -> None:
+        self._tasks.discard(task)
+
+    @property
+    def running(self) -> list[Task]:
+        return [t for t in self._tasks if not t.is_done]
+
+    def cancel_all(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+
+    def shutdown(self, ms: int = 10_000) -> None:
+        """Cancel every task and wait for the threads (closing the widget / the viewer)."""
+        self.cancel_all()
+        for t in list(self._tasks):
+            t.wait(ms)
+        self._tasks.clear()

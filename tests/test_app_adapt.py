@@ -1,0 +1,160 @@
+"""'Adapt to my data' in the studio, headless: train a few steps in the background, hot-swap the student,
+compare Base / Adapted, cancel and continue, errors, export the adapter and load it back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from infosam_app.testing import make_synthetic_images, prompt_until_mask  # noqa: E402
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+
+
+@pytest.fixture
+def studio(make_napari_viewer, qtbot, tmp_path, monkeypatch, tiny_sam):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    from infosam_app.widget import StudioWidget
+
+    viewer = make_napari_viewer()
+    widget = StudioWidget(viewer, load_model=False)
+    viewer.window.add_dock_widget(widget, name="InfoSAM Studio")
+    s = widget.session
+    s.use_model(tiny_sam, label="tiny (test)")
+    qtbot.waitUntil(lambda: "base" in s.predictors, timeout=30_000)
+    s.open_project(tmp_path / "proj")
+    make_synthetic_images(tmp_path / "images")
+    s.add_images([tmp_path / "images"])
+    qtbot.waitUntil(lambda: s.embedding_ready, timeout=30_000)
+    yield widget
+    widget.cleanup()
+
+
+def _accept_on(qtbot, widget, indices):
+    s, c = widget.session, widget.prompts
+    for i in indices:
+        s.show_image(i)
+        qtbot.waitUntil(lambda: s.index == i and s.embedding_ready, timeout=30_000)
+        assert prompt_until_mask(c) is not None
+        assert c.accept() is not None
+
+
+def _wait_done(qtbot, panel, timeout=240_000):
+    qtbot.waitUntil(lambda: not panel.controller.running, timeout=timeout)
+
+
+def _predict_with(session, name, prompts):
+    masks, _, _ = session.predictors[name].predict(
+        point_coords=prompts.point_coords(), point_labels=prompts.point_labels(), box=prompts.box_array(),
+        multimask_output=False)
+    return masks[0]
+
+
+def test_adapt_hot_swap_compare_export_and_load(studio, qtbot, tmp_path):
+    s, c, panel = studio.session, studio.prompts, studio.adapt_panel
+    _accept_on(qtbot, studio, [0])
+    # one object is not enough: the panel says so and nothing starts
+    assert not panel.start()
+    assert "at least 2" in panel.info_label.text()
+    _accept_on(qtbot, studio, [1, 2])
+
+    assert panel.infosam_check.isChecked()  # InfoSAM is on by default
+    panel.method_combo.setCurrentIndex(panel.method_combo.findData("lora"))
+    panel.max_steps = 3
+    # prompts on the canvas while training: they are re-predicted with the student when it is swapped in
+    h, w = s.rgb.shape[:2]
+    c.set_box(2, 2, w - 3, h - 3)
+    base_mask = c.mask.copy()
+    seen = []
+    panel.controller.progress.connect(seen.append)
+    # a high learning rate so that three steps visibly change the masks
+    settings = panel.settings()
+    settings.lr = 5e-3
+    assert panel.controller.start(settings)
+    assert panel.cancel_btn.isEnabled() and not panel.start_btn.isEnabled()
+    _wait_done(qtbot, panel)
+    qtbot.waitUntil(lambda: s.active == "adapted" and s.embedding_ready, timeout=60_000)
+
+    result = panel.controller.last_result
+    assert result.steps == 3 and not result.cancelled and result.config.distill == "infosam"
+    assert sorted({p.step for p in seen}) == [1, 2, 3] and panel.progress_bar.value() == 100
+    assert panel.plot.point_count() == 3 * 3  # seg, L_r and L_d per step
+    assert studio.adapted_radio.isChecked() and studio.adapted_radio.isEnabled()
+    run_dir = panel.controller.last_adapter_path.parent
+    assert run_dir.parent == s.project.adapters_dir
+    assert (run_dir / "adapter.safetensors").is_file() and (run_dir / "adapter.json").is_file()
+    assert (run_dir / "history.json").is_file()
+
+    # the preview was recomputed with the adapted model for the same prompts
+    prompts = c.current_prompts()
+    adapted_mask = c.mask.copy()
+    np.testing.assert_array_equal(adapted_mask, _predict_with(s, "adapted", prompts))
+    # the toggle (key C) switches back to the base model for the same prompts, and forth again
+    c.toggle_model()
+    qtbot.waitUntil(lambda: s.active == "base" and s.embedding_ready, timeout=30_000)
+    np.testing.assert_array_equal(c.mask, base_mask)
+    assert studio.base_radio.isChecked()
+    assert not np.array_equal(base_mask, adapted_mask), "three steps at lr 5e-3 should change the mask"
+    studio.adapted_radio.setChecked(True)
+    qtbot.waitUntil(lambda: s.active == "adapted" and s.embedding_ready, timeout=30_000)
+    np.testing.assert_array_equal(c.mask, adapted_mask)
+
+    # export the adapter, load it back: the same masks for the same prompts
+    out = studio.export_panel.export_adapter(tmp_path / "exported" / "my_adapter.safetensors")
+    assert out.is_file() and out.with_suffix(".json").is_file()
+    s.set_active("base")
+    qtbot.waitUntil(lambda: s.active == "base" and s.embedding_ready, timeout=30_000)
+    old_adapted = s.sams["adapted"]
+    panel.load_adapter(str(out))
+    qtbot.waitUntil(lambda: s.sams.get("adapted") is not old_adapted and s.active == "adapted"
+                    and s.embedding_ready, timeout=60_000)
+    np.testing.assert_array_equal(c.mask, adapted_mask)
+
+
+def test_cancel_keeps_adapter_and_continue(studio, qtbot):
+    s, panel = studio.session, studio.adapt_panel
+    _accept_on(qtbot, studio, [0, 1])
+    panel.method_combo.setCurrentIndex(panel.method_combo.findData("decoder"))
+    panel.infosam_check.setChecked(False)
+    panel.epochs_spin.setValue(1000)
+    steps = []
+    panel.controller.progress.connect(lambda p: steps.append(p.step))
+    assert panel.start()
+    qtbot.waitUntil(lambda: len(steps) >= 1, timeout=120_000)
+    panel.cancel_btn.click()
+    _wait_done(qtbot, panel)
+    result = panel.controller.last_result
+    assert result.cancelled and result.stop_reason == "cancelled" and 1 <= result.steps < 1000
+    qtbot.waitUntil(lambda: s.active == "adapted", timeout=30_000)
+    assert "Cancelled" in panel.info_label.text()
+    assert panel.controller.last_adapter_path.is_file()  # the adapter so far is saved
+    assert panel.continue_btn.isEnabled()
+
+    first = s.sams["adapted"]
+    panel.max_steps = 2
+    assert panel.start(continue_run=True)
+    _wait_done(qtbot, panel)
+    qtbot.waitUntil(lambda: s.sams["adapted"] is not first, timeout=30_000)
+    cont = panel.controller.last_result
+    assert not cont.cancelled and cont.steps == 2 and cont.config.peft == "decoder"
+    assert panel.controller.last_adapter_path.parent.name.endswith("-continued")
+
+
+def test_training_error_keeps_previous_model(studio, qtbot):
+    s, c, panel = studio.session, studio.prompts, studio.adapt_panel
+    _accept_on(qtbot, studio, [0, 1])
+    settings = panel.settings()
+    settings.method, settings.infosam, settings.max_steps = "decoder", False, 3
+    settings.lr = float("nan")  # the weights become NaN after one step: training must stop with a message
+    errors = []
+    panel.controller.failed.connect(errors.append)
+    assert panel.controller.start(settings)
+    _wait_done(qtbot, panel)
+    assert errors and "Adaptation failed" in errors[0] and "previous model stays" in errors[0]
+    assert "Adaptation failed" in panel.info_label.text()
+    assert not s.has_adapted and s.active == "base"
+    assert panel.start_btn.isEnabled()
+    c.add_point(10, 10)  # still usable
+    assert c.mask is not None

@@ -1,0 +1,174 @@
+"""The annotation project store: persistence, reopening, and crash safety (no Qt)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tifffile
+
+from infosam_core import atomic
+from infosam_core.project import (
+    ImageAnnotations,
+    Project,
+    ProjectError,
+    Prompts,
+    default_projects_dir,
+    find_images,
+)
+
+
+def _write_images(folder, n=3, shape=(40, 50)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        p = folder / f"img{i}.tif"
+        tifffile.imwrite(p, rng.integers(0, 65535, shape, dtype=np.uint16))
+        paths.append(p)
+    return paths
+
+
+def _disk(shape, cy, cx, r):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def test_create_add_accept_reopen(tmp_path):
+    imgs = _write_images(tmp_path / "data")
+    project = Project.create(tmp_path / "proj", name="demo")
+    entries = project.add_images([tmp_path / "data"])
+    assert [e.name for e in entries] == ["img0.tif", "img1.tif", "img2.tif"]
+    assert project.add_images([imgs[0]]) == [entries[0]]  # same content: not added twice
+    assert len(project.images) == 3
+
+    p1 = Prompts(points=[[10.0, 12.0, 1], [30.0, 5.0, 0]], box=None, candidate=2)
+    o1 = project.add_object(entries[0].key, _disk((40, 50), 12, 10, 6), p1, model="tiny")
+    p2 = Prompts(points=[], box=[25.0, 20.0, 45.0, 38.0])
+    o2 = project.add_object(entries[0].key, _disk((40, 50), 30, 35, 5), p2)
+    o3 = project.add_object(entries[2].key, _disk((40, 50), 20, 20, 8), p1)
+    assert (o1.id, o2.id, o3.id) == (1, 2, 1)
+    assert project.object_counts() == {entries[0].key: 2, entries[1].key: 0, entries[2].key: 1}
+
+    again = Project.open(tmp_path / "proj")
+    assert again.name == "demo"
+    assert [e.key for e in again.images] == [e.key for e in entries]
+    assert again.object_counts() == project.object_counts()
+    ann = again.annotations(entries[0].key)
+    np.testing.assert_array_equal(ann.labels, project.annotations(entries[0].key).labels)
+    assert ann.objects[1].prompts == p1 and ann.objects[2].prompts == p2
+    assert ann.objects[1].model == "tiny"
+    assert ann.objects[2].bbox == o2.bbox
+    meta = json.loads((again.annotation_dir(entries[0].key) / "objects.json").read_text())
+    assert meta["image"]["sha256"] == entries[0].sha256 and meta["image"]["path"] == str(imgs[0].resolve())
+    assert len(list(again.annotation_dir(entries[0].key).glob("labels-*.tif"))) == 1  # old revisions removed
+
+
+def test_new_object_keeps_existing_pixels_and_refine_replaces(tmp_path):
+    _write_images(tmp_path / "data", n=1)
+    project = Project.create(tmp_path / "proj")
+    (e,) = project.add_images([tmp_path / "data"])
+    a = _disk((40, 50), 20, 20, 8)
+    project.add_object(e.key, a, Prompts(points=[[20, 20, 1]]))
+    b = _disk((40, 50), 20, 26, 8)
+    ob = project.add_object(e.key, b, Prompts(points=[[26, 20, 1]]))
+    labels = project.annotations(e.key).labels
+    assert (labels[a] == 1).all() and ob.area == int((b & ~a).sum())
+    # refine object 1 into a small disk: its old pixels go, the id stays, object 2 is untouched
+    small = _disk((40, 50), 10, 10, 3)
+    r = project.add_object(e.key, small, Prompts(points=[[10, 10, 1]]), replace_id=1)
+    labels = project.annotations(e.key).labels
+    assert r.id == 1 and (labels == 1).sum() == small.sum()
+    assert ((labels == 2) == (b & ~a)).all()
+    with pytest.raises(ProjectError, match="entirely on objects"):
+        project.add_object(e.key, small, Prompts(points=[[10, 10, 1]]))
+    removed = project.remove_object(e.key, 2)
+    assert 2 not in project.annotations(e.key).objects and not (project.annotations(e.key).labels == 2).any()
+    project.restore_object(e.key, removed, b & ~a)
+    assert (Project.open(project.root).annotations(e.key).labels == 2).sum() == removed.area
+
+
+def test_crash_while_writing_labels_keeps_previous_state(tmp_path, monkeypatch):
+    _write_images(tmp_path / "data", n=1)
+    project = Project.create(tmp_path / "proj")
+    (e,) = project.add_images([tmp_path / "data"])
+    project.add_object(e.key, _disk((40, 50), 20, 20, 8), Prompts(points=[[20, 20, 1]]))
+    before = project.annotations(e.key).labels.copy()
+
+    real_imwrite = tifffile.imwrite
+
+    def crash_midway(path, data, **kw):  # half a file, then the process "dies"
+        real_imwrite(path, data, **kw)
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(tifffile, "imwrite", crash_midway)
+    with pytest.raises(KeyboardInterrupt):
+        project.add_object(e.key, _disk((40, 50), 5, 40, 4), Prompts(points=[[40, 5, 1]]))
+    monkeypatch.undo()
+    # the in-memory state did not change, the files on disk are the previous ones, no temp file is left
+    assert len(project.annotations(e.key).objects) == 1
+    folder = project.annotation_dir(e.key)
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+    reopened = Project.open(project.root).annotations(e.key)
+    assert list(reopened.objects) == [1]
+    np.testing.assert_array_equal(reopened.labels, before)
+
+
+def test_crash_between_labels_and_json_keeps_previous_state(tmp_path, monkeypatch):
+    _write_images(tmp_path / "data", n=1)
+    project = Project.create(tmp_path / "proj")
+    (e,) = project.add_images([tmp_path / "data"])
+    project.add_object(e.key, _disk((40, 50), 20, 20, 8), Prompts(points=[[20, 20, 1]]))
+    before = project.annotations(e.key).labels.copy()
+    real_replace = os.replace
+
+    def die_on_json(src, dst):
+        if str(dst).endswith("objects.json"):
+            raise KeyboardInterrupt("killed before the commit")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", die_on_json)
+    with pytest.raises(KeyboardInterrupt):
+        project.add_object(e.key, _disk((40, 50), 5, 40, 4), Prompts(points=[[40, 5, 1]]))
+    monkeypatch.undo()
+    folder = project.annotation_dir(e.key)
+    assert len(list(folder.glob("labels-*.tif"))) == 2  # the new, uncommitted one is an orphan
+    reopened = Project.open(project.root).annotations(e.key)
+    assert list(reopened.objects) == [1]
+    np.testing.assert_array_equal(reopened.labels, before)
+    assert len(list(folder.glob("labels-*.tif"))) == 1  # orphan cleaned on open
+
+
+def test_errors_and_defaults(tmp_path):
+    with pytest.raises(ProjectError, match="not a project folder"):
+        Project.open(tmp_path)
+    project = Project.open_or_create(tmp_path / "p")
+    with pytest.raises(ProjectError, match="already holds a project"):
+        Project.create(tmp_path / "p")
+    assert Project.open_or_create(tmp_path / "p").root == project.root
+    with pytest.raises(ProjectError, match="no such file"):
+        find_images([tmp_path / "missing.png"])
+    d = default_projects_dir()
+    assert d.is_absolute() and "infosam-studio" in str(d) and d != tmp_path
+    _write_images(tmp_path / "data", n=1)
+    (e,) = project.add_images([tmp_path / "data"])
+    ann = project.annotations(e.key)
+    assert isinstance(ann, ImageAnnotations) and ann.labels is None  # shape unknown until the image is read
+    with pytest.raises(ProjectError, match="empty"):
+        project.add_object(e.key, np.zeros((40, 50), bool), Prompts(points=[[1, 1, 1]]))
+    with pytest.raises(ProjectError, match="changed since"):
+        project.add_object(e.key, np.ones((10, 10), bool), Prompts(points=[[1, 1, 1]]))
+
+
+def test_moved_project_finds_images_by_relative_path(tmp_path):
+    root = tmp_path / "a"
+    _write_images(root / "data", n=1)
+    project = Project.create(root / "proj")
+    (e,) = project.add_images([root / "data"])
+    (tmp_path / "a").rename(tmp_path / "b")
+    moved = Project.open(tmp_path / "b" / "proj")
+    assert moved.image_path(e.key) == (tmp_path / "b" / "data" / "img0.tif").resolve()
