@@ -5,7 +5,9 @@ first prompt is (with p = 0.5) a noisy box for every chosen object, else one poi
 each object. Then ``corrective_clicks`` rounds as in SAM's interactive training: a new point is drawn from
 the error region of the previous prediction (positive where the object was missed, negative where the
 mask spilled over), the previous low-res logits are fed back as the mask prompt (with p = 0.5), and the
-model predicts again. Loss per mask: 20 x focal + dice + MSE(predicted IoU, actual IoU); for the ambiguous
+model predicts again. Loss per mask: BCE + dice + MSE(predicted IoU, actual IoU) (SAM uses 20 x focal
+instead of BCE; from scratch on a small compute budget, focal kept the model predicting empty masks for
+hundreds of steps, so BCE is the default and ``focal_weight`` restores SAM's term); for the ambiguous
 single-point prompt only the best of the three multimask outputs is back-propagated (SAM's rule).
 
 Some scenes are cropped to a random aspect and padded like ``Sam.preprocess`` pads, so the model sees the
@@ -40,12 +42,13 @@ class PretrainConfig:
     masks_per_image: int = 4
     corrective_clicks: int = 1
     p_corrective: float = 0.5
-    lr: float = 6e-4
+    lr: float = 5e-4
     min_lr_ratio: float = 0.02
     weight_decay: float = 0.05
     warmup_steps: int = 60
     grad_clip: float = 1.0
     p_box: float = 0.5
+    focal_weight: float = 0.0  # SAM uses 20 x focal; 0 = BCE (see mask_losses)
     p_pad: float = 0.3
     seed: int = 0
     checkpoint_every: int = 200
@@ -114,12 +117,21 @@ def corrective_point(pred: torch.Tensor, gt: torch.Tensor, gen: torch.Generator)
     return coords, labels
 
 
-def mask_losses(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-mask SAM loss. logits (K, M, H, W), iou_pred (K, M), target (K, H, W) -> loss (K, M), iou (K, M)."""
+def mask_losses(
+    logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor, focal_weight: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-mask loss: ``focal_weight`` x focal (SAM: 20) or BCE when 0, + dice + IoU-prediction MSE.
+
+    logits (K, M, H, W), iou_pred (K, M), target (K, H, W) -> loss (K, M), actual IoU (K, M).
+    """
     k, m = logits.shape[:2]
     flat_logits = logits.flatten(0, 1)
     flat_target = target[:, None].expand(-1, m, -1, -1).flatten(0, 1)
-    seg = 20 * sigmoid_focal_loss(flat_logits, flat_target) + dice_loss(flat_logits, flat_target)
+    if focal_weight > 0:
+        pixel = focal_weight * sigmoid_focal_loss(flat_logits, flat_target)
+    else:  # plain BCE: escapes the all-background start of from-scratch training much faster than focal
+        pixel = F.binary_cross_entropy_with_logits(flat_logits, flat_target, reduction="none").flatten(1).mean(1)
+    seg = pixel + dice_loss(flat_logits, flat_target)
     actual = mask_iou(flat_logits, flat_target)
     iou_loss = F.mse_loss(iou_pred.flatten(), actual, reduction="none")
     return (seg + iou_loss).view(k, m), actual.view(k, m)
@@ -244,11 +256,11 @@ class Pretrainer:
             low, iou_pred = decode(self.sam, emb, prompts, None)
             logits = F.interpolate(low, (s, s), mode="bilinear", align_corners=False)
             if use_box:
-                loss, actual = mask_losses(logits[:, :1], iou_pred[:, :1], gt_f)
+                loss, actual = mask_losses(logits[:, :1], iou_pred[:, :1], gt_f, c.focal_weight)
                 chosen = torch.zeros(gt.shape[0], dtype=torch.long)
                 losses.append(loss[:, 0])
             else:
-                loss, actual = mask_losses(logits[:, 1:], iou_pred[:, 1:], gt_f)
+                loss, actual = mask_losses(logits[:, 1:], iou_pred[:, 1:], gt_f, c.focal_weight)
                 best = loss.detach().argmin(1)
                 chosen = best + 1
                 # best mask's full loss + the IoU head's error on the others
@@ -264,7 +276,7 @@ class Pretrainer:
                 mask_input = prev_low if self.rng.random() < 0.5 else None
                 low, iou_pred = decode(self.sam, emb, prompts, mask_input)
                 logits = F.interpolate(low[:, :1], (s, s), mode="bilinear", align_corners=False)
-                loss, actual = mask_losses(logits, iou_pred[:, :1], gt_f)
+                loss, actual = mask_losses(logits, iou_pred[:, :1], gt_f, c.focal_weight)
                 losses.append(loss[:, 0])
                 chosen = torch.zeros(gt.shape[0], dtype=torch.long)
                 low = low[:, :1]
