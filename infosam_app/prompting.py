@@ -23,6 +23,7 @@ from qtpy.QtCore import QObject, Signal
 from infosam_app.layers import NEGATIVE_COLOR, POSITIVE_COLOR
 from infosam_app.session import Session
 from infosam_app.shortcuts import SHORTCUTS
+from infosam_app.workers import gui_torch_threads
 from infosam_core.project import AnnotatedObject, ProjectError, Prompts
 
 
@@ -178,6 +179,8 @@ class PromptController(QObject):
         return pl.features["label"].to_numpy().astype(int)
 
     def _write_layers(self, prompts: Prompts) -> None:
+        """Put ``prompts`` on the point and box layers (an unchanged layer is not touched: every napari
+        data assignment costs tens of ms of GUI time)."""
         shape = self.session.rgb.shape[:2] if self.session.rgb is not None else (1, 1)
         self.layers.ensure_prompt_layers(shape)
         self._updating = True
@@ -185,17 +188,21 @@ class PromptController(QObject):
             pl, bl = self.layers.points, self.layers.box
             if prompts.points:
                 pts = np.asarray(prompts.points, dtype=float)
+                pl.selected_data = set()
                 pl.data = pts[:, [1, 0]]
                 pl.features = {"label": pts[:, 2].astype(int)}
-            else:
+            elif len(pl.data):
+                pl.selected_data = set()
                 pl.data = np.empty((0, 2))
                 pl.features = {"label": np.empty(0, dtype=int)}
             self._color_points()
             if prompts.box is not None:
                 x0, y0, x1, y1 = prompts.box
+                bl.selected_data = set()
                 bl.data = [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)]
                 bl.shape_type = ["rectangle"]
-            else:
+            elif len(bl.data):
+                bl.selected_data = set()
                 bl.data = []
         finally:
             self._updating = False
@@ -213,10 +220,14 @@ class PromptController(QObject):
         pl = self.layers.points
         if pl is None:
             return
+        color = POSITIVE_COLOR if self.next_label else NEGATIVE_COLOR
+        if int(pl.feature_defaults["label"].iloc[0]) == self.next_label and not pl.selected_data:
+            return
         self._updating = True
         try:
+            pl.selected_data = set()  # the current colour would otherwise repaint selected points
             pl.feature_defaults = {"label": self.next_label}
-            pl.current_face_color = POSITIVE_COLOR if self.next_label else NEGATIVE_COLOR
+            pl.current_face_color = color
         finally:
             self._updating = False
 
@@ -290,10 +301,11 @@ class PromptController(QObject):
 
     def _output(self, kind: str, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
         if kind not in self._outputs:
-            masks, scores, _ = self.session.predictor.predict(
-                point_coords=prompts.point_coords(), point_labels=prompts.point_labels(),
-                box=prompts.box_array(), multimask_output=(kind == "multi"),
-            )
+            with gui_torch_threads():
+                masks, scores, _ = self.session.predictor.predict(
+                    point_coords=prompts.point_coords(), point_labels=prompts.point_labels(),
+                    box=prompts.box_array(), multimask_output=(kind == "multi"),
+                )
             self._outputs[kind] = (masks, scores)
         return self._outputs[kind]
 
@@ -477,7 +489,9 @@ class PromptController(QObject):
         self._outputs.clear()
         self._mask = None
         self.candidate = None
-        self.set_mode(self.mode)
+        layer = self.layers.points if self.mode == "points" else self.layers.box
+        if self.session.viewer.layers.selection.active is not layer:
+            self.set_mode(self.mode)
         self.state_changed.emit()
 
     def _on_embedding_changed(self, state: str) -> None:

@@ -314,6 +314,13 @@ class Session(QObject):
 
         self.tasks.run(pred.embed, rgb, name="embed", on_result=done, on_error=failed)
 
+    def invalidate_embeddings(self) -> None:
+        """Forget every computed embedding (memory caches too) and recompute the shown image's."""
+        self._embedded.clear()
+        for p in self.predictors.values():
+            p.clear_cache()
+        self.ensure_embedding()
+
     def _prefetch_next(self) -> None:
         """Read the next image and compute its embedding into the cache, when that is cheap."""
         if not self.prefetch_enabled or self.project is None or len(self.project.images) < 2:

@@ -1,0 +1,388 @@
+"""Is the studio responsive while it works? Event-loop stalls and click -> mask latency, measured.
+
+Runs the real app (napari viewer + studio widget, tiny model) under a display (Xvfb: started here with
+pyvirtualdisplay when $DISPLAY is unset) and reports:
+
+1. Heartbeat: a QTimer ticks every 10 ms on the GUI thread; the longest gap between ticks minus 10 ms is
+   the longest event-loop stall (target <= 100 ms). Measured while idle, during embeddings (the app's own
+   flow: images shown one after another, each embedding computed in the background) and during training
+   ('Adapt to my data' with the app's controller).
+2. Click -> mask shown: a point is added to the prompt layer (what napari's add-mode click handler does),
+   the controller predicts and sets the preview layer; the time until the canvas has drawn the new preview
+   is recorded. Median / p95 over many clicks, idle and during training.
+3. Background runner: the same workloads (a loop of embeddings; training steps) run on napari's
+   ``thread_worker`` (superqt QThreadPool workers) and on our ``QThread`` tasks; heartbeat stalls and
+   workload times are compared.
+
+    python benchmarks/bench_app_responsiveness.py [--quick] [--json out.json]
+"""
+
+from __future__ import annotations
+
+try:  # noqa: SIM105 - before any GL window: see shared/reference/setup-notes.md
+    import triton  # noqa: F401
+except Exception:  # noqa: BLE001
+    pass
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _display():
+    if os.environ.get("DISPLAY"):
+        return None
+    from pyvirtualdisplay import Display
+
+    d = Display(visible=False, size=(1600, 1000))
+    d.start()
+    return d
+
+
+class Pauses:
+    """Durations of Python's garbage collections (they hold the GIL: a stall whichever thread runs them)
+    and of the canvas draws (OpenGL; software-rendered under Xvfb) during a phase."""
+
+    def __init__(self, canvas=None):
+        import gc
+
+        self.gc_ms: list[float] = []
+        self.draw_ms: list[float] = []
+        self._t = 0.0
+        gc.callbacks.append(self._on_gc)
+        if canvas is not None:
+            orig = canvas.on_draw
+            canvas.events.draw.disconnect(orig)
+
+            def timed(event):
+                t = time.perf_counter()
+                orig(event)
+                self.draw_ms.append((time.perf_counter() - t) * 1000)
+
+            canvas.events.draw.connect(timed)
+
+    def _on_gc(self, phase, info):
+        if phase == "start":
+            self._t = time.perf_counter()
+        elif info.get("generation") == 2:
+            self.gc_ms.append((time.perf_counter() - self._t) * 1000)
+
+    def take(self) -> dict:
+        out = {"full_gc_count": len(self.gc_ms), "full_gc_max_ms": round(max(self.gc_ms, default=0), 1),
+               "draws": len(self.draw_ms), "draw_max_ms": round(max(self.draw_ms, default=0), 1)}
+        self.gc_ms.clear()
+        self.draw_ms.clear()
+        return out
+
+
+class Heartbeat:
+    """Ticks every ``interval_ms``; records the gaps between ticks."""
+
+    def __init__(self, interval_ms: int = 10):
+        from qtpy.QtCore import QTimer
+
+        self.interval = interval_ms / 1000
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+        self.last = None
+        self.gaps: list[float] = []
+
+    def _tick(self):
+        now = time.perf_counter()
+        if self.last is not None:
+            self.gaps.append(now - self.last)
+        self.last = now
+
+    def start(self):
+        self.gaps.clear()
+        self.last = None
+        self.timer.start()
+
+    def stop(self) -> dict:
+        self.timer.stop()
+        g = np.asarray(self.gaps) if self.gaps else np.asarray([self.interval])
+        stall = np.maximum(g - self.interval, 0) * 1000
+        return {"ticks": int(g.size), "max_stall_ms": round(float(stall.max()), 1),
+                "p99_stall_ms": round(float(np.percentile(stall, 99)), 1),
+                "mean_gap_ms": round(float(g.mean() * 1000), 1)}
+
+
+def pump(cond, timeout=120.0):
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        app.processEvents()
+        if cond():
+            return True
+        time.sleep(0.001)
+    return cond()
+
+
+def click_latencies(widget, n: int) -> list[float]:
+    """Add n points one after another (clearing between); ms until the canvas drew the new preview."""
+    s, c = widget.session, widget.prompts
+    canvas = widget.viewer.window._qt_viewer.canvas._scene_canvas
+    state = {"mask": False, "drawn": False}
+
+    def on_mask():
+        state["mask"] = True
+
+    def on_draw(_event=None):
+        if state["mask"]:
+            state["drawn"] = True
+
+    c.mask_shown.connect(on_mask)
+    canvas.events.draw.connect(on_draw)
+    h, w = s.rgb.shape[:2]
+    rng = np.random.default_rng(0)
+    out = []
+    try:
+        for _ in range(n):
+            c.clear()
+            pump(lambda: True, 0.01)
+            state.update(mask=False, drawn=False)
+            r, col = rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w
+            t0 = time.perf_counter()
+            s.layers.points.add([r, col])  # what napari's add-mode mouse handler does on a click
+            ok = pump(lambda: state["drawn"], 10)
+            if ok:
+                out.append((time.perf_counter() - t0) * 1000)
+    finally:
+        c.mask_shown.disconnect(on_mask)
+        canvas.events.draw.disconnect(on_draw)
+        c.clear()
+    return out
+
+
+def lat_stats(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0}
+    return {"n": len(values), "median_ms": round(statistics.median(values), 1),
+            "p95_ms": round(float(np.percentile(values, 95)), 1), "max_ms": round(max(values), 1)}
+
+
+def synthetic_samples(n=8, size=256):
+    from infosam_core.data import SegmentationSample
+
+    rng = np.random.default_rng(1)
+    out = []
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        img = rng.normal(40, 8, (size, size))
+        cy, cx, r = rng.uniform(60, size - 60, 2).tolist() + [rng.uniform(15, 40)]
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        img[mask] += 150
+        rgb = np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, -1)
+        out.append(SegmentationSample(rgb, mask, f"s{i}"))
+    return out
+
+
+_EMBED_RUN = [0]
+
+
+def embed_loop(predictor, n, size=768):
+    """n embeddings of new random images (never in the cache)."""
+    _EMBED_RUN[0] += 1
+    rng = np.random.default_rng(1000 + _EMBED_RUN[0])
+    for _ in range(n):
+        predictor.embed(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    return n
+
+
+def train_steps(sam, samples, steps, signal=None):
+    from infosam_core.train import TrainConfig, train
+
+    config = TrainConfig(peft="adapter", distill="infosam", max_steps=steps, epochs=1000, batch_size=4)
+    return train(config, sam, samples, progress=(signal.emit if signal is not None else None)).steps
+
+
+def run_on(kind: str, fn, *args):
+    """Run fn(*args) on a QThread task or a napari thread_worker, measuring the heartbeat meanwhile."""
+    from qtpy.QtCore import QObject, Signal
+
+    from infosam_app.workers import TaskRunner
+
+    class Relay(QObject):
+        progress = Signal(object)
+
+    relay = Relay()
+    relay.progress.connect(lambda _p: None)
+    done = {}
+    hb = Heartbeat()
+    hb.start()
+    t0 = time.perf_counter()
+    if kind == "qthread":
+        runner = TaskRunner()
+        runner.run(lambda: fn(*args, **({"signal": relay.progress} if fn is train_steps else {})),
+                   on_result=lambda r: done.setdefault("r", r), on_error=lambda e: done.setdefault("e", e))
+    else:
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(fn, *args, **({"signal": relay.progress} if fn is train_steps else {}),
+                               _start_thread=False)
+        worker.returned.connect(lambda r: done.setdefault("r", r))
+        worker.errored.connect(lambda e: done.setdefault("e", e))
+        worker.start()
+    pump(lambda: bool(done), 900)
+    wall = time.perf_counter() - t0
+    stats = hb.stop()
+    if "e" in done:
+        raise done["e"]
+    return {"runner": kind, "work_s": round(wall, 2), **stats}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer clicks and steps")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--no-gc-freeze", action="store_true", help="measure without gc.freeze() (see infosam_app.cli)")
+    args = ap.parse_args()
+    display = _display()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("XDG_DATA_HOME", tempfile.mkdtemp(prefix="infosam-bench-"))
+    import napari
+
+    from infosam_app.samples import sample_paths
+    from infosam_app.testing import prompt_until_mask
+    from infosam_app.widget import StudioWidget
+    from infosam_core.models import load_sam
+
+    n_clicks, n_steps, n_embed = (15, 4, 4) if args.quick else (40, 10, 10)
+    results: dict = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                     "gc_freeze": not args.no_gc_freeze,
+                     "load_avg_start": os.getloadavg()}
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1400, 900)
+    widget = StudioWidget(viewer, load_model=False)
+    viewer.window.add_dock_widget(widget, name="InfoSAM Studio")
+    s = widget.session
+    sam = load_sam("tiny")
+    s.use_model(sam, label="tiny")
+    pump(lambda: "base" in s.predictors)
+    project_dir = Path(tempfile.mkdtemp(prefix="infosam-bench-proj-"))
+    s.open_project(project_dir)
+    s.add_images(sample_paths())
+    pump(lambda: s.embedding_ready)
+
+    if not args.no_gc_freeze:
+        from infosam_app.cli import freeze_gc
+
+        freeze_gc()  # as `infosam app` does once the model is loaded
+    pauses = Pauses(viewer.window._qt_viewer.canvas._scene_canvas)
+    hb = Heartbeat()
+    hb.start()
+    pump(lambda: False, 1.0)
+    results["idle"] = {**hb.stop(), **pauses.take()}
+
+    # 1a. embeddings computed in the background while the GUI idles (the image stays; caches off)
+    for p in s.predictors.values():
+        p.cache_dir = None
+    hb.start()
+    t0 = time.perf_counter()
+    for _ in range(n_embed):
+        s.invalidate_embeddings()
+        pump(lambda: s.embedding_ready)
+    results["embedding"] = {"embeddings": n_embed, "wall_s": round(time.perf_counter() - t0, 2),
+                            **hb.stop(), **pauses.take()}
+    # 1b. the app's own flow: go through the images (napari layer updates and canvas draws on the GUI
+    # thread), each embedding computed in the background
+    s.prefetch_enabled = False
+    s.predictor.clear_cache()
+    switch_ms = []
+    s.image_changed.connect(lambda _i: switch_ms.append((time.perf_counter() - t_switch[0]) * 1000))
+    t_switch = [0.0]
+    hb.start()
+    t0 = time.perf_counter()
+    for rep in range(2):
+        for i in range(len(s.project.images)):
+            s.predictor.clear_cache()
+            t_switch[0] = time.perf_counter()
+            s.show_image(i)
+            pump(lambda: s.index == i and s.embedding_ready)
+    results["image_switching"] = {"switches": 2 * len(s.project.images),
+                                  "wall_s": round(time.perf_counter() - t0, 2),
+                                  "switch_gui_ms_median": round(statistics.median(switch_ms), 1),
+                                  **hb.stop(), **pauses.take()}
+    s.prefetch_enabled = True
+
+    # 2. click -> mask shown, idle
+    s.show_image(0)
+    pump(lambda: s.index == 0 and s.embedding_ready)
+    results["click_idle"] = lat_stats(click_latencies(widget, n_clicks))
+
+    # 3. during training with the app's controller: heartbeat + clicks
+    for i in range(len(s.project.images)):
+        s.show_image(i)
+        pump(lambda: s.index == i and s.embedding_ready)
+        prompt_until_mask(widget.prompts)
+        widget.prompts.accept()
+    panel = widget.adapt_panel
+    panel.max_steps = n_steps * 3
+    steps = []
+    panel.controller.progress.connect(lambda p: steps.append(p.step))
+    t0 = time.perf_counter()
+    assert panel.start(), s.last_error
+    hb.start()  # first the training alone (progress bar, loss plot and ETA updating) ...
+    pump(lambda: len(steps) >= n_steps or not panel.controller.running, 900)
+    train_hb = {**hb.stop(), **pauses.take()}
+    clicks = []
+    while panel.controller.running:  # ... then clicks while it goes on
+        clicks += click_latencies(widget, 3)
+    results["app_training"] = {"steps_measured": n_steps, "wall_s_total": round(time.perf_counter() - t0, 2),
+                               **train_hb}
+    results["click_during_training"] = lat_stats(clicks)
+    pump(lambda: s.active == "adapted" and s.embedding_ready, 60)
+
+    # 4. thread_worker vs QThread on the same workloads
+    samples = synthetic_samples()
+    pred = s.predictors["base"]
+    compare = []
+    for kind in ("qthread", "thread_worker", "qthread", "thread_worker"):
+        pred.clear_cache()
+        compare.append({"workload": f"{n_embed} embeddings (768 px)", **run_on(kind, embed_loop, pred, n_embed)})
+        compare.append({"workload": f"{n_steps} training steps", **run_on(kind, train_steps, sam, samples, n_steps)})
+    results["runner_comparison"] = compare
+    results["load_avg_end"] = os.getloadavg()
+
+    widget.cleanup()
+    viewer.close()
+    if display is not None:
+        display.stop()
+
+    print("\n== InfoSAM Studio responsiveness (tiny model, CPU) ==")
+    print(f"cpus {results['cpu_count']}, torch threads {results['torch_threads']}, "
+          f"load avg at start {results['load_avg_start'][0]:.2f}")
+    for key in ("idle", "embedding", "image_switching", "app_training"):
+        print(f"{key:<24} {json.dumps(results[key])}")
+    for key in ("click_idle", "click_during_training"):
+        print(f"{key:<24} {json.dumps(results[key])}")
+    print("runner comparison (heartbeat every 10 ms):")
+    for row in compare:
+        print(f"  {row['workload']:<26} {row['runner']:<14} work {row['work_s']:>6.2f} s   "
+              f"max stall {row['max_stall_ms']:>6.1f} ms   p99 {row['p99_stall_ms']:>5.1f} ms")
+    target = max(results["embedding"]["max_stall_ms"], results["app_training"]["max_stall_ms"])
+    print(f"longest stall during embedding/training: {target:.1f} ms (target <= 100 ms): "
+          f"{'OK' if target <= 100 else 'ABOVE TARGET'}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
