@@ -1,0 +1,134 @@
+"""Training speed and memory: plain PEFT vs PEFT + InfoSAM (teacher cache) vs PEFT + InfoSAM recomputing the
+teacher every step (the reference code's behaviour, ``teacher_cache=False``).
+
+    python benchmarks/bench_train.py                       # tiny (bundled weights) + reduced random-init vit_b
+    python benchmarks/bench_train.py --models tiny --measure 6
+    python benchmarks/bench_train.py --models vit_b --device cuda --batch 4 --measure 10
+
+Each (model, setting) runs in its own process, so peak memory is its own: CPU = peak resident set size
+(``ru_maxrss``, whole process: model, data, activations); CUDA = ``torch.cuda.max_memory_allocated``.
+Seconds per step are the median over ``--measure`` steps taken after one warm-up epoch (so every image is
+in the teacher cache). Prints a table and the ratios InfoSAM / plain and recompute / InfoSAM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SETTINGS = {
+    "plain": dict(distill="none"),
+    "infosam": dict(distill="infosam", teacher_cache=True),
+    "recompute": dict(distill="infosam", teacher_cache=False),
+}
+
+
+def make_samples(n: int, seed: int = 0):
+    import numpy as np
+    from skimage import draw
+
+    from infosam_core.data import SegmentationSample
+
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(n):
+        image = rng.integers(0, 120, (192, 256, 3), dtype=np.uint8)
+        mask = np.zeros((192, 256), bool)
+        rr, cc = draw.ellipse(96, 128, 30 + 3 * i, 50, shape=mask.shape)
+        mask[rr, cc] = True
+        image[mask] += 100
+        samples.append(SegmentationSample(image, mask, f"b{i}"))
+    return samples
+
+
+def run_one(model: str, setting: str, peft: str, batch: int, measure: int, device: str) -> dict:
+    """One measurement in this process; returns the figures as a dict."""
+    import torch
+
+    from infosam_core.models import build_sam, load_sam
+    from infosam_core.train import TrainConfig, train
+
+    torch.manual_seed(0)
+    sam = load_sam("tiny") if model == "tiny" else build_sam(model)
+    samples = make_samples(batch)  # one step per epoch: epoch 1 warms the cache up
+    config = TrainConfig(peft=peft, batch_size=batch, epochs=1 + measure, hflip=False, device=device, seed=0,
+                         **SETTINGS[setting])
+    times: list[float] = []
+    last = [time.monotonic()]
+
+    def progress(p) -> None:
+        now = time.monotonic()
+        times.append(now - last[0])
+        last[0] = now
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    result = train(config, sam, samples, progress=progress)
+    steady = times[1:]
+    peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
+               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"model": model, "setting": setting, "peft": peft, "batch": batch, "device": device,
+            "first_step_s": times[0], "s_per_step": statistics.median(steady), "steps_measured": len(steady),
+            "peak_mb": peak_mb, "teacher_encoder_images": result.teacher_encoder_images,
+            "threads": torch.get_num_threads()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="tiny,vit_b", help="comma-separated: tiny, vit_b (random init), ...")
+    parser.add_argument("--peft", default="adapter")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch", type=int, default=None, help="default: 4 for tiny / on CUDA, 2 for vit_b on CPU")
+    parser.add_argument("--measure", type=int, default=None, help="measured steps (default: 5 tiny, 2 vit_b on CPU)")
+    parser.add_argument("--one", nargs=2, metavar=("MODEL", "SETTING"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    import torch
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if args.one:
+        model, setting = args.one
+        print(json.dumps(run_one(model, setting, args.peft, args.batch, args.measure, device)))
+        return 0
+
+    rows = []
+    for model in args.models.split(","):
+        small_cpu = model != "tiny" and device == "cpu"
+        batch = args.batch or (2 if small_cpu else 4)
+        measure = args.measure or (2 if small_cpu else 5)
+        for setting in SETTINGS:
+            cmd = [sys.executable, __file__, "--one", model, setting, "--peft", args.peft, "--device", device,
+                   "--batch", str(batch), "--measure", str(measure)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            row = json.loads(out.strip().splitlines()[-1])
+            rows.append(row)
+            print(f"{model:>6} {setting:>9}: {row['s_per_step']:.3f} s/step (first step {row['first_step_s']:.2f} s), "
+                  f"peak {row['peak_mb']:.0f} MB, teacher encoder ran on {row['teacher_encoder_images']} images",
+                  flush=True)
+    print()
+    mem = "peak MB (CUDA allocated)" if device.startswith("cuda") else "peak RSS MB"
+    print(f"{'model':>6} {'setting':>9} {'batch':>5} {'s/step':>8} {mem:>24}")
+    for r in rows:
+        print(f"{r['model']:>6} {r['setting']:>9} {r['batch']:>5} {r['s_per_step']:>8.3f} {r['peak_mb']:>24.0f}")
+    print()
+    for model in dict.fromkeys(r["model"] for r in rows):
+        by = {r["setting"]: r for r in rows if r["model"] == model}
+        print(f"{model} ({args.peft}, {device}, {by['plain']['threads']} threads): "
+              f"InfoSAM / plain = {by['infosam']['s_per_step'] / by['plain']['s_per_step']:.2f}x time, "
+              f"{by['infosam']['peak_mb'] / by['plain']['peak_mb']:.2f}x memory; "
+              f"recompute / InfoSAM = {by['recompute']['s_per_step'] / by['infosam']['s_per_step']:.2f}x time, "
+              f"{by['recompute']['peak_mb'] / by['infosam']['peak_mb']:.2f}x memory")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""segment-anything's ``MaskDecoder.predict_masks`` for training batches, exposing the mask token.
+
+``MaskDecoder.forward`` repeats each image embedding once per prompt (``repeat_interleave``), so a batch of
+B images with one prompt each cannot go through it, and it does not return the transformer's output tokens.
+:func:`decode` runs the same computation for B images x 1 prompt and returns the single-mask output
+(mask token 0) with its token, ``hs[:, 1, :]``, which InfoSAM relates to the image features.
+"""
+
+from __future__ import annotations
+
+import torch
+from segment_anything.modeling import MaskDecoder
+
+
+def decode(
+    decoder: MaskDecoder,
+    image_embeddings: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse_prompt_embeddings: torch.Tensor,
+    dense_prompt_embeddings: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Single-mask decoding of B images with one prompt each.
+
+    Arguments:
+      image_embeddings: (B, C, h, w) from the image encoder
+      image_pe: (1, C, h, w) dense positional encoding (``prompt_encoder.get_dense_pe()``)
+      sparse_prompt_embeddings: (B, N, C)
+      dense_prompt_embeddings: (B, C, h, w)
+    Returns:
+      low-res mask logits (B, 1, 4h, 4w), predicted IoU (B, 1), mask token (B, C) -- equal to what
+      ``decoder(..., multimask_output=False)`` gives image by image.
+    """
+    d = decoder
+    tokens = torch.cat([d.iou_token.weight, d.mask_tokens.weight], dim=0)
+    tokens = tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
+    tokens = torch.cat((tokens, sparse_prompt_embeddings), dim=1)
+    src = image_embeddings + dense_prompt_embeddings
+    pos_src = image_pe.expand(src.shape[0], -1, -1, -1)
+    b, c, h, w = src.shape
+    hs, src = d.transformer(src, pos_src, tokens)
+    iou_token_out = hs[:, 0, :]
+    mask_token_out = hs[:, 1, :]  # the single-mask output's token
+    upscaled = d.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+    hyper_in = d.output_hypernetworks_mlps[0](mask_token_out).unsqueeze(1)  # (B, 1, C/8)
+    b, c, h, w = upscaled.shape
+    masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, 1, h, w)
+    iou_pred = d.iou_prediction_head(iou_token_out)[:, :1]
+    return masks, iou_pred, mask_token_out

@@ -1,0 +1,71 @@
+"""Series adapters in the image encoder (the InfoSAM paper's main setup).
+
+In every block from ``first_block`` on (ViT-B: blocks 2..11), two adapters, each ``x + up(GELU(down(x)))``
+with hidden size ``dim * mlp_ratio`` (768 -> 192 -> 768 at ViT-B):
+
+    x = x + adapter_attn(attn(norm1(x)))          # on the attention output, before the residual add
+    x = x + adapter_mlp(mlp(norm2(x)))
+
+The up projections are zero-initialised (the reference code used the default init, so its step 0 was
+not the pre-trained model), so each adapter is the identity at step 0. The adapted blocks' ``norm1`` /
+``norm2`` train too (``train_norms``).
+
+Counts at ViT-B (this is what 5,917,440 is): adapters alone = 10 blocks x 2 x (768*192 + 192 + 192*768
++ 768) = 5,917,440; the norms add 10 x 2 x 2 x 768 = 30,720 (image_encoder part of the report); the mask
+decoder adds 4,058,340.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from segment_anything.modeling import Sam
+from segment_anything.modeling.image_encoder import Block
+from torch import nn
+
+from infosam_core.peft._common import Bottleneck, PeftConfig, WrappedBlock, attention_branch, block_device_dtype
+
+
+@dataclass
+class AdapterConfig(PeftConfig):
+    mlp_ratio: float = 0.25
+    first_block: int = 2
+    train_norms: bool = True
+
+
+class SeriesAdapter(Bottleneck):
+    """``x + up(GELU(down(x)))``: (..., dim) -> (..., dim); the identity at initialisation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + super().forward(x)
+
+
+class AdapterBlock(WrappedBlock):
+    """A ViT block with the two series adapters; base weights keep their keys (``norm1``, ``attn``, ...)."""
+
+    def __init__(self, block: Block, hidden: int, generator: torch.Generator | None = None) -> None:
+        super().__init__(block)
+        dim = block.norm1.normalized_shape[0]
+        device, dtype = block_device_dtype(block)
+        self.adapter_attn = SeriesAdapter(dim, hidden, nn.GELU, generator, device, dtype)
+        self.adapter_mlp = SeriesAdapter(dim, hidden, nn.GELU, generator, device, dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (B, H, W, C)."""
+        x = x + self.adapter_attn(attention_branch(self, x))
+        return x + self.adapter_mlp(self.mlp(self.norm2(x)))
+
+
+def inject(sam: Sam, config: AdapterConfig, generator: torch.Generator | None = None) -> None:
+    blocks = sam.image_encoder.blocks
+    if not 0 <= config.first_block < len(blocks):
+        raise ValueError(f"first_block must be in [0, {len(blocks) - 1}] for this {len(blocks)}-block encoder")
+    if config.mlp_ratio <= 0:
+        raise ValueError(f"mlp_ratio must be > 0, got {config.mlp_ratio}")
+    for i in range(config.first_block, len(blocks)):
+        dim = blocks[i].norm1.normalized_shape[0]
+        blocks[i] = AdapterBlock(blocks[i], max(1, int(dim * config.mlp_ratio)), generator)
+        if config.train_norms:
+            for norm in (blocks[i].norm1, blocks[i].norm2):
+                norm.requires_grad_(True)

@@ -1,0 +1,22 @@
+"""BitFit: only the bias terms of the image encoder's transformer blocks train (qkv, proj, MLP and
+LayerNorm biases), plus the mask decoder. Nothing is added, so the model is the base model at step 0."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from segment_anything.modeling import Sam
+
+from infosam_core.peft._common import PeftConfig
+
+
+@dataclass
+class BitFitConfig(PeftConfig):
+    pass
+
+
+def inject(sam: Sam, config: BitFitConfig, generator: torch.Generator | None = None) -> None:
+    for name, param in sam.image_encoder.blocks.named_parameters():
+        if name.endswith("bias"):
+            param.requires_grad_(True)

@@ -1,0 +1,226 @@
+"""Training: machinery on a micro SAM (fast), and a learning test on the bundled tiny SAM (slow)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from skimage import draw
+
+import infosam_core.train as train_module
+from infosam_core.data import SegmentationSample
+from infosam_core.distill import decode
+from infosam_core.models import PIXEL_MEAN, PIXEL_STD
+from infosam_core.train import TrainConfig, TrainingError, TrainProgress, cosine_lr, train, trained_state
+from infosam_core.train_data import EncoderCache, make_batch, prepare_samples
+
+
+def micro_sam(seed: int = 0) -> Sam:
+    """SAM's classes at toy sizes (64 px input, 8x8 grid, 32-d): training steps in milliseconds."""
+    torch.manual_seed(seed)
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=64, patch_size=8, embed_dim=32, depth=4, num_heads=2, mlp_ratio=4, out_chans=32,
+            qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True,
+            window_size=4, global_attn_indexes=(1, 3),
+        ),
+        prompt_encoder=PromptEncoder(embed_dim=32, image_embedding_size=(8, 8), input_image_size=(64, 64), mask_in_chans=4),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3, transformer=TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=4),
+            transformer_dim=32, iou_head_depth=3, iou_head_hidden_dim=32,
+        ),
+        pixel_mean=list(PIXEL_MEAN),
+        pixel_std=list(PIXEL_STD),
+    )
+    sam.model_type = "micro"
+    return sam.eval()
+
+
+def disc_samples(n: int, size: int = 48, seed: int = 0) -> list[SegmentationSample]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        image = rng.integers(0, 120, (size, size + 8, 3), dtype=np.uint8)
+        mask = np.zeros((size, size + 8), bool)
+        rr, cc = draw.disk((rng.integers(15, size - 15), rng.integers(15, size - 7)), rng.integers(6, 12), shape=mask.shape)
+        mask[rr, cc] = True
+        image[mask] += 100
+        out.append(SegmentationSample(image, mask, f"d{i}"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def base():
+    return micro_sam()
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return disc_samples(6)
+
+
+def quick(**kw) -> TrainConfig:
+    kw.setdefault("epochs", 1)
+    kw.setdefault("batch_size", 2)
+    return TrainConfig(**kw)
+
+
+def test_decode_matches_mask_decoder_per_image(base):
+    emb = torch.randn(3, 32, 8, 8)
+    boxes = torch.tensor([[5.0, 6, 40, 50], [0, 0, 63, 63], [10, 20, 30, 25]])
+    with torch.no_grad():
+        sparse, dense = base.prompt_encoder(points=None, boxes=boxes, masks=None)
+        pe = base.prompt_encoder.get_dense_pe()
+        masks, iou, token = decode(base.mask_decoder, emb, pe, sparse, dense)
+        assert masks.shape == (3, 1, 32, 32) and iou.shape == (3, 1) and token.shape == (3, 32)
+        for i in range(3):
+            ref, ref_iou = base.mask_decoder(emb[i : i + 1], pe, sparse[i : i + 1], dense[i : i + 1], multimask_output=False)
+            assert torch.allclose(masks[i : i + 1], ref, atol=1e-5) and torch.allclose(iou[i : i + 1], ref_iou, atol=1e-6)
+
+
+def test_infosam_refuses_batch_of_one(base, samples):
+    with pytest.raises(ValueError, match="InfoSAM needs batch_size >= 2"):
+        train(quick(batch_size=1), base, samples)
+    train(quick(batch_size=1, distill="none", max_steps=1), base, samples)  # fine without distillation
+
+
+def test_cosine_schedule_matches_torch():
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=2e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10, eta_min=2e-5)
+    for step in range(10):
+        assert cosine_lr(step, 10, 2e-4, 2e-5) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
+        opt.step()
+        sched.step()
+
+
+@pytest.mark.parametrize("method", ["adapter", "lora", "decoder"])
+def test_encoder_cache_is_exact_and_teacher_runs_once(base, samples, method):
+    from infosam_core.peft import apply_peft
+
+    student = copy.deepcopy(base)
+    apply_peft(student, method)
+    with torch.no_grad():  # make the student differ from the teacher
+        for p in student.parameters():
+            if p.requires_grad:
+                p.add_(0.01)
+    prepared = prepare_samples(samples, 64)
+    cache = EncoderCache(base, student, need_teacher=True, enabled=True, max_bytes=1e9)
+    rng = np.random.default_rng(0)
+    for keys in ([(0, 0), (1, 1)], [(1, 1), (2, 0)], [(0, 0), (2, 0)]):
+        batch = make_batch(student, prepared, keys, rng)
+        f_t, f_s = cache.embeddings(batch)
+        with torch.no_grad():
+            assert torch.allclose(f_t, base.image_encoder(batch.images), atol=1e-5)
+            assert torch.allclose(f_s, student.image_encoder(batch.images), atol=1e-5)
+    assert cache.teacher_images == 3  # (0,0), (1,1), (2,0): once each
+    assert cache.depth == {"adapter": 2, "lora": 0, "decoder": 0}[method]
+
+
+def test_teacher_encoder_runs_once_per_image_and_flip(base, samples):
+    result = train(quick(epochs=3, hflip=False, teacher_cache=True), base, samples[:4])
+    assert result.steps == 6 and result.teacher_encoder_images == 4
+    uncached = train(quick(epochs=3, hflip=False, teacher_cache=False), base, samples[:4])
+    assert uncached.teacher_encoder_images == 12
+    with_flips = train(quick(epochs=4, hflip=True, vflip=True), base, samples[:4])
+    assert with_flips.teacher_encoder_images <= 16
+
+
+def test_progress_every_step_and_deterministic(base, samples):
+    seen: list[TrainProgress] = []
+    rng_state = torch.random.get_rng_state()
+    a = train(quick(epochs=2, lr=1e-3), base, samples, progress=seen.append)
+    assert torch.equal(rng_state, torch.random.get_rng_state())  # no global RNG use
+    assert [p.step for p in seen] == [1, 2, 3, 4, 5, 6] and seen[-1].total_steps == 6
+    assert [p.epoch for p in seen] == [1, 1, 1, 2, 2, 2]
+    assert seen[0].lr == pytest.approx(1e-3) and seen[-1].eta_s == 0 and all(p.elapsed_s > 0 for p in seen)
+    assert all(math.isfinite(p.loss) and p.loss == pytest.approx(p.seg_loss + p.l_r + 0.5 * p.l_d, abs=1e-5) for p in seen)
+    assert any(p.l_r != 0 for p in seen) and any(p.l_d != 0 for p in seen)
+    assert [h["epoch"] for h in a.history] == [1, 2] and a.stop_reason == "completed" and not a.model.training
+    b = train(quick(epochs=2, lr=1e-3), base, samples)
+    sa, sb = trained_state(a.model), trained_state(b.model)
+    assert set(sa) == set(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(k.startswith("relation.") for k in sa)
+    assert not torch.equal(sa["mask_decoder.iou_token.weight"], base.state_dict()["mask_decoder.iou_token.weight"])
+
+
+def test_base_model_is_left_untouched(base, samples):
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    flags = [p.requires_grad for p in base.parameters()]
+    train(quick(max_steps=2, lr=1e-2), base, samples)
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+    assert flags == [p.requires_grad for p in base.parameters()] and not hasattr(base, "peft_state")
+
+
+def test_cancel_returns_weights_so_far(base, samples):
+    result = train(quick(epochs=5), base, samples, should_stop=lambda: len(calls) >= 2, progress=(calls := []).append)
+    assert result.cancelled and result.stop_reason == "cancelled" and result.steps == 2
+    assert not result.model.training
+
+
+def test_nan_loss_stops_with_last_good_weights(base, samples, monkeypatch):
+    reference = train(quick(max_steps=1), base, samples)
+    calls = {"n": 0}
+    real = train_module.structure_loss
+
+    def flaky(logits, target):
+        calls["n"] += 1
+        loss = real(logits, target)
+        return loss * float("nan") if calls["n"] == 2 else loss
+
+    monkeypatch.setattr(train_module, "structure_loss", flaky)
+    with pytest.raises(TrainingError, match=r"step 2 .*loss is not finite.*Lower the learning rate") as info:
+        train(quick(max_steps=5), base, samples)
+    result = info.value.result
+    assert result.steps == 1 and result.stop_reason == "error"
+    got, want = trained_state(result.model), trained_state(reference.model)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_validation_keeps_best_and_time_budget(base, samples):
+    seen = []
+    result = train(quick(epochs=2), base, samples[:4], val_samples=samples[4:], progress=seen.append)
+    assert all("val_miou" in h for h in result.history) and result.best_epoch in (1, 2)
+    assert result.best_val_miou == max(h["val_miou"] for h in result.history)
+    assert [p.val_miou is not None for p in seen] == [False, False, True, False, False, True]
+    timed = train(quick(epochs=50, time_budget_s=0.0), base, samples)
+    assert timed.stop_reason == "time_budget" and timed.steps == 0 and not timed.cancelled
+
+
+def test_continue_from_model_and_adapter(base, samples, tmp_path):
+    from infosam_core.adapter_io import save_adapter
+
+    first = train(quick(max_steps=2), base, samples)
+    again = train(quick(max_steps=1, lr=1e-9, min_lr=0), base, samples, init_model=first.model)
+    a, b = trained_state(first.model), trained_state(again.model)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # continued from the same weights
+    save_adapter(first.model, tmp_path / "ad")
+    resumed = train(quick(max_steps=1, lr=1e-9, min_lr=0, init_adapter=str(tmp_path / "ad")), base, samples)
+    c = trained_state(resumed.model)
+    assert all(torch.allclose(a[k], c[k], atol=1e-6) for k in a)
+    with pytest.raises(ValueError, match="uses PEFT 'adapter'.*asks for 'lora'"):
+        train(quick(peft="lora", max_steps=1), base, samples, init_model=first.model)
+
+
+def test_runs_in_a_worker_thread(base, samples):
+    box: dict = {}
+    worker = threading.Thread(target=lambda: box.setdefault("r", train(quick(max_steps=2, peft="lora"), base, samples)))
+    worker.start()
+    worker.join(timeout=120)
+    assert box["r"].steps == 2
+
+
+def test_too_few_samples(base, samples):
+    with pytest.raises(ValueError, match="at least batch_size=4"):
+        train(quick(batch_size=4), base, samples[:3])
+
+
+def test_objects_of_one_image_share_its_cached_embedding(base, samples):
+    shared = [SegmentationSample(samples[0].image, s.mask, f"obj{i}") for i, s in enumerate(samples[:4])]
+    result = train(quick(epochs=2, hflip=False), base, shared)
+    assert result.teacher_encoder_images == 1
