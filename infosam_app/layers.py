@@ -73,6 +73,15 @@ class StudioLayers:
         if old_shape != shape:
             self.viewer.reset_view()
 
+    def show_nothing(self) -> None:
+        """No image (an empty project): blank the image and every overlay."""
+        if self._alive(self.image):
+            self.image.data = np.zeros((1, 1, 3), np.uint8)
+            self.image.name = IMAGE_NAME
+        for layer in (self.objects, self.preview):
+            if self._alive(layer):
+                layer.data = np.zeros((1, 1), layer.data.dtype)
+
     # ---- labels
     def ensure_prompt_layers(self, shape: tuple[int, int]) -> None:
         from napari.utils.colormaps import DirectLabelColormap

@@ -23,12 +23,12 @@ class LossPlot(QWidget):
         self.panels = panels or [["seg"], ["L_r", "L_d"]]
         self.series: dict[str, list[tuple[float, float]]] = {n: [] for p in self.panels for n in p}
         self.colors = {n: QColor(COLORS[i % len(COLORS)]) for i, n in enumerate(self.series)}
-        self.setMinimumHeight(150)
+        self.setMinimumHeight(200)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setToolTip("Training losses per step: segmentation (top), InfoSAM L_r and L_d (bottom)")
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
-        return QSize(320, 180)
+        return QSize(320, 220)
 
     def clear(self) -> None:
         for v in self.series.values():

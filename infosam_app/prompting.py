@@ -57,6 +57,7 @@ class PromptController(QObject):
         self.last_predict_ms: float | None = None
         self._history: list[Prompts] = []  # prompt states after each change (undo restores the previous)
         self._outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # "single"/"multi" -> (masks, scores)
+        self._outputs_tag: tuple | None = None  # (predictor, embedding) the outputs were computed with
         self._mask: np.ndarray | None = None
         self._object_undo: dict[str, list[_ObjectAction]] = {}
         self._updating = False
@@ -300,6 +301,12 @@ class PromptController(QObject):
         return mask
 
     def _output(self, kind: str, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
+        predictor = self.session.predictor
+        embedding = predictor.embedding
+        tag = (id(predictor), embedding.key if embedding is not None else None)
+        if tag != self._outputs_tag:  # another model or image since: the cached outputs are stale
+            self._outputs.clear()
+            self._outputs_tag = tag
         if kind not in self._outputs:
             with gui_torch_threads():
                 masks, scores, _ = self.session.predictor.predict(
@@ -496,11 +503,9 @@ class PromptController(QObject):
 
     def _on_embedding_changed(self, state: str) -> None:
         if state == "ready":
-            self._outputs.clear()
-            self.predict()
+            self.predict()  # decodes again only if the model or the embedding changed
 
     def _on_model_changed(self) -> None:
-        self._outputs.clear()
         if self.session.embedding_ready:
             self.predict()  # otherwise the preview is redone when the new model's embedding is ready
 

@@ -160,7 +160,11 @@ class Session(QObject):
         self.images_changed.emit()
         self.tell(f"Project {project.name}: {len(project.images)} images, {project.total_objects()} objects "
                   f"({project.root})")
-        if project.images:
+        if not project.images:
+            self.raw = self.rgb = None
+            self.layers.show_nothing()
+            self.image_changed.emit(-1)
+        else:
             current = project.settings.get("current")
             keys = [e.key for e in project.images]
             self.show_image(keys.index(current) if current in keys else 0)

@@ -7,6 +7,7 @@ their own beyond their controls: the session (project, images, models) and the p
 
 from __future__ import annotations
 
+import sys
 from html import escape
 
 import napari
@@ -33,12 +34,26 @@ from infosam_app.session import Session
 from infosam_app.shortcuts import MOUSE_HELP, TOOLTIPS, shortcut_rows
 
 
+def _guard_triton() -> None:
+    """Importing triton once a GL window exists segfaults (Mesa llvmpipe + CUDA torch; the first optimizer
+    step imports it through torch._dynamo). ``infosam app`` imports triton before any window; as a napari
+    plugin the window already exists, so triton is made unimportable instead (torch then runs without
+    it: only ``torch.compile`` would need it)."""
+    if "triton" in sys.modules:
+        return
+    from qtpy.QtWidgets import QApplication
+
+    if QApplication.instance() is not None:
+        sys.modules["triton"] = None  # type: ignore[assignment]  # `import triton` -> ImportError
+
+
 class StudioWidget(QWidget):
     """Open images, prompt SAM, accept objects, adapt SAM to them, export. One per viewer."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, model_type: str = "tiny",
                  checkpoint: str | None = None, load_model: bool = True):
         super().__init__()
+        _guard_triton()
         self.viewer = napari_viewer
         self.session = Session(napari_viewer, self)
         self.prompts = PromptController(self.session, self)

@@ -147,6 +147,7 @@ class TaskRunner(QObject):
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self._tasks: set[Task] = set()
+        self.closed = False
 
     def run(
         self,
@@ -159,15 +160,21 @@ class TaskRunner(QObject):
         **kwargs: Any,
     ) -> Task:
         task = Task(fn, *args, name=name, **kwargs)
-        if on_result is not None:
-            task.finished.connect(on_result)
-        if on_error is not None:
-            task.errored.connect(on_error)
-        if on_progress is not None:
-            task.progress.connect(on_progress)
+        for signal, callback in ((task.finished, on_result), (task.errored, on_error), (task.progress, on_progress)):
+            if callback is not None:
+                signal.connect(self._unless_closed(callback))
         self._tasks.add(task)
         task.done.connect(lambda t=task: self._forget(t))
         return task.start()
+
+    def _unless_closed(self, callback: Callable[[Any], None]) -> Callable[[Any], None]:
+        """Results that arrive after shutdown (queued before it) are dropped: their receivers are gone."""
+
+        def call(value: Any) -> None:
+            if not self.closed:
+                callback(value)
+
+        return call
 
     def _forget(self, task: Task) -> None:
         self._tasks.discard(task)
@@ -182,6 +189,7 @@ class TaskRunner(QObject):
 
     def shutdown(self, ms: int = 10_000) -> None:
         """Cancel every task and wait for the threads (closing the widget / the viewer)."""
+        self.closed = True
         self.cancel_all()
         for t in list(self._tasks):
             t.wait(ms)

@@ -209,3 +209,20 @@ def test_cli_registers_app_command():
 
     assert len(sample_paths()) >= 3
     assert "infosam-studio" in str(samples_project_dir())
+
+
+def test_napari_plugin_widget_and_sample_data(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    from infosam_app.widget import StudioWidget
+
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("infosam-studio", "InfoSAM Studio")
+    try:
+        assert isinstance(widget, StudioWidget)
+        qtbot.waitUntil(lambda: "base" in widget.session.predictors, timeout=60_000)  # the bundled tiny model
+        assert widget.session.infos["base"].label == "tiny (bundled)"
+        assert widget.session.infos["base"].device in ("CPU",) or widget.session.infos["base"].device.startswith("GPU")
+        viewer.open_sample("infosam-studio", "infosam-samples")
+        assert {"coins", "nuclei_stained_rgb"} <= {layer.name for layer in viewer.layers}
+    finally:
+        widget.cleanup()

@@ -172,3 +172,46 @@ def test_moved_project_finds_images_by_relative_path(tmp_path):
     (tmp_path / "a").rename(tmp_path / "b")
     moved = Project.open(tmp_path / "b" / "proj")
     assert moved.image_path(e.key) == (tmp_path / "b" / "data" / "img0.tif").resolve()
+
+
+_WRITER = r"""
+import sys, numpy as np
+from infosam_core.project import Project, Prompts
+project = Project.open(sys.argv[1])
+key = project.images[0].key
+for i in range(10_000):
+    mask = np.zeros((40, 50), bool)
+    mask[i % 40, (i // 40) % 50] = True
+    obj = project.add_object(key, mask, Prompts(points=[[float(i % 50), float(i % 40), 1]]))
+    print(obj.id, flush=True)
+"""
+
+
+def test_killed_process_loses_no_accepted_object(tmp_path):
+    """SIGKILL while objects are being accepted: every object whose accept returned is on disk."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _write_images(tmp_path / "data", n=1)
+    project = Project.create(tmp_path / "proj")
+    project.add_images([tmp_path / "data"])
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(project.root)], stdout=subprocess.PIPE, text=True)
+    reported = []
+    deadline = time.monotonic() + 60
+    while len(reported) < 15 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        reported.append(int(line))
+    time.sleep(0.05)  # kill it somewhere in the middle of a later save
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    reported += [int(x) for x in proc.stdout.read().split()]
+    assert len(reported) >= 15
+    ann = Project.open(project.root).annotations(project.images[0].key)
+    assert set(reported) <= set(ann.objects)  # nothing acknowledged is lost ...
+    assert set(ann.objects) <= set(reported) | {max(reported) + 1}  # ... and at most the one in flight is extra
+    for oid in ann.objects:  # the label image agrees with the records
+        assert (ann.labels == oid).sum() == ann.objects[oid].area
