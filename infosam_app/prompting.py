@@ -14,28 +14,17 @@ the choice is saved with the object (``Prompts.candidate``: None = single output
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from qtpy.QtCore import QObject, Signal
 
 from infosam_app.layers import NEGATIVE_COLOR, POSITIVE_COLOR
+from infosam_app.objects import ObjectEditor
 from infosam_app.session import Session
 from infosam_app.shortcuts import SHORTCUTS
 from infosam_app.workers import gui_torch_threads
-from infosam_core.project import AnnotatedObject, ProjectError, Prompts
-
-
-@dataclass
-class _ObjectAction:
-    """One undoable change of accepted objects: ``old`` is None for an added object."""
-
-    kind: str  # "add" | "replace" | "delete"
-    key: str
-    object_id: int
-    old: AnnotatedObject | None = None
-    old_mask: np.ndarray | None = None
+from infosam_core.project import AnnotatedObject, Prompts
 
 
 class PromptController(QObject):
@@ -59,7 +48,7 @@ class PromptController(QObject):
         self._outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # "single"/"multi" -> (masks, scores)
         self._outputs_tag: tuple | None = None  # (predictor, embedding) the outputs were computed with
         self._mask: np.ndarray | None = None
-        self._object_undo: dict[str, list[_ObjectAction]] = {}
+        self.objects = ObjectEditor(session)
         self._updating = False
         self._bound_viewer_keys: list[str] = []
         self.layers.on_created.append(self._wire_layer)
@@ -371,31 +360,16 @@ class PromptController(QObject):
         self.state_changed.emit()
 
     def accept(self) -> AnnotatedObject | None:
-        """Save the previewed mask as a new object (or as the refined object's new shape)."""
-        session, project, key = self.session, self.session.project, self.session.key
-        if self._mask is None or project is None or key is None:
-            session.tell("Nothing to accept: add a prompt first.")
+        """Save the previewed mask as a new object (or as the refined object's new shape); saved at once."""
+        if self._mask is None or self.session.key is None:
+            self.session.tell("Nothing to accept: add a prompt first.")
             return None
-        prompts = self.current_prompts()
-        info = session.infos.get(session.active)
-        ann = project.annotations(key)
-        action = _ObjectAction("add", key, 0)
-        if self.refine_id is not None and self.refine_id in ann.objects:
-            action = _ObjectAction("replace", key, self.refine_id, ann.objects[self.refine_id],
-                                   ann.labels == self.refine_id)
-        try:
-            obj = project.add_object(key, self._mask, prompts, model=info.label if info else "",
-                                     replace_id=self.refine_id if action.kind == "replace" else None)
-        except (ProjectError, OSError) as exc:
-            session.fail(f"Not accepted: {exc}")
-            return None
-        action.object_id = obj.id
-        self._object_undo.setdefault(key, []).append(action)
-        self.layers.set_objects(project.annotations(key).labels)
         replaced = self.refine_id is not None
+        obj = self.objects.accept(self._mask, self.current_prompts(), replace_id=self.refine_id)
+        if obj is None:
+            return None
         self.clear()
-        session.images_changed.emit()
-        session.tell(f"{'Replaced' if replaced else 'Accepted'} object {obj.id} ({obj.area} px); saved.")
+        self.session.tell(f"{'Replaced' if replaced else 'Accepted'} object {obj.id} ({obj.area} px); saved.")
         self.object_accepted.emit(obj)
         return obj
 
@@ -410,33 +384,10 @@ class PromptController(QObject):
             self.predict()
             self.state_changed.emit()
             return
-        key, project = self.session.key, self.session.project
-        stack = self._object_undo.get(key or "", [])
-        if not stack or project is None:
-            self.session.tell("Nothing to undo.")
-            return
-        action = stack.pop()
-        try:
-            if action.kind == "add":
-                project.remove_object(key, action.object_id)
-            else:
-                project.restore_object(key, action.old, action.old_mask)
-        except (ProjectError, OSError) as exc:
-            self.session.fail(f"Undo failed: {exc}")
-            return
-        self.layers.set_objects(project.annotations(key).labels)
-        self.session.images_changed.emit()
-        self.session.tell(f"Undone: {action.kind} of object {action.object_id}")
+        self.objects.undo()
 
     def object_under_cursor(self) -> int | None:
-        objects = self.layers.objects
-        if objects is None:
-            return None
-        try:
-            value = objects.get_value(self.session.viewer.cursor.position, world=True)
-        except Exception:  # noqa: BLE001
-            value = None
-        return int(value) if value else None
+        return self.objects.under_cursor()
 
     def refine(self, object_id: int | None = None) -> bool:
         """Bring back an object's prompts (default: the one under the mouse, else the selected label);
@@ -461,25 +412,12 @@ class PromptController(QObject):
         return True
 
     def delete_object(self, object_id: int | None = None) -> bool:
-        project, key = self.session.project, self.session.key
-        if project is None or key is None:
-            return False
-        object_id = object_id if object_id is not None else self.object_under_cursor()
-        ann = project.annotations(key)
-        if object_id not in ann.objects:
+        """Delete an accepted object (default: the one under the mouse); U undoes it."""
+        object_id = object_id if object_id is not None else self.objects.under_cursor()
+        if object_id is None:
             self.session.tell("Delete: point the mouse at an accepted object first.")
             return False
-        old_mask = ann.labels == object_id
-        try:
-            old = project.remove_object(key, object_id)
-        except (ProjectError, OSError) as exc:
-            self.session.fail(f"Delete failed: {exc}")
-            return False
-        self._object_undo.setdefault(key, []).append(_ObjectAction("delete", key, object_id, old, old_mask))
-        self.layers.set_objects(project.annotations(key).labels)
-        self.session.images_changed.emit()
-        self.session.tell(f"Deleted object {object_id} (U undoes).")
-        return True
+        return self.objects.delete(object_id)
 
     def toggle_model(self) -> None:
         s = self.session
