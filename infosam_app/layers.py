@@ -88,6 +88,9 @@ class StudioLayers:
 
         if not self._alive(self.objects):
             self.objects = self.viewer.add_labels(np.zeros(shape, np.uint16), name=OBJECTS_NAME, opacity=0.5)
+            # edited through prompts only (accept / refine / delete, all saved): napari's brush would
+            # change pixels the project does not know about
+            self.objects.editable = False
             self._emit_created(self.objects)
         if not self._alive(self.preview):
             self.preview = self.viewer.add_labels(

@@ -14,6 +14,9 @@ import numpy as np
 from infosam_app.session import Session
 from infosam_core.project import AnnotatedObject, ProjectError, Prompts
 
+MIN_OBJECT_PX = 10  # an accepted object keeps at least this many pixels ...
+MIN_FREE_FRACTION = 0.05  # ... and this share of its mask once accepted objects are left untouched
+
 
 @dataclass
 class ObjectAction:
@@ -41,6 +44,12 @@ class ObjectEditor:
         if project is None or key is None:
             return None
         ann = project.annotations(key)
+        mask = np.asarray(mask, bool)
+        free = self.free_pixels(mask, replace_id)
+        if mask.any() and not self.acceptable(mask, replace_id):
+            session.fail(f"Not accepted: only {free} of the mask's {int(mask.sum())} pixels are not already "
+                         "taken by accepted objects. Refine the other object (R) or change the prompts.")
+            return None
         action = ObjectAction("add", key, 0)
         if replace_id is not None and replace_id in ann.objects:
             action = ObjectAction("replace", key, replace_id, ann.objects[replace_id], ann.labels == replace_id)
@@ -55,6 +64,21 @@ class ObjectEditor:
         self._undo.setdefault(key, []).append(action)
         self._refresh(key)
         return obj
+
+    def free_pixels(self, mask: np.ndarray, replace_id: int | None = None) -> int:
+        """How many of ``mask``'s pixels an accept would paint (accepted objects are left untouched)."""
+        ann = self.session.project.annotations(self.session.key)
+        if ann.labels is None:
+            return int(np.count_nonzero(mask))
+        free = ann.labels == 0
+        if replace_id is not None:
+            free |= ann.labels == replace_id
+        return int(np.count_nonzero(mask & free))
+
+    def acceptable(self, mask: np.ndarray, replace_id: int | None = None) -> bool:
+        """False when too little of ``mask`` is left once accepted objects are kept (a sliver, not an object)."""
+        total = int(np.count_nonzero(mask))
+        return total > 0 and self.free_pixels(mask, replace_id) >= max(MIN_OBJECT_PX, MIN_FREE_FRACTION * total)
 
     def delete(self, object_id: int) -> bool:
         session, project, key = self.session, self.session.project, self.session.key

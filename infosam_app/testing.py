@@ -52,11 +52,10 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60.0, interval: f
 
 
 def prompt_until_mask(controller, attempts=None) -> np.ndarray | None:
-    """Give prompts (a point, then boxes, each with every candidate) until the preview mask is non-empty
-    and not entirely on accepted objects; returns it (None if no attempt gave one)."""
+    """Give prompts (points, then boxes, each with every candidate) until the preview mask could be accepted
+    (see :meth:`infosam_app.objects.ObjectEditor.acceptable`); returns it (None if no attempt gave one)."""
     session = controller.session
     h, w = session.rgb.shape[:2]
-    labels = session.layers.objects.data
     attempts = attempts or [
         ("point", (w * 0.3, h * 0.3)), ("point", (w * 0.7, h * 0.65)),
         ("box", (w * 0.1, h * 0.1, w * 0.5, h * 0.5)), ("box", (w * 0.5, h * 0.4, w * 0.95, h * 0.95)),
@@ -67,7 +66,7 @@ def prompt_until_mask(controller, attempts=None) -> np.ndarray | None:
         controller.add_point(*args) if kind == "point" else controller.set_box(*args)
         for _ in range(4):
             m = controller.mask
-            if m is not None and (m & (labels == 0)).any():
+            if m is not None and controller.objects.acceptable(m, controller.refine_id):
                 return m
             controller.next_candidate()
     return None

@@ -117,8 +117,7 @@ def main() -> int:
         for box in object_prompts(s.rgb, n):
             c.clear()
             c.set_box(*box)
-            free = s.layers.objects.data == 0
-            if c.mask is not None and (c.mask & free).any() and c.accept() is not None:
+            if c.mask is not None and c.objects.acceptable(c.mask) and c.accept() is not None:
                 done += 1
         c.clear()
         return done

@@ -131,8 +131,13 @@ def test_prompts_candidates_undo_and_keys(studio, qtbot):
 def test_refine_delete_and_undo_objects(studio, qtbot, tmp_path):
     s, c = studio.session, studio.prompts
     mask = prompt_until_mask(c)
+    prompts = c.current_prompts()
     obj = c.accept()
     assert obj.id == 1
+    # the same mask again lies entirely on object 1: refused (no sliver objects), nothing saved
+    c.set_prompts(prompts)
+    assert c.accept() is None and "Not accepted" in s.last_error
+    assert set(s.project.annotations(s.key).objects) == {1}
     # refine: the saved prompts come back; accepting replaces object 1 (same id)
     assert c.refine(1) and c.refine_id == 1
     h, w = s.rgb.shape[:2]
