@@ -352,6 +352,11 @@ class Session(QObject):
     def load_model(self, model_type: str = "tiny", checkpoint: str | None = None,
                    on_done: Callable[[bool], None] | None = None) -> None:
         """Load SAM in the background; on success it becomes the base model (an adapted model is dropped)."""
+        if any(t.name == "train" for t in self.tasks.running):
+            self.fail("An adaptation run uses the current model: wait for it to end (or cancel it) first.")
+            if on_done:
+                on_done(False)
+            return
         self.model_loading_now = True
         self.model_loading.emit(True)
         self.tell(f"Loading model {model_type}{' from ' + Path(checkpoint).name if checkpoint else ''} ...")
