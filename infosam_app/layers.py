@@ -39,7 +39,7 @@ class StudioLayers:
         self.on_created = []  # callbacks(layer): the prompt controller wires events and keys
 
     # ---- helpers
-    def _alive(self, layer) -> bool:
+    def alive(self, layer) -> bool:
         return layer is not None and layer in self.viewer.layers
 
     def _emit_created(self, layer) -> None:
@@ -47,7 +47,7 @@ class StudioLayers:
             cb(layer)
 
     def owned(self) -> list:
-        return [l for l in (self.image, self.objects, self.preview, self.box, self.points) if self._alive(l)]
+        return [l for l in (self.image, self.objects, self.preview, self.box, self.points) if self.alive(l)]
 
     # ---- image
     def show_image(self, raw: np.ndarray, rgb: np.ndarray, name: str) -> None:
@@ -57,8 +57,8 @@ class StudioLayers:
         One RGB layer is kept and its data replaced: removing a napari layer runs a full ``gc.collect()``
         (measured ~0.5 s with torch loaded), which would stall the GUI on every image change.
         """
-        old_shape = self.image.data.shape[:2] if self._alive(self.image) else None
-        if self._alive(self.image):
+        old_shape = self.image.data.shape[:2] if self.alive(self.image) else None
+        if self.alive(self.image):
             self.image.data = rgb
             self.image.name = name
             self.image.contrast_limits = (0, 255)
@@ -75,38 +75,38 @@ class StudioLayers:
 
     def show_nothing(self) -> None:
         """No image (an empty project): blank the image and every overlay."""
-        if self._alive(self.image):
+        if self.alive(self.image):
             self.image.data = np.zeros((1, 1, 3), np.uint8)
             self.image.name = IMAGE_NAME
         for layer in (self.objects, self.preview):
-            if self._alive(layer):
+            if self.alive(layer):
                 layer.data = np.zeros((1, 1), layer.data.dtype)
 
     # ---- labels
     def ensure_prompt_layers(self, shape: tuple[int, int]) -> None:
         from napari.utils.colormaps import DirectLabelColormap
 
-        if not self._alive(self.objects):
+        if not self.alive(self.objects):
             self.objects = self.viewer.add_labels(np.zeros(shape, np.uint16), name=OBJECTS_NAME, opacity=0.5)
             # edited through prompts only (accept / refine / delete, all saved): napari's brush would
             # change pixels the project does not know about
             self.objects.editable = False
             self._emit_created(self.objects)
-        if not self._alive(self.preview):
+        if not self.alive(self.preview):
             self.preview = self.viewer.add_labels(
                 np.zeros(shape, np.uint8), name=PREVIEW_NAME, opacity=0.55,
                 colormap=DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: PREVIEW_COLOR}),
             )
             self.preview.editable = False
             self._emit_created(self.preview)
-        if not self._alive(self.box):
+        if not self.alive(self.box):
             self.box = self.viewer.add_shapes(
                 name=BOX_NAME, ndim=2, edge_color=BOX_COLOR, face_color="transparent", edge_width=2,
             )
             self.box.current_edge_color = BOX_COLOR
             self.box.current_face_color = "transparent"
             self._emit_created(self.box)
-        if not self._alive(self.points):
+        if not self.alive(self.points):
             self.points = self.viewer.add_points(
                 np.empty((0, 2)), name=POINTS_NAME, ndim=2, size=10, border_color="white", border_width=0.1,
                 features={"label": np.empty(0, dtype=int)}, face_color=POSITIVE_COLOR,
@@ -121,7 +121,7 @@ class StudioLayers:
 
     def set_preview(self, mask: np.ndarray | None, shape: tuple[int, int] | None = None) -> None:
         if mask is None:
-            shape = shape or (self.preview.data.shape if self._alive(self.preview) else None)
+            shape = shape or (self.preview.data.shape if self.alive(self.preview) else None)
             if shape is None:
                 return
             self.ensure_prompt_layers(shape)
@@ -139,7 +139,7 @@ class StudioLayers:
             self.preview.data = mask.astype(np.uint8)
 
     def preview_mask(self) -> np.ndarray | None:
-        if not self._alive(self.preview):
+        if not self.alive(self.preview):
             return None
         return self.preview.data.astype(bool)
 

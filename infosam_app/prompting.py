@@ -109,14 +109,14 @@ class PromptController(QObject):
         box = None
         shape = self.session.rgb.shape[:2] if self.session.rgb is not None else None
         pl = self.layers.points
-        if pl is not None and len(pl.data):
+        if self.layers.alive(pl) and len(pl.data):
             labels = pl.features["label"].to_numpy() if "label" in pl.features else np.ones(len(pl.data), int)
             for (r, c), lab in zip(np.asarray(pl.data)[:, -2:], labels):
                 if shape is not None and not (0 <= r < shape[0] and 0 <= c < shape[1]):
                     continue
                 points.append([float(c), float(r), int(lab)])
         bl = self.layers.box
-        if bl is not None and len(bl.data):
+        if self.layers.alive(bl) and len(bl.data):
             v = np.asarray(bl.data[-1])[:, -2:]
             (r0, c0), (r1, c1) = v.min(axis=0), v.max(axis=0)
             if shape is not None:
@@ -139,6 +139,7 @@ class PromptController(QObject):
     def add_point(self, x: float, y: float, positive: bool | None = None) -> None:
         """Add a point prompt at pixel (x, y) (as a click would); label = ``positive`` or the next label."""
         label = self.next_label if positive is None else int(bool(positive))
+        self._ensure_layers()
         pl = self.layers.points
         self._updating = True
         try:
@@ -153,6 +154,7 @@ class PromptController(QObject):
 
     def set_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
         """Set the box prompt (as a drag would)."""
+        self._ensure_layers()
         bl = self.layers.box
         self._updating = True
         try:
@@ -161,6 +163,11 @@ class PromptController(QObject):
         finally:
             self._updating = False
         self._prompts_changed()
+
+    def _ensure_layers(self) -> None:
+        """Re-create prompt layers the user deleted (napari lets them)."""
+        shape = self.session.rgb.shape[:2] if self.session.rgb is not None else (1, 1)
+        self.layers.ensure_prompt_layers(shape)
 
     def _point_labels(self) -> np.ndarray:
         pl = self.layers.points

@@ -124,8 +124,10 @@ def test_prompts_candidates_undo_and_keys(studio, qtbot):
     handler.press_key("N")
     handler.release_key("N")
     qtbot.waitUntil(lambda: s.index == (index + 1) % 3 and s.embedding_ready, timeout=30_000)
-    # the next image's embedding was precomputed in the background: it is already in the cache
-    assert s.last_embed_seconds is not None
+    # a prompt layer the user deleted comes back with the next prompt
+    s.viewer.layers.remove(s.layers.points)
+    c.add_point(5, 5)
+    assert s.layers.points in s.viewer.layers and c.prompt_count == 1 and c.mask is not None
 
 
 def test_refine_delete_and_undo_objects(studio, qtbot, tmp_path):
