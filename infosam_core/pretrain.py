@@ -5,9 +5,10 @@ first prompt is (with p = 0.5) a noisy box for every chosen object, else one poi
 each object. Then ``corrective_clicks`` rounds as in SAM's interactive training: a new point is drawn from
 the error region of the previous prediction (positive where the object was missed, negative where the
 mask spilled over), the previous low-res logits are fed back as the mask prompt (with p = 0.5), and the
-model predicts again. Loss per mask: BCE + dice + MSE(predicted IoU, actual IoU) (SAM uses 20 x focal
-instead of BCE; from scratch on a small compute budget, focal kept the model predicting empty masks for
-hundreds of steps, so BCE is the default and ``focal_weight`` restores SAM's term); for the ambiguous
+model predicts again. Loss per mask: class-balanced BCE + dice + MSE(predicted IoU, actual IoU). SAM uses
+20 x focal instead of the BCE term; trained from scratch, focal and plain BCE both kept the model predicting
+empty masks for hundreds of steps (objects cover ~1% of the pixels, the logits saturate and dice's gradient
+vanishes), so balanced BCE is the default and ``focal_weight`` restores SAM's term. For the ambiguous
 single-point prompt only the best of the three multimask outputs is back-propagated (SAM's rule).
 
 Some scenes are cropped to a random aspect and padded like ``Sam.preprocess`` pads, so the model sees the
@@ -42,13 +43,13 @@ class PretrainConfig:
     masks_per_image: int = 4
     corrective_clicks: int = 1
     p_corrective: float = 0.5
-    lr: float = 5e-4
+    lr: float = 4e-4
     min_lr_ratio: float = 0.02
     weight_decay: float = 0.05
     warmup_steps: int = 60
     grad_clip: float = 1.0
     p_box: float = 0.5
-    focal_weight: float = 0.0  # SAM uses 20 x focal; 0 = BCE (see mask_losses)
+    focal_weight: float = 0.0  # SAM uses 20 x focal; 0 = class-balanced BCE (see mask_losses)
     p_pad: float = 0.3
     seed: int = 0
     checkpoint_every: int = 200
@@ -120,7 +121,7 @@ def corrective_point(pred: torch.Tensor, gt: torch.Tensor, gen: torch.Generator)
 def mask_losses(
     logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor, focal_weight: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-mask loss: ``focal_weight`` x focal (SAM: 20) or BCE when 0, + dice + IoU-prediction MSE.
+    """Per-mask loss: ``focal_weight`` x focal (SAM: 20) or class-balanced BCE when 0, + dice + IoU-prediction MSE.
 
     logits (K, M, H, W), iou_pred (K, M), target (K, H, W) -> loss (K, M), actual IoU (K, M).
     """
@@ -129,8 +130,12 @@ def mask_losses(
     flat_target = target[:, None].expand(-1, m, -1, -1).flatten(0, 1)
     if focal_weight > 0:
         pixel = focal_weight * sigmoid_focal_loss(flat_logits, flat_target)
-    else:  # plain BCE: escapes the all-background start of from-scratch training much faster than focal
-        pixel = F.binary_cross_entropy_with_logits(flat_logits, flat_target, reduction="none").flatten(1).mean(1)
+    else:  # class-balanced BCE: object and background pixels weigh half each (see the module docstring)
+        bce = F.binary_cross_entropy_with_logits(flat_logits, flat_target, reduction="none").flatten(1)
+        fg = flat_target.flatten(1)
+        n_fg = fg.sum(1).clamp(min=1)
+        n_bg = (1 - fg).sum(1).clamp(min=1)
+        pixel = 0.5 * (bce * fg).sum(1) / n_fg + 0.5 * (bce * (1 - fg)).sum(1) / n_bg
     seg = pixel + dice_loss(flat_logits, flat_target)
     actual = mask_iou(flat_logits, flat_target)
     iou_loss = F.mse_loss(iou_pred.flatten(), actual, reduction="none")
@@ -168,6 +173,7 @@ class Pretrainer:
         self.step = 0
         self.history: list[dict] = []
         self._start: float | None = None
+        self._elapsed_before = 0.0
 
     # -- schedule / checkpoints ------------------------------------------------------------------------
     def progress(self, step: int) -> float:
@@ -177,7 +183,7 @@ class Pretrainer:
         by_steps = (step - c.warmup_steps) / max(1, c.steps - c.warmup_steps)
         if c.time_budget_s is None or self._start is None:
             return by_steps
-        return max(by_steps, (time.time() - self._start) / c.time_budget_s)
+        return max(by_steps, (self._elapsed_before + time.time() - self._start) / c.time_budget_s)
 
     def lr_at(self, step: int) -> float:
         c = self.config
@@ -189,7 +195,13 @@ class Pretrainer:
     def save(self) -> None:
         out = Path(self.config.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        state = {"model": self.sam.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step}
+        elapsed = time.time() - self._start if self._start is not None else 0.0
+        state = {
+            "model": self.sam.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "elapsed_s": self._elapsed_before + elapsed,
+        }
         torch.save(state, out / "last.pt.tmp")
         (out / "last.pt.tmp").replace(out / "last.pt")
         save_sam_weights(self.sam, out / f"sam_{self.config.model_type}.safetensors", metadata={"steps": self.step})
@@ -205,6 +217,9 @@ class Pretrainer:
         self.step = int(state["step"])
         hist = Path(self.config.out_dir) / "history.json"
         self.history = json.loads(hist.read_text()) if hist.exists() else []
+        # the time budget counts the earlier runs
+        logged = self.history[-1]["elapsed_s"] if self.history else 0.0
+        self._elapsed_before = float(state.get("elapsed_s", logged))
         # a fresh data stream after resuming (the old one is not replayed)
         self.rng = np.random.default_rng([self.config.seed, self.step])
         self.gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.step)
@@ -305,7 +320,7 @@ class Pretrainer:
         start = self._start = time.time()
         window: list[dict] = []
         while self.step < c.steps:
-            if c.time_budget_s is not None and time.time() - start > c.time_budget_s:
+            if c.time_budget_s is not None and self._elapsed_before + time.time() - start > c.time_budget_s:
                 self.log(f"time budget reached at step {self.step}")
                 break
             stats = self.train_step()
@@ -314,7 +329,7 @@ class Pretrainer:
             window.append(stats)
             if self.step % c.log_every == 0 or self.step == c.steps:
                 mean = {k: float(np.nanmean([w[k] for w in window])) for k in ("loss", "iou_first", "iou_corrected")}
-                elapsed = time.time() - start
+                elapsed = self._elapsed_before + time.time() - start
                 mean.update(step=self.step, lr=stats["lr"], elapsed_s=round(elapsed, 1))
                 self.history.append(mean)
                 self.log(
