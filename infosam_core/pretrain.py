@@ -52,7 +52,7 @@ class PretrainConfig:
     focal_weight: float = 0.0  # SAM uses 20 x focal; 0 = class-balanced BCE (see mask_losses)
     p_pad: float = 0.3
     seed: int = 0
-    checkpoint_every: int = 200
+    checkpoint_every: int = 100
     log_every: int = 20
     time_budget_s: float | None = None
     resume: bool = True
