@@ -85,6 +85,7 @@ class AdaptPanel(QWidget):
         self.progress_bar.setFormat("%p%")
         lay.addWidget(self.progress_bar)
         self.eta_label = QLabel("")
+        self.eta_label.setWordWrap(True)
         lay.addWidget(self.eta_label)
         self.plot = LossPlot([["seg"], ["L_r", "L_d"]])
         lay.addWidget(self.plot)

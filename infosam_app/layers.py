@@ -18,6 +18,9 @@ POSITIVE_COLOR = "#39ff14"
 NEGATIVE_COLOR = "#ff2a2a"
 PREVIEW_COLOR = "#00e5ff"
 BOX_COLOR = "#ffd400"
+# accepted objects cycle through these; no cyan, so that the preview always stands out
+OBJECT_COLORS = ["#e6194b", "#f58231", "#911eb4", "#3cb44b", "#f032e6", "#4363d8", "#9a6324", "#bcf60c",
+                 "#800000", "#fabebe", "#808000", "#e6beff"]
 
 IMAGE_NAME = "image"
 OBJECTS_NAME = "objects"
@@ -87,7 +90,12 @@ class StudioLayers:
         from napari.utils.colormaps import DirectLabelColormap
 
         if not self.alive(self.objects):
-            self.objects = self.viewer.add_labels(np.zeros(shape, np.uint16), name=OBJECTS_NAME, opacity=0.5)
+            from napari.utils.colormaps import CyclicLabelColormap
+
+            self.objects = self.viewer.add_labels(
+                np.zeros(shape, np.uint16), name=OBJECTS_NAME, opacity=0.5,
+                colormap=CyclicLabelColormap(colors=["transparent", *OBJECT_COLORS], background_value=0),
+            )
             # edited through prompts only (accept / refine / delete, all saved): napari's brush would
             # change pixels the project does not know about
             self.objects.editable = False

@@ -1,8 +1,10 @@
 """A small live line plot painted with QPainter (napari ships no matplotlib; no new dependency).
 
 ``LossPlot(panels=[["seg"], ["L_r", "L_d"]])`` draws one panel per group, stacked, each with its own
-y-range, a legend with the latest values, and the step axis shared. ``add(step, {"seg": 0.4, ...})``
-appends values and repaints (cheap: a few hundred points at most are drawn; older ones are decimated).
+y-range, a legend with the latest (smoothed) values, and the step axis shared. Each series is drawn raw
+(thin, faded) and smoothed (exponential moving average, bold): per-step losses of small batches are noisy.
+``add(step, {"seg": 0.4, ...})`` appends values and repaints (cheap: a few hundred points at most are
+drawn; older ones are decimated).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 
 COLORS = ["#4fc3f7", "#ffb74d", "#81c784", "#e57373", "#ba68c8", "#fff176"]
 MAX_DRAWN = 400
+SMOOTHING = 0.8  # EMA weight of the past
 
 
 class LossPlot(QWidget):
@@ -58,7 +61,8 @@ class LossPlot(QWidget):
         if x1 <= x0:
             x1 = x0 + 1
         n = len(self.panels)
-        left, right, top, gap, bottom = fm.horizontalAdvance("-0.000") + 8, 8, 4, 6, fm.height() + 4
+        left = max(fm.horizontalAdvance(t) for t in self._axis_labels()) + 8 if steps else 8
+        right, top, gap, bottom = 8, 4, 6, fm.height() + 4
         h = (self.height() - top - bottom - gap * (n - 1)) / n
         for i, names in enumerate(self.panels):
             rect = QRectF(left, top + i * (h + gap), self.width() - left - right, h)
@@ -68,19 +72,41 @@ class LossPlot(QWidget):
                    Qt.AlignmentFlag.AlignCenter, f"step {int(x0)} .. {int(x1)}" if steps else "no training yet")
         p.end()
 
-    def _paint_panel(self, p: QPainter, rect: QRectF, names: list[str], x0: float, x1: float, fm) -> None:
-        p.setPen(QPen(QColor("#555"), 1))
-        p.drawRect(rect)
+    def _range(self, names: list[str]) -> tuple[float, float] | None:
         values = [v for n in names for _, v in self.series[n]]
         if not values:
-            p.setPen(QColor("#777"))
-            p.drawText(rect, Qt.AlignmentFlag.AlignCenter, " / ".join(names))
-            return
+            return None
         lo, hi = min(values), max(values)
         if hi - lo < 1e-9:
             lo, hi = lo - 0.5, hi + 0.5
         pad = 0.05 * (hi - lo)
-        lo, hi = lo - pad, hi + pad
+        return lo - pad, hi + pad
+
+    def _axis_labels(self) -> list[str]:
+        out = []
+        for names in self.panels:
+            r = self._range(names)
+            if r is not None:
+                out += [f"{r[0]:.3g}", f"{r[1]:.3g}"]
+        return out or ["0"]
+
+    @staticmethod
+    def _smooth(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        out, ema = [], None
+        for s, v in points:
+            ema = v if ema is None else SMOOTHING * ema + (1 - SMOOTHING) * v
+            out.append((s, ema))
+        return out
+
+    def _paint_panel(self, p: QPainter, rect: QRectF, names: list[str], x0: float, x1: float, fm) -> None:
+        p.setPen(QPen(QColor("#555"), 1))
+        p.drawRect(rect)
+        r = self._range(names)
+        if r is None:
+            p.setPen(QColor("#777"))
+            p.drawText(rect, Qt.AlignmentFlag.AlignCenter, " / ".join(names))
+            return
+        lo, hi = r
 
         def to_px(s: float, v: float) -> QPointF:
             return QPointF(rect.left() + (s - x0) / (x1 - x0) * rect.width(),
@@ -100,16 +126,27 @@ class LossPlot(QWidget):
             pts = self.series[name]
             if not pts:
                 continue
-            stride = max(1, len(pts) // MAX_DRAWN)
-            drawn = pts[::stride]
-            if drawn[-1] is not pts[-1]:
-                drawn = drawn + [pts[-1]]
-            path = QPainterPath(to_px(*drawn[0]))
-            for s, v in drawn[1:]:
-                path.lineTo(to_px(s, v))
             color = self.colors[name]
-            p.setPen(QPen(color, 1.6))
-            p.drawPath(path)
-            label = f"{name} {pts[-1][1]:.3f}"
+            smooth = self._smooth(pts)
+            faded = QColor(color)
+            faded.setAlpha(90)
+            self._polyline(p, pts, to_px, QPen(faded, 1.0))
+            self._polyline(p, smooth, to_px, QPen(color, 2.0))
+            label = f"{name} {smooth[-1][1]:.3f}"
+            box = QRectF(legend_x - 3, rect.top() + 2, fm.horizontalAdvance(label) + 6, fm.height() + 2)
+            p.fillRect(box, QColor(30, 31, 36, 200))
+            p.setPen(color)
             p.drawText(QPointF(legend_x, rect.top() + fm.ascent() + 3), label)
-            legend_x += fm.horizontalAdvance(label) + 12
+            legend_x += fm.horizontalAdvance(label) + 14
+
+    @staticmethod
+    def _polyline(p: QPainter, pts: list[tuple[float, float]], to_px, pen: QPen) -> None:
+        stride = max(1, len(pts) // MAX_DRAWN)
+        drawn = pts[::stride]
+        if drawn[-1] is not pts[-1]:
+            drawn = drawn + [pts[-1]]
+        path = QPainterPath(to_px(*drawn[0]))
+        for s, v in drawn[1:]:
+            path.lineTo(to_px(s, v))
+        p.setPen(pen)
+        p.drawPath(path)

@@ -96,6 +96,7 @@ class StudioWidget(QWidget):
     def _scroll(w: QWidget) -> QScrollArea:
         area = QScrollArea()
         area.setWidgetResizable(True)
+        area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # content follows the width
         area.setFrameShape(QScrollArea.Shape.NoFrame)
         area.setWidget(w)
         return area
