@@ -2,7 +2,7 @@
 teacher every step (the reference code's behaviour, ``teacher_cache=False``).
 
     python benchmarks/bench_train.py                       # tiny (bundled weights) + reduced random-init vit_b
-    python benchmarks/bench_train.py --models tiny --measure 6
+    python benchmarks/bench_train.py --models tiny --measure 6 --threads 1   # a CPU shared with other work
     python benchmarks/bench_train.py --models vit_b --device cuda --batch 4 --measure 10
 
 Each (model, setting) runs in its own process, so peak memory is its own: CPU = peak resident set size
@@ -89,10 +89,14 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch", type=int, default=None, help="default: 4 for tiny / on CUDA, 2 for vit_b on CPU")
     parser.add_argument("--measure", type=int, default=None, help="measured steps (default: 5 tiny, 2 vit_b on CPU)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "SETTING"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if args.one:
@@ -107,7 +111,7 @@ def main() -> int:
         measure = args.measure or (2 if small_cpu else 5)
         for setting in SETTINGS:
             cmd = [sys.executable, __file__, "--one", model, setting, "--peft", args.peft, "--device", device,
-                   "--batch", str(batch), "--measure", str(measure)]
+                   "--batch", str(batch), "--measure", str(measure)] + (["--threads", str(args.threads)] if args.threads else [])
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             row = json.loads(out.strip().splitlines()[-1])
             rows.append(row)

@@ -6,7 +6,7 @@ copied only when it has to move to another device, so the caller's model is neve
 
 * each sample gets the paper's prompt: with probability ``p_box`` a jittered box, else one foreground
   point; the decoder gives the single-mask output; ``structure_loss`` on logits upsampled to the model's
-  input size;
+  input size (its 31 px edge-weight window at 1024 px is scaled with the input size: 9 px for tiny);
 * with ``distill="infosam"``: + ``lam * (alpha * L_r + beta * L_d)``, where the teacher's image embedding
   and mask token (``hs[:, 1]``) and the student's go through one shared :class:`RelationModule`. L_r's
   inputs are the detached teacher's, so its gradient reaches only the relation module; L_d trains the
@@ -228,8 +228,9 @@ def train(
 
     student = _build_student(config, base_sam, init_model, device, generator)
     report = PeftReport.from_model(student)
-    base_device = next(base_sam.parameters()).device
-    teacher = base_sam if base_device == device else copy.deepcopy(base_sam).to(device)
+    teacher = student  # without distillation only the frozen parts are shared, and the student has them
+    if infosam:
+        teacher = base_sam if next(base_sam.parameters()).device == device else copy.deepcopy(base_sam).to(device)
     cache = EncoderCache(teacher, student, infosam, config.teacher_cache, config.teacher_cache_max_mb * 2**20)
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=0.0)
@@ -237,6 +238,7 @@ def train(
     image_pe = student.prompt_encoder.get_dense_pe()
     teacher_pe = teacher.prompt_encoder.get_dense_pe()
     size = student.image_encoder.img_size
+    edge_kernel = max(3, round(31 * size / 1024) | 1)  # the paper's 31 px edge band at 1024 px, scaled (tiny: 9)
 
     def step_losses(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -244,7 +246,7 @@ def train(
             sparse, dense = encode_prompts(student.prompt_encoder, batch)
             logits, _, tok_s = decode(student.mask_decoder, f_s, image_pe, sparse, dense)
             logits = F.interpolate(logits.float(), (size, size), mode="bilinear", align_corners=False)
-            seg = structure_loss(logits, batch.masks)
+            seg = structure_loss(logits, batch.masks, kernel_size=edge_kernel)
             zero = seg.new_zeros(())
             if not infosam:
                 return seg, seg, zero, zero

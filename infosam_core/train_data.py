@@ -189,7 +189,8 @@ def encoder_suffix(encoder: torch.nn.Module, x: torch.Tensor, depth: int) -> tor
 class EncoderCache:
     """Per (image key, flip variant): the teacher's image embedding and the student's frozen-prefix output.
 
-    ``teacher`` is the frozen pre-trained model; ``student`` the model in training. The frozen prefix
+    ``teacher`` is the frozen pre-trained model (or the student itself when there is no distillation: then
+    only a frozen encoder's embeddings are taken from it); ``student`` the model in training. The frozen prefix
     (:func:`frozen_prefix_depth`) is computed once with the student's own (frozen, hence unchanged base)
     blocks and shared by both encoders: a new image costs one prefix, one teacher suffix and one student
     suffix; a cached image costs the student suffix only. With ``enabled=False`` (benchmarks: the
