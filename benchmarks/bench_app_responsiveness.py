@@ -249,7 +249,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer clicks and steps")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    ap.add_argument("--no-gc-freeze", action="store_true", help="measure without gc.freeze() (see infosam_app.cli)")
+    ap.add_argument("--no-gc-freeze", action="store_true", help="measure without gc.freeze() (see StudioWidget)")
     args = ap.parse_args()
     display = _display()
     import torch
@@ -269,7 +269,7 @@ def main() -> int:
                      "load_avg_start": os.getloadavg()}
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1400, 900)
-    widget = StudioWidget(viewer, load_model=False)
+    widget = StudioWidget(viewer, load_model=False, freeze_gc=not args.no_gc_freeze)
     viewer.window.add_dock_widget(widget, name="InfoSAM Studio")
     s = widget.session
     sam = load_sam("tiny")
@@ -280,10 +280,6 @@ def main() -> int:
     s.add_images(sample_paths())
     pump(lambda: s.embedding_ready)
 
-    if not args.no_gc_freeze:
-        from infosam_app.cli import freeze_gc
-
-        freeze_gc()  # as `infosam app` does once the model is loaded
     pauses = Pauses(viewer.window._qt_viewer.canvas._scene_canvas)
     hb = Heartbeat()
     hb.start()

@@ -40,16 +40,6 @@ def _import_triton_first() -> None:
         pass
 
 
-def freeze_gc() -> None:
-    """Move every object alive now (napari, Qt wrappers, torch, the model) out of the garbage collector's
-    reach: a full collection otherwise scans them all (~0.4 s measured, holding the GIL, so the GUI stalls
-    whichever thread triggers it). Called once the app is built and the model loaded."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-
-
 def launch(images: Sequence[str | Path] = (), project: str | Path | None = None, samples: bool = False,
            model: str = "tiny", checkpoint: str | Path | None = None, show: bool = True):
     """Create a viewer with the studio docked and open what was asked; returns ``(viewer, widget)``."""
@@ -63,12 +53,6 @@ def launch(images: Sequence[str | Path] = (), project: str | Path | None = None,
     widget = StudioWidget(viewer, model_type=model, checkpoint=str(checkpoint) if checkpoint else None)
     viewer.window.add_dock_widget(widget, name="InfoSAM Studio", area="right")
     session = widget.session
-
-    def _freeze_once() -> None:  # once the first model is in memory
-        session.model_changed.disconnect(_freeze_once)
-        freeze_gc()
-
-    session.model_changed.connect(_freeze_once)
     if project is not None:
         session.open_project(project, create=True)
     elif samples:

@@ -34,6 +34,13 @@ from infosam_app.session import Session
 from infosam_app.shortcuts import MOUSE_HELP, TOOLTIPS, shortcut_rows
 
 
+def freeze_gc() -> None:
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def _guard_triton() -> None:
     """Importing triton once a GL window exists segfaults (Mesa llvmpipe + CUDA torch; the first optimizer
     step imports it through torch._dynamo). ``infosam app`` imports triton before any window; as a napari
@@ -51,7 +58,7 @@ class StudioWidget(QWidget):
     """Open images, prompt SAM, accept objects, adapt SAM to them, export. One per viewer."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, model_type: str = "tiny",
-                 checkpoint: str | None = None, load_model: bool = True):
+                 checkpoint: str | None = None, load_model: bool = True, freeze_gc: bool = True):
         super().__init__()
         _guard_triton()
         self.viewer = napari_viewer
@@ -84,6 +91,8 @@ class StudioWidget(QWidget):
         self.prompts.state_changed.connect(self._sync_prompt_state)
         self._sync_compare()
         self._sync_prompt_state()
+        if freeze_gc:
+            s.model_changed.connect(self._freeze_gc_once)
         app = QCoreApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.cleanup)
@@ -200,6 +209,13 @@ class StudioWidget(QWidget):
         if c.refine_id is not None:
             parts.append(f"<b>refining object {c.refine_id}</b> (Enter replaces it)")
         self.prompt_state_label.setText(" · ".join(parts))
+
+    def _freeze_gc_once(self) -> None:
+        """Once the first model is in memory: move every object alive (napari, Qt wrappers, torch, the
+        model) out of the garbage collector's reach. A full collection otherwise scans them all, ~0.4 s
+        measured, holding the GIL: the GUI stalled whichever thread triggered it (e.g. during training)."""
+        self.session.model_changed.disconnect(self._freeze_gc_once)
+        freeze_gc()
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def cleanup(self) -> None:

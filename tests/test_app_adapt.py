@@ -19,7 +19,7 @@ def studio(make_napari_viewer, qtbot, tmp_path, monkeypatch, tiny_sam):
     from infosam_app.widget import StudioWidget
 
     viewer = make_napari_viewer()
-    widget = StudioWidget(viewer, load_model=False)
+    widget = StudioWidget(viewer, load_model=False, freeze_gc=False)
     viewer.window.add_dock_widget(widget, name="InfoSAM Studio")
     s = widget.session
     s.use_model(tiny_sam, label="tiny (test)")

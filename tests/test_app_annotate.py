@@ -23,7 +23,7 @@ def studio(make_napari_viewer, qtbot, tmp_path, monkeypatch, tiny_sam):
     from infosam_app.widget import StudioWidget
 
     viewer = make_napari_viewer()
-    widget = StudioWidget(viewer, load_model=False)
+    widget = StudioWidget(viewer, load_model=False, freeze_gc=False)
     viewer.window.add_dock_widget(widget, name="InfoSAM Studio")
     session = widget.session
     session.use_model(tiny_sam, label="tiny (test)")
@@ -218,6 +218,12 @@ def test_cli_registers_app_command():
     assert "infosam-studio" in str(samples_project_dir())
 
 
+def gc_frozen() -> bool:
+    import gc
+
+    return gc.get_freeze_count() > 0
+
+
 def test_napari_plugin_widget_and_sample_data(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     from infosam_app.widget import StudioWidget
@@ -228,8 +234,12 @@ def test_napari_plugin_widget_and_sample_data(make_napari_viewer, qtbot, tmp_pat
         assert isinstance(widget, StudioWidget)
         qtbot.waitUntil(lambda: "base" in widget.session.predictors, timeout=60_000)  # the bundled tiny model
         assert widget.session.infos["base"].label == "tiny (bundled)"
+        assert gc_frozen()  # GC pauses avoided from now on (see StudioWidget._freeze_gc_once)
         assert widget.session.infos["base"].device in ("CPU",) or widget.session.infos["base"].device.startswith("GPU")
         viewer.open_sample("infosam-studio", "infosam-samples")
         assert {"coins", "nuclei_stained_rgb"} <= {layer.name for layer in viewer.layers}
     finally:
         widget.cleanup()
+        import gc
+
+        gc.unfreeze()  # the widget froze the GC once its model loaded: let later tests collect this viewer
