@@ -212,7 +212,7 @@ class EncoderCache:
     def _store(self, entries: dict, key: tuple[int, int], value: torch.Tensor) -> None:
         size = value.numel() * value.element_size()
         if self.enabled and self.bytes + size <= self.max_bytes:
-            entries[key] = value
+            entries[key] = value.clone()  # not a view: a view would keep its whole batch tensor alive
             self.bytes += size
 
     @torch.no_grad()
