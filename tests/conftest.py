@@ -16,7 +16,10 @@ import torch
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 DSB_DIR = SHARED_DIR / "data" / "dsb2018_nuclei"
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# One intra-op thread for the whole suite. On a 2-core machine shared with other work, OpenMP's 2-thread
+# barriers make small ops wait for a descheduled thread: a tiny training step measured 1.3 s with 1 thread
+# vs 8.4 s with 2, a prompt 45 ms vs ~1 s. On an idle machine 1 thread costs little for these small models.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -34,14 +34,6 @@ class EncoderCalls:
         self._handle.remove()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The CPU is shared with other jobs: one intra-op thread avoids oversubscription (20x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture()
 def sam():

@@ -122,18 +122,8 @@ def test_eval_prompt_protocols_and_seeding():
         eval_prompt(mask, 0, "scribble")
 
 
-@pytest.fixture()
-def one_torch_thread():
-    """The CPU is shared with other jobs: one intra-op thread avoids oversubscription (20x slower)."""
-    import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_prompts_feed_the_predictor(random_tiny_sam, one_torch_thread):
+def test_prompts_feed_the_predictor(random_tiny_sam):
     from infosam_core.predict import Predictor
 
     mask = _rect_mask()

@@ -55,16 +55,6 @@ def disc_samples(n: int, size: int = 48, seed: int = 0) -> list[SegmentationSamp
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Run this module's training on one torch thread. On a 2-core machine shared with other work, OpenMP's
-    2-thread barriers make every small op wait for a descheduled thread: measured 1.3 s/step with 1 thread
-    vs 8.4 s/step with 2 (tiny, batch 4). Restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def base():
