@@ -165,7 +165,7 @@ class Session(QObject):
             self.layers.show_nothing()
             self.image_changed.emit(-1)
         else:
-            current = project.settings.get("current")
+            current = project.ui_state().get("current")
             keys = [e.key for e in project.images]
             self.show_image(keys.index(current) if current in keys else 0)
 
@@ -254,7 +254,7 @@ class Session(QObject):
             ann = self.project.annotations(key)
             labels = ann.ensure_labels(rgb.shape[:2])
             self.project.set_shape(key, rgb.shape[:2])
-            self.project.set_setting("current", key)
+            self.project.save_ui_state(current=key)
         except (ProjectError, OSError) as exc:
             self.fail(str(exc))
             return

@@ -204,6 +204,10 @@ class TrainingController(QObject):
         self.run_dir = project.adapters_dir / f"{stamp}-{settings.method}{'-continued' if continue_run else ''}"
         self.last_settings = settings
         self.started_at = time.monotonic()
+        import gc
+
+        if gc.get_freeze_count():  # the app freezes the GC (StudioWidget): freeze what was made since, too
+            gc.freeze()
         self.task = session.tasks.run(
             _train_job, self.sample_sources(), config, session.sams["base"], init_model, self.run_dir,
             name="train", on_progress=self.progress.emit, on_result=self._on_done, on_error=self._on_error,

@@ -3,6 +3,7 @@
 Layout of a project folder::
 
     project.json                    manifest: name, format version, the image list (path, hash, shape)
+    ui.json                         UI state (the image shown last); not essential
     annotations/<key>/objects.json  per image: image path + sha256, the label file's name, every object's
                                     prompts (points, box, chosen candidate), area, bounding box, model
     annotations/<key>/labels-<rev>.tif   the label image (0 = background, object id elsewhere), uint16/32
@@ -41,6 +42,7 @@ from infosam_core.atomic import atomic_path, write_json_atomic
 FORMAT_VERSION = 1
 MANIFEST_NAME = "project.json"
 OBJECTS_NAME = "objects.json"
+UI_STATE_NAME = "ui.json"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _LABELS_RE = re.compile(r"^labels-(\d{6})\.tif$")
 
@@ -306,6 +308,32 @@ class Project:
         if self.settings.get(key) != value:
             self.settings[key] = value
             self.save_manifest()
+
+    @property
+    def ui_state_path(self) -> Path:
+        return self.root / UI_STATE_NAME
+
+    def ui_state(self) -> dict[str, Any]:
+        """Small, non-essential UI state (e.g. the image shown last); {} when missing or unreadable."""
+        try:
+            state = json.loads(self.ui_state_path.read_text("utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def save_ui_state(self, **values: Any) -> None:
+        """Update the UI state file. Not fsynced (it is called on every image change and losing it costs
+        nothing), but still renamed into place, so it is never half-written."""
+        state = self.ui_state()
+        if all(state.get(k) == v for k, v in values.items()):
+            return
+        state.update(values)
+        tmp = self.ui_state_path.with_name(f".{UI_STATE_NAME}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(state, indent=2) + "\n", "utf-8")
+            os.replace(tmp, self.ui_state_path)
+        except OSError:
+            pass
 
     def add_images(self, paths: Iterable[str | Path]) -> list[ImageEntry]:
         """Add image files and folders' images; returns the entries (existing ones for duplicates).

@@ -215,3 +215,14 @@ def test_killed_process_loses_no_accepted_object(tmp_path):
     assert set(ann.objects) <= set(reported) | {max(reported) + 1}  # ... and at most the one in flight is extra
     for oid in ann.objects:  # the label image agrees with the records
         assert (ann.labels == oid).sum() == ann.objects[oid].area
+
+
+def test_ui_state_is_optional_and_survives_garbage(tmp_path):
+    project = Project.create(tmp_path / "p")
+    assert project.ui_state() == {}
+    project.save_ui_state(current="abc")
+    assert Project.open(project.root).ui_state() == {"current": "abc"}
+    project.ui_state_path.write_text("{not json")
+    assert project.ui_state() == {}
+    project.save_ui_state(current="def")
+    assert project.ui_state() == {"current": "def"}
