@@ -58,22 +58,21 @@ def _read_image(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return raw, to_rgb_uint8(raw, name=path.name)
 
 
-def _load_model(model_type: str, checkpoint: str | None, cache_dir: Path | None):
-    import torch
-
-    from infosam_core.models import load_sam
-    from infosam_core.predict import Predictor
-
-    sam = load_sam(model_type, checkpoint)
-    if torch.cuda.is_available():
-        sam = sam.to("cuda")
-    return sam, Predictor(sam, cache_size=8, cache_dir=cache_dir)
-
-
 def _make_predictor(sam, cache_dir: Path | None):
     from infosam_core.predict import Predictor
 
     return Predictor(sam, cache_size=8, cache_dir=cache_dir)
+
+
+def _load_model(model_type: str, checkpoint: str | None, cache_dir: Path | None):
+    import torch
+
+    from infosam_core.models import load_sam
+
+    sam = load_sam(model_type, checkpoint)
+    if torch.cuda.is_available():
+        sam = sam.to("cuda")
+    return sam, _make_predictor(sam, cache_dir)
 
 
 class Session(QObject):

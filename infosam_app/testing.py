@@ -36,6 +36,27 @@ def make_synthetic_images(folder: str | Path, n: int = 3) -> list[Path]:
     return paths
 
 
+def open_test_studio(viewer, sam, folder: str | Path):
+    """The studio docked in ``viewer``, predicting with ``sam`` (labelled "tiny (test)"), with a project in
+    ``folder/proj`` holding the three synthetic images of ``folder/images``; returned once the first
+    image's embedding is ready. The GC is not frozen (test processes must collect closed viewers)."""
+    from infosam_app.widget import StudioWidget
+
+    folder = Path(folder)
+    widget = StudioWidget(viewer, load_model=False, freeze_gc=False)
+    viewer.window.add_dock_widget(widget, name="InfoSAM Studio")
+    s = widget.session
+    s.use_model(sam, label="tiny (test)")
+    if not wait_until(lambda: "base" in s.predictors, 30):
+        raise TimeoutError(f"the model was not installed: {s.last_error}")
+    s.open_project(folder / "proj")
+    make_synthetic_images(folder / "images")
+    s.add_images([folder / "images"])
+    if not wait_until(lambda: s.embedding_ready, 30):
+        raise TimeoutError(f"no embedding: {s.last_error}")
+    return widget
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 60.0, interval: float = 0.01) -> bool:
     """Process Qt events until ``condition()`` holds (scripts; tests use ``qtbot.waitUntil``)."""
     from qtpy.QtWidgets import QApplication

@@ -8,26 +8,15 @@ import pytest
 
 pytest.importorskip("napari")
 
-from infosam_app.testing import make_synthetic_images, prompt_until_mask  # noqa: E402
+from infosam_app.testing import open_test_studio, prompt_until_mask  # noqa: E402
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
 
 @pytest.fixture
-def studio(make_napari_viewer, qtbot, tmp_path, monkeypatch, tiny_sam):
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    from infosam_app.widget import StudioWidget
-
-    viewer = make_napari_viewer()
-    widget = StudioWidget(viewer, load_model=False, freeze_gc=False)
-    viewer.window.add_dock_widget(widget, name="InfoSAM Studio")
-    s = widget.session
-    s.use_model(tiny_sam, label="tiny (test)")
-    qtbot.waitUntil(lambda: "base" in s.predictors, timeout=30_000)
-    s.open_project(tmp_path / "proj")
-    make_synthetic_images(tmp_path / "images")
-    s.add_images([tmp_path / "images"])
-    qtbot.waitUntil(lambda: s.embedding_ready, timeout=30_000)
+def studio(make_napari_viewer, tmp_path, monkeypatch, tiny_sam):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # never the user's real data folder
+    widget = open_test_studio(make_napari_viewer(), tiny_sam, tmp_path)
     yield widget
     widget.cleanup()
 

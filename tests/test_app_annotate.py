@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("napari")
 
-from infosam_app.testing import make_synthetic_images, prompt_until_mask  # noqa: E402
+from infosam_app.testing import open_test_studio, prompt_until_mask  # noqa: E402
 from infosam_core.export import coco_to_label_images, read_label_image  # noqa: E402
 from infosam_core.project import Project  # noqa: E402
 
@@ -17,22 +17,10 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def studio(make_napari_viewer, qtbot, tmp_path, monkeypatch, tiny_sam):
+def studio(make_napari_viewer, tmp_path, monkeypatch, tiny_sam):
     """A viewer with the studio docked, the tiny model in use and three synthetic images in a project."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # never the user's real data folder
-    from infosam_app.widget import StudioWidget
-
-    viewer = make_napari_viewer()
-    widget = StudioWidget(viewer, load_model=False, freeze_gc=False)
-    viewer.window.add_dock_widget(widget, name="InfoSAM Studio")
-    session = widget.session
-    session.use_model(tiny_sam, label="tiny (test)")
-    qtbot.waitUntil(lambda: "base" in session.predictors, timeout=30_000)
-    session.open_project(tmp_path / "proj")
-    images = make_synthetic_images(tmp_path / "images")
-    session.add_images([tmp_path / "images"])
-    qtbot.waitUntil(lambda: session.embedding_ready, timeout=30_000)
-    widget.test_images = images
+    widget = open_test_studio(make_napari_viewer(), tiny_sam, tmp_path)
     yield widget
     widget.cleanup()
 

@@ -90,12 +90,17 @@ def test_new_object_keeps_existing_pixels_and_refine_replaces(tmp_path):
     assert (Project.open(project.root).annotations(e.key).labels == 2).sum() == removed.area
 
 
-def test_crash_while_writing_labels_keeps_previous_state(tmp_path, monkeypatch):
+def _project_with_one_object(tmp_path):
+    """A project with one image and one accepted object: (project, image entry, label image)."""
     _write_images(tmp_path / "data", n=1)
     project = Project.create(tmp_path / "proj")
     (e,) = project.add_images([tmp_path / "data"])
     project.add_object(e.key, _disk((40, 50), 20, 20, 8), Prompts(points=[[20, 20, 1]]))
-    before = project.annotations(e.key).labels.copy()
+    return project, e, project.annotations(e.key).labels.copy()
+
+
+def test_crash_while_writing_labels_keeps_previous_state(tmp_path, monkeypatch):
+    project, e, before = _project_with_one_object(tmp_path)
 
     real_imwrite = tifffile.imwrite
 
@@ -119,11 +124,7 @@ def test_crash_while_writing_labels_keeps_previous_state(tmp_path, monkeypatch):
 
 
 def test_crash_between_labels_and_json_keeps_previous_state(tmp_path, monkeypatch):
-    _write_images(tmp_path / "data", n=1)
-    project = Project.create(tmp_path / "proj")
-    (e,) = project.add_images([tmp_path / "data"])
-    project.add_object(e.key, _disk((40, 50), 20, 20, 8), Prompts(points=[[20, 20, 1]]))
-    before = project.annotations(e.key).labels.copy()
+    project, e, before = _project_with_one_object(tmp_path)
     real_replace = os.replace
 
     def die_on_json(src, dst):
