@@ -49,9 +49,6 @@ class StudioLayers:
         for cb in self.on_created:
             cb(layer)
 
-    def owned(self) -> list:
-        return [l for l in (self.image, self.objects, self.preview, self.box, self.points) if self.alive(l)]
-
     # ---- image
     def show_image(self, raw: np.ndarray, rgb: np.ndarray, name: str) -> None:
         """Show the image as SAM sees it: the RGB uint8 conversion (16-bit and float images are scaled by
@@ -145,9 +142,4 @@ class StudioLayers:
             self.preview.refresh()
         else:
             self.preview.data = mask.astype(np.uint8)
-
-    def preview_mask(self) -> np.ndarray | None:
-        if not self.alive(self.preview):
-            return None
-        return self.preview.data.astype(bool)
 

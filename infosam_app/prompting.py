@@ -13,7 +13,6 @@ the choice is saved with the object (``Prompts.candidate``: None = single output
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
@@ -32,7 +31,6 @@ class PromptController(QObject):
 
     state_changed = Signal()  # mode, next label, candidate, refine target or prompt count changed
     mask_shown = Signal()  # a new preview is on the layer (latency measurements hook here)
-    object_accepted = Signal(object)  # AnnotatedObject
 
     def __init__(self, session: Session, parent: QObject | None = None):
         super().__init__(parent)
@@ -43,7 +41,6 @@ class PromptController(QObject):
         self.candidate: int | None = None
         self._auto_candidate = True  # False once the user picked a candidate (M) or refines a saved one
         self.refine_id: int | None = None
-        self.last_predict_ms: float | None = None
         self._history: list[Prompts] = []  # prompt states after each change (undo restores the previous)
         self._outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # "single"/"multi" -> (masks, scores)
         self._outputs_tag: tuple | None = None  # (predictor, embedding) the outputs were computed with
@@ -279,7 +276,6 @@ class PromptController(QObject):
             return None
         if self._auto_candidate:  # the best-scoring candidate of *this* model (matters after a model switch)
             self.candidate = self._default_candidate(prompts)
-        t0 = time.perf_counter()
         try:
             multi = self.candidate is not None
             masks, scores = self._output("multi" if multi else "single", prompts)
@@ -292,7 +288,6 @@ class PromptController(QObject):
         except Exception as exc:  # noqa: BLE001 - a bad prompt or model must not break the app
             session.fail(f"Prediction failed: {exc}")
             return None
-        self.last_predict_ms = (time.perf_counter() - t0) * 1000
         self._show(mask)
         return mask
 
@@ -377,7 +372,6 @@ class PromptController(QObject):
             return None
         self.clear()
         self.session.tell(f"{'Replaced' if replaced else 'Accepted'} object {obj.id} ({obj.area} px); saved.")
-        self.object_accepted.emit(obj)
         return obj
 
     def undo(self) -> None:

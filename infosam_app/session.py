@@ -107,7 +107,6 @@ class Session(QObject):
         self._embedding_jobs: set[tuple[str, int, str]] = set()
         self.last_embed_seconds: float | None = None
         self.prefetch_enabled = True
-        self.model_loading_now = False
         self.last_error: str | None = None
 
     # ------------------------------------------------------------------------------------------ messages
@@ -356,13 +355,11 @@ class Session(QObject):
             if on_done:
                 on_done(False)
             return
-        self.model_loading_now = True
         self.model_loading.emit(True)
         self.tell(f"Loading model {model_type}{' from ' + Path(checkpoint).name if checkpoint else ''} ...")
 
         def ok(result):
             sam, predictor = result
-            self.model_loading_now = False
             origin = "bundled" if model_type == "tiny" and not checkpoint else (
                 Path(checkpoint).name if checkpoint else "random weights")
             self._install_base(sam, predictor, ModelInfo(f"{model_type} ({origin})", device_name(sam), model_type,
@@ -372,7 +369,6 @@ class Session(QObject):
                 on_done(True)
 
         def failed(exc):
-            self.model_loading_now = False
             self.model_loading.emit(False)
             keep = f" Still using {self.infos['base'].label}." if "base" in self.infos else ""
             self.fail(f"Cannot load the model: {exc}{keep}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,7 +138,6 @@ class TrainingController(QObject):
         self.last_adapter_path: Path | None = None
         self.last_settings: RunSettings | None = None
         self.run_dir: Path | None = None
-        self.started_at: float | None = None
 
     @property
     def running(self) -> bool:
@@ -203,7 +201,6 @@ class TrainingController(QObject):
         project = session.project
         self.run_dir = project.adapters_dir / f"{stamp}-{settings.method}{'-continued' if continue_run else ''}"
         self.last_settings = settings
-        self.started_at = time.monotonic()
         import gc
 
         if gc.get_freeze_count():  # the app freezes the GC (StudioWidget): freeze what was made since, too

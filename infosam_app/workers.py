@@ -98,9 +98,6 @@ class Task(QObject):
     def should_stop(self) -> bool:
         return self._stop.is_set()
 
-    def is_running(self) -> bool:
-        return self._thread.isRunning()
-
     def wait(self, ms: int = 30_000) -> bool:
         """Block until the thread ends (tests and shutdown only)."""
         return self._thread.wait(ms)

@@ -212,11 +212,6 @@ class ImageAnnotations:
             )
         return self.labels
 
-    def mask(self, object_id: int) -> np.ndarray:
-        if self.labels is None:
-            raise KeyError(object_id)
-        return self.labels == object_id
-
 
 # ----------------------------------------------------------------------------------------------- project
 class Project:
@@ -303,12 +298,6 @@ class Project:
     def save_manifest(self) -> None:
         write_json_atomic(self.manifest_path, self.to_manifest())
 
-    def set_setting(self, key: str, value: Any) -> None:
-        """Store a small UI/user setting in the manifest (e.g. the last shown image)."""
-        if self.settings.get(key) != value:
-            self.settings[key] = value
-            self.save_manifest()
-
     @property
     def ui_state_path(self) -> Path:
         return self.root / UI_STATE_NAME
@@ -371,12 +360,6 @@ class Project:
         if changed:
             self.save_manifest()
         return result
-
-    def remove_image(self, key: str) -> None:
-        """Drop an image from the list (its annotation folder stays on disk)."""
-        self.images = [e for e in self.images if e.key != key]
-        self._annotations.pop(key, None)
-        self.save_manifest()
 
     def entry(self, key: str) -> ImageEntry:
         for e in self.images:
