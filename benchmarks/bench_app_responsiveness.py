@@ -283,6 +283,7 @@ def main() -> int:
     # 1a. embeddings computed in the background while the GUI idles (the image stays; caches off)
     for p in s.predictors.values():
         p.cache_dir = None
+    pauses.take()
     hb.start()
     t0 = time.perf_counter()
     for _ in range(n_embed):
@@ -297,6 +298,7 @@ def main() -> int:
     switch_ms = []
     s.image_changed.connect(lambda _i: switch_ms.append((time.perf_counter() - t_switch[0]) * 1000))
     t_switch = [0.0]
+    pauses.take()
     hb.start()
     t0 = time.perf_counter()
     for rep in range(2):
@@ -328,6 +330,7 @@ def main() -> int:
     panel.controller.progress.connect(lambda p: steps.append(p.step))
     t0 = time.perf_counter()
     assert panel.start(), s.last_error
+    pauses.take()  # only what happens from here on
     hb.start()  # first the training alone (progress bar, loss plot and ETA updating) ...
     pump(lambda: len(steps) >= n_steps or not panel.controller.running, 900)
     train_hb = {**hb.stop(), **pauses.take()}

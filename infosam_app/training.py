@@ -83,6 +83,11 @@ def _train_job(sources, config, base_sam, init_model, run_dir: Path, report, sho
     config.batch_size = max(2, min(config.batch_size, len(samples)))
     rng = np.random.default_rng(config.seed)
     val = [samples[i] for i in sorted(rng.permutation(len(samples))[:MAX_VAL_SAMPLES])]
+    import gc
+
+    hold_gc = gc.get_freeze_count() > 0 and gc.isenabled()  # only where the app manages the GC (StudioWidget)
+    if hold_gc:
+        gc.disable()  # setting up (copying the model, resizing samples) makes many objects: no full pass now
     try:
         result = train(config, base_sam, samples, progress=_freezing_gc_once(report), should_stop=should_stop,
                        val_samples=val, init_model=init_model)
@@ -90,14 +95,17 @@ def _train_job(sources, config, base_sam, init_model, run_dir: Path, report, sho
         if exc.result is not None and exc.result.steps > 0:
             _save(exc.result, run_dir, save_adapter, len(samples), error=str(exc))
         raise
+    finally:
+        if hold_gc:
+            gc.enable()
     adapter_path = _save(result, run_dir, save_adapter, len(samples))
     return result, adapter_path
 
 
 def _freezing_gc_once(report):
-    """At the first step, freeze the objects training created (the student's copy of the model, the
-    prepared samples) when the app froze the GC at start (see ``StudioWidget``): a full collection would
-    otherwise scan them (~0.1 s measured, holding the GIL: a GUI stall)."""
+    """At the first step, freeze the objects the run's set-up created (the student's copy of the model, the
+    prepared samples) and let the GC run again, when the app froze the GC at start (see ``StudioWidget``):
+    a full collection would otherwise scan them (~0.1 s measured, holding the GIL: a GUI stall)."""
     import gc
 
     state = {"done": gc.get_freeze_count() == 0}
@@ -106,6 +114,7 @@ def _freezing_gc_once(report):
         if not state["done"]:
             state["done"] = True
             gc.freeze()
+            gc.enable()
         report(progress)
 
     return call
