@@ -125,14 +125,16 @@ def pump(cond, timeout: float = 120.0) -> bool:
     return wait_until(cond, timeout, interval=0.001)
 
 
-def click_latencies(widget, n: int) -> list[float]:
-    """Add n points one after another (clearing between); ms until the canvas drew the new preview."""
+def click_latencies(widget, n: int, mask_ms: list[float] | None = None) -> list[float]:
+    """Add n points one after another (clearing between); ms until the canvas drew the new preview.
+    ``mask_ms`` collects the part until the preview layer was set (prediction + layer update)."""
     s, c = widget.session, widget.prompts
     canvas = widget.viewer.window._qt_viewer.canvas._scene_canvas
     state = {"mask": False, "drawn": False}
 
     def on_mask():
         state["mask"] = True
+        state["t_mask"] = time.perf_counter()
 
     def on_draw(_event=None):
         if state["mask"]:
@@ -154,6 +156,8 @@ def click_latencies(widget, n: int) -> list[float]:
             ok = pump(lambda: state["drawn"], 10)
             if ok:
                 out.append((time.perf_counter() - t0) * 1000)
+                if mask_ms is not None:
+                    mask_ms.append((state["t_mask"] - t0) * 1000)
     finally:
         c.mask_shown.disconnect(on_mask)
         canvas.events.draw.disconnect(on_draw)
@@ -316,7 +320,9 @@ def main() -> int:
     # 2. click -> mask shown, idle
     s.show_image(0)
     pump(lambda: s.index == 0 and s.embedding_ready)
-    results["click_idle"] = lat_stats(click_latencies(widget, n_clicks))
+    to_mask: list[float] = []
+    results["click_idle"] = lat_stats(click_latencies(widget, n_clicks, to_mask))
+    results["click_idle"]["to_preview_layer_median_ms"] = round(statistics.median(to_mask), 1) if to_mask else None
 
     # 3. during training with the app's controller: heartbeat + clicks
     for i in range(len(s.project.images)):
@@ -334,12 +340,15 @@ def main() -> int:
     hb.start()  # first the training alone (progress bar, loss plot and ETA updating) ...
     pump(lambda: len(steps) >= n_steps or not panel.controller.running, 900)
     train_hb = {**hb.stop(), **pauses.take()}
-    clicks = []
+    clicks: list[float] = []
+    to_mask = []
     while panel.controller.running:  # ... then clicks while it goes on
-        clicks += click_latencies(widget, 3)
+        clicks += click_latencies(widget, 3, to_mask)
     results["app_training"] = {"steps_measured": n_steps, "wall_s_total": round(time.perf_counter() - t0, 2),
                                **train_hb}
     results["click_during_training"] = lat_stats(clicks)
+    results["click_during_training"]["to_preview_layer_median_ms"] = (
+        round(statistics.median(to_mask), 1) if to_mask else None)
     pump(lambda: s.active == "adapted" and s.embedding_ready, 60)
 
     # 4. thread_worker vs QThread on the same workloads
