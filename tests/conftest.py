@@ -44,3 +44,14 @@ def dsb_dir() -> Path:
     if not (DSB_DIR / "images").is_dir():
         pytest.skip(f"{DSB_DIR} not present (../shared is only on development machines)")
     return DSB_DIR
+
+
+@pytest.fixture
+def studio(make_napari_viewer, tmp_path, monkeypatch, tiny_sam):
+    """A viewer with the studio docked, the tiny model in use and three synthetic images in a project."""
+    from infosam_app.testing import open_test_studio
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # never the user's real data folder
+    widget = open_test_studio(make_napari_viewer(), tiny_sam, tmp_path)
+    yield widget
+    widget.cleanup()

@@ -8,17 +8,10 @@ import pytest
 
 pytest.importorskip("napari")
 
-from infosam_app.testing import open_test_studio, prompt_until_mask  # noqa: E402
+from infosam_app.testing import prompt_until_mask  # noqa: E402
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
-
-@pytest.fixture
-def studio(make_napari_viewer, tmp_path, monkeypatch, tiny_sam):
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # never the user's real data folder
-    widget = open_test_studio(make_napari_viewer(), tiny_sam, tmp_path)
-    yield widget
-    widget.cleanup()
 
 
 def _accept_on(qtbot, widget, indices):

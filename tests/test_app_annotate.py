@@ -9,20 +9,12 @@ import pytest
 
 pytest.importorskip("napari")
 
-from infosam_app.testing import open_test_studio, prompt_until_mask  # noqa: E402
+from infosam_app.testing import prompt_until_mask  # noqa: E402
 from infosam_core.export import coco_to_label_images, read_label_image  # noqa: E402
 from infosam_core.project import Project  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
-
-@pytest.fixture
-def studio(make_napari_viewer, tmp_path, monkeypatch, tiny_sam):
-    """A viewer with the studio docked, the tiny model in use and three synthetic images in a project."""
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # never the user's real data folder
-    widget = open_test_studio(make_napari_viewer(), tiny_sam, tmp_path)
-    yield widget
-    widget.cleanup()
 
 
 def _show(qtbot, session, index):
