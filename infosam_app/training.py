@@ -93,7 +93,7 @@ def _train_job(sources, config, base_sam, init_model, run_dir: Path, report, sho
                        val_samples=val, init_model=init_model)
     except TrainingError as exc:  # keep the last good weights on disk, then report the error
         if exc.result is not None and exc.result.steps > 0:
-            _save(exc.result, run_dir, save_adapter, len(samples), error=str(exc))
+            exc.adapter_path = _save(exc.result, run_dir, save_adapter, len(samples), error=str(exc))
         raise
     finally:
         if hold_gc:
@@ -147,6 +147,7 @@ class TrainingController(QObject):
         self.last_adapter_path: Path | None = None
         self.last_settings: RunSettings | None = None
         self.run_dir: Path | None = None
+        self.lr_scale = 1.0  # after a diverged run, Continue trains its last good weights at a lower rate
 
     @property
     def running(self) -> bool:
@@ -192,6 +193,8 @@ class TrainingController(QObject):
         from infosam_core.train import TrainConfig
 
         init_model = None
+        if not continue_run:
+            self.lr_scale = 1.0
         if continue_run:
             if self.last_result is None:
                 self.failed.emit("Nothing to continue: start a run first.")
@@ -206,6 +209,9 @@ class TrainingController(QObject):
         if settings.lr is not None:
             config.lr = settings.lr
             config.min_lr = min(config.min_lr, settings.lr)
+        if continue_run and self.lr_scale != 1.0:
+            config.lr *= self.lr_scale
+            config.min_lr = min(config.min_lr, config.lr)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         project = session.project
         self.run_dir = project.adapters_dir / f"{stamp}-{settings.method}{'-continued' if continue_run else ''}"
@@ -252,5 +258,13 @@ class TrainingController(QObject):
         if "out of memory" in text.lower():
             text = f"out of memory: {text.splitlines()[0]}. Try a smaller model, fewer/lower-resolution images, or the CPU."
         msg = f"Adaptation failed: {text}. The previous model stays in use."
+        saved = getattr(exc, "adapter_path", None)
+        result = getattr(exc, "result", None)
+        if saved is not None and result is not None:  # a diverged run: its last good weights are on disk
+            self.last_result, self.last_adapter_path = result, Path(saved)
+            self.lr_scale *= 0.1
+            msg = (f"Adaptation stopped: {text.split('. Lower the learning rate')[0]}. The previous model stays in "
+                   f"use. The last good adapter (step {result.steps}) is saved as {saved}: 'Load adapter…' to try "
+                   f"it, or 'Continue' to train it further at a {round(1 / self.lr_scale):d}x lower learning rate.")
         self.session.fail(msg)
         self.failed.emit(msg)

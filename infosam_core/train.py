@@ -104,7 +104,7 @@ class TrainConfig:
             )
         if not 0 <= self.p_box <= 1:
             raise ValueError(f"p_box must be in [0, 1], got {self.p_box}")
-        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+        if not (math.isfinite(self.lr) and math.isfinite(self.min_lr)) or self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
 
 

@@ -124,19 +124,52 @@ def test_cancel_keeps_adapter_and_continue(studio, qtbot):
     assert panel.controller.last_adapter_path.parent.name.endswith("-continued")
 
 
-def test_training_error_keeps_previous_model(studio, qtbot):
+def test_training_error_keeps_previous_model_and_offers_last_good_adapter(studio, qtbot, monkeypatch):
+    import infosam_core.train as train_module
+    from infosam_core.train import TrainConfig
+
     s, c, panel = studio.session, studio.prompts, studio.adapt_panel
     _accept_on(qtbot, studio, [0, 1])
     settings = panel.settings()
-    settings.method, settings.infosam, settings.max_steps = "decoder", False, 3
-    settings.lr = float("nan")  # the weights become NaN after one step: training must stop with a message
+    settings.method, settings.infosam, settings.max_steps = "decoder", False, 4
+    real, calls = train_module.structure_loss, {"n": 0}
+
+    def diverging(logits, target, **kw):  # the loss of the third step is NaN
+        calls["n"] += 1
+        loss = real(logits, target, **kw)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(train_module, "structure_loss", diverging)
     errors = []
     panel.controller.failed.connect(errors.append)
     assert panel.controller.start(settings)
     _wait_done(qtbot, panel)
-    assert errors and "Adaptation failed" in errors[0] and "previous model stays" in errors[0]
-    assert "Adaptation failed" in panel.info_label.text()
+    assert errors and "previous model stays in use" in errors[0] and "not finite" in errors[0]
+    assert "step 2" in panel.info_label.text() and "Continue" in panel.info_label.text()
     assert not s.has_adapted and s.active == "base"
     assert panel.start_btn.isEnabled()
     c.add_point(10, 10)  # still usable
     assert c.mask is not None
+    # the last good adapter (2 steps) is on disk, and Continue trains it further at a 10x lower rate
+    saved = panel.controller.last_adapter_path
+    assert saved.is_file() and panel.continue_btn.isEnabled()
+    monkeypatch.setattr(train_module, "structure_loss", real)
+    panel.max_steps = 1
+    assert panel.start(continue_run=True)
+    _wait_done(qtbot, panel)
+    qtbot.waitUntil(lambda: s.active == "adapted", timeout=30_000)
+    cont = panel.controller.last_result
+    assert cont.steps == 1 and cont.config.lr == pytest.approx(TrainConfig().lr / 10)
+
+
+def test_invalid_learning_rate_is_refused_with_a_message(studio, qtbot):
+    s, panel = studio.session, studio.adapt_panel
+    _accept_on(qtbot, studio, [0, 1])
+    settings = panel.settings()
+    settings.method, settings.infosam, settings.max_steps, settings.lr = "decoder", False, 2, float("nan")
+    errors = []
+    panel.controller.failed.connect(errors.append)
+    assert panel.controller.start(settings)
+    _wait_done(qtbot, panel)
+    assert errors and "lr" in errors[0] and "previous model stays in use" in errors[0]
+    assert not s.has_adapted and not panel.continue_btn.isEnabled()

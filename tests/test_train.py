@@ -91,6 +91,12 @@ def test_infosam_refuses_batch_of_one(base, samples):
     train(quick(batch_size=1, distill="none", max_steps=1), base, samples)  # fine without distillation
 
 
+@pytest.mark.parametrize("lr, min_lr", [(float("nan"), 0.0), (float("inf"), 0.0), (0.0, 0.0), (1e-4, 2e-4), (1e-4, -1.0)])
+def test_unusable_learning_rates_are_refused(lr, min_lr):
+    with pytest.raises(ValueError, match="need 0 <= min_lr <= lr and lr > 0"):
+        TrainConfig(lr=lr, min_lr=min_lr).validate()
+
+
 def test_cosine_schedule_matches_torch():
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=2e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10, eta_min=2e-5)
