@@ -41,7 +41,13 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
 from infosam_core.data import SegmentationSample
-from infosam_core.distill import RelationModule, decode, relation_compression_loss, relation_distillation_loss
+from infosam_core.distill import (
+    RelationModule,
+    decode,
+    mask_token,
+    relation_compression_loss,
+    relation_distillation_loss,
+)
 from infosam_core.losses import structure_loss
 from infosam_core.peft import PeftReport, apply_peft
 from infosam_core.train_data import Batch, EncoderCache, encode_prompts, flip_variants, make_batch, prepare_samples
@@ -252,7 +258,7 @@ def train(
                 return seg, seg, zero, zero
             with torch.no_grad():
                 sparse_t, dense_t = encode_prompts(teacher.prompt_encoder, batch)
-                _, _, tok_t = decode(teacher.mask_decoder, f_t, teacher_pe, sparse_t, dense_t)
+                tok_t = mask_token(teacher.mask_decoder, f_t, teacher_pe, sparse_t, dense_t)
             rel_t = student.relation(f_t, tok_t)
             rel_s = student.relation(f_s, tok_s)
             l_r = relation_compression_loss(f_t, tok_t, rel_t)

@@ -15,7 +15,7 @@ from skimage import draw
 
 import infosam_core.train as train_module
 from infosam_core.data import SegmentationSample
-from infosam_core.distill import decode
+from infosam_core.distill import decode, mask_token
 from infosam_core.models import PIXEL_MEAN, PIXEL_STD
 from infosam_core.train import TrainConfig, TrainingError, TrainProgress, cosine_lr, train, trained_state
 from infosam_core.train_data import EncoderCache, make_batch, prepare_samples
@@ -83,6 +83,7 @@ def test_decode_matches_mask_decoder_per_image(base):
         for i in range(3):
             ref, ref_iou = base.mask_decoder(emb[i : i + 1], pe, sparse[i : i + 1], dense[i : i + 1], multimask_output=False)
             assert torch.allclose(masks[i : i + 1], ref, atol=1e-5) and torch.allclose(iou[i : i + 1], ref_iou, atol=1e-6)
+        assert torch.equal(mask_token(base.mask_decoder, emb, pe, sparse, dense), token)  # the teacher's short cut
 
 
 def test_infosam_refuses_batch_of_one(base, samples):

@@ -31,13 +31,8 @@ def decode(
       ``decoder(..., multimask_output=False)`` gives image by image.
     """
     d = decoder
-    tokens = torch.cat([d.iou_token.weight, d.mask_tokens.weight], dim=0)
-    tokens = tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
-    tokens = torch.cat((tokens, sparse_prompt_embeddings), dim=1)
-    src = image_embeddings + dense_prompt_embeddings
-    pos_src = image_pe.expand(src.shape[0], -1, -1, -1)
-    b, c, h, w = src.shape
-    hs, src = d.transformer(src, pos_src, tokens)
+    hs, src = _two_way(d, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings)
+    b, c, h, w = image_embeddings.shape
     iou_token_out = hs[:, 0, :]
     mask_token_out = hs[:, 1, :]  # the single-mask output's token
     upscaled = d.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
@@ -46,3 +41,25 @@ def decode(
     masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, 1, h, w)
     iou_pred = d.iou_prediction_head(iou_token_out)[:, :1]
     return masks, iou_pred, mask_token_out
+
+
+def mask_token(
+    decoder: MaskDecoder,
+    image_embeddings: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse_prompt_embeddings: torch.Tensor,
+    dense_prompt_embeddings: torch.Tensor,
+) -> torch.Tensor:
+    """Only the single-mask output's token (B, C) of :func:`decode`: the two-way transformer without the mask
+    upscaling and hypernetwork (what the frozen teacher contributes to InfoSAM; ~40% of a decoder pass less)."""
+    hs, _ = _two_way(decoder, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings)
+    return hs[:, 1, :]
+
+
+def _two_way(d: MaskDecoder, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings):
+    tokens = torch.cat([d.iou_token.weight, d.mask_tokens.weight], dim=0)
+    tokens = tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
+    tokens = torch.cat((tokens, sparse_prompt_embeddings), dim=1)
+    src = image_embeddings + dense_prompt_embeddings
+    pos_src = image_pe.expand(src.shape[0], -1, -1, -1)
+    return d.transformer(src, pos_src, tokens)

@@ -12,7 +12,8 @@ from torch import nn
 
 
 class RelationModule(nn.Module):
-    """``scores = (LN(m) Wq)(LN(f) Wk)^T / sqrt(d) + LN(m) LN(f)^T``, flattened, L2-normalised per sample.
+    """``scores = (LN(m) Wq)(LN(f) Wk)^T / sqrt(d) + LN(m) LN(f)^T``, flattened, L2-normalised per sample
+    (computed with the key projection folded into the query: one (C x C) product per sample, not per location).
 
     Arguments to :meth:`forward`:
       features: image features, (B, HW, dim) or an embedding map (B, dim, h, w)
@@ -40,7 +41,12 @@ class RelationModule(nn.Module):
         with torch.autocast(features.device.type, enabled=False):  # small; kept in the module's precision
             f = self.norm_features(features.to(dtype))  # (B, HW, C)
             m = self.norm_token(token.to(dtype))  # (B, 1, C)
-            scores = (self.query(m) @ self.key(f).transpose(1, 2)) * self.scale + m @ f.transpose(1, 2)  # (B, 1, HW)
+            # (LN(m) Wq^T + bq)(LN(f) Wk^T + bk)^T = ((LN(m) Wq^T + bq) Wk) LN(f)^T + (LN(m) Wq^T + bq) . bk:
+            # the key projection is folded into the query (1 row per sample) instead of applied to all HW rows
+            q = self.query(m)  # (B, 1, C)
+            folded = (q @ self.key.weight) * self.scale + m  # (B, 1, C)
+            bias = (q * self.key.bias).sum(-1, keepdim=True) * self.scale  # (B, 1, 1)
+            scores = folded @ f.transpose(1, 2) + bias  # (B, 1, HW)
             return F.normalize(scores.flatten(1), dim=1)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
