@@ -1,5 +1,6 @@
 """Training speed and memory: plain PEFT vs PEFT + InfoSAM (teacher cache) vs PEFT + InfoSAM recomputing the
-teacher every step (the reference code's behaviour, ``teacher_cache=False``).
+teacher every step (the reference code's behaviour, ``teacher_cache=False``), and PEFT + InfoSAM with
+activation checkpointing (``grad_checkpoint=True``: the memory-saving setting for ViT-B on small GPUs).
 
     python benchmarks/bench_train.py                       # tiny (bundled weights) + reduced random-init vit_b
     python benchmarks/bench_train.py --models tiny --measure 6 --threads 1   # a CPU shared with other work
@@ -29,6 +30,7 @@ SETTINGS = {
     "plain": dict(distill="none"),
     "infosam": dict(distill="infosam", teacher_cache=True),
     "recompute": dict(distill="infosam", teacher_cache=False),
+    "ckpt": dict(distill="infosam", teacher_cache=True, grad_checkpoint=True),  # + activation checkpointing
 }
 
 
@@ -130,7 +132,9 @@ def main() -> int:
               f"InfoSAM / plain = {by['infosam']['s_per_step'] / by['plain']['s_per_step']:.2f}x time, "
               f"{by['infosam']['peak_mb'] / by['plain']['peak_mb']:.2f}x memory; "
               f"recompute / InfoSAM = {by['recompute']['s_per_step'] / by['infosam']['s_per_step']:.2f}x time, "
-              f"{by['recompute']['peak_mb'] / by['infosam']['peak_mb']:.2f}x memory")
+              f"{by['recompute']['peak_mb'] / by['infosam']['peak_mb']:.2f}x memory; "
+              f"checkpointing / InfoSAM = {by['ckpt']['s_per_step'] / by['infosam']['s_per_step']:.2f}x time, "
+              f"{by['ckpt']['peak_mb'] / by['infosam']['peak_mb']:.2f}x memory")
     return 0
 
 

@@ -55,6 +55,8 @@ class AdaptPanel(QWidget):
         self.infosam_check = QCheckBox("InfoSAM distillation")
         self.infosam_check.setChecked(True)
         self.infosam_check.setToolTip(TOOLTIPS["infosam"])
+        self.low_memory_check = QCheckBox("Low memory (slower)")
+        self.low_memory_check.setToolTip(TOOLTIPS["low_memory"])
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 1000)
         self.epochs_spin.setValue(30)
@@ -66,6 +68,7 @@ class AdaptPanel(QWidget):
         self.budget_spin.setToolTip(TOOLTIPS["time_budget"])
         form.addRow("Method", self.method_combo)
         form.addRow("", self.infosam_check)
+        form.addRow("", self.low_memory_check)
         form.addRow("Epochs", self.epochs_spin)
         form.addRow("Time budget", self.budget_spin)
         lay.addLayout(form)
@@ -117,7 +120,7 @@ class AdaptPanel(QWidget):
         return RunSettings(
             method=self.method_combo.currentData(), infosam=self.infosam_check.isChecked(),
             epochs=self.epochs_spin.value(), time_budget_s=budget * 60.0 if budget else None,
-            max_steps=self.max_steps,
+            max_steps=self.max_steps, low_memory=self.low_memory_check.isChecked(),
         )
 
     def start(self, continue_run: bool = False) -> bool:
@@ -155,7 +158,8 @@ class AdaptPanel(QWidget):
         self.start_btn.setEnabled(not running)
         self.continue_btn.setEnabled(self.controller.can_continue())
         self.cancel_btn.setEnabled(running)
-        for w in (self.method_combo, self.infosam_check, self.epochs_spin, self.budget_spin, self.load_btn):
+        for w in (self.method_combo, self.infosam_check, self.low_memory_check, self.epochs_spin, self.budget_spin,
+                  self.load_btn):
             w.setEnabled(not running)
         if not running:
             if n < MIN_OBJECTS:

@@ -53,6 +53,7 @@ class RunSettings:
     batch_size: int = 4
     lr: float | None = None
     seed: int = 42
+    low_memory: bool = False  # activation checkpointing (TrainConfig.grad_checkpoint)
 
 
 def build_samples(sources: list[SampleSource]) -> list[Any]:
@@ -204,7 +205,7 @@ class TrainingController(QObject):
         config = TrainConfig(
             peft=settings.method, distill="infosam" if settings.infosam else "none", epochs=settings.epochs,
             time_budget_s=settings.time_budget_s, max_steps=settings.max_steps, batch_size=settings.batch_size,
-            seed=settings.seed,
+            seed=settings.seed, grad_checkpoint=settings.low_memory,
         )
         if settings.lr is not None:
             config.lr = settings.lr
@@ -256,7 +257,8 @@ class TrainingController(QObject):
         self.task = None
         text = str(exc) or type(exc).__name__
         if "out of memory" in text.lower():
-            text = f"out of memory: {text.splitlines()[0]}. Try a smaller model, fewer/lower-resolution images, or the CPU."
+            text = (f"out of memory: {text.splitlines()[0]}. Tick 'Low memory (slower)', or try a smaller model, "
+                    "fewer/lower-resolution images, or the CPU")
         msg = f"Adaptation failed: {text}. The previous model stays in use."
         saved = getattr(exc, "adapter_path", None)
         result = getattr(exc, "result", None)

@@ -130,7 +130,9 @@ def test_training_error_keeps_previous_model_and_offers_last_good_adapter(studio
 
     s, c, panel = studio.session, studio.prompts, studio.adapt_panel
     _accept_on(qtbot, studio, [0, 1])
+    panel.low_memory_check.setChecked(True)  # 'Low memory' = activation checkpointing in the trainer
     settings = panel.settings()
+    assert settings.low_memory
     settings.method, settings.infosam, settings.max_steps = "decoder", False, 4
     real, calls = train_module.structure_loss, {"n": 0}
 
@@ -160,6 +162,7 @@ def test_training_error_keeps_previous_model_and_offers_last_good_adapter(studio
     qtbot.waitUntil(lambda: s.active == "adapted", timeout=30_000)
     cont = panel.controller.last_result
     assert cont.steps == 1 and cont.config.lr == pytest.approx(TrainConfig().lr / 10)
+    assert cont.config.grad_checkpoint
 
 
 def test_invalid_learning_rate_is_refused_with_a_message(studio, qtbot):

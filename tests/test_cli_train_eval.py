@@ -102,3 +102,6 @@ def test_preset_paper_and_explicit_flags():
         "adapter", "infosam", 4, 2e-4, 2e-5, 42)
     assert (config.lam, config.alpha, config.beta) == (1.0, 1.0, 0.5)
     assert config.epochs == 3 and config.peft_options == {"train_decoder": False, "mlp_ratio": 0.5}
+    assert not config.grad_checkpoint
+    args = parser.parse_args(["train", "--data", "d", "--out", "o", "--grad-checkpoint"])
+    assert build_config(args).grad_checkpoint

@@ -282,3 +282,25 @@ def test_adapting_to_a_shifted_domain_improves_held_out_miou(tiny_sam):
         after = evaluate(result.model, test_set, "box", seed=0, metrics=("iou",)).miou
         assert result.steps == 32
         assert after >= before + 0.05, f"adapter + {distill}: held-out mIoU {before:.3f} -> {after:.3f}"
+
+
+@pytest.mark.parametrize("teacher_cache", [True, False])
+def test_gradient_checkpointing_gives_the_same_training(base, samples, teacher_cache, monkeypatch):
+    """Activation checkpointing changes memory, not results: same losses and weights after two steps."""
+    import torch.utils.checkpoint as tuc
+
+    real, calls = tuc.checkpoint, []
+    monkeypatch.setattr(tuc, "checkpoint", lambda fn, *a, **kw: calls.append(fn) or real(fn, *a, **kw))
+    runs = []
+    for checkpoint in (False, True):
+        seen = []
+        config = quick(max_steps=2, grad_checkpoint=checkpoint, teacher_cache=teacher_cache)
+        result = train(config, base, samples, progress=seen.append)
+        assert bool(calls) == checkpoint  # blocks are checkpointed only when asked
+        runs.append(([p.loss for p in seen], trained_state(result.model)))
+    (loss_a, state_a), (loss_b, state_b) = runs
+    assert loss_a == pytest.approx(loss_b, rel=1e-5, abs=1e-6)
+    assert all(torch.allclose(state_a[k], state_b[k], atol=1e-6) for k in state_a)
+    base_state = base.state_dict()
+    encoder_trained = [k for k in state_a if k.startswith("image_encoder.")]
+    assert encoder_trained and any(not torch.equal(state_a[k], base_state[k]) for k in encoder_trained if k in base_state)
