@@ -46,7 +46,7 @@ TOOLTIPS: dict[str, str] = {
     "infosam": "InfoSAM distillation: keep the relations the pre-trained model sees between image and mask "
                "(recommended; costs one teacher pass per step)",
     "low_memory": "Recompute the image encoder's activations in the backward pass instead of keeping them: "
-                  "about 5x less activation memory (large SAMs on small GPUs), about 1/4 slower",
+                  "ViT-B at 1024 px keeps 0.16 instead of 5.3 GB per image (large SAMs on small GPUs); about 1/3 slower",
     "epochs": "Passes over your accepted objects",
     "time_budget": "Stop after this many minutes (0 = no limit); the best adapter so far is kept",
     "start": "Train on every accepted object (needs at least two) in the background",
