@@ -196,7 +196,7 @@ class TrainingController(QObject):
         init_model = None
         if not continue_run:
             self.lr_scale = 1.0
-        if continue_run:
+        else:
             if self.last_result is None:
                 self.failed.emit("Nothing to continue: start a run first.")
                 return False
@@ -265,7 +265,7 @@ class TrainingController(QObject):
         if saved is not None and result is not None:  # a diverged run: its last good weights are on disk
             self.last_result, self.last_adapter_path = result, Path(saved)
             self.lr_scale *= 0.1
-            msg = (f"Adaptation stopped: {text.split('. Lower the learning rate')[0]}. The previous model stays in "
+            msg = (f"Adaptation stopped: {exc.reason}. The previous model stays in "
                    f"use. The last good adapter (step {result.steps}) is saved as {saved}: 'Load adapter…' to try "
                    f"it, or 'Continue' to train it further at a {round(1 / self.lr_scale):d}x lower learning rate.")
         self.session.fail(msg)

@@ -60,11 +60,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss diverged). ``result`` holds the model with the last good weights."""
+    """Training cannot go on (e.g. the loss diverged). ``result`` holds the model with the last good weights;
+    ``reason`` is what went wrong without the advice on what to do (the message has both)."""
 
-    def __init__(self, message: str, result: "TrainResult | None" = None) -> None:
+    def __init__(self, message: str, result: "TrainResult | None" = None, reason: str | None = None) -> None:
         super().__init__(message)
         self.result = result
+        self.reason = reason or message
 
 
 @dataclass
@@ -317,13 +319,13 @@ def train(
             if not math.isfinite(grad_norm):  # a non-finite loss or gradient: never apply this step
                 optimizer.zero_grad(set_to_none=True)
                 what = "gradient norm" if np.isfinite(values).all() else "loss"
+                reason = (f"training stopped at step {step + 1} (epoch {epoch}): the {what} is not finite "
+                          f"(loss {values[0]:.4g}, seg {values[1]:.4g}, L_r {values[2]:.4g}, L_d {values[3]:.4g})")
                 raise TrainingError(
-                    f"training stopped at step {step + 1} (epoch {epoch}): the {what} is not finite "
-                    f"(loss {values[0]:.4g}, seg {values[1]:.4g}, L_r {values[2]:.4g}, L_d {values[3]:.4g}). "
-                    f"Lower the learning rate (e.g. lr={config.lr / 10:g}), set grad_clip (e.g. 1.0), check the "
+                    f"{reason}. Lower the learning rate (e.g. lr={config.lr / 10:g}), set grad_clip (e.g. 1.0), check the "
                     f"masks for errors, or turn bf16 off. The weights of the last good step ({step}) are in "
                     "error.result.model; continue from them with init_model=error.result.model.",
-                    finish("error"),
+                    finish("error"), reason,
                 )
             optimizer.step()
             step += 1
