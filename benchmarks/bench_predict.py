@@ -6,7 +6,9 @@
 Prints one row per model: parameter count, model-fingerprint time (paid once per model swap), image
 encoder time per image (resize + normalise + encoder, no cache), and the median / 95th percentile of
 ``Predictor.predict`` over ``--runs`` prompts (alternating 1-3 random points and random boxes, single
-mask, on a ``--size`` image).
+mask, on a ``--size`` image) -- as shipped, where stock SAM decoders run as ``InteractiveDecoder``
+-- and, in the same run on the same prompts, through segment-anything's own ``MaskDecoder.forward`` and
+``Sam.postprocess_masks`` (``ref.`` columns).
 """
 
 from __future__ import annotations
@@ -60,12 +62,10 @@ def bench_model(model_type: str, encoder_runs: int, prompt_runs: int, height: in
     predictor.set_embedding(embedding)
 
     prompts = _prompts(prompt_runs, height, width, np.random.default_rng(0))
-    predictor.predict(**prompts[0], multimask_output=False)  # warm-up
-    prompt_s = []
-    for prompt in prompts:
-        start = time.perf_counter()
-        predictor.predict(**prompt, multimask_output=False)
-        prompt_s.append(time.perf_counter() - start)
+    predictor.use_interactive_decoder = True
+    prompt_s = _time_prompts(predictor, prompts)
+    predictor.use_interactive_decoder = False  # segment-anything's MaskDecoder.forward, same run
+    reference_s = _time_prompts(predictor, prompts)
     return {
         "model": model_type,
         "params": params,
@@ -75,7 +75,19 @@ def bench_model(model_type: str, encoder_runs: int, prompt_runs: int, height: in
         "prompt_median_ms": 1000 * float(np.median(prompt_s)),
         "prompt_p95_ms": 1000 * float(np.percentile(prompt_s, 95)),
         "prompt_runs": prompt_runs,
+        "reference_median_ms": 1000 * float(np.median(reference_s)),
+        "reference_p95_ms": 1000 * float(np.percentile(reference_s, 95)),
     }
+
+
+def _time_prompts(predictor: Predictor, prompts: list[dict]) -> list[float]:
+    predictor.predict(**prompts[0], multimask_output=False)  # warm-up (and the per-image decoder cache)
+    seconds = []
+    for prompt in prompts:
+        start = time.perf_counter()
+        predictor.predict(**prompt, multimask_output=False)
+        seconds.append(time.perf_counter() - start)
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,16 +108,21 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(bench_model("vit_b", args.vit_b_encoder_runs, args.runs, height, width))
 
     print(f"image {height}x{width}, torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
-    header = f"{'model':<6} {'params':>8} {'fingerprint':>11} {'encoder/img':>12} {'prompt median':>13} {'prompt p95':>10}"
+    header = (
+        f"{'model':<6} {'params':>8} {'fingerprint':>11} {'encoder/img':>12} {'prompt median':>13} "
+        f"{'prompt p95':>10} {'ref. median':>11} {'ref. p95':>9}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
         print(
             f"{r['model']:<6} {r['params'] / 1e6:>7.1f}M {r['fingerprint_s']:>10.2f}s "
             f"{r['encoder_s']:>9.2f}s x{r['encoder_runs']} {r['prompt_median_ms']:>10.1f} ms "
-            f"{r['prompt_p95_ms']:>7.1f} ms"
+            f"{r['prompt_p95_ms']:>7.1f} ms {r['reference_median_ms']:>8.1f} ms {r['reference_p95_ms']:>6.1f} ms"
         )
-    print(f"(prompt times over {args.runs} prompts: alternating 1-3 points and boxes, single mask)")
+    print(f"(prompt times over {args.runs} prompts: alternating 1-3 points and boxes, single mask;")
+    print(" 'prompt' = Predictor.predict as shipped (InteractiveDecoder), 'ref.' = the same prompts through")
+    print(" segment-anything's MaskDecoder.forward and Sam.postprocess_masks, same run)")
 
 
 if __name__ == "__main__":

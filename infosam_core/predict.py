@@ -38,12 +38,14 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from infosam_core.atomic import atomic_path
 from infosam_core.images import to_rgb_uint8
+from infosam_core.interactive_decoder import InteractiveDecoder, supports as interactive_decoder_supports
 from infosam_core.models import model_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -96,10 +98,18 @@ def _weights_stamp(module: torch.nn.Module) -> tuple:
 class Predictor(SamPredictor):
     """SamPredictor with cached, thread-safe embeddings and model hot swap (see the module docstring)."""
 
-    def __init__(self, sam: Sam, cache_size: int = 8, cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        sam: Sam,
+        cache_size: int = 8,
+        cache_dir: str | Path | None = None,
+        use_interactive_decoder: bool = True,
+    ) -> None:
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self.cache_size = cache_size
+        #: run stock SAM decoders as :class:`InteractiveDecoder` (False: call ``sam.mask_decoder`` as is)
+        self.use_interactive_decoder = use_interactive_decoder
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._lock = threading.RLock()  # the model: held during encoder passes and swaps
         self._fingerprint_lock = threading.RLock()  # short: the fingerprint and its weights stamp
@@ -107,6 +117,7 @@ class Predictor(SamPredictor):
         self._cache: OrderedDict[str, ImageEmbedding] = OrderedDict()
         self._embedding: Optional[ImageEmbedding] = None
         super().__init__(sam)
+        self._decoder = _interactive_decoder(sam)
         self._fingerprint = model_fingerprint(sam.image_encoder)
         self._stamp = _weights_stamp(sam.image_encoder)
 
@@ -129,6 +140,7 @@ class Predictor(SamPredictor):
         fingerprint, stamp = model_fingerprint(sam.image_encoder), _weights_stamp(sam.image_encoder)
         with self._lock, self._fingerprint_lock:
             self.model = sam
+            self._decoder = _interactive_decoder(sam)
             self.transform = ResizeLongestSide(sam.image_encoder.img_size)
             self._fingerprint, self._stamp = fingerprint, stamp
         self._reembed_current()
@@ -339,11 +351,26 @@ class Predictor(SamPredictor):
         multimask_output: bool = True,
         return_logits: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """SamPredictor.predict_torch (batched, already transformed prompts), under inference mode."""
+        """SamPredictor.predict_torch (batched, already transformed prompts), under inference mode.
+
+        With segment-anything's stock mask decoder the decoder runs as :class:`InteractiveDecoder`
+        (same outputs to float32 rounding; the image's share of the work is done once per image).
+        """
         with torch.inference_mode():
-            return super().predict_torch(
-                point_coords, point_labels, boxes, mask_input, multimask_output, return_logits
+            decoder = self._decoder if self.use_interactive_decoder else None
+            if decoder is None or not self.is_image_set or self.features.shape[0] != 1:
+                return super().predict_torch(
+                    point_coords, point_labels, boxes, mask_input, multimask_output, return_logits
+                )
+            points = (point_coords, point_labels) if point_coords is not None else None
+            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+            low_res_masks, iou_predictions = decoder(
+                self.features, sparse, dense if mask_input is not None else None, multimask_output
             )
+            masks = _postprocess_masks(self.model, low_res_masks, self.input_size, self.original_size)
+            if not return_logits:
+                masks = masks > self.model.mask_threshold
+            return masks, iou_predictions, low_res_masks
 
     def _check_prompts(
         self, point_coords: Any, point_labels: Any, box: Any, mask_input: Any
@@ -383,6 +410,26 @@ class Predictor(SamPredictor):
                     f"got {mask.shape}"
                 )
         return coords, labels, box_array, mask
+
+
+def _postprocess_masks(
+    sam: Sam, masks: torch.Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...]
+) -> torch.Tensor:
+    """``Sam.postprocess_masks`` without its second resize when that resize is to the same size.
+
+    (A bilinear resize to the same size samples every pixel at its own position: the result is the
+    input, bit for bit. It happens whenever the image's longest side is the encoder's input size.)
+    """
+    size = sam.image_encoder.img_size
+    masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
+    masks = masks[..., : input_size[0], : input_size[1]]
+    if tuple(masks.shape[-2:]) != tuple(original_size):
+        masks = F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
+    return masks
+
+
+def _interactive_decoder(sam: Sam) -> Optional[InteractiveDecoder]:
+    return InteractiveDecoder(sam) if interactive_decoder_supports(sam) else None
 
 
 def _as_float_array(value: Any, name: str) -> np.ndarray:
