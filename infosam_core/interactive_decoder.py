@@ -48,6 +48,8 @@ from segment_anything.modeling.mask_decoder import MaskDecoder
 from segment_anything.modeling.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
 from torch import nn
 
+from infosam_core.models import weights_stamp
+
 
 _UPSCALE_BLOCK_TOKENS = 512  # image tokens per block of the upscaling (512 x 16 pixels x 32 channels = 1 MB)
 
@@ -126,19 +128,8 @@ class InteractiveDecoder:
         self._state = None
 
     # ------------------------------------------------------------------------------------------ state
-    def _weights_stamp(self) -> tuple:
-        stamp = []
-        for module in (self.sam.mask_decoder, self.sam.prompt_encoder):
-            for t in module.state_dict(keep_vars=True).values():
-                try:
-                    version = t._version
-                except RuntimeError:
-                    version = -1
-                stamp.append((t.data_ptr(), version))
-        return tuple(stamp)
-
     def _image_state(self, embedding: torch.Tensor) -> _ImageState:
-        stamp = self._weights_stamp()
+        stamp = (weights_stamp(self.sam.mask_decoder), weights_stamp(self.sam.prompt_encoder))
         state = self._state
         if state is None or state.embedding is not embedding or state.stamp != stamp:
             pe = self.sam.prompt_encoder.get_dense_pe()  # (1, C, h, w)

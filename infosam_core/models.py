@@ -272,6 +272,18 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def weights_stamp(module: torch.nn.Module) -> tuple:
+    """Cheap identity of a module's weights: changes when any tensor is replaced or modified in place."""
+    stamp = []
+    for name, t in module.state_dict(keep_vars=True).items():
+        try:
+            version = t._version
+        except RuntimeError:  # inference tensors have no version counter
+            version = -1
+        stamp.append((name, t.data_ptr(), version, tuple(t.shape), t.dtype))
+    return tuple(stamp)
+
+
 def save_sam_weights(sam: Sam, path: str | Path, half: bool = True, metadata: dict | None = None) -> Path:
     """Write SAM weights as safetensors (fp16 by default, to keep the bundled file small), atomically."""
     from safetensors.torch import save_file

@@ -49,7 +49,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from infosam_core.atomic import atomic_path
 from infosam_core.images import to_rgb_uint8
 from infosam_core.interactive_decoder import InteractiveDecoder, supports as interactive_decoder_supports
-from infosam_core.models import model_fingerprint
+from infosam_core.models import model_fingerprint, weights_stamp
 
 logger = logging.getLogger(__name__)
 
@@ -86,18 +86,6 @@ def image_hash(image: np.ndarray) -> str:
     return h.hexdigest()[:32]
 
 
-def _weights_stamp(module: torch.nn.Module) -> tuple:
-    """Cheap identity of a module's weights: changes when any tensor is replaced or modified in place."""
-    stamp = []
-    for name, t in module.state_dict(keep_vars=True).items():
-        try:
-            version = t._version
-        except RuntimeError:  # inference tensors have no version counter
-            version = -1
-        stamp.append((name, t.data_ptr(), version, tuple(t.shape), t.dtype))
-    return tuple(stamp)
-
-
 class Predictor(SamPredictor):
     """SamPredictor with cached, thread-safe embeddings and model hot swap (see the module docstring)."""
 
@@ -122,14 +110,14 @@ class Predictor(SamPredictor):
         super().__init__(sam)
         self._decoder = _interactive_decoder(sam)
         self._fingerprint = model_fingerprint(sam.image_encoder)
-        self._stamp = _weights_stamp(sam.image_encoder)
+        self._stamp = weights_stamp(sam.image_encoder)
 
     # ----------------------------------------------------------------------------------------- model
     @property
     def model_fingerprint(self) -> str:
         """Fingerprint of the current encoder's weights (recomputed if they may have changed)."""
         with self._fingerprint_lock:
-            stamp = _weights_stamp(self.model.image_encoder)
+            stamp = weights_stamp(self.model.image_encoder)
             if stamp != self._stamp:
                 self._fingerprint = model_fingerprint(self.model.image_encoder)
                 self._stamp = stamp
@@ -140,7 +128,7 @@ class Predictor(SamPredictor):
 
         An image set with ``set_torch_image`` (no RGB image kept) is unset instead.
         """
-        fingerprint, stamp = model_fingerprint(sam.image_encoder), _weights_stamp(sam.image_encoder)
+        fingerprint, stamp = model_fingerprint(sam.image_encoder), weights_stamp(sam.image_encoder)
         with self._lock, self._fingerprint_lock:
             self.model = sam
             self._decoder = _interactive_decoder(sam)
@@ -156,7 +144,7 @@ class Predictor(SamPredictor):
         """
         with self._fingerprint_lock:
             self._fingerprint = model_fingerprint(self.model.image_encoder)
-            self._stamp = _weights_stamp(self.model.image_encoder)
+            self._stamp = weights_stamp(self.model.image_encoder)
             fingerprint = self._fingerprint
         if self._embedding is not None and self._embedding.model_fingerprint != fingerprint:
             self._reembed_current()
@@ -420,17 +408,16 @@ class Predictor(SamPredictor):
 def _postprocess_masks(
     sam: Sam, masks: torch.Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...]
 ) -> torch.Tensor:
-    """``Sam.postprocess_masks`` without its second resize when that resize is to the same size.
+    """``Sam.postprocess_masks``, minus its second resize when that resize is to the same size.
 
-    (A bilinear resize to the same size samples every pixel at its own position: the result is the
-    input, bit for bit. It happens whenever the image's longest side is the encoder's input size.)
+    That happens whenever the image's longest side is the encoder's input size; a bilinear resize to
+    the same size samples every pixel at its own position, so skipping it changes no bit.
     """
+    if tuple(input_size) != tuple(original_size):
+        return sam.postprocess_masks(masks, input_size, original_size)
     size = sam.image_encoder.img_size
     masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
-    masks = masks[..., : input_size[0], : input_size[1]]
-    if tuple(masks.shape[-2:]) != tuple(original_size):
-        masks = F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
-    return masks
+    return masks[..., : input_size[0], : input_size[1]]
 
 
 def _interactive_decoder(sam: Sam) -> Optional[InteractiveDecoder]:

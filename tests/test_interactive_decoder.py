@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
+from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from torch import nn
 
 from infosam_core.interactive_decoder import InteractiveDecoder, supports
@@ -173,14 +173,12 @@ def test_predictor_uses_it_and_falls_back_for_other_decoders(random_tiny_sam):
 
 
 @pytest.mark.parametrize("original_size", [(1024, 768), (1024, 1024), (520, 696)])
-def test_postprocess_skips_only_an_identity_resize(random_tiny_sam, original_size):
-    sam = _sam_sized()
-    sam.image_encoder = SimpleNamespace(img_size=1024)
+def test_postprocess_skips_only_an_identity_resize(original_size):
+    sam = SimpleNamespace(image_encoder=SimpleNamespace(img_size=1024))  # all postprocess_masks reads
+    sam.postprocess_masks = Sam.postprocess_masks.__get__(sam)
     scale = 1024 / max(original_size)
     input_size = tuple(int(s * scale + 0.5) for s in original_size)
     low_res = torch.randn(2, 3, 256, 256)
-    want = random_tiny_sam.postprocess_masks.__func__(
-        SimpleNamespace(image_encoder=sam.image_encoder), low_res, input_size, original_size
-    )
+    want = Sam.postprocess_masks(sam, low_res, input_size, original_size)
     got = _postprocess_masks(sam, low_res, input_size, original_size)
     assert torch.equal(got, want)
