@@ -292,7 +292,7 @@ def save_sam_weights(sam: Sam, path: str | Path, half: bool = True, metadata: di
 
     path = Path(path)
     tensors = {
-        k: (v.half() if half and v.is_floating_point() else v).contiguous()
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in sam.state_dict().items()
     }
     meta = {"model_type": getattr(sam, "model_type", "unknown")}

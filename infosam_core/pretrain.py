@@ -13,6 +13,11 @@ single-point prompt only the best of the three multimask outputs is back-propaga
 
 Some scenes are cropped to a random aspect and padded like ``Sam.preprocess`` pads, so the model sees the
 padding it meets at inference on non-square images.
+
+Speed: all prompts of a step go through the mask decoder together (one call for the box-prompted objects,
+one for the point-prompted ones, one per corrective round), each object on its own image's embedding
+(:func:`decode_many`); scenes can be drawn in worker processes (``data_workers``) while the model trains,
+on the CPU or a GPU (``device``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
+from torch.utils.data import DataLoader, IterableDataset
 
 from infosam_core.losses import dice_loss, mask_iou, sigmoid_focal_loss
 from infosam_core.models import build_sam, load_sam, save_sam_weights
@@ -58,6 +64,8 @@ class PretrainConfig:
     resume: bool = True
     init_weights: Path | None = None  # start from these weights (e.g. the bundled model) instead of random
     threads: int | None = None
+    device: str = "cpu"  # "cuda" on a GPU machine
+    data_workers: int = 0  # processes drawing scenes ahead of the model (0: drawn in the training process)
     scene: SceneConfig = field(default_factory=SceneConfig)
 
 
@@ -68,6 +76,11 @@ class PromptBatch:
     coords: torch.Tensor | None  # (K, N, 2) x, y
     labels: torch.Tensor | None  # (K, N) 1 = foreground, 0 = background
     boxes: torch.Tensor | None  # (K, 4) x0, y0, x1, y1
+
+    def select(self, index: torch.Tensor) -> "PromptBatch":
+        """The prompts of the objects ``index`` (a (K',) long tensor)."""
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        return PromptBatch(pick(self.coords), pick(self.labels), pick(self.boxes))
 
     def with_point(self, coords: torch.Tensor, labels: torch.Tensor) -> "PromptBatch":
         if self.coords is None:
@@ -82,15 +95,15 @@ def noisy_boxes(masks: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     k, h, w = masks.shape
     ys = masks.any(2)
     xs = masks.any(1)
-    ar_y = torch.arange(h, dtype=torch.float32)
-    ar_x = torch.arange(w, dtype=torch.float32)
+    ar_y = torch.arange(h, dtype=torch.float32, device=masks.device)
+    ar_x = torch.arange(w, dtype=torch.float32, device=masks.device)
     y0 = torch.where(ys, ar_y, float(h)).amin(1)
     y1 = torch.where(ys, ar_y, -1.0).amax(1)
     x0 = torch.where(xs, ar_x, float(w)).amin(1)
     x1 = torch.where(xs, ar_x, -1.0).amax(1)
     boxes = torch.stack([x0, y0, x1, y1], 1)
     side = torch.stack([x1 - x0, y1 - y0, x1 - x0, y1 - y0], 1).clamp(min=1)
-    noise = (torch.randn(k, 4, generator=gen) * 0.1 * side).clamp(-20, 20)
+    noise = (torch.randn(k, 4, generator=gen).to(masks.device) * 0.1 * side).clamp(-20, 20)
     boxes = boxes + noise
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w - 1)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h - 1)
@@ -98,12 +111,21 @@ def noisy_boxes(masks: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def sample_points(region: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One uniformly random pixel of each (K, H, W) region -> (K, 2) x, y and a (K,) bool 'found'."""
+    """One uniformly random pixel of each (K, H, W) region -> (K, 2) x, y and a (K,) bool 'found'.
+
+    An empty region gives a uniformly random pixel of the image. Draws the r-th pixel of the region (r uniform
+    below its size) through a running count; ``torch.multinomial`` over every pixel took 20x longer.
+    """
     k, h, w = region.shape
-    flat = region.flatten(1).float()
-    found = flat.sum(1) > 0
-    weights = torch.where(found[:, None], flat, torch.ones_like(flat))
-    idx = torch.multinomial(weights, 1, generator=gen)[:, 0]
+    flat = region.flatten(1)
+    running = flat.to(torch.int32).cumsum(1, dtype=torch.int32)
+    counts = running[:, -1]
+    found = counts > 0
+    u = torch.rand(k, generator=gen).to(region.device)
+    size = torch.where(found, counts, torch.full_like(counts, h * w))
+    rank = (u * size).long().clamp(max=size.long() - 1)  # 0 .. size-1
+    in_region = torch.searchsorted(running, (rank + 1)[:, None].to(torch.int32)).squeeze(1)
+    idx = torch.where(found, in_region, rank)
     return torch.stack([(idx % w).float(), (idx // w).float()], 1), found
 
 
@@ -114,7 +136,7 @@ def corrective_point(pred: torch.Tensor, gt: torch.Tensor, gen: torch.Generator)
     fg_coords, _ = sample_points(gt, gen)
     coords = torch.where(found[:, None], coords, fg_coords)
     x, y = coords[:, 0].long(), coords[:, 1].long()
-    labels = gt[torch.arange(gt.shape[0]), y, x].long()
+    labels = gt[torch.arange(gt.shape[0], device=gt.device), y, x].long()
     return coords, labels
 
 
@@ -142,20 +164,78 @@ def mask_losses(
     return (seg + iou_loss).view(k, m), actual.view(k, m)
 
 
-def decode(sam: Sam, embedding: torch.Tensor, prompts: PromptBatch, mask_input: torch.Tensor | None):
-    """All four mask outputs for K prompts on one image embedding (1, C, h, w).
+def decode_many(sam: Sam, embeddings: torch.Tensor, prompts: PromptBatch, mask_input: torch.Tensor | None):
+    """All four mask outputs for N prompts, prompt n on image embedding ``embeddings[n]`` ((N, C, h, w)).
 
-    Returns low-res logits (K, 4, 4h, 4w) and IoU predictions (K, 4); output 0 is the single-mask output,
-    1..3 the multimask ones (segment-anything's MaskDecoder layout).
+    segment-anything's ``MaskDecoder.predict_masks`` repeats *one* image's embedding for every prompt; this
+    is the same computation with the same modules for prompts on different images, so the objects of a
+    whole step go through the decoder in one call. Returns low-res logits (N, 4, 4h, 4w) and IoU
+    predictions (N, 4); output 0 is the single-mask output, 1..3 the multimask ones.
     """
     points = (prompts.coords, prompts.labels) if prompts.coords is not None else None
     sparse, dense = sam.prompt_encoder(points=points, boxes=prompts.boxes, masks=mask_input)
-    return sam.mask_decoder.predict_masks(
-        image_embeddings=embedding,
-        image_pe=sam.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
+    dec = sam.mask_decoder
+    output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+    tokens = torch.cat([output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1), sparse], dim=1)
+    src = embeddings + dense
+    pos_src = sam.prompt_encoder.get_dense_pe().expand(src.shape[0], -1, -1, -1)
+    b, c, h, w = src.shape
+    hs, src = dec.transformer(src, pos_src, tokens)
+    iou_token_out = hs[:, 0, :]
+    mask_tokens_out = hs[:, 1 : 1 + dec.num_mask_tokens, :]
+    upscaled = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+    hyper_in = torch.stack(
+        [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1
     )
+    b, c, h, w = upscaled.shape
+    masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+    return masks, dec.iou_prediction_head(iou_token_out)
+
+
+def draw_training_scene(
+    generator: SceneGenerator, rng: np.random.Generator, masks_per_image: int, p_pad: float
+) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor] | None:
+    """One training sample: image (3, S, S) uint8, its valid (h, w) and up to ``masks_per_image`` object masks.
+
+    With probability ``p_pad`` the scene is cut to a random non-square (h, w) at the top-left, the rest to be
+    padded like ``Sam.preprocess`` pads; the objects' masks are cut alike. None when no object is visible.
+    """
+    image, labels = generator.generate(rng)
+    s = generator.config.image_size
+    h = w = s
+    if rng.random() < p_pad:
+        h, w = (int(rng.integers(s // 2, s)), s) if rng.random() < 0.5 else (s, int(rng.integers(s // 2, s)))
+        labels = labels.copy()
+        labels[h:, :] = 0
+        labels[:, w:] = 0
+    ids, counts = np.unique(labels, return_counts=True)
+    ids = ids[(ids > 0) & (counts >= generator.config.min_visible_area)]
+    if ids.size == 0:
+        return None
+    chosen = rng.choice(ids, size=min(masks_per_image, ids.size), replace=False)
+    target = torch.from_numpy(labels[None] == chosen[:, None, None])
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous(), (h, w), target
+
+
+class SceneStream(IterableDataset):
+    """An endless stream of training scenes; each DataLoader worker draws its own, seeded by (seed, worker)."""
+
+    def __init__(self, scene: SceneConfig, masks_per_image: int, p_pad: float, seed: int, start_step: int):
+        self.scene = scene
+        self.masks_per_image = masks_per_image
+        self.p_pad = p_pad
+        self.seed = seed
+        self.start_step = start_step
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        rng = np.random.default_rng([self.seed, self.start_step, worker])
+        generator = SceneGenerator(self.scene)
+        while True:
+            sample = draw_training_scene(generator, rng, self.masks_per_image, self.p_pad)
+            if sample is not None:
+                yield sample
 
 
 class Pretrainer:
@@ -166,9 +246,14 @@ class Pretrainer:
         self.sam = (
             load_sam(config.model_type, config.init_weights) if config.init_weights else build_sam(config.model_type)
         ).train()
-        self.generator = SceneGenerator(config.scene)
-        self.rng = np.random.default_rng(config.seed)
+        self.device = torch.device(config.device)
+        self.sam.to(self.device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.rng = np.random.default_rng(config.seed)  # prompt choices (scenes come from their own stream)
         self.gen = torch.Generator().manual_seed(config.seed)
+        self._scenes = None
         self.optimizer = torch.optim.AdamW(self.sam.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.step = 0
         self.history: list[dict] = []
@@ -223,33 +308,88 @@ class Pretrainer:
         # a fresh data stream after resuming (the old one is not replayed)
         self.rng = np.random.default_rng([self.config.seed, self.step])
         self.gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.step)
+        self._scenes = None
         self.log(f"resumed from {last} at step {self.step}")
 
     # -- one step --------------------------------------------------------------------------------------
+    def scenes(self):
+        """The scene stream, from ``data_workers`` processes (or this one), started at the current step."""
+        if self._scenes is None:
+            c = self.config
+            stream = SceneStream(c.scene, c.masks_per_image, c.p_pad, c.seed, self.step)
+            if c.data_workers > 0:
+                loader = DataLoader(
+                    stream, batch_size=None, num_workers=c.data_workers, prefetch_factor=8,
+                    persistent_workers=True,
+                )
+                self._scenes = iter(loader)
+            else:
+                self._scenes = iter(stream)
+        return self._scenes
+
     def make_batch(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``images_per_step`` scenes: normalised, padded images (B, 3, S, S) on the device and, per scene,
+        its objects' masks (K_b, S, S) bool on the CPU."""
         c = self.config
-        images, targets = [], []
+        samples = [next(self.scenes()) for _ in range(c.images_per_step)]
+        images = torch.stack([image for image, _, _ in samples]).to(self.device, non_blocking=True).float()
+        x = (images - self.sam.pixel_mean) / self.sam.pixel_std
         s = c.scene.image_size
-        mean = self.sam.pixel_mean.view(3, 1, 1)
-        std = self.sam.pixel_std.view(3, 1, 1)
-        while len(images) < c.images_per_step:
-            image, labels = self.generator.generate(self.rng)
-            x = (torch.from_numpy(image).permute(2, 0, 1).float() - mean) / std
-            if self.rng.random() < c.p_pad:  # a non-square image after ResizeLongestSide: pad bottom/right
-                h, w = (int(self.rng.integers(s // 2, s)), s) if self.rng.random() < 0.5 else (s, int(self.rng.integers(s // 2, s)))
-                x[:, h:, :] = 0
-                x[:, :, w:] = 0
-                labels = labels.copy()
-                labels[h:, :] = 0
-                labels[:, w:] = 0
-            ids, counts = np.unique(labels, return_counts=True)
-            ids = ids[(ids > 0) & (counts >= c.scene.min_visible_area)]
-            if ids.size == 0:
-                continue
-            chosen = self.rng.choice(ids, size=min(c.masks_per_image, ids.size), replace=False)
-            images.append(x)
-            targets.append(torch.from_numpy(labels[None] == chosen[:, None, None]))
-        return torch.stack(images), targets
+        valid = torch.zeros(len(samples), 1, s, s, dtype=torch.bool)
+        for i, (_, (h, w), _) in enumerate(samples):
+            valid[i, :, :h, :w] = True
+        x = x * valid.to(self.device)  # padding is 0 after normalisation, as in Sam.preprocess
+        return x, [target for _, _, target in samples]
+
+    def _first_and_corrective(
+        self, embeddings: torch.Tensor, gt: torch.Tensor, use_box: bool, corrective: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
+        """One prompt kind for objects ``gt`` (K, S, S) on ``embeddings`` (K, C, h, w): the first prediction,
+        then ``corrective_clicks`` rounds for the objects flagged in ``corrective`` (K,) bool.
+        Returns per-mask losses, IoU after the first prompt, IoU after the last corrective click.
+        Prompts are drawn on the model's device (from the CPU generator ``self.gen``)."""
+        c = self.config
+        s = c.scene.image_size
+        gt = gt.to(self.device)
+        gt_f = gt.float()
+        k = gt.shape[0]
+        if use_box:
+            prompts = PromptBatch(None, None, noisy_boxes(gt, self.gen))
+        else:
+            coords, _ = sample_points(gt, self.gen)
+            prompts = PromptBatch(coords[:, None], torch.ones(k, 1, dtype=torch.long, device=self.device), None)
+        low, iou_pred = decode_many(self.sam, embeddings, prompts, None)
+        logits = F.interpolate(low, (s, s), mode="bilinear", align_corners=False)
+        if use_box:
+            loss, actual = mask_losses(logits[:, :1], iou_pred[:, :1], gt_f, c.focal_weight)
+            chosen = torch.zeros(k, dtype=torch.long, device=self.device)
+            losses = [loss[:, 0]]
+        else:  # ambiguous point: the best of the three multimask outputs is trained (SAM's rule)
+            loss, actual = mask_losses(logits[:, 1:], iou_pred[:, 1:], gt_f, c.focal_weight)
+            best = loss.detach().argmin(1)
+            chosen = best + 1
+            losses = [loss.gather(1, best[:, None])[:, 0]]
+        iou_first = actual.detach().max(1).values
+        sub = corrective.nonzero()[:, 0]
+        if c.corrective_clicks == 0 or sub.numel() == 0:
+            return losses, iou_first, None
+        sub = sub.to(self.device)
+        gt, gt_f, embeddings = gt[sub], gt_f[sub], embeddings[sub]
+        prompts, chosen, low, logits = prompts.select(sub), chosen[sub], low[sub], logits[sub]
+        rows = torch.arange(gt.shape[0], device=self.device)
+        for _ in range(c.corrective_clicks):
+            prev_low = low[rows, chosen].detach()[:, None]
+            pred = logits[rows, chosen].detach() > 0
+            coords, labels = corrective_point(pred, gt, self.gen)
+            prompts = prompts.with_point(coords, labels)
+            mask_input = prev_low if self.rng.random() < 0.5 else None
+            low, iou_pred = decode_many(self.sam, embeddings, prompts, mask_input)
+            low = low[:, :1]
+            logits = F.interpolate(low, (s, s), mode="bilinear", align_corners=False)
+            loss, actual = mask_losses(logits, iou_pred[:, :1], gt_f, c.focal_weight)
+            losses.append(loss[:, 0])
+            chosen = torch.zeros_like(chosen)
+        return losses, iou_first, actual.detach()[:, 0]
 
     def train_step(self) -> dict:
         c = self.config
@@ -257,45 +397,22 @@ class Pretrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
         embeddings = self.sam.image_encoder(x)
-        s = c.scene.image_size
+        # per scene: box or point prompt (p_box), corrective clicks or not (p_corrective)
+        use_box = torch.from_numpy(self.rng.random(len(targets)) < c.p_box)
+        corrective = torch.from_numpy(self.rng.random(len(targets)) < c.p_corrective)
+        owner = torch.cat([torch.full((t.shape[0],), b, dtype=torch.long) for b, t in enumerate(targets)])
+        gt = torch.cat(targets)
         losses, ious_first, ious_last = [], [], []
-        for b, gt in enumerate(targets):
-            gt_f = gt.float()
-            use_box = bool(self.rng.random() < c.p_box)
-            if use_box:
-                prompts = PromptBatch(None, None, noisy_boxes(gt, self.gen))
-            else:
-                coords, _ = sample_points(gt, self.gen)
-                prompts = PromptBatch(coords[:, None], torch.ones(gt.shape[0], 1, dtype=torch.long), None)
-            emb = embeddings[b : b + 1]
-            low, iou_pred = decode(self.sam, emb, prompts, None)
-            logits = F.interpolate(low, (s, s), mode="bilinear", align_corners=False)
-            if use_box:
-                loss, actual = mask_losses(logits[:, :1], iou_pred[:, :1], gt_f, c.focal_weight)
-                chosen = torch.zeros(gt.shape[0], dtype=torch.long)
-                losses.append(loss[:, 0])
-            else:
-                loss, actual = mask_losses(logits[:, 1:], iou_pred[:, 1:], gt_f, c.focal_weight)
-                best = loss.detach().argmin(1)
-                chosen = best + 1
-                # best mask's full loss + the IoU head's error on the others
-                losses.append(loss.gather(1, best[:, None])[:, 0])
-            ious_first.append(actual.max(1).values)
-            ks = torch.arange(gt.shape[0])
-            n_clicks = c.corrective_clicks if self.rng.random() < c.p_corrective else 0
-            for _ in range(n_clicks):
-                prev_low = low[ks, chosen].detach()[:, None]
-                pred = logits[ks, chosen].detach() > 0
-                coords, labels = corrective_point(pred, gt, self.gen)
-                prompts = prompts.with_point(coords, labels)
-                mask_input = prev_low if self.rng.random() < 0.5 else None
-                low, iou_pred = decode(self.sam, emb, prompts, mask_input)
-                logits = F.interpolate(low[:, :1], (s, s), mode="bilinear", align_corners=False)
-                loss, actual = mask_losses(logits, iou_pred[:, :1], gt_f, c.focal_weight)
-                losses.append(loss[:, 0])
-                chosen = torch.zeros(gt.shape[0], dtype=torch.long)
-                low = low[:, :1]
-                ious_last.append(actual[:, 0])
+        for box_kind in (True, False):
+            idx = (use_box[owner] == box_kind).nonzero()[:, 0]
+            if idx.numel() == 0:
+                continue
+            emb = embeddings[owner[idx].to(self.device)]
+            group_losses, first, last = self._first_and_corrective(emb, gt[idx], box_kind, corrective[owner[idx]])
+            losses += group_losses
+            ious_first.append(first)
+            if last is not None:
+                ious_last.append(last)
         total = torch.cat(losses).mean()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()

@@ -5,15 +5,25 @@ import torch
 
 from infosam_core.cli import main
 from infosam_core.models import load_sam
-from infosam_core.pretrain import PretrainConfig, Pretrainer, corrective_point, noisy_boxes
+from infosam_core.pretrain import (
+    PretrainConfig,
+    Pretrainer,
+    PromptBatch,
+    SceneStream,
+    corrective_point,
+    decode_many,
+    noisy_boxes,
+    sample_points,
+)
 from infosam_core.synthetic import SceneConfig
 
 
 def small_config(tmp_path, **kw):
-    return PretrainConfig(
+    settings = dict(
         out_dir=tmp_path, steps=2, images_per_step=1, masks_per_image=2, warmup_steps=1, checkpoint_every=1,
-        log_every=1, scene=SceneConfig(max_objects=4), p_corrective=1.0, **kw,
+        log_every=1, scene=SceneConfig(max_objects=4), p_corrective=1.0,
     )
+    return PretrainConfig(**{**settings, **kw})
 
 
 def test_boxes_and_corrective_clicks():
@@ -35,6 +45,23 @@ def test_boxes_and_corrective_clicks():
     assert pred[1, y1, x1] and not gt[1, y1, x1] and labels[1] == 0
 
 
+def test_sample_points_draws_uniformly_inside_each_region():
+    gen = torch.Generator().manual_seed(0)
+    regions = torch.zeros(3, 5, 7, dtype=torch.bool)
+    regions[0, 1, 2] = regions[0, 3, 4] = regions[0, 4, 6] = True  # three pixels
+    regions[1, :, 3] = True  # one column
+    hits = torch.zeros(3, 5, 7)
+    for _ in range(3000):
+        coords, found = sample_points(regions, gen)
+        assert found.tolist() == [True, True, False]
+        x, y = coords[:, 0].long(), coords[:, 1].long()
+        hits[torch.arange(3), y, x] += 1
+    assert not hits[:2][~regions[:2]].any()  # never outside a non-empty region
+    assert torch.allclose(hits[0][regions[0]], torch.full((3,), 1000.0), rtol=0.15)  # each ~1/3
+    assert torch.allclose(hits[1][regions[1]], torch.full((5,), 600.0), rtol=0.2)  # each ~1/5
+    assert (hits[2] > 0).sum() > 30  # an empty region: any pixel of the image (35)
+
+
 @pytest.mark.slow
 def test_pretrain_steps_checkpoint_and_resume(tmp_path):
     trainer = Pretrainer(small_config(tmp_path))
@@ -54,3 +81,68 @@ def test_pretrain_cli_registered():
     with pytest.raises(SystemExit) as exc:
         main(["pretrain", "--help"])
     assert exc.value.code == 0
+
+
+@pytest.mark.parametrize("kind", ["box", "points", "points+mask"])
+def test_decode_many_matches_segment_anything_per_image(kind):
+    """Prompts on different images in one call give what MaskDecoder.predict_masks gives image by image."""
+    torch.manual_seed(0)
+    sam = load_sam("tiny").eval()
+    emb_size = sam.prompt_encoder.image_embedding_size
+    embeddings = torch.randn(2, 256, *emb_size)
+    k = 3  # objects per image
+    gen = torch.Generator().manual_seed(1)
+    s = sam.image_encoder.img_size
+    boxes = coords = labels = masks = None
+    if kind == "box":
+        xy = torch.rand(2 * k, 2, generator=gen) * s / 2
+        boxes = torch.cat([xy, xy + s / 3], 1)
+    else:
+        coords = torch.rand(2 * k, 2, 2, generator=gen) * s
+        labels = torch.tensor([[1, 0]] * (2 * k))
+        if kind == "points+mask":
+            masks = torch.randn(2 * k, 1, 4 * emb_size[0], 4 * emb_size[1], generator=gen)
+    prompts = PromptBatch(coords, labels, boxes)
+    owner = torch.tensor([0, 1, 0, 1, 1, 0])
+    with torch.no_grad():
+        low, iou = decode_many(sam, embeddings[owner], prompts, masks)
+        for img in range(2):
+            idx = (owner == img).nonzero()[:, 0]
+            sub = prompts.select(idx)
+            points = (sub.coords, sub.labels) if sub.coords is not None else None
+            sub_masks = None if masks is None else masks[idx]
+            sparse, dense = sam.prompt_encoder(points=points, boxes=sub.boxes, masks=sub_masks)
+            ref_low, ref_iou = sam.mask_decoder.predict_masks(
+                embeddings[img : img + 1], sam.prompt_encoder.get_dense_pe(), sparse, dense
+            )
+            assert low.shape[1] == 4 and iou.shape == (2 * k, 4)
+            torch.testing.assert_close(low[idx], ref_low, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(iou[idx], ref_iou, atol=1e-5, rtol=1e-5)
+
+
+def test_scene_stream_workers_draw_different_reproducible_scenes():
+    from torch.utils.data import DataLoader
+
+    stream = SceneStream(SceneConfig(max_objects=4), masks_per_image=2, p_pad=0.5, seed=3, start_step=0)
+
+    def first(n_workers, count=4):
+        loader = DataLoader(stream, batch_size=None, num_workers=n_workers)
+        it = iter(loader)
+        return [next(it) for _ in range(count)]
+
+    a, b = first(2), first(2)
+    for (img_a, hw_a, t_a), (img_b, hw_b, t_b) in zip(a, b):
+        assert torch.equal(img_a, img_b) and hw_a == hw_b and torch.equal(t_a, t_b)  # same seed, same scenes
+    assert not torch.equal(a[0][0], a[1][0])  # worker 0 and worker 1 draw different scenes
+    for image, (h, w), target in a:
+        assert image.dtype == torch.uint8 and image.shape == (3, 256, 256)
+        assert target.dtype == torch.bool and 1 <= target.shape[0] <= 2
+        assert target.flatten(1).any(1).all()  # every chosen object is visible
+        assert not target[:, h:, :].any() and not target[:, :, w:].any()  # nothing in the padding
+
+
+@pytest.mark.slow
+def test_pretrain_with_data_workers(tmp_path):
+    trainer = Pretrainer(small_config(tmp_path, data_workers=2, images_per_step=2))
+    trainer.run()
+    assert trainer.step == 2 and all(math.isfinite(h["loss"]) for h in trainer.history)

@@ -20,6 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument(
+        "--data-workers", type=int, default=0, help="processes drawing scenes ahead of the model (default 0)"
+    )
+    p.add_argument("--log-every", type=int, default=20, help="steps per log line / history entry")
     p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--init", type=Path, default=None, help="continue from these weights (fresh optimizer)")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if OUT/last.pt exists")
@@ -38,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         threads=args.threads,
+        device=args.device,
+        data_workers=args.data_workers,
+        log_every=args.log_every,
         time_budget_s=args.time_budget,
         resume=not args.no_resume,
         init_weights=args.init,
