@@ -254,6 +254,7 @@ class Pretrainer:
         self.rng = np.random.default_rng(config.seed)  # prompt choices (scenes come from their own stream)
         self.gen = torch.Generator().manual_seed(config.seed)
         self._scenes = None
+        self._data_wait_s = 0.0  # time spent waiting for scenes since the last log line
         self.optimizer = torch.optim.AdamW(self.sam.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.step = 0
         self.history: list[dict] = []
@@ -331,7 +332,9 @@ class Pretrainer:
         """``images_per_step`` scenes: normalised, padded images (B, 3, S, S) on the device and, per scene,
         its objects' masks (K_b, S, S) bool on the CPU."""
         c = self.config
+        waited = time.perf_counter()
         samples = [next(self.scenes()) for _ in range(c.images_per_step)]
+        self._data_wait_s += time.perf_counter() - waited
         images = torch.stack([image for image, _, _ in samples]).to(self.device, non_blocking=True).float()
         x = (images - self.sam.pixel_mean) / self.sam.pixel_std
         s = c.scene.image_size
@@ -436,6 +439,8 @@ class Pretrainer:
         (Path(c.out_dir) / "config.json").write_text(json.dumps(asdict(c), default=str, indent=2))
         start = self._start = time.time()
         window: list[dict] = []
+        window_start = time.time()
+        self._data_wait_s = 0.0
         while self.step < c.steps:
             if c.time_budget_s is not None and self._elapsed_before + time.time() - start > c.time_budget_s:
                 self.log(f"time budget reached at step {self.step}")
@@ -447,13 +452,18 @@ class Pretrainer:
             if self.step % c.log_every == 0 or self.step == c.steps:
                 mean = {k: float(np.nanmean([w[k] for w in window])) for k in ("loss", "iou_first", "iou_corrected")}
                 elapsed = self._elapsed_before + time.time() - start
-                mean.update(step=self.step, lr=stats["lr"], elapsed_s=round(elapsed, 1))
+                # share of the wall time spent waiting for scenes: near 1 means the data engine is the limit
+                data_share = self._data_wait_s / max(time.time() - window_start, 1e-9)
+                mean.update(step=self.step, lr=stats["lr"], elapsed_s=round(elapsed, 1), data_wait=round(data_share, 3))
                 self.history.append(mean)
                 self.log(
                     f"step {self.step}/{c.steps} loss {mean['loss']:.4f} IoU first {mean['iou_first']:.3f} "
-                    f"corrected {mean['iou_corrected']:.3f} lr {stats['lr']:.2e} {elapsed:.0f}s"
+                    f"corrected {mean['iou_corrected']:.3f} lr {stats['lr']:.2e} {elapsed:.0f}s "
+                    f"(scenes {data_share:.0%} of the time)"
                 )
                 window = []
+                window_start = time.time()
+                self._data_wait_s = 0.0
             if self.step % c.checkpoint_every == 0:
                 self.save()
         self.save()

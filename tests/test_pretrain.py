@@ -68,6 +68,7 @@ def test_pretrain_steps_checkpoint_and_resume(tmp_path):
     before = {k: v.clone() for k, v in trainer.sam.state_dict().items()}
     weights = trainer.run()
     assert trainer.step == 2 and all(math.isfinite(h["loss"]) for h in trainer.history)
+    assert all(0.0 <= h["data_wait"] <= 1.0 for h in trainer.history)  # logged share of time spent on scenes
     after = trainer.sam.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     sam = load_sam("tiny", weights)  # the written file is a valid tiny checkpoint
