@@ -441,31 +441,37 @@ class Pretrainer:
         window: list[dict] = []
         window_start = time.time()
         self._data_wait_s = 0.0
-        while self.step < c.steps:
-            if c.time_budget_s is not None and self._elapsed_before + time.time() - start > c.time_budget_s:
-                self.log(f"time budget reached at step {self.step}")
-                break
-            stats = self.train_step()
-            if not math.isfinite(stats["loss"]):
-                raise FloatingPointError(f"non-finite loss at step {self.step}; lower --lr and resume")
-            window.append(stats)
-            if self.step % c.log_every == 0 or self.step == c.steps:
-                mean = {k: float(np.nanmean([w[k] for w in window])) for k in ("loss", "iou_first", "iou_corrected")}
-                elapsed = self._elapsed_before + time.time() - start
-                # share of the wall time spent waiting for scenes: near 1 means the data engine is the limit
-                data_share = self._data_wait_s / max(time.time() - window_start, 1e-9)
-                mean.update(step=self.step, lr=stats["lr"], elapsed_s=round(elapsed, 1), data_wait=round(data_share, 3))
-                self.history.append(mean)
-                self.log(
-                    f"step {self.step}/{c.steps} loss {mean['loss']:.4f} IoU first {mean['iou_first']:.3f} "
-                    f"corrected {mean['iou_corrected']:.3f} lr {stats['lr']:.2e} {elapsed:.0f}s "
-                    f"(scenes {data_share:.0%} of the time)"
-                )
-                window = []
-                window_start = time.time()
-                self._data_wait_s = 0.0
-            if self.step % c.checkpoint_every == 0:
-                self.save()
+        try:
+            while self.step < c.steps:
+                if c.time_budget_s is not None and self._elapsed_before + time.time() - start > c.time_budget_s:
+                    self.log(f"time budget reached at step {self.step}")
+                    break
+                stats = self.train_step()
+                if not math.isfinite(stats["loss"]):
+                    raise FloatingPointError(f"non-finite loss at step {self.step}; lower --lr and resume")
+                window.append(stats)
+                if self.step % c.log_every == 0 or self.step == c.steps:
+                    keys = ("loss", "iou_first", "iou_corrected")
+                    mean = {k: float(np.nanmean([w[k] for w in window])) for k in keys}
+                    elapsed = self._elapsed_before + time.time() - start
+                    # share of the wall time spent waiting for scenes: near 1 means the data engine is the limit
+                    data_share = self._data_wait_s / max(time.time() - window_start, 1e-9)
+                    mean.update(
+                        step=self.step, lr=stats["lr"], elapsed_s=round(elapsed, 1), data_wait=round(data_share, 3)
+                    )
+                    self.history.append(mean)
+                    self.log(
+                        f"step {self.step}/{c.steps} loss {mean['loss']:.4f} IoU first {mean['iou_first']:.3f} "
+                        f"corrected {mean['iou_corrected']:.3f} lr {stats['lr']:.2e} {elapsed:.0f}s "
+                        f"(scenes {data_share:.0%} of the time)"
+                    )
+                    window = []
+                    window_start = time.time()
+                    self._data_wait_s = 0.0
+                if self.step % c.checkpoint_every == 0:
+                    self.save()
+        finally:
+            self._scenes = None  # lets the scene workers shut down
         self.save()
         return Path(c.out_dir) / f"sam_{c.model_type}.safetensors"
 
