@@ -242,11 +242,17 @@ class Pretrainer:
     def __init__(self, config: PretrainConfig, log: Callable[[str], None] = print):
         self.config = config
         self.log = log
+        self.device = torch.device(config.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"device {config.device!r}: torch {torch.__version__} sees no CUDA GPU here; use --device cpu"
+            )
+        if config.data_workers < 0:
+            raise ValueError(f"data_workers must be 0 or more, not {config.data_workers}")
         torch.manual_seed(config.seed)
         self.sam = (
             load_sam(config.model_type, config.init_weights) if config.init_weights else build_sam(config.model_type)
         ).train()
-        self.device = torch.device(config.device)
         self.sam.to(self.device)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True

@@ -78,6 +78,15 @@ def test_pretrain_steps_checkpoint_and_resume(tmp_path):
     assert resumed.step == 2
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_pretrain_on_a_missing_gpu_says_so(tmp_path):
+    with pytest.raises(ValueError, match="no CUDA GPU.*--device cpu"):
+        Pretrainer(small_config(tmp_path, device="cuda"))
+    with pytest.raises(ValueError, match="data_workers"):
+        Pretrainer(small_config(tmp_path, data_workers=-1))
+    assert main(["pretrain", "--device", "cuda", "--out", str(tmp_path)]) == 2  # a message, not a traceback
+
+
 def test_pretrain_cli_registered():
     with pytest.raises(SystemExit) as exc:
         main(["pretrain", "--help"])

@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from infosam_core.cli import CLIError
     from infosam_core.pretrain import PretrainConfig, Pretrainer
 
     config = PretrainConfig(
@@ -50,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         init_weights=args.init,
     )
-    weights = Pretrainer(config, log=lambda msg: print(msg, flush=True)).run()
+    try:
+        trainer = Pretrainer(config, log=lambda msg: print(msg, flush=True))
+    except ValueError as exc:  # no GPU, a bad --init file (models.CheckpointError), ...
+        raise CLIError(str(exc)) from None
+    weights = trainer.run()
     print(f"weights: {weights}")
     return 0
