@@ -2,7 +2,9 @@
 
 For a batch of B samples each term is built from B x B Gram matrices of per-sample L2-normalised,
 flattened vectors (unit diagonal): ``A = K / tr(K)``, ``S_2(A) = -log2(sum(A**2))`` (in [0, log2 B]);
-a joint entropy is ``S_2`` of the Hadamard product. A batch of 1 gives exactly 0 (loss and gradient).
+a joint entropy is ``S_2`` of the Hadamard product. A batch of 1 (a 1 x 1 Gram matrix, no signal) gives
+exactly 0, loss and gradient: the losses return a zero that stays in the graph (through autograd the
+formula would give rounding-sized gradients, ~1e-15, instead).
 
 Everything is computed in float32 with autocast disabled, whatever the inputs' dtype.
 """
@@ -15,6 +17,11 @@ import torch.nn.functional as F
 
 def _fp32(x: torch.Tensor) -> torch.Tensor:
     return x.float()
+
+
+def _no_signal(x: torch.Tensor) -> torch.Tensor:
+    """A float32 scalar 0 connected to ``x`` (so ``backward`` works and gives exact zero gradients)."""
+    return (_fp32(x) * 0).sum()
 
 
 def gram(x: torch.Tensor) -> torch.Tensor:
@@ -47,11 +54,15 @@ def relation_compression_loss(z_img: torch.Tensor, z_tok: torch.Tensor, relation
     does not explain. Pass detached teacher tensors so only the relation module gets this gradient.
     Shapes: (B, ...) each; returns a scalar.
     """
+    if relation.shape[0] < 2:
+        return _no_signal(relation)
     g_r = gram(relation)
     return renyi_entropy(g_r) - joint_entropy(gram(z_img), gram(z_tok), g_r)
 
 
 def relation_distillation_loss(rel_teacher: torch.Tensor, rel_student: torch.Tensor) -> torch.Tensor:
     """L_d = -S(G_rT) - S(G_rS) + S(G_rT o G_rS) = -I(R_T; R_S): (B, HW) each -> scalar."""
+    if rel_teacher.shape[0] < 2:
+        return _no_signal(rel_teacher) + _no_signal(rel_student)
     g_t, g_s = gram(rel_teacher), gram(rel_student)
     return -renyi_entropy(g_t) - renyi_entropy(g_s) + joint_entropy(g_t, g_s)
