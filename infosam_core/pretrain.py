@@ -445,7 +445,7 @@ class Pretrainer:
         (Path(c.out_dir) / "config.json").write_text(json.dumps(asdict(c), default=str, indent=2))
         start = self._start = time.time()
         window: list[dict] = []
-        window_start = time.time()
+        window_start = start
         self._data_wait_s = 0.0
         try:
             while self.step < c.steps:

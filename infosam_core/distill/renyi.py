@@ -3,8 +3,8 @@
 For a batch of B samples each term is built from B x B Gram matrices of per-sample L2-normalised,
 flattened vectors (unit diagonal): ``A = K / tr(K)``, ``S_2(A) = -log2(sum(A**2))`` (in [0, log2 B]);
 a joint entropy is ``S_2`` of the Hadamard product. A batch of 1 (a 1 x 1 Gram matrix, no signal) gives
-exactly 0, loss and gradient: the losses return a zero that stays in the graph (through autograd the
-formula would give rounding-sized gradients, ~1e-15, instead).
+exactly 0, loss and gradient: the entropy of a 1 x 1 Gram matrix is a zero that stays in the graph
+(through autograd the formula would give rounding-sized gradients, ~1e-15, instead).
 
 Everything is computed in float32 with autocast disabled, whatever the inputs' dtype.
 """
@@ -19,11 +19,6 @@ def _fp32(x: torch.Tensor) -> torch.Tensor:
     return x.float()
 
 
-def _no_signal(x: torch.Tensor) -> torch.Tensor:
-    """A float32 scalar 0 connected to ``x`` (so ``backward`` works and gives exact zero gradients)."""
-    return (_fp32(x) * 0).sum()
-
-
 def gram(x: torch.Tensor) -> torch.Tensor:
     """(B, ...) -> (B, B): cosine similarities between the flattened samples (unit diagonal)."""
     with torch.autocast(x.device.type, enabled=False):
@@ -35,6 +30,8 @@ def renyi_entropy(K: torch.Tensor) -> torch.Tensor:
     """S_2 of a (B, B) Gram matrix: ``A = K / tr(K)``, ``-log2(sum(A**2))`` (a scalar)."""
     with torch.autocast(K.device.type, enabled=False):
         K = _fp32(K)
+        if K.shape[0] < 2:  # S_2 of [[1]] is 0: returned connected to K, with exact zero gradients
+            return (K * 0).sum()
         A = K / torch.trace(K)
         return -torch.log2((A * A).sum())
 
@@ -54,15 +51,11 @@ def relation_compression_loss(z_img: torch.Tensor, z_tok: torch.Tensor, relation
     does not explain. Pass detached teacher tensors so only the relation module gets this gradient.
     Shapes: (B, ...) each; returns a scalar.
     """
-    if relation.shape[0] < 2:
-        return _no_signal(relation)
     g_r = gram(relation)
     return renyi_entropy(g_r) - joint_entropy(gram(z_img), gram(z_tok), g_r)
 
 
 def relation_distillation_loss(rel_teacher: torch.Tensor, rel_student: torch.Tensor) -> torch.Tensor:
     """L_d = -S(G_rT) - S(G_rS) + S(G_rT o G_rS) = -I(R_T; R_S): (B, HW) each -> scalar."""
-    if rel_teacher.shape[0] < 2:
-        return _no_signal(rel_teacher) + _no_signal(rel_student)
     g_t, g_s = gram(rel_teacher), gram(rel_student)
     return -renyi_entropy(g_t) - renyi_entropy(g_s) + joint_entropy(g_t, g_s)
