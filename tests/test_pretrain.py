@@ -13,6 +13,7 @@ from infosam_core.pretrain import (
     corrective_point,
     decode_many,
     noisy_boxes,
+    pixel_loss_per_mask,
     sample_points,
 )
 from infosam_core.synthetic import SceneConfig
@@ -76,6 +77,78 @@ def test_pretrain_steps_checkpoint_and_resume(tmp_path):
     resumed = Pretrainer(small_config(tmp_path, resume=True))
     resumed.try_resume()
     assert resumed.step == 2
+
+
+@pytest.mark.slow
+def test_pretrain_keeps_an_exponential_moving_average_of_the_weights(tmp_path):
+    trainer = Pretrainer(small_config(tmp_path, steps=1, ema_decay=0.75))
+    trainer.run()
+    first = {k: v.clone() for k, v in trainer.sam.state_dict().items()}
+    averaged = trainer.ema.module.state_dict()
+    assert all(torch.equal(first[k], averaged[k]) for k in first)  # the first update copies the weights
+    trainer.config.steps = 2
+    weights = trainer.run()
+    second = trainer.sam.state_dict()
+    averaged = trainer.ema.module.state_dict()
+    changed = [k for k in first if first[k].is_floating_point() and not torch.equal(first[k], second[k])]
+    assert changed
+    for k in changed:  # 0.75 x the average so far + 0.25 x the new weights
+        torch.testing.assert_close(averaged[k], 0.75 * first[k] + 0.25 * second[k])
+    assert weights == trainer.ema_weights_path() and trainer.weights_path().exists()
+    from_file = load_sam("tiny", weights).state_dict()
+    k = changed[0]
+    torch.testing.assert_close(from_file[k], averaged[k], atol=2e-3, rtol=2e-3)  # stored in fp16
+    assert not torch.equal(load_sam("tiny", trainer.weights_path()).state_dict()[k], from_file[k])
+    resumed = Pretrainer(small_config(tmp_path, ema_decay=0.75))
+    resumed.try_resume()
+    assert all(torch.equal(resumed.ema.module.state_dict()[k], averaged[k]) for k in averaged)
+    assert Pretrainer(small_config(tmp_path / "plain", steps=1, ema_decay=0.0)).run().name == "sam_tiny.safetensors"
+    with pytest.raises(ValueError, match="ema_decay"):
+        Pretrainer(small_config(tmp_path, ema_decay=1.0))
+
+
+@pytest.mark.parametrize("kind, ratio", [("balanced_bce", 49.0), ("bce", 1.0)])
+def test_pixel_loss_weighs_object_pixels_as_documented(kind, ratio):
+    """An object covering 2 % of the image: balanced BCE pulls an object pixel 49 x harder than a background
+    pixel (which biases the logits towards spilling over), plain BCE pulls every pixel alike."""
+    target = torch.zeros(1, 10, 50)
+    target[0, 0, :10] = 1.0  # 10 of 500 pixels
+    logits = torch.zeros_like(target, requires_grad=True)
+    pixel_loss_per_mask(logits, target, kind).sum().backward()
+    grad = logits.grad[0].abs()
+    assert grad[0, 0] / grad[5, 5] == pytest.approx(ratio, rel=1e-4)
+    with pytest.raises(ValueError, match="pixel loss must be one of"):
+        pixel_loss_per_mask(logits, target, "dice")
+
+
+def test_pretrain_refuses_an_unknown_pixel_loss(tmp_path, capsys):
+    assert main(["pretrain", "--pixel-loss", "l2", "--out", str(tmp_path)]) == 2
+    assert "balanced_bce, bce, focal" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("supervise_all_iou", [True, False])
+def test_single_point_trains_the_best_mask_and_every_iou_prediction(tmp_path, supervise_all_iou):
+    """One point: the segmentation loss reaches only the best of the three masks; the IoU head learns all
+    three IoUs (it ranks them at inference) unless supervise_all_iou is off."""
+    trainer = Pretrainer(small_config(tmp_path, supervise_all_iou=supervise_all_iou, corrective_clicks=0))
+    captured = {}
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        captured["iou_pred"] = output
+
+    trainer.sam.mask_decoder.iou_prediction_head.register_forward_hook(keep)
+    x, targets = trainer.make_batch()
+    embeddings = trainer.sam.image_encoder(x)
+    gt = targets[0][:1]
+    losses, _, _ = trainer._first_and_corrective(embeddings[:1], gt, False, torch.tensor([False]))
+    torch.cat(losses).mean().backward()
+    iou_grad = captured["iou_pred"].grad[0]
+    assert iou_grad[0] == 0  # the single-mask output is not used for a lone point
+    assert (iou_grad[1:] != 0).sum() == (3 if supervise_all_iou else 1)
+    hyper = trainer.sam.mask_decoder.output_hypernetworks_mlps
+    grads = [hyper[m].layers[-1].weight.grad for m in (1, 2, 3)]
+    assert sum(g is not None and bool(g.abs().sum() > 0) for g in grads) == 1  # the best mask's alone
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

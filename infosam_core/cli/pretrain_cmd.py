@@ -19,6 +19,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--masks-per-image", type=int, default=4)
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--pixel-loss", default="balanced_bce",
+        help="pixel term beside dice: balanced_bce (default; learns from scratch) or bce (unbiased logits: "
+        "to continue a pretrained model) or focal (SAM's 20 x focal)",
+    )
+    p.add_argument(
+        "--ema-decay", type=float, default=0.999,
+        help="keep an exponential moving average of the weights (OUT/sam_<model>_ema.safetensors); 0 = off",
+    )
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument(
@@ -43,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         masks_per_image=args.masks_per_image,
         lr=args.lr,
         seed=args.seed,
+        ema_decay=args.ema_decay,
+        pixel_loss=args.pixel_loss,
         threads=args.threads,
         device=args.device,
         data_workers=args.data_workers,
@@ -57,4 +68,6 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     weights = trainer.run()
     print(f"weights: {weights}")
+    if weights != trainer.weights_path():
+        print(f"last step's weights (without averaging): {trainer.weights_path()}")
     return 0
