@@ -173,10 +173,14 @@ def main() -> int:
 
     widget.cleanup()
     viewer.close()
-    if display is not None:
-        display.stop()
     for name in ("annotating.png", "adapting.png", "compare.png"):
         print(args.out / name)
+    if display is not None:
+        # Qt keeps its X connection until the interpreter's teardown: with Xvfb stopped under it, that
+        # teardown dies of an X I/O error (segfault, exit 139) after the files are written. Leave before it.
+        sys.stdout.flush()
+        display.stop()
+        os._exit(0)
     return 0
 
 
