@@ -12,8 +12,8 @@ vanishes), so balanced BCE is the default (``pixel_loss="focal"`` restores SAM's
 the logits, though: a pixel of an object covering 2 % of the image weighs 49 times a background pixel, so
 the logit at which "object" and "background" are equally likely sits near +4 instead of 0 and masks
 thresholded at 0 spill over (the phase-5 tiny model's box masks: precision 0.80, recall 0.97). Continuing a
-model that has learnt to find objects, ``pixel_loss="bce"`` (every pixel alike) removes that bias. For the ambiguous
-single-point prompt only the best of the three multimask outputs is back-propagated (SAM's rule), but the
+model that has learnt to find objects, ``pixel_loss="bce"`` (every pixel alike) removes that bias. For the
+ambiguous single-point prompt only the best of the three multimask outputs is back-propagated (SAM's rule), but the
 IoU head learns the IoU of all three (SAM 2's ``supervise_all_iou``): it is what picks the mask at inference.
 Weights are averaged over steps (EMA, ``ema_decay``) and the average is saved beside the last step's weights.
 
@@ -152,23 +152,28 @@ def corrective_point(pred: torch.Tensor, gt: torch.Tensor, gen: torch.Generator)
 PIXEL_LOSSES = ("balanced_bce", "bce", "focal")
 
 
+def check_pixel_loss(kind: str) -> None:
+    """Raise ValueError naming the choices unless ``kind`` is one of :data:`PIXEL_LOSSES`."""
+    if kind not in PIXEL_LOSSES:
+        raise ValueError(f"pixel loss must be one of {', '.join(PIXEL_LOSSES)}, not {kind!r}")
+
+
 def pixel_loss_per_mask(logits: torch.Tensor, target: torch.Tensor, kind: str = "balanced_bce") -> torch.Tensor:
     """The pixel term of the mask loss, (N, H, W) logits and {0,1} targets -> (N,).
 
     ``kind``: "balanced_bce" (object and background pixels weigh half each), "bce" (every pixel alike) or
     "focal" (SAM's 20 x focal).
     """
+    check_pixel_loss(kind)
     if kind == "focal":
         return 20.0 * sigmoid_focal_loss(logits, target)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1)
     if kind == "bce":
         return bce.mean(1)
-    if kind == "balanced_bce":
-        fg = target.flatten(1)
-        n_fg = fg.sum(1).clamp(min=1)
-        n_bg = (1 - fg).sum(1).clamp(min=1)
-        return 0.5 * (bce * fg).sum(1) / n_fg + 0.5 * (bce * (1 - fg)).sum(1) / n_bg
-    raise ValueError(f"pixel loss must be one of {', '.join(PIXEL_LOSSES)}, not {kind!r}")
+    fg = target.flatten(1)  # balanced_bce
+    n_fg = fg.sum(1).clamp(min=1)
+    n_bg = (1 - fg).sum(1).clamp(min=1)
+    return 0.5 * (bce * fg).sum(1) / n_fg + 0.5 * (bce * (1 - fg)).sum(1) / n_bg
 
 
 def mask_losses(
@@ -274,8 +279,7 @@ class Pretrainer:
             )
         if config.data_workers < 0:
             raise ValueError(f"data_workers must be 0 or more, not {config.data_workers}")
-        if config.pixel_loss not in PIXEL_LOSSES:
-            raise ValueError(f"pixel loss must be one of {', '.join(PIXEL_LOSSES)}, not {config.pixel_loss!r}")
+        check_pixel_loss(config.pixel_loss)
         if not 0.0 <= config.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0 = no weight averaging), not {config.ema_decay}")
         torch.manual_seed(config.seed)
