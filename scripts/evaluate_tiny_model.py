@@ -11,6 +11,9 @@ Prompts, through ``infosam_core.predict.Predictor`` exactly as the app uses it:
 * one point: the object's centre (the pixel farthest from its boundary, as in SAM's paper), multimask output,
   the mask with the highest predicted IoU; ``point_best_of_3_miou`` is what a perfect choice among the three
   would give (the gap is the IoU head's).
+For each set, ``box_by_kind`` splits the one-box mIoU by what the object is (see ``object_kinds``: its area,
+whether occlusion left it in several pieces, how much of its box it fills), and ``box_best_of_3_miou`` is what
+a perfect choice among the three masks of a multimask box prompt would give.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -44,13 +48,51 @@ def centre_point(mask: np.ndarray) -> np.ndarray:
     return np.array([[x, y]], dtype=np.float32)
 
 
-def evaluate_set(predictor: Predictor, images: list[InstanceImage], min_area: int) -> dict[str, float]:
-    box_ious, point_ious, point_best = [], [], []
+#: ``box_by_kind`` groups: name -> (description, test on an object's ``object_kinds``). The three area
+#: groups partition the objects, and so do the two piece groups and the two fill groups.
+KIND_GROUPS: dict[str, tuple[str, Callable[[dict[str, float]], bool]]] = {
+    "area_lt_400": ("fewer than 400 px", lambda k: k["area"] < 400),
+    "area_400_2000": ("400 to 1,999 px", lambda k: 400 <= k["area"] < 2000),
+    "area_ge_2000": ("2,000 px or more", lambda k: k["area"] >= 2000),
+    "one_piece": ("one connected piece", lambda k: k["pieces"] == 1),
+    "several_pieces": ("several pieces (split by occlusion)", lambda k: k["pieces"] > 1),
+    "fill_lt_0.4": ("fills < 40 % of its tight box", lambda k: k["box_fill"] < 0.4),
+    "fill_ge_0.4": ("fills >= 40 % of its tight box", lambda k: k["box_fill"] >= 0.4),
+}
+
+
+def object_kinds(mask: np.ndarray) -> dict[str, float]:
+    """What makes an object easy or hard to segment from its box: ``area`` (pixels), ``pieces`` (8-connected
+    components) and ``box_fill`` (area / area of its tight box, both ends of the box inclusive)."""
+    mask = np.asarray(mask, dtype=bool)
+    x0, y0, x1, y1 = box_from_mask(mask)
+    area = int(mask.sum())
+    _, pieces = ndi.label(mask, structure=np.ones((3, 3), dtype=bool))
+    return {"area": area, "pieces": int(pieces), "box_fill": area / float((x1 - x0 + 1) * (y1 - y0 + 1))}
+
+
+def box_by_kind(box_ious: list[float], kinds: list[dict[str, float]]) -> dict[str, dict[str, float | int | str]]:
+    """The one-box mIoU of each ``KIND_GROUPS`` group (groups with no object are left out)."""
+    out: dict[str, dict[str, float | int | str]] = {}
+    for name, (description, member) in KIND_GROUPS.items():
+        ious = [value for value, kind in zip(box_ious, kinds) if member(kind)]
+        if ious:
+            out[name] = {"objects": len(ious), "box_miou": float(np.mean(ious)), "what": description}
+    return out
+
+
+def evaluate_set(predictor: Predictor, images: list[InstanceImage], min_area: int) -> dict[str, object]:
+    box_ious, box_best, point_ious, point_best = [], [], [], []
+    kinds: list[dict[str, float]] = []
     for item in images:
         predictor.set_image(item.image)
         for mask in object_masks(item.labels, min_area=min_area):
-            masks, _, _ = predictor.predict(box=box_from_mask(mask), multimask_output=False)
+            kinds.append(object_kinds(mask))
+            box = box_from_mask(mask)
+            masks, _, _ = predictor.predict(box=box, multimask_output=False)
             box_ious.append(iou(masks[0].astype(np.float32), mask))
+            masks, _, _ = predictor.predict(box=box, multimask_output=True)
+            box_best.append(max(iou(candidate.astype(np.float32), mask) for candidate in masks))
             masks, scores, _ = predictor.predict(
                 point_coords=centre_point(mask), point_labels=np.array([1]), multimask_output=True
             )
@@ -62,6 +104,8 @@ def evaluate_set(predictor: Predictor, images: list[InstanceImage], min_area: in
         "box_miou": float(np.mean(box_ious)),
         "point_miou": float(np.mean(point_ious)),
         "point_best_of_3_miou": float(np.mean(point_best)),
+        "box_best_of_3_miou": float(np.mean(box_best)),
+        "box_by_kind": box_by_kind(box_ious, kinds),
     }
 
 
