@@ -13,7 +13,9 @@ Prompts, through ``infosam_core.predict.Predictor`` exactly as the app uses it:
   would give (the gap is the IoU head's).
 For each set, ``box_by_kind`` splits the one-box mIoU by what the object is (see ``object_kinds``: its area,
 whether occlusion left it in several pieces, how much of its box it fills), and ``box_best_of_3_miou`` is what
-a perfect choice among the three masks of a multimask box prompt would give.
+a perfect choice among the three masks of a multimask box prompt would give; ``box_precision`` and
+``box_recall`` are the per-object means of |P & G| / |P| (0 for an empty P) and |P & G| / |G|, and
+``box_miou_by_logit_threshold`` the one-box mIoU with the mask logits thresholded at -1, 0 (SAM's) and +1.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ def centre_point(mask: np.ndarray) -> np.ndarray:
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return np.array([[x, y]], dtype=np.float32)
 
+
+#: Logit thresholds the one-box mIoU is also measured at (SAM's own is 0, ``Sam.mask_threshold``).
+BOX_THRESHOLDS = (-1.0, 0.0, 1.0)
 
 #: ``box_by_kind`` groups: name -> (description, test on an object's ``object_kinds``). The three area
 #: groups partition the objects, and so do the two piece groups and the two fill groups.
@@ -82,15 +87,22 @@ def box_by_kind(box_ious: list[float], kinds: list[dict[str, float]]) -> dict[st
 
 
 def evaluate_set(predictor: Predictor, images: list[InstanceImage], min_area: int) -> dict[str, object]:
-    box_ious, box_best, point_ious, point_best = [], [], [], []
+    box_ious, box_best, box_precision, box_recall, point_ious, point_best = [], [], [], [], [], []
+    box_ious_at: dict[float, list[float]] = {threshold: [] for threshold in BOX_THRESHOLDS}
     kinds: list[dict[str, float]] = []
     for item in images:
         predictor.set_image(item.image)
         for mask in object_masks(item.labels, min_area=min_area):
             kinds.append(object_kinds(mask))
             box = box_from_mask(mask)
-            masks, _, _ = predictor.predict(box=box, multimask_output=False)
-            box_ious.append(iou(masks[0].astype(np.float32), mask))
+            logits, _, _ = predictor.predict(box=box, multimask_output=False, return_logits=True)
+            for threshold in BOX_THRESHOLDS:
+                box_ious_at[threshold].append(iou((logits[0] > threshold).astype(np.float32), mask))
+            predicted = logits[0] > predictor.model.mask_threshold
+            box_ious.append(iou(predicted.astype(np.float32), mask))
+            hits = int(np.count_nonzero(predicted & mask))
+            box_precision.append(hits / max(int(np.count_nonzero(predicted)), 1))
+            box_recall.append(hits / int(np.count_nonzero(mask)))
             masks, _, _ = predictor.predict(box=box, multimask_output=True)
             box_best.append(max(iou(candidate.astype(np.float32), mask) for candidate in masks))
             masks, scores, _ = predictor.predict(
@@ -106,6 +118,9 @@ def evaluate_set(predictor: Predictor, images: list[InstanceImage], min_area: in
         "point_best_of_3_miou": float(np.mean(point_best)),
         "box_best_of_3_miou": float(np.mean(box_best)),
         "box_by_kind": box_by_kind(box_ious, kinds),
+        "box_precision": float(np.mean(box_precision)),
+        "box_recall": float(np.mean(box_recall)),
+        "box_miou_by_logit_threshold": {f"{t:g}": float(np.mean(v)) for t, v in box_ious_at.items()},
     }
 
 
