@@ -10,7 +10,8 @@ Prompts, through ``infosam_core.predict.Predictor`` exactly as the app uses it:
 * one box: the object's tight box, single-mask output;
 * one point: the object's centre (the pixel farthest from its boundary, as in SAM's paper), multimask output,
   the mask with the highest predicted IoU; ``point_best_of_3_miou`` is what a perfect choice among the three
-  would give (the gap is the IoU head's).
+  would give (the gap is the IoU head's); ``point_iou_head_error`` is the mean |predicted - true IoU| over
+  all three masks.
 For each set, ``box_by_kind`` splits the one-box mIoU by what the object is (see ``object_kinds``: its area,
 whether occlusion left it in several pieces, how much of its box it fills), and ``box_best_of_3_miou`` is what
 a perfect choice among the three masks of a multimask box prompt would give; ``box_precision`` and
@@ -90,6 +91,7 @@ def evaluate_set(predictor: Predictor, images: list[InstanceImage], min_area: in
     box_ious, box_best, box_precision, box_recall, point_ious, point_best = [], [], [], [], [], []
     box_ious_at: dict[float, list[float]] = {threshold: [] for threshold in BOX_THRESHOLDS}
     kinds: list[dict[str, float]] = []
+    iou_head_errors: list[float] = []
     for item in images:
         predictor.set_image(item.image)
         for mask in object_masks(item.labels, min_area=min_area):
@@ -111,11 +113,13 @@ def evaluate_set(predictor: Predictor, images: list[InstanceImage], min_area: in
             ious = [iou(candidate.astype(np.float32), mask) for candidate in masks]
             point_ious.append(ious[int(np.argmax(scores))])
             point_best.append(max(ious))
+            iou_head_errors.extend(abs(float(score) - value) for score, value in zip(scores, ious))
     return {
         "objects": len(box_ious),
         "box_miou": float(np.mean(box_ious)),
         "point_miou": float(np.mean(point_ious)),
         "point_best_of_3_miou": float(np.mean(point_best)),
+        "point_iou_head_error": float(np.mean(iou_head_errors)),
         "box_best_of_3_miou": float(np.mean(box_best)),
         "box_by_kind": box_by_kind(box_ious, kinds),
         "box_precision": float(np.mean(box_precision)),

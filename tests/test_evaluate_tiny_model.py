@@ -57,6 +57,8 @@ def test_evaluate_set_breakdown_is_consistent_with_the_overall_figure(script, ti
     result = script.evaluate_set(Predictor(tiny_sam, cache_size=2), synthetic_heldout(2), min_area=100)
     assert result["objects"] > 0
     assert 0.0 <= result["box_best_of_3_miou"] <= 1.0
+    assert 0.0 <= result["point_iou_head_error"] <= 1.0
+    assert result["point_miou"] <= result["point_best_of_3_miou"]
     assert result["box_miou_by_logit_threshold"]["0"] == pytest.approx(result["box_miou"])  # SAM's threshold
     assert set(result["box_miou_by_logit_threshold"]) == {"-1", "0", "1"}
     # per object IoU <= precision and IoU <= recall, so the same holds for the means
