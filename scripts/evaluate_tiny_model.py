@@ -51,8 +51,9 @@ def centre_point(mask: np.ndarray) -> np.ndarray:
     return np.array([[x, y]], dtype=np.float32)
 
 
-#: Logit thresholds the one-box mIoU is also measured at (SAM's own is 0, ``Sam.mask_threshold``).
-BOX_THRESHOLDS = (-1.0, 0.0, 1.0)
+#: Offsets from SAM's logit threshold (``Sam.mask_threshold``, 0) the one-box mIoU is measured at; offset 0
+#: is the one-box figure itself.
+BOX_THRESHOLD_OFFSETS = (-1.0, 0.0, 1.0)
 
 #: ``box_by_kind`` groups: name -> (description, test on an object's ``object_kinds``). The three area
 #: groups partition the objects, and so do the two piece groups and the two fill groups.
@@ -88,8 +89,9 @@ def box_by_kind(box_ious: list[float], kinds: list[dict[str, float]]) -> dict[st
 
 
 def evaluate_set(predictor: Predictor, images: list[InstanceImage], min_area: int) -> dict[str, object]:
-    box_ious, box_best, box_precision, box_recall, point_ious, point_best = [], [], [], [], [], []
-    box_ious_at: dict[float, list[float]] = {threshold: [] for threshold in BOX_THRESHOLDS}
+    box_best, box_precision, box_recall, point_ious, point_best = [], [], [], [], []
+    box_ious_at: dict[float, list[float]] = {offset: [] for offset in BOX_THRESHOLD_OFFSETS}
+    box_ious = box_ious_at[0.0]
     kinds: list[dict[str, float]] = []
     iou_head_errors: list[float] = []
     for item in images:
@@ -98,10 +100,10 @@ def evaluate_set(predictor: Predictor, images: list[InstanceImage], min_area: in
             kinds.append(object_kinds(mask))
             box = box_from_mask(mask)
             logits, _, _ = predictor.predict(box=box, multimask_output=False, return_logits=True)
-            for threshold in BOX_THRESHOLDS:
-                box_ious_at[threshold].append(iou((logits[0] > threshold).astype(np.float32), mask))
-            predicted = logits[0] > predictor.model.mask_threshold
-            box_ious.append(iou(predicted.astype(np.float32), mask))
+            threshold = predictor.model.mask_threshold
+            for offset in BOX_THRESHOLD_OFFSETS:
+                box_ious_at[offset].append(iou((logits[0] > threshold + offset).astype(np.float32), mask))
+            predicted = logits[0] > threshold
             hits = int(np.count_nonzero(predicted & mask))
             box_precision.append(hits / max(int(np.count_nonzero(predicted)), 1))
             box_recall.append(hits / int(np.count_nonzero(mask)))
