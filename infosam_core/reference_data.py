@@ -1,5 +1,10 @@
 """Small evaluation sets that need no download: held-out synthetic scenes and scikit-image's coins.
 
+Two synthetic sets, drawn from seeds pretraining never uses: ``synthetic_heldout`` (``HELDOUT_SEED``) is the
+one the model card reports; ``synthetic_validation`` (``VALIDATION_SEED``) is the one to choose between
+checkpoints on (last step or weight average, one phase or another), so that the reported figure is not also
+the one a choice was made on.
+
 ``coins_instances`` derives the coins' ground truth classically (Sobel elevation map, intensity-threshold
 markers, watershed, hole filling): 24 coins, one label each.
 """
@@ -16,6 +21,7 @@ from skimage import filters, measure, morphology, segmentation
 from infosam_core.synthetic import SceneConfig, SceneGenerator
 
 HELDOUT_SEED = 2025_0721  # never used by pretraining (which seeds its stream with --seed, default 0)
+VALIDATION_SEED = 2026_1202  # likewise; for choosing between checkpoints, never for reported figures
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,11 @@ def synthetic_heldout(n_images: int = 40, seed: int = HELDOUT_SEED, config: Scen
         image, labels = generator.generate(rng)
         out.append(InstanceImage(f"synthetic_{i:03d}", image, labels))
     return out
+
+
+def synthetic_validation(n_images: int = 40, config: SceneConfig | None = None) -> list[InstanceImage]:
+    """Synthetic scenes like ``synthetic_heldout``'s, from another seed: choose checkpoints on these."""
+    return synthetic_heldout(n_images, seed=VALIDATION_SEED, config=config)
 
 
 def object_masks(labels: np.ndarray, min_area: int = 24) -> list[np.ndarray]:

@@ -1,6 +1,14 @@
 """Measure a tiny SAM's quality the way the model card reports it (anyone can re-run this).
 
     python scripts/evaluate_tiny_model.py [--checkpoint resources/models/sam_tiny.safetensors] [--write-card]
+    python scripts/evaluate_tiny_model.py --choose runs/X/sam_tiny.safetensors runs/X/sam_tiny_ema.safetensors
+
+``--choose`` picks among candidate weight files (a phase's last step and its weight average, say) on the
+*validation* scenes (``reference_data.synthetic_validation``, another unused seed): the highest one-box mIoU,
+one-point mIoU breaking a tie. The held-out figures the card reports are then measured on the chosen file
+alone, so no choice is made on them. With ``--write-card`` too, the choice (each candidate's validation
+figures and weight fingerprint, and whether ``--checkpoint`` holds the chosen weights) goes into the
+results file as ``checkpoint_choice``.
 
 Sets (no download needed):
 * held-out synthetic scenes (``reference_data.synthetic_heldout``, a seed pretraining never uses);
@@ -37,10 +45,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from infosam_core.metrics import iou  # noqa: E402
-from infosam_core.models import BUNDLED_TINY_CHECKPOINT, load_sam  # noqa: E402
+from infosam_core.models import BUNDLED_TINY_CHECKPOINT, load_sam, model_fingerprint  # noqa: E402
 from infosam_core.predict import Predictor  # noqa: E402
 from infosam_core.prompts import box_from_mask  # noqa: E402
-from infosam_core.reference_data import InstanceImage, coins_instances, object_masks, synthetic_heldout  # noqa: E402
+from infosam_core.reference_data import (  # noqa: E402
+    InstanceImage,
+    coins_instances,
+    object_masks,
+    synthetic_heldout,
+    synthetic_validation,
+)
 
 CARD_PATH = ROOT / "resources" / "models" / "sam_tiny.results.json"
 
@@ -130,20 +144,67 @@ def evaluate_set(predictor: Predictor, images: list[InstanceImage], min_area: in
     }
 
 
+def choose_checkpoint(figures: dict[str, dict[str, float]]) -> str:
+    """The candidate with the highest validation one-box mIoU; one-point mIoU breaks a tie."""
+    if not figures:
+        raise ValueError("no candidate checkpoints to choose from")
+    return max(figures, key=lambda name: (figures[name]["box_miou"], figures[name]["point_miou"]))
+
+
+def validation_choice(candidates: list[Path], images: int, min_area: int) -> dict[str, object]:
+    """Each candidate's one-box / one-point mIoU on the validation scenes, and the chosen one."""
+    scenes = synthetic_validation(images)
+    if not any(object_masks(scene.labels, min_area=min_area) for scene in scenes):
+        raise ValueError(f"the {images} validation scene(s) hold no object of >= {min_area} px: use more images")
+    figures: dict[str, dict[str, float]] = {}
+    for path in candidates:
+        sam = load_sam("tiny", path)
+        result = evaluate_set(Predictor(sam, cache_size=2), scenes, min_area)
+        figures[_shown(path)] = {
+            "objects": result["objects"],
+            "box_miou": result["box_miou"],
+            "point_miou": result["point_miou"],
+            "fingerprint": model_fingerprint(sam),
+        }
+        print(f"validation  {_shown(path)}: box {result['box_miou']:.4f}  point {result['point_miou']:.4f}", flush=True)
+    chosen = choose_checkpoint(figures)
+    print(f"chosen: {chosen}", flush=True)
+    return {
+        "set": "synthetic_validation",
+        "images": images,
+        "min_area": min_area,
+        "rule": "highest one-box mIoU, one-point mIoU breaking a tie",
+        "candidates": figures,
+        "chosen": chosen,
+    }
+
+
+def _shown(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=BUNDLED_TINY_CHECKPOINT)
-    parser.add_argument("--images", type=int, default=40, help="held-out synthetic scenes")
+    parser.add_argument("--images", type=int, default=40, help="held-out (and validation) synthetic scenes")
     parser.add_argument("--min-area", type=int, default=100)
+    parser.add_argument(
+        "--choose", type=Path, nargs="+", metavar="CKPT", help="choose among these on the validation scenes"
+    )
     parser.add_argument("--write-card", action="store_true", help=f"write the figures to {CARD_PATH.name}")
     args = parser.parse_args()
 
     torch.manual_seed(0)
+    choice = validation_choice(args.choose, args.images, args.min_area) if args.choose else None
+    if choice is not None and not args.write_card:
+        print(json.dumps(choice, indent=2))
+        return 0
     sam = load_sam("tiny", args.checkpoint)
     predictor = Predictor(sam, cache_size=2)
     start = time.time()
     results = {
-        "checkpoint": str(args.checkpoint.relative_to(ROOT) if args.checkpoint.is_relative_to(ROOT) else args.checkpoint),
+        "checkpoint": _shown(args.checkpoint),
         "synthetic_heldout": evaluate_set(predictor, synthetic_heldout(args.images), args.min_area),
         "synthetic_heldout_all_sizes": evaluate_set(predictor, synthetic_heldout(args.images), 24),
         "coins": evaluate_set(predictor, [coins_instances()], 100),
@@ -151,6 +212,10 @@ def main() -> int:
         "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}".strip(),
         "eval_seconds": round(time.time() - start, 1),
     }
+    if choice is not None:
+        chosen = choice["candidates"][choice["chosen"]]
+        choice["checkpoint_is_chosen"] = model_fingerprint(sam) == chosen["fingerprint"]
+        results["checkpoint_choice"] = choice
     print(json.dumps(results, indent=2))
     if args.write_card:
         CARD_PATH.write_text(json.dumps(results, indent=2) + "\n")

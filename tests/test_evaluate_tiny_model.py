@@ -94,3 +94,49 @@ def test_model_card_table_shows_the_figures_in_results_json():
         assert int(cells[1]) == figures["objects"], line
         assert float(cells[2]) == round(figures["box_miou"], 3), line
         assert float(cells[3]) == round(figures["point_miou"], 3), line
+
+
+def test_choose_checkpoint_takes_the_best_box_miou_and_breaks_a_tie_on_the_point_miou(script):
+    figures = {
+        "last": {"box_miou": 0.848, "point_miou": 0.780},
+        "ema": {"box_miou": 0.849, "point_miou": 0.770},
+    }
+    assert script.choose_checkpoint(figures) == "ema"
+    figures["last"]["box_miou"] = 0.849
+    assert script.choose_checkpoint(figures) == "last"
+    with pytest.raises(ValueError):
+        script.choose_checkpoint({})
+
+
+def test_validation_scenes_are_not_the_held_out_scenes():
+    """Checkpoints are chosen on the validation scenes so that the reported held-out figure is not."""
+    from infosam_core.reference_data import HELDOUT_SEED, VALIDATION_SEED, synthetic_heldout, synthetic_validation
+
+    assert VALIDATION_SEED != HELDOUT_SEED
+    validation, heldout = synthetic_validation(2), synthetic_heldout(2)
+    assert np.array_equal(validation[0].image, synthetic_validation(1)[0].image)  # reproducible
+    for a in validation:
+        for b in heldout:
+            assert not np.array_equal(a.image, b.image)
+
+
+def test_validation_choice_records_each_candidate_and_the_chosen_weights(script, tmp_path, tiny_sam):
+    import copy
+
+    import torch
+
+    from infosam_core.models import load_sam, model_fingerprint, save_sam_weights
+
+    sam = copy.deepcopy(tiny_sam)  # the fixture is shared by the whole session
+    first = save_sam_weights(sam, tmp_path / "first.safetensors").resolve()
+    with torch.no_grad():  # a second, worse candidate: the mask decoder's hypernetwork scaled down
+        for parameter in sam.mask_decoder.output_hypernetworks_mlps.parameters():
+            parameter.mul_(0.5)
+    second = save_sam_weights(sam, tmp_path / "second.safetensors").resolve()
+    choice = script.validation_choice([first, second], images=2, min_area=100)  # scene 0: only small objects
+    figures = choice["candidates"]
+    assert set(figures) == {str(first), str(second)}
+    assert figures[str(first)]["fingerprint"] != figures[str(second)]["fingerprint"]
+    assert figures[str(first)]["objects"] == figures[str(second)]["objects"] > 0
+    assert choice["chosen"] == script.choose_checkpoint(figures)
+    assert model_fingerprint(load_sam("tiny", Path(choice["chosen"]))) == figures[choice["chosen"]]["fingerprint"]
