@@ -144,7 +144,7 @@ def evaluate_set(predictor: Predictor, images: list[InstanceImage], min_area: in
     }
 
 
-def choose_checkpoint(figures: dict[str, dict[str, float]]) -> str:
+def choose_checkpoint(figures: dict[str, dict[str, float | int | str]]) -> str:
     """The candidate with the highest validation one-box mIoU; one-point mIoU breaks a tie."""
     if not figures:
         raise ValueError("no candidate checkpoints to choose from")
@@ -156,17 +156,18 @@ def validation_choice(candidates: list[Path], images: int, min_area: int) -> dic
     scenes = synthetic_validation(images)
     if not any(object_masks(scene.labels, min_area=min_area) for scene in scenes):
         raise ValueError(f"the {images} validation scene(s) hold no object of >= {min_area} px: use more images")
-    figures: dict[str, dict[str, float]] = {}
+    figures: dict[str, dict[str, float | int | str]] = {}
     for path in candidates:
         sam = load_sam("tiny", path)
         result = evaluate_set(Predictor(sam, cache_size=2), scenes, min_area)
-        figures[_shown(path)] = {
+        name = _shown(path)
+        figures[name] = {
             "objects": result["objects"],
             "box_miou": result["box_miou"],
             "point_miou": result["point_miou"],
             "fingerprint": model_fingerprint(sam),
         }
-        print(f"validation  {_shown(path)}: box {result['box_miou']:.4f}  point {result['point_miou']:.4f}", flush=True)
+        print(f"validation  {name}: box {result['box_miou']:.4f}  point {result['point_miou']:.4f}", flush=True)
     chosen = choose_checkpoint(figures)
     print(f"chosen: {chosen}", flush=True)
     return {
