@@ -129,7 +129,7 @@ def test_validation_choice_records_each_candidate_and_the_chosen_weights(script,
 
     sam = copy.deepcopy(tiny_sam)  # the fixture is shared by the whole session
     first = save_sam_weights(sam, tmp_path / "first.safetensors").resolve()
-    with torch.no_grad():  # a second, worse candidate: the mask decoder's hypernetwork scaled down
+    with torch.no_grad():  # a second, different candidate: the mask decoder's hypernetwork scaled down
         for parameter in sam.mask_decoder.output_hypernetworks_mlps.parameters():
             parameter.mul_(0.5)
     second = save_sam_weights(sam, tmp_path / "second.safetensors").resolve()
