@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test system-deps install bench pretrain model-card screenshots clean
+.PHONY: run test lint format system-deps install bench pretrain model-card screenshots wheel clean
 
 system-deps:
 	@bash scripts/install_system_deps.sh
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,dev]"
 	touch $(STAMP)
 
 install: system-deps $(STAMP)
@@ -21,13 +21,27 @@ install: system-deps $(STAMP)
 run: install
 	$(VENV)/bin/infosam app --samples
 
-test: install
+test: install lint
 	$(PY) -m pytest
 
+# ruff (lint + format check) and the import contracts in pyproject.toml ([tool.importlinter])
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# a wheel and an sdist in dist/ (they carry the bundled model, its card and the sample images)
+wheel: $(STAMP)
+	$(PY) -m build --no-isolation --outdir dist .
+
 bench: install
-	$(PY) benchmarks/bench_predict.py
-	$(PY) benchmarks/bench_train.py
-	$(PY) benchmarks/bench_app_responsiveness.py
+	$(PY) benchmarks/bench_predict.py --json benchmarks/results/predict.json
+	$(PY) benchmarks/bench_train.py --json benchmarks/results/train.json
+	$(PY) benchmarks/bench_app_responsiveness.py --json benchmarks/results/app_responsiveness.json
 
 pretrain: install
 	$(VENV)/bin/infosam pretrain --out runs/pretrain
@@ -39,4 +53,4 @@ screenshots: install
 	$(PY) scripts/take_screenshots.py --out docs/screenshots
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -19,11 +19,6 @@ pyvirtualdisplay when $DISPLAY is unset) and reports:
 
 from __future__ import annotations
 
-try:  # noqa: SIM105 - before any GL window: see shared/reference/setup-notes.md
-    import triton  # noqa: F401
-except Exception:  # noqa: BLE001
-    pass
-
 import argparse
 import json
 import os
@@ -35,10 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from infosam_app.gl_safety import import_triton_first
+from infosam_app.testing import wait_until  # no Qt/torch import at module level
 
-from infosam_app.testing import wait_until  # noqa: E402  (no Qt/torch import at module level)
+ROOT = Path(__file__).resolve().parents[1]
+
+import_triton_first()  # before any GL window exists (see infosam_app.gl_safety)
 
 
 def _display():
@@ -80,8 +77,12 @@ class Pauses:
             self.gc_ms.append((time.perf_counter() - self._t) * 1000)
 
     def take(self) -> dict:
-        out = {"full_gc_count": len(self.gc_ms), "full_gc_max_ms": round(max(self.gc_ms, default=0), 1),
-               "draws": len(self.draw_ms), "draw_max_ms": round(max(self.draw_ms, default=0), 1)}
+        out = {
+            "full_gc_count": len(self.gc_ms),
+            "full_gc_max_ms": round(max(self.gc_ms, default=0), 1),
+            "draws": len(self.draw_ms),
+            "draw_max_ms": round(max(self.draw_ms, default=0), 1),
+        }
         self.gc_ms.clear()
         self.draw_ms.clear()
         return out
@@ -115,9 +116,12 @@ class Heartbeat:
         self.timer.stop()
         g = np.asarray(self.gaps) if self.gaps else np.asarray([self.interval])
         stall = np.maximum(g - self.interval, 0) * 1000
-        return {"ticks": int(g.size), "max_stall_ms": round(float(stall.max()), 1),
-                "p99_stall_ms": round(float(np.percentile(stall, 99)), 1),
-                "mean_gap_ms": round(float(g.mean() * 1000), 1)}
+        return {
+            "ticks": int(g.size),
+            "max_stall_ms": round(float(stall.max()), 1),
+            "p99_stall_ms": round(float(np.percentile(stall, 99)), 1),
+            "mean_gap_ms": round(float(g.mean() * 1000), 1),
+        }
 
 
 def pump(cond, timeout: float = 120.0) -> bool:
@@ -168,12 +172,16 @@ def click_latencies(widget, n: int, mask_ms: list[float] | None = None) -> list[
 def lat_stats(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
-    return {"n": len(values), "median_ms": round(statistics.median(values), 1),
-            "p95_ms": round(float(np.percentile(values, 95)), 1), "max_ms": round(max(values), 1)}
+    return {
+        "n": len(values),
+        "median_ms": round(statistics.median(values), 1),
+        "p95_ms": round(float(np.percentile(values, 95)), 1),
+        "max_ms": round(max(values), 1),
+    }
 
 
 def synthetic_samples(n=8, size=256):
-    from infosam_core.data import SegmentationSample
+    from infosam_core.data.datasets import SegmentationSample
 
     rng = np.random.default_rng(1)
     out = []
@@ -201,7 +209,8 @@ def embed_loop(predictor, n, size=768):
 
 
 def train_steps(sam, samples, steps, signal=None):
-    from infosam_core.train import TrainConfig, train
+    from infosam_core.training.config import TrainConfig
+    from infosam_core.training.trainer import train
 
     config = TrainConfig(peft="adapter", distill="infosam", max_steps=steps, epochs=1000, batch_size=4)
     return train(config, sam, samples, progress=(signal.emit if signal is not None else None)).steps
@@ -224,13 +233,17 @@ def run_on(kind: str, fn, *args):
     t0 = time.perf_counter()
     if kind == "qthread":
         runner = TaskRunner()
-        runner.run(lambda: fn(*args, **({"signal": relay.progress} if fn is train_steps else {})),
-                   on_result=lambda r: done.setdefault("r", r), on_error=lambda e: done.setdefault("e", e))
+        runner.run(
+            lambda: fn(*args, **({"signal": relay.progress} if fn is train_steps else {})),
+            on_result=lambda r: done.setdefault("r", r),
+            on_error=lambda e: done.setdefault("e", e),
+        )
     else:
         from napari.qt.threading import create_worker
 
-        worker = create_worker(fn, *args, **({"signal": relay.progress} if fn is train_steps else {}),
-                               _start_thread=False)
+        worker = create_worker(
+            fn, *args, **({"signal": relay.progress} if fn is train_steps else {}), _start_thread=False
+        )
         worker.returned.connect(lambda r: done.setdefault("r", r))
         worker.errored.connect(lambda e: done.setdefault("e", e))
         worker.start()
@@ -259,12 +272,15 @@ def main() -> int:
     from infosam_app.samples import sample_paths
     from infosam_app.testing import prompt_until_mask
     from infosam_app.widget import StudioWidget
-    from infosam_core.models import load_sam
+    from infosam_core.models.registry import load_sam
 
     n_clicks, n_steps, n_embed = (15, 4, 4) if args.quick else (40, 10, 10)
-    results: dict = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                     "gc_freeze": not args.no_gc_freeze,
-                     "load_avg_start": os.getloadavg()}
+    results: dict = {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gc_freeze": not args.no_gc_freeze,
+        "load_avg_start": os.getloadavg(),
+    }
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1400, 900)
     widget = StudioWidget(viewer, load_model=False, freeze_gc=not args.no_gc_freeze)
@@ -293,8 +309,12 @@ def main() -> int:
     for _ in range(n_embed):
         s.invalidate_embeddings()
         pump(lambda: s.embedding_ready)
-    results["embedding"] = {"embeddings": n_embed, "wall_s": round(time.perf_counter() - t0, 2),
-                            **hb.stop(), **pauses.take()}
+    results["embedding"] = {
+        "embeddings": n_embed,
+        "wall_s": round(time.perf_counter() - t0, 2),
+        **hb.stop(),
+        **pauses.take(),
+    }
     # 1b. the app's own flow: go through the images (napari layer updates and canvas draws on the GUI
     # thread), each embedding computed in the background
     s.prefetch_enabled = False
@@ -305,16 +325,19 @@ def main() -> int:
     pauses.take()
     hb.start()
     t0 = time.perf_counter()
-    for rep in range(2):
+    for _rep in range(2):
         for i in range(len(s.project.images)):
             s.predictor.clear_cache()
             t_switch[0] = time.perf_counter()
             s.show_image(i)
-            pump(lambda: s.index == i and s.embedding_ready)
-    results["image_switching"] = {"switches": 2 * len(s.project.images),
-                                  "wall_s": round(time.perf_counter() - t0, 2),
-                                  "switch_gui_ms_median": round(statistics.median(switch_ms), 1),
-                                  **hb.stop(), **pauses.take()}
+            pump(lambda i=i: s.index == i and s.embedding_ready)
+    results["image_switching"] = {
+        "switches": 2 * len(s.project.images),
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "switch_gui_ms_median": round(statistics.median(switch_ms), 1),
+        **hb.stop(),
+        **pauses.take(),
+    }
     s.prefetch_enabled = True
 
     # 2. click -> mask shown, idle
@@ -327,7 +350,7 @@ def main() -> int:
     # 3. during training with the app's controller: heartbeat + clicks
     for i in range(len(s.project.images)):
         s.show_image(i)
-        pump(lambda: s.index == i and s.embedding_ready)
+        pump(lambda i=i: s.index == i and s.embedding_ready)
         prompt_until_mask(widget.prompts)
         widget.prompts.accept()
     panel = widget.adapt_panel
@@ -344,11 +367,15 @@ def main() -> int:
     to_mask = []
     while panel.controller.running:  # ... then clicks while it goes on
         clicks += click_latencies(widget, 3, to_mask)
-    results["app_training"] = {"steps_measured": n_steps, "wall_s_total": round(time.perf_counter() - t0, 2),
-                               **train_hb}
+    results["app_training"] = {
+        "steps_measured": n_steps,
+        "wall_s_total": round(time.perf_counter() - t0, 2),
+        **train_hb,
+    }
     results["click_during_training"] = lat_stats(clicks)
     results["click_during_training"]["to_preview_layer_median_ms"] = (
-        round(statistics.median(to_mask), 1) if to_mask else None)
+        round(statistics.median(to_mask), 1) if to_mask else None
+    )
     pump(lambda: s.active == "adapted" and s.embedding_ready, 60)
 
     # 4. thread_worker vs QThread on the same workloads
@@ -368,19 +395,25 @@ def main() -> int:
         display.stop()
 
     print("\n== InfoSAM Studio responsiveness (tiny model, CPU) ==")
-    print(f"cpus {results['cpu_count']}, torch threads {results['torch_threads']}, "
-          f"load avg at start {results['load_avg_start'][0]:.2f}")
+    print(
+        f"cpus {results['cpu_count']}, torch threads {results['torch_threads']}, "
+        f"load avg at start {results['load_avg_start'][0]:.2f}"
+    )
     for key in ("idle", "embedding", "image_switching", "app_training"):
         print(f"{key:<24} {json.dumps(results[key])}")
     for key in ("click_idle", "click_during_training"):
         print(f"{key:<24} {json.dumps(results[key])}")
     print("runner comparison (heartbeat every 10 ms):")
     for row in compare:
-        print(f"  {row['workload']:<26} {row['runner']:<14} work {row['work_s']:>6.2f} s   "
-              f"max stall {row['max_stall_ms']:>6.1f} ms   p99 {row['p99_stall_ms']:>5.1f} ms")
+        print(
+            f"  {row['workload']:<26} {row['runner']:<14} work {row['work_s']:>6.2f} s   "
+            f"max stall {row['max_stall_ms']:>6.1f} ms   p99 {row['p99_stall_ms']:>5.1f} ms"
+        )
     target = max(results["embedding"]["max_stall_ms"], results["app_training"]["max_stall_ms"])
-    print(f"longest stall during embedding/training: {target:.1f} ms (target <= 100 ms): "
-          f"{'OK' if target <= 100 else 'ABOVE TARGET'}")
+    print(
+        f"longest stall during embedding/training: {target:.1f} ms (target <= 100 ms): "
+        f"{'OK' if target <= 100 else 'ABOVE TARGET'}"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

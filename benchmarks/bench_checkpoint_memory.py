@@ -14,17 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 
 def measure(model: str, batch: int, checkpoint: bool) -> tuple[float, float]:
-    from infosam_core.models import build_sam
-    from infosam_core.peft import apply_peft
-    from infosam_core.train_data import encoder_prefix, encoder_suffix, frozen_prefix_depth
+    from infosam_core.models.sam import build_sam
+    from infosam_core.peft.registry import apply_peft
+    from infosam_core.training.encoder_cache import encoder_prefix, encoder_suffix, frozen_prefix_depth
 
     torch.manual_seed(0)
     sam = build_sam(model)
@@ -58,11 +55,15 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     rows = {flag: measure(args.model, args.batch, flag) for flag in (False, True)}
     for flag, (mb, s) in rows.items():
-        print(f"{args.model} batch {args.batch} adapter, checkpointing {'on ' if flag else 'off'}: "
-              f"{mb:8.0f} MB saved for backward, forward+backward {s:.1f} s")
+        print(
+            f"{args.model} batch {args.batch} adapter, checkpointing {'on ' if flag else 'off'}: "
+            f"{mb:8.0f} MB saved for backward, forward+backward {s:.1f} s"
+        )
     off, on = rows[False], rows[True]
-    print(f"checkpointing: {on[0] / off[0]:.3f}x activation memory ({off[0] / args.batch:.0f} -> "
-          f"{on[0] / args.batch:.0f} MB per image), {on[1] / off[1]:.2f}x encoder time")
+    print(
+        f"checkpointing: {on[0] / off[0]:.3f}x activation memory ({off[0] / args.batch:.0f} -> "
+        f"{on[0] / args.batch:.0f} MB per image), {on[1] / off[1]:.2f}x encoder time"
+    )
     return 0
 
 

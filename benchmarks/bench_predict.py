@@ -20,8 +20,9 @@ import warnings
 import numpy as np
 import torch
 
-from infosam_core.models import load_sam, model_fingerprint
-from infosam_core.predict import Predictor
+from infosam_core.inference.predictor import Predictor
+from infosam_core.models.fingerprint import model_fingerprint
+from infosam_core.models.registry import load_sam
 
 
 def _image(height: int, width: int, seed: int) -> np.ndarray:

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 SETTINGS = {
     "plain": dict(distill="none"),
@@ -38,7 +37,7 @@ def make_samples(n: int, seed: int = 0):
     import numpy as np
     from skimage import draw
 
-    from infosam_core.data import SegmentationSample
+    from infosam_core.data.datasets import SegmentationSample
 
     rng = np.random.default_rng(seed)
     samples = []
@@ -56,14 +55,17 @@ def run_one(model: str, setting: str, peft: str, batch: int, measure: int, devic
     """One measurement in this process; returns the figures as a dict."""
     import torch
 
-    from infosam_core.models import build_sam, load_sam
-    from infosam_core.train import TrainConfig, train
+    from infosam_core.models.registry import load_sam
+    from infosam_core.models.sam import build_sam
+    from infosam_core.training.config import TrainConfig
+    from infosam_core.training.trainer import train
 
     torch.manual_seed(0)
     sam = load_sam("tiny") if model == "tiny" else build_sam(model)
     samples = make_samples(batch)  # one step per epoch: epoch 1 warms the cache up
-    config = TrainConfig(peft=peft, batch_size=batch, epochs=1 + measure, hflip=False, device=device, seed=0,
-                         **SETTINGS[setting])
+    config = TrainConfig(
+        peft=peft, batch_size=batch, epochs=1 + measure, hflip=False, device=device, seed=0, **SETTINGS[setting]
+    )
     times: list[float] = []
     last = [time.monotonic()]
 
@@ -76,12 +78,24 @@ def run_one(model: str, setting: str, peft: str, batch: int, measure: int, devic
         torch.cuda.reset_peak_memory_stats()
     result = train(config, sam, samples, progress=progress)
     steady = times[1:]
-    peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
-               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"model": model, "setting": setting, "peft": peft, "batch": batch, "device": device,
-            "first_step_s": times[0], "s_per_step": statistics.median(steady), "steps_measured": len(steady),
-            "peak_mb": peak_mb, "teacher_encoder_images": result.teacher_encoder_images,
-            "threads": torch.get_num_threads()}
+    peak_mb = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if device.startswith("cuda")
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return {
+        "model": model,
+        "setting": setting,
+        "peft": peft,
+        "batch": batch,
+        "device": device,
+        "first_step_s": times[0],
+        "s_per_step": statistics.median(steady),
+        "steps_measured": len(steady),
+        "peak_mb": peak_mb,
+        "teacher_encoder_images": result.teacher_encoder_images,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> int:
@@ -112,14 +126,29 @@ def main() -> int:
         batch = args.batch or (2 if small_cpu else 4)
         measure = args.measure or (2 if small_cpu else 5)
         for setting in SETTINGS:
-            cmd = [sys.executable, __file__, "--one", model, setting, "--peft", args.peft, "--device", device,
-                   "--batch", str(batch), "--measure", str(measure)] + (["--threads", str(args.threads)] if args.threads else [])
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                model,
+                setting,
+                "--peft",
+                args.peft,
+                "--device",
+                device,
+                "--batch",
+                str(batch),
+                "--measure",
+                str(measure),
+            ] + (["--threads", str(args.threads)] if args.threads else [])
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             row = json.loads(out.strip().splitlines()[-1])
             rows.append(row)
-            print(f"{model:>6} {setting:>9}: {row['s_per_step']:.3f} s/step (first step {row['first_step_s']:.2f} s), "
-                  f"peak {row['peak_mb']:.0f} MB, teacher encoder ran on {row['teacher_encoder_images']} images",
-                  flush=True)
+            print(
+                f"{model:>6} {setting:>9}: {row['s_per_step']:.3f} s/step (first step {row['first_step_s']:.2f} s), "
+                f"peak {row['peak_mb']:.0f} MB, teacher encoder ran on {row['teacher_encoder_images']} images",
+                flush=True,
+            )
     print()
     mem = "peak MB (CUDA allocated)" if device.startswith("cuda") else "peak RSS MB"
     print(f"{'model':>6} {'setting':>9} {'batch':>5} {'s/step':>8} {mem:>24}")
@@ -128,13 +157,15 @@ def main() -> int:
     print()
     for model in dict.fromkeys(r["model"] for r in rows):
         by = {r["setting"]: r for r in rows if r["model"] == model}
-        print(f"{model} ({args.peft}, {device}, {by['plain']['threads']} threads): "
-              f"InfoSAM / plain = {by['infosam']['s_per_step'] / by['plain']['s_per_step']:.2f}x time, "
-              f"{by['infosam']['peak_mb'] / by['plain']['peak_mb']:.2f}x memory; "
-              f"recompute / InfoSAM = {by['recompute']['s_per_step'] / by['infosam']['s_per_step']:.2f}x time, "
-              f"{by['recompute']['peak_mb'] / by['infosam']['peak_mb']:.2f}x memory; "
-              f"checkpointing / InfoSAM = {by['ckpt']['s_per_step'] / by['infosam']['s_per_step']:.2f}x time, "
-              f"{by['ckpt']['peak_mb'] / by['infosam']['peak_mb']:.2f}x memory")
+        print(
+            f"{model} ({args.peft}, {device}, {by['plain']['threads']} threads): "
+            f"InfoSAM / plain = {by['infosam']['s_per_step'] / by['plain']['s_per_step']:.2f}x time, "
+            f"{by['infosam']['peak_mb'] / by['plain']['peak_mb']:.2f}x memory; "
+            f"recompute / InfoSAM = {by['recompute']['s_per_step'] / by['infosam']['s_per_step']:.2f}x time, "
+            f"{by['recompute']['peak_mb'] / by['infosam']['peak_mb']:.2f}x memory; "
+            f"checkpointing / InfoSAM = {by['ckpt']['s_per_step'] / by['infosam']['s_per_step']:.2f}x time, "
+            f"{by['ckpt']['peak_mb'] / by['infosam']['peak_mb']:.2f}x memory"
+        )
     return 0
 
 

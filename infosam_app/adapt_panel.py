@@ -19,7 +19,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from infosam_app.loss_plot import LossPlot
+from infosam_app.loss_plot import TERM_LABELS, LossPlot
 from infosam_app.session import ModelInfo, Session, device_name
 from infosam_app.shortcuts import TOOLTIPS
 from infosam_app.training import METHOD_CHOICES, MIN_OBJECTS, RunSettings, TrainingController
@@ -33,9 +33,9 @@ def format_seconds(s: float | None) -> str:
 
 
 def _load_adapter_job(base_sam, path: str):
-    from infosam_core.adapter_io import load_adapter
+    from infosam_core.peft.checkpoint import load_peft_checkpoint
 
-    return load_adapter(base_sam, path)
+    return load_peft_checkpoint(base_sam, path)
 
 
 class AdaptPanel(QWidget):
@@ -103,7 +103,7 @@ class AdaptPanel(QWidget):
         self.start_btn.clicked.connect(lambda: self.start())
         self.cancel_btn.clicked.connect(self.controller.cancel)
         self.continue_btn.clicked.connect(lambda: self.start(continue_run=True))
-        self.load_btn.clicked.connect(lambda: self.load_adapter())
+        self.load_btn.clicked.connect(lambda: self.load_peft_checkpoint())
         c = self.controller
         c.started.connect(self._on_started)
         c.progress.connect(self._on_progress)
@@ -118,9 +118,12 @@ class AdaptPanel(QWidget):
     def settings(self) -> RunSettings:
         budget = self.budget_spin.value()
         return RunSettings(
-            method=self.method_combo.currentData(), infosam=self.infosam_check.isChecked(),
-            epochs=self.epochs_spin.value(), time_budget_s=budget * 60.0 if budget else None,
-            max_steps=self.max_steps, low_memory=self.low_memory_check.isChecked(),
+            method=self.method_combo.currentData(),
+            infosam=self.infosam_check.isChecked(),
+            epochs=self.epochs_spin.value(),
+            time_budget_s=budget * 60.0 if budget else None,
+            max_steps=self.max_steps,
+            low_memory=self.low_memory_check.isChecked(),
         )
 
     def start(self, continue_run: bool = False) -> bool:
@@ -128,7 +131,7 @@ class AdaptPanel(QWidget):
             self.plot.clear()
         return self.controller.start(self.settings(), continue_run=continue_run)
 
-    def load_adapter(self, path: str | None = None) -> None:
+    def load_peft_checkpoint(self, path: str | None = None) -> None:
         """Load an adapter file onto the base model (background); it becomes the adapted model."""
         session = self.session
         if "base" not in session.sams:
@@ -136,20 +139,32 @@ class AdaptPanel(QWidget):
             return
         if path is None:
             start = str(session.project.adapters_dir) if session.project else str(Path.home())
-            path, _ = QFileDialog.getOpenFileName(self, "Load adapter", start, "Adapters (*.safetensors);;All files (*)")
+            path, _ = QFileDialog.getOpenFileName(
+                self, "Load adapter", start, "Adapters (*.safetensors);;All files (*)"
+            )
             if not path:
                 return
         session.tell(f"Loading adapter {Path(path).name} …")
 
         def ok(model):
             method = getattr(getattr(model, "peft_state", None), "method", "adapter")
-            info = ModelInfo(f"{method} adapter ({Path(path).parent.name}/{Path(path).name})", device_name(model),
-                             session.infos["base"].model_type, adapter_path=str(path))
+            info = ModelInfo(
+                f"{method} adapter ({Path(path).parent.name}/{Path(path).name})",
+                device_name(model),
+                session.infos["base"].model_type,
+                adapter_path=str(path),
+            )
             session.set_adapted(model, info, activate=True)
             self.info_label.setText(f"Loaded {path}")
 
-        session.tasks.run(_load_adapter_job, session.sams["base"], str(path), name="load adapter", on_result=ok,
-                          on_error=lambda exc: session.fail(f"Cannot load the adapter: {exc}"))
+        session.tasks.run(
+            _load_adapter_job,
+            session.sams["base"],
+            str(path),
+            name="load adapter",
+            on_result=ok,
+            on_error=lambda exc: session.fail(f"Cannot load the adapter: {exc}"),
+        )
 
     # ---- updates
     def _sync_buttons(self) -> None:
@@ -158,8 +173,14 @@ class AdaptPanel(QWidget):
         self.start_btn.setEnabled(not running)
         self.continue_btn.setEnabled(self.controller.can_continue())
         self.cancel_btn.setEnabled(running)
-        for w in (self.method_combo, self.infosam_check, self.low_memory_check, self.epochs_spin, self.budget_spin,
-                  self.load_btn):
+        for w in (
+            self.method_combo,
+            self.infosam_check,
+            self.low_memory_check,
+            self.epochs_spin,
+            self.budget_spin,
+            self.load_btn,
+        ):
             w.setEnabled(not running)
         if not running:
             if n < MIN_OBJECTS:
@@ -186,15 +207,21 @@ class AdaptPanel(QWidget):
         if p.val_miou is not None:
             self._last_val = p.val_miou
         extra = f"   IoU on your objects {self._last_val:.3f}" if self._last_val is not None else ""
-        self.eta_label.setText(f"epoch {p.epoch}   elapsed {format_seconds(p.elapsed_s)}   ETA {format_seconds(eta)}{extra}")
+        self.eta_label.setText(
+            f"epoch {p.epoch}   elapsed {format_seconds(p.elapsed_s)}   ETA {format_seconds(eta)}{extra}"
+        )
         if p.val_miou is None:  # the end-of-epoch report repeats the epoch's mean losses: not plotted
-            self.plot.add(p.step, {"seg": p.seg_loss, "L_r": p.l_r, "L_d": p.l_d})
+            self.plot.add(p.step, {"seg": p.seg_loss, **{TERM_LABELS.get(k, k): v for k, v in p.terms.items()}})
 
     def _on_finished(self, result) -> None:
         self.progress_bar.setFormat(f"{result.stop_reason}: {result.steps} steps")
         if result.stop_reason in ("completed", "max_steps"):
             self.progress_bar.setValue(100)
-        best = f", best val IoU {result.best_val_miou:.3f} (epoch {result.best_epoch})" if result.best_val_miou is not None else ""
+        best = (
+            f", best val IoU {result.best_val_miou:.3f} (epoch {result.best_epoch})"
+            if result.best_val_miou is not None
+            else ""
+        )
         self.info_label.setText(
             f"{'Cancelled — the best adapter so far is kept' if result.cancelled else 'Done'}: {result.steps} steps in "
             f"{format_seconds(result.elapsed_s)}{best}. Saved to {self.controller.last_adapter_path}. "

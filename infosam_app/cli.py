@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-MODEL_CHOICES = ("tiny", "vit_b", "vit_l", "vit_h")
+from infosam_app.gl_safety import import_triton_first
+from infosam_core.models.registry import MODEL_TYPES
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -26,24 +27,22 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("images", nargs="*", type=Path, help="image files or folders to open (PNG, JPEG, TIFF)")
     p.add_argument("--samples", action="store_true", help="open the bundled sample images")
     p.add_argument("--project", type=Path, help="project folder to open or create (default: in the user data folder)")
-    p.add_argument("--model", default="tiny", choices=MODEL_CHOICES, help="SAM variant (default: bundled tiny)")
+    p.add_argument("--model", default="tiny", choices=MODEL_TYPES, help="SAM variant (default: bundled tiny)")
     p.add_argument("--checkpoint", type=Path, help="SAM checkpoint file for --model vit_b/vit_l/vit_h")
     p.set_defaults(func=run)
     return p
 
 
-def _import_triton_first() -> None:
-    """Importing triton after a GL window exists segfaults (Mesa llvmpipe + CUDA torch): do it first."""
-    try:  # noqa: SIM105
-        import triton  # noqa: F401
-    except Exception:  # noqa: BLE001 - absent or broken: nothing to protect then
-        pass
-
-
-def launch(images: Sequence[str | Path] = (), project: str | Path | None = None, samples: bool = False,
-           model: str = "tiny", checkpoint: str | Path | None = None, show: bool = True):
+def launch(
+    images: Sequence[str | Path] = (),
+    project: str | Path | None = None,
+    samples: bool = False,
+    model: str = "tiny",
+    checkpoint: str | Path | None = None,
+    show: bool = True,
+):
     """Create a viewer with the studio docked and open what was asked; returns ``(viewer, widget)``."""
-    _import_triton_first()
+    import_triton_first()
     import napari
 
     from infosam_app.samples import sample_paths, samples_project_dir
@@ -67,7 +66,7 @@ def launch(images: Sequence[str | Path] = (), project: str | Path | None = None,
 def run(args: argparse.Namespace) -> int:
     from infosam_core.cli import CLIError
 
-    _import_triton_first()
+    import_triton_first()
     try:
         import napari
     except ImportError:

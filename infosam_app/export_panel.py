@@ -1,7 +1,7 @@
 """Export: label images (TIFF / PNG) per image, COCO JSON of the project, the adapted model's adapter.
 
 Each action takes an explicit destination (tests, scripts) or asks with a file dialog. Writing happens in
-the core (:mod:`infosam_core.export`, :func:`infosam_core.adapter_io.save_adapter`), atomically.
+the core (:mod:`infosam_core.annotation.export`, :func:`infosam_core.peft.checkpoint.save_peft_checkpoint`), atomically.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class ExportPanel(QWidget):
         self.session.tell(text)
 
     def export_masks(self, out_dir: str | Path | None = None, fmt: str | None = None) -> list[Path]:
-        from infosam_core.export import export_label_images
+        from infosam_core.annotation.export import export_label_images
 
         project = self.session.project
         if project is None:
@@ -81,7 +81,7 @@ class ExportPanel(QWidget):
         return paths
 
     def export_coco(self, path: str | Path | None = None) -> Path | None:
-        from infosam_core.export import export_coco
+        from infosam_core.annotation.export import export_coco
 
         project = self.session.project
         if project is None:
@@ -89,8 +89,9 @@ class ExportPanel(QWidget):
             return None
         if path is None:
             Path(self._default_dir()).mkdir(parents=True, exist_ok=True)
-            path, _ = QFileDialog.getSaveFileName(self, "Export COCO JSON", str(Path(self._default_dir()) / "coco.json"),
-                                                  "JSON (*.json)")
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Export COCO JSON", str(Path(self._default_dir()) / "coco.json"), "JSON (*.json)"
+            )
             if not path:
                 return None
         try:
@@ -102,25 +103,31 @@ class ExportPanel(QWidget):
         return out
 
     def export_adapter(self, path: str | Path | None = None) -> Path | None:
-        from infosam_core.adapter_io import save_adapter
+        from infosam_core.peft.checkpoint import save_peft_checkpoint
 
         session = self.session
         if not session.has_adapted:
             session.fail("No adapted model to export: adapt or load one first.")
             return None
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Export adapter",
-                                                  str(Path(self._default_dir()) / "adapter.safetensors"),
-                                                  "Adapter (*.safetensors)")
+            path, _ = QFileDialog.getSaveFileName(
+                self,
+                "Export adapter",
+                str(Path(self._default_dir()) / "adapter.safetensors"),
+                "Adapter (*.safetensors)",
+            )
             if not path:
                 return None
         summary = {"exported_from": "infosam-studio", "model": session.infos["adapted"].label}
         controller = getattr(self.adapt_panel, "controller", None)
-        if controller is not None and controller.last_result is not None \
-                and controller.last_result.model is session.sams["adapted"]:
+        if (
+            controller is not None
+            and controller.last_result is not None
+            and controller.last_result.model is session.sams["adapted"]
+        ):
             summary.update(controller.last_result.summary())
         try:
-            save_adapter(session.sams["adapted"], path, summary)
+            save_peft_checkpoint(session.sams["adapted"], path, summary)
         except Exception as exc:  # noqa: BLE001
             session.fail(f"Adapter export failed: {exc}")
             return None

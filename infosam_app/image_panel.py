@@ -98,8 +98,7 @@ class ImagePanel(QWidget):
             counts = project.object_counts()
             total = sum(counts.values())
             self.project_label.setText(
-                f"<b>{project.name}</b>: {len(project.images)} images, {total} objects<br>"
-                f"<small>{project.root}</small>"
+                f"<b>{project.name}</b>: {len(project.images)} images, {total} objects<br><small>{project.root}</small>"
             )
             if self.list.count() != len(project.images):
                 self.list.clear()

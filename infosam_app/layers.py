@@ -19,8 +19,20 @@ NEGATIVE_COLOR = "#ff2a2a"
 PREVIEW_COLOR = "#00e5ff"
 BOX_COLOR = "#ffd400"
 # accepted objects cycle through these; no cyan, so that the preview always stands out
-OBJECT_COLORS = ["#e6194b", "#f58231", "#911eb4", "#3cb44b", "#f032e6", "#4363d8", "#9a6324", "#bcf60c",
-                 "#800000", "#fabebe", "#808000", "#e6beff"]
+OBJECT_COLORS = [
+    "#e6194b",
+    "#f58231",
+    "#911eb4",
+    "#3cb44b",
+    "#f032e6",
+    "#4363d8",
+    "#9a6324",
+    "#bcf60c",
+    "#800000",
+    "#fabebe",
+    "#808000",
+    "#e6beff",
+]
 
 IMAGE_NAME = "image"
 OBJECTS_NAME = "objects"
@@ -52,7 +64,7 @@ class StudioLayers:
     # ---- image
     def show_image(self, raw: np.ndarray, rgb: np.ndarray, name: str) -> None:
         """Show the image as SAM sees it: the RGB uint8 conversion (16-bit and float images are scaled by
-        :func:`infosam_core.images.to_rgb_uint8`; the raw array stays in ``layer.metadata["raw"]``).
+        :func:`infosam_core.io.images.to_rgb_uint8`; the raw array stays in ``layer.metadata["raw"]``).
 
         One RGB layer is kept and its data replaced: removing a napari layer runs a full ``gc.collect()``
         (measured ~0.5 s with torch loaded), which would stall the GUI on every image change.
@@ -90,7 +102,9 @@ class StudioLayers:
             from napari.utils.colormaps import CyclicLabelColormap
 
             self.objects = self.viewer.add_labels(
-                np.zeros(shape, np.uint16), name=OBJECTS_NAME, opacity=0.5,
+                np.zeros(shape, np.uint16),
+                name=OBJECTS_NAME,
+                opacity=0.5,
                 colormap=CyclicLabelColormap(colors=["transparent", *OBJECT_COLORS], background_value=0),
             )
             # edited through prompts only (accept / refine / delete, all saved): napari's brush would
@@ -99,22 +113,34 @@ class StudioLayers:
             self._emit_created(self.objects)
         if not self.alive(self.preview):
             self.preview = self.viewer.add_labels(
-                np.zeros(shape, np.uint8), name=PREVIEW_NAME, opacity=0.55,
+                np.zeros(shape, np.uint8),
+                name=PREVIEW_NAME,
+                opacity=0.55,
                 colormap=DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: PREVIEW_COLOR}),
             )
             self.preview.editable = False
             self._emit_created(self.preview)
         if not self.alive(self.box):
             self.box = self.viewer.add_shapes(
-                name=BOX_NAME, ndim=2, edge_color=BOX_COLOR, face_color="transparent", edge_width=2,
+                name=BOX_NAME,
+                ndim=2,
+                edge_color=BOX_COLOR,
+                face_color="transparent",
+                edge_width=2,
             )
             self.box.current_edge_color = BOX_COLOR
             self.box.current_face_color = "transparent"
             self._emit_created(self.box)
         if not self.alive(self.points):
             self.points = self.viewer.add_points(
-                np.empty((0, 2)), name=POINTS_NAME, ndim=2, size=10, border_color="white", border_width=0.1,
-                features={"label": np.empty(0, dtype=int)}, face_color=POSITIVE_COLOR,
+                np.empty((0, 2)),
+                name=POINTS_NAME,
+                ndim=2,
+                size=10,
+                border_color="white",
+                border_width=0.1,
+                features={"label": np.empty(0, dtype=int)},
+                face_color=POSITIVE_COLOR,
             )
             self.points.feature_defaults = {"label": 1}
             self._emit_created(self.points)
@@ -142,4 +168,3 @@ class StudioLayers:
             self.preview.refresh()
         else:
             self.preview.data = mask.astype(np.uint8)
-

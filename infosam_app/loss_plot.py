@@ -15,6 +15,7 @@ from qtpy.QtCore import QPointF, QRectF, QSize, Qt
 from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+TERM_LABELS = {"l_r": "L_r", "l_d": "L_d"}  # distiller term name -> legend label
 COLORS = ["#4fc3f7", "#ffb74d", "#81c784", "#e57373", "#ba68c8", "#fff176"]
 MAX_DRAWN = 400
 SMOOTHING = 0.8  # EMA weight of the past
@@ -30,7 +31,7 @@ class LossPlot(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setToolTip("Training losses per step: segmentation (top), InfoSAM L_r and L_d (bottom)")
 
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+    def sizeHint(self) -> QSize:
         return QSize(320, 220)
 
     def clear(self) -> None:
@@ -48,7 +49,7 @@ class LossPlot(QWidget):
         return sum(len(v) for v in self.series.values())
 
     # ---- painting
-    def paintEvent(self, _event) -> None:  # noqa: N802 - Qt API
+    def paintEvent(self, _event) -> None:
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         p.fillRect(self.rect(), QColor("#1e1f24"))
@@ -68,8 +69,11 @@ class LossPlot(QWidget):
             rect = QRectF(left, top + i * (h + gap), self.width() - left - right, h)
             self._paint_panel(p, rect, names, x0, x1, fm)
         p.setPen(QColor("#9e9e9e"))
-        p.drawText(QRectF(left, self.height() - bottom, self.width() - left - right, bottom),
-                   Qt.AlignmentFlag.AlignCenter, f"step {int(x0)} .. {int(x1)}" if steps else "no training yet")
+        p.drawText(
+            QRectF(left, self.height() - bottom, self.width() - left - right, bottom),
+            Qt.AlignmentFlag.AlignCenter,
+            f"step {int(x0)} .. {int(x1)}" if steps else "no training yet",
+        )
         p.end()
 
     def _range(self, names: list[str]) -> tuple[float, float] | None:
@@ -109,18 +113,21 @@ class LossPlot(QWidget):
         lo, hi = r
 
         def to_px(s: float, v: float) -> QPointF:
-            return QPointF(rect.left() + (s - x0) / (x1 - x0) * rect.width(),
-                           rect.bottom() - (v - lo) / (hi - lo) * rect.height())
+            return QPointF(
+                rect.left() + (s - x0) / (x1 - x0) * rect.width(), rect.bottom() - (v - lo) / (hi - lo) * rect.height()
+            )
 
         if lo < 0 < hi:  # zero line
             p.setPen(QPen(QColor("#444"), 1, Qt.PenStyle.DashLine))
             z = to_px(x0, 0.0).y()
             p.drawLine(QPointF(rect.left(), z), QPointF(rect.right(), z))
         p.setPen(QColor("#9e9e9e"))
-        p.drawText(QRectF(0, rect.top() - 2, rect.left() - 4, fm.height()), Qt.AlignmentFlag.AlignRight,
-                   f"{hi:.3g}")
-        p.drawText(QRectF(0, rect.bottom() - fm.height() + 2, rect.left() - 4, fm.height()),
-                   Qt.AlignmentFlag.AlignRight, f"{lo:.3g}")
+        p.drawText(QRectF(0, rect.top() - 2, rect.left() - 4, fm.height()), Qt.AlignmentFlag.AlignRight, f"{hi:.3g}")
+        p.drawText(
+            QRectF(0, rect.bottom() - fm.height() + 2, rect.left() - 4, fm.height()),
+            Qt.AlignmentFlag.AlignRight,
+            f"{lo:.3g}",
+        )
         legend_x = rect.left() + 6
         for name in names:
             pts = self.series[name]

@@ -18,8 +18,7 @@ from qtpy.QtWidgets import (
 
 from infosam_app.session import Session
 from infosam_app.shortcuts import TOOLTIPS
-
-MODEL_CHOICES = [("tiny (bundled)", "tiny"), ("SAM ViT-B", "vit_b"), ("SAM ViT-L", "vit_l"), ("SAM ViT-H", "vit_h")]
+from infosam_core.models.registry import model_choices
 
 
 class ModelPanel(QWidget):
@@ -29,7 +28,7 @@ class ModelPanel(QWidget):
         grid = QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
         self.type_combo = QComboBox()
-        for text, value in MODEL_CHOICES:
+        for text, value in model_choices():
             self.type_combo.addItem(text, value)
         self.type_combo.setToolTip(TOOLTIPS["model_type"])
         self.checkpoint_edit = QLineEdit()
@@ -68,8 +67,9 @@ class ModelPanel(QWidget):
         self._sync_enabled()
 
     def choose_checkpoint(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "SAM checkpoint", str(Path.home()),
-                                              "Checkpoints (*.pth *.pt *.safetensors);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "SAM checkpoint", str(Path.home()), "Checkpoints (*.pth *.pt *.safetensors);;All files (*)"
+        )
         if path:
             self.checkpoint_edit.setText(path)
             self._sync_enabled()

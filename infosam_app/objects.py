@@ -1,6 +1,6 @@
 """Accepted objects of the shown image: accept (new, or replacing a refined one), delete, undo.
 
-Every change goes through the session's :class:`~infosam_core.project.Project`, which saves it at once
+Every change goes through the session's :class:`~infosam_core.annotation.project.Project`, which saves it at once
 (atomically) before the objects layer is updated; each change is recorded per image so that U / Ctrl+Z
 can revert it (an undo is saved at once too).
 """
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from infosam_app.session import Session
-from infosam_core.project import AnnotatedObject, ProjectError, Prompts
+from infosam_core.annotation.project import ProjectError
+from infosam_core.annotation.records import AnnotatedObject, ObjectPrompts
 
 MIN_OBJECT_PX = 10  # an accepted object keeps at least this many pixels ...
 MIN_FREE_FRACTION = 0.05  # ... and this share of its mask once accepted objects are left untouched
@@ -38,7 +39,7 @@ class ObjectEditor:
         self.session.layers.set_objects(self.session.project.annotations(key).labels)
         self.session.images_changed.emit()  # counts in the image list
 
-    def accept(self, mask: np.ndarray, prompts: Prompts, replace_id: int | None = None) -> AnnotatedObject | None:
+    def accept(self, mask: np.ndarray, prompts: ObjectPrompts, replace_id: int | None = None) -> AnnotatedObject | None:
         """Save ``mask`` as a new object, or as the new shape and prompts of ``replace_id``."""
         session, project, key = self.session, self.session.project, self.session.key
         if project is None or key is None:
@@ -47,16 +48,23 @@ class ObjectEditor:
         mask = np.asarray(mask, bool)
         free = self.free_pixels(mask, replace_id)
         if mask.any() and not self.acceptable(mask, replace_id):
-            session.fail(f"Not accepted: only {free} of the mask's {int(mask.sum())} pixels are not already "
-                         "taken by accepted objects. Refine the other object (R) or change the prompts.")
+            session.fail(
+                f"Not accepted: only {free} of the mask's {int(mask.sum())} pixels are not already "
+                "taken by accepted objects. Refine the other object (R) or change the prompts."
+            )
             return None
         action = ObjectAction("add", key, 0)
         if replace_id is not None and replace_id in ann.objects:
             action = ObjectAction("replace", key, replace_id, ann.objects[replace_id], ann.labels == replace_id)
         info = session.infos.get(session.active)
         try:
-            obj = project.add_object(key, mask, prompts, model=info.label if info else "",
-                                     replace_id=replace_id if action.kind == "replace" else None)
+            obj = project.add_object(
+                key,
+                mask,
+                prompts,
+                model=info.label if info else "",
+                replace_id=replace_id if action.kind == "replace" else None,
+            )
         except (ProjectError, OSError) as exc:
             session.fail(f"Not accepted: {exc}")
             return None

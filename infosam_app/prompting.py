@@ -1,19 +1,20 @@
 """Interactive prompting: points and a box in, a live mask preview out; accept, undo, refine.
 
 :class:`PromptController` reads prompts from the studio's napari layers (napari (row, col) -> SAM (x, y)),
-predicts with the session's active :class:`~infosam_core.predict.Predictor` on the GUI thread (only the
+predicts with the session's active :class:`~infosam_core.inference.predictor.Predictor` on the GUI thread (only the
 prompt encoder and mask decoder run: milliseconds), and writes accepted objects through the session's
 project (saved at once). It never computes embeddings: the session does that in the background and says
 when one is ready; prompts given before that are predicted as soon as it is.
 
 Candidates. One point alone is ambiguous: SAM's three multimask outputs are computed and the best-scoring
 one shown; with more prompts, the single-mask output is shown first. M cycles through all of them;
-the choice is saved with the object (``Prompts.candidate``: None = single output, k = multimask k).
+the choice is saved with the object (``ObjectPrompts.candidate``: None = single output, k = multimask k).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from collections.abc import Callable
 
 import numpy as np
 from qtpy.QtCore import QObject, Signal
@@ -23,7 +24,7 @@ from infosam_app.objects import ObjectEditor
 from infosam_app.session import Session
 from infosam_app.shortcuts import SHORTCUTS
 from infosam_app.workers import gui_torch_threads
-from infosam_core.project import AnnotatedObject, Prompts
+from infosam_core.annotation.records import AnnotatedObject, ObjectPrompts
 
 
 class PromptController(QObject):
@@ -41,7 +42,7 @@ class PromptController(QObject):
         self.candidate: int | None = None
         self._auto_candidate = True  # False once the user picked a candidate (M) or refines a saved one
         self.refine_id: int | None = None
-        self._history: list[Prompts] = []  # prompt states after each change (undo restores the previous)
+        self._history: list[ObjectPrompts] = []  # prompt states after each change (undo restores the previous)
         self._outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # "single"/"multi" -> (masks, scores)
         self._outputs_tag: tuple | None = None  # (predictor, embedding) the outputs were computed with
         self._mask: np.ndarray | None = None
@@ -83,10 +84,8 @@ class PromptController(QObject):
     def unbind(self) -> None:
         """Remove the viewer-level key bindings (the widget is closing)."""
         for key in self._bound_viewer_keys:
-            try:
+            with contextlib.suppress(Exception):  # a closed viewer
                 self.session.viewer.bind_key(key, None)
-            except Exception:  # noqa: BLE001
-                pass
         self._bound_viewer_keys.clear()
 
     def _wire_layer(self, layer) -> None:
@@ -100,7 +99,7 @@ class PromptController(QObject):
             layer.mode = "add_rectangle"
 
     # ------------------------------------------------------------------------------------------ prompts
-    def current_prompts(self) -> Prompts:
+    def current_prompts(self) -> ObjectPrompts:
         """The prompts on the layers, in SAM's (x, y) pixel convention, clipped to the image."""
         points: list[list[float]] = []
         box = None
@@ -121,14 +120,14 @@ class PromptController(QObject):
                 c0, c1 = np.clip([c0, c1], 0, shape[1] - 1)
             if r1 > r0 and c1 > c0:
                 box = [float(c0), float(r0), float(c1), float(r1)]
-        return Prompts(points=points, box=box, candidate=self.candidate)
+        return ObjectPrompts(points=points, box=box, candidate=self.candidate)
 
     @property
     def prompt_count(self) -> int:
         p = self.current_prompts()
         return len(p.points) + (p.box is not None)
 
-    def set_prompts(self, prompts: Prompts, record: bool = True) -> None:
+    def set_prompts(self, prompts: ObjectPrompts, record: bool = True) -> None:
         """Put ``prompts`` on the layers (replacing what is there) and predict."""
         self._write_layers(prompts)
         self._prompts_changed(record=record, candidate=prompts.candidate, keep_candidate=True)
@@ -172,7 +171,7 @@ class PromptController(QObject):
             return np.ones(0 if pl is None else len(pl.data), int)
         return pl.features["label"].to_numpy().astype(int)
 
-    def _write_layers(self, prompts: Prompts) -> None:
+    def _write_layers(self, prompts: ObjectPrompts) -> None:
         """Put ``prompts`` on the point and box layers (an unchanged layer is not touched: every napari
         data assignment costs tens of ms of GUI time)."""
         shape = self.session.rgb.shape[:2] if self.session.rgb is not None else (1, 1)
@@ -248,8 +247,7 @@ class PromptController(QObject):
                 self._updating = False
         self._prompts_changed()
 
-    def _prompts_changed(self, record: bool = True, candidate: int | None = None,
-                         keep_candidate: bool = False) -> None:
+    def _prompts_changed(self, record: bool = True, candidate: int | None = None, keep_candidate: bool = False) -> None:
         prompts = self.current_prompts()
         if record and (not self._history or not _same(self._history[-1], prompts)):
             self._history.append(prompts)
@@ -260,7 +258,7 @@ class PromptController(QObject):
         self.state_changed.emit()
 
     @staticmethod
-    def _default_candidate(prompts: Prompts) -> int | None:
+    def _default_candidate(prompts: ObjectPrompts) -> int | None:
         return -1 if (len(prompts.points) == 1 and prompts.box is None) else None  # -1: best-scoring
 
     # ------------------------------------------------------------------------------------------ predict
@@ -291,7 +289,7 @@ class PromptController(QObject):
         self._show(mask)
         return mask
 
-    def _output(self, kind: str, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
+    def _output(self, kind: str, prompts: ObjectPrompts) -> tuple[np.ndarray, np.ndarray]:
         predictor = self.session.predictor
         embedding = predictor.embedding
         tag = (id(predictor), embedding.key if embedding is not None else None)
@@ -301,8 +299,10 @@ class PromptController(QObject):
         if kind not in self._outputs:
             with gui_torch_threads():
                 masks, scores, _ = self.session.predictor.predict(
-                    point_coords=prompts.point_coords(), point_labels=prompts.point_labels(),
-                    box=prompts.box_array(), multimask_output=(kind == "multi"),
+                    point_coords=prompts.point_coords(),
+                    point_labels=prompts.point_labels(),
+                    box=prompts.box_array(),
+                    multimask_output=(kind == "multi"),
                 )
             self._outputs[kind] = (masks, scores)
         return self._outputs[kind]
@@ -355,7 +355,7 @@ class PromptController(QObject):
         """Remove every prompt and leave refine mode (accepted objects stay)."""
         self.refine_id = None
         self._history.clear()
-        self._write_layers(Prompts())
+        self._write_layers(ObjectPrompts())
         self._outputs.clear()
         self.candidate = None
         self._show(None)
@@ -378,7 +378,7 @@ class PromptController(QObject):
         """Undo the last prompt; with no prompt left, undo the last object change on this image."""
         if self._history:
             self._history.pop()
-            previous = self._history[-1] if self._history else Prompts()
+            previous = self._history[-1] if self._history else ObjectPrompts()
             self._write_layers(previous)
             self._outputs.clear()
             self._auto_candidate = True
@@ -431,7 +431,7 @@ class PromptController(QObject):
     def _on_image_changed(self, _index: int) -> None:
         self.refine_id = None
         self._history.clear()
-        self._write_layers(Prompts())
+        self._write_layers(ObjectPrompts())
         self._outputs.clear()
         self._mask = None
         self.candidate = None
@@ -449,5 +449,5 @@ class PromptController(QObject):
             self.predict()  # otherwise the preview is redone when the new model's embedding is ready
 
 
-def _same(a: Prompts, b: Prompts) -> bool:
+def _same(a: ObjectPrompts, b: ObjectPrompts) -> bool:
     return a.points == b.points and a.box == b.box

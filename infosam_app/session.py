@@ -5,24 +5,26 @@ All heavy work (reading images, loading models, computing embeddings) runs in :c
 the GUI thread only swaps in results. Signals tell the panels what changed.
 
 Models. ``base`` is the loaded SAM (bundled tiny by default); ``adapted`` is a PEFT student from
-"Adapt to my data" or a loaded adapter. Each has its own :class:`~infosam_core.predict.Predictor` (own
+"Adapt to my data" or a loaded adapter. Each has its own :class:`~infosam_core.inference.predictor.Predictor` (own
 embedding cache), and ``active`` names the one prompts are predicted with (the Base / Adapted toggle).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QObject, Signal
 
 from infosam_app.layers import StudioLayers
 from infosam_app.workers import TaskRunner
-from infosam_core.project import Project, ProjectError, default_projects_dir
+from infosam_core.annotation.project import Project, ProjectError, default_projects_dir
 
 PREFETCH_MAX_EMBED_S = 3.0  # precompute the next image's embedding only when one takes less than this
 IMAGE_CACHE_SIZE = 4
@@ -52,14 +54,14 @@ def device_name(sam) -> str:
 
 
 def _read_image(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    from infosam_core.images import read_image, to_rgb_uint8
+    from infosam_core.io.images import read_image, to_rgb_uint8
 
     raw = read_image(path)
     return raw, to_rgb_uint8(raw, name=path.name)
 
 
 def _make_predictor(sam, cache_dir: Path | None):
-    from infosam_core.predict import Predictor
+    from infosam_core.inference.predictor import Predictor
 
     return Predictor(sam, cache_size=8, cache_dir=cache_dir)
 
@@ -67,7 +69,7 @@ def _make_predictor(sam, cache_dir: Path | None):
 def _load_model(model_type: str, checkpoint: str | None, cache_dir: Path | None):
     import torch
 
-    from infosam_core.models import load_sam
+    from infosam_core.models.registry import load_sam
 
     sam = load_sam(model_type, checkpoint)
     if torch.cuda.is_available():
@@ -112,10 +114,8 @@ class Session(QObject):
     # ------------------------------------------------------------------------------------------ messages
     def tell(self, message: str) -> None:
         self.status.emit(message)
-        try:
+        with contextlib.suppress(Exception):  # a closed viewer
             self.viewer.status = message
-        except Exception:  # noqa: BLE001 - a closed viewer
-            pass
 
     def fail(self, message: str) -> None:
         """Show an error without raising: notification + status; the app keeps running."""
@@ -156,8 +156,9 @@ class Session(QObject):
             p.cache_dir = self.embedding_cache_dir
         self.project_changed.emit()
         self.images_changed.emit()
-        self.tell(f"Project {project.name}: {len(project.images)} images, {project.total_objects()} objects "
-                  f"({project.root})")
+        self.tell(
+            f"Project {project.name}: {len(project.images)} images, {project.total_objects()} objects ({project.root})"
+        )
         if not project.images:
             self.raw = self.rgb = None
             self.layers.show_nothing()
@@ -199,7 +200,10 @@ class Session(QObject):
         if entries:
             self.show_image(project.index_of(entries[0].key))
         added = len(project.images) - before
-        self.tell(f"Added {added} image(s) to {project.name}" + (" (others were already there)" if added < len(entries) else ""))
+        self.tell(
+            f"Added {added} image(s) to {project.name}"
+            + (" (others were already there)" if added < len(entries) else "")
+        )
         return added
 
     # ------------------------------------------------------------------------------------------ images
@@ -223,7 +227,9 @@ class Session(QObject):
             return
         self.tell(f"Reading {entry.name} ...")
         self.tasks.run(
-            _read_image, path, name="read image",
+            _read_image,
+            path,
+            name="read image",
             on_result=lambda res: self._on_image_read(gen, entry.key, res),
             on_error=lambda exc: self._on_image_error(gen, entry.name, exc),
         )
@@ -343,12 +349,17 @@ class Session(QObject):
                 pred.embed(pair[1])
             return pair
 
-        self.tasks.run(work, name="prefetch", on_result=lambda pair: self._remember_image(entry.key, pair),
-                       on_error=lambda exc: None)
+        self.tasks.run(
+            work,
+            name="prefetch",
+            on_result=lambda pair: self._remember_image(entry.key, pair),
+            on_error=lambda exc: None,
+        )
 
     # ------------------------------------------------------------------------------------------ models
-    def load_model(self, model_type: str = "tiny", checkpoint: str | None = None,
-                   on_done: Callable[[bool], None] | None = None) -> None:
+    def load_model(
+        self, model_type: str = "tiny", checkpoint: str | None = None, on_done: Callable[[bool], None] | None = None
+    ) -> None:
         """Load SAM in the background; on success it becomes the base model (an adapted model is dropped)."""
         if any(t.name == "train" for t in self.tasks.running):
             self.fail("An adaptation run uses the current model: wait for it to end (or cancel it) first.")
@@ -360,10 +371,14 @@ class Session(QObject):
 
         def ok(result):
             sam, predictor = result
-            origin = "bundled" if model_type == "tiny" and not checkpoint else (
-                Path(checkpoint).name if checkpoint else "random weights")
-            self._install_base(sam, predictor, ModelInfo(f"{model_type} ({origin})", device_name(sam), model_type,
-                                                         checkpoint))
+            origin = (
+                "bundled"
+                if model_type == "tiny" and not checkpoint
+                else (Path(checkpoint).name if checkpoint else "random weights")
+            )
+            self._install_base(
+                sam, predictor, ModelInfo(f"{model_type} ({origin})", device_name(sam), model_type, checkpoint)
+            )
             self.model_loading.emit(False)
             if on_done:
                 on_done(True)
@@ -375,8 +390,15 @@ class Session(QObject):
             if on_done:
                 on_done(False)
 
-        self.tasks.run(_load_model, model_type, checkpoint, self.embedding_cache_dir, name="load model",
-                       on_result=ok, on_error=failed)
+        self.tasks.run(
+            _load_model,
+            model_type,
+            checkpoint,
+            self.embedding_cache_dir,
+            name="load model",
+            on_result=ok,
+            on_error=failed,
+        )
 
     def use_model(self, sam, label: str | None = None, on_done: Callable[[bool], None] | None = None) -> None:
         """Use an already built SAM as the base model (scripts, tests); the predictor is made in the background."""
@@ -388,8 +410,14 @@ class Session(QObject):
             if on_done:
                 on_done(True)
 
-        self.tasks.run(_make_predictor, sam, self.embedding_cache_dir, name="predictor", on_result=ok,
-                       on_error=lambda exc: self.fail(f"Cannot use the model: {exc}"))
+        self.tasks.run(
+            _make_predictor,
+            sam,
+            self.embedding_cache_dir,
+            name="predictor",
+            on_result=ok,
+            on_error=lambda exc: self.fail(f"Cannot use the model: {exc}"),
+        )
 
     def _install_base(self, sam, predictor, info: ModelInfo) -> None:
         self.sams = {"base": sam}
@@ -401,8 +429,9 @@ class Session(QObject):
         self.tell(f"Model {info.label} on {info.device}")
         self.ensure_embedding()
 
-    def set_adapted(self, sam, info: ModelInfo, activate: bool = True,
-                    on_done: Callable[[bool], None] | None = None) -> None:
+    def set_adapted(
+        self, sam, info: ModelInfo, activate: bool = True, on_done: Callable[[bool], None] | None = None
+    ) -> None:
         """Hot-swap: ``sam`` (an adapted student) becomes the ``adapted`` model; prompts re-predict with it."""
 
         def ok(predictor):
@@ -422,8 +451,9 @@ class Session(QObject):
             if on_done:
                 on_done(False)
 
-        self.tasks.run(_make_predictor, sam, self.embedding_cache_dir, name="adapted predictor",
-                       on_result=ok, on_error=failed)
+        self.tasks.run(
+            _make_predictor, sam, self.embedding_cache_dir, name="adapted predictor", on_result=ok, on_error=failed
+        )
 
     def set_active(self, name: str) -> None:
         """Switch the model prompts are predicted with ("base" or "adapted")."""

@@ -44,9 +44,9 @@ TOOLTIPS: dict[str, str] = {
     "load_model": "Load the chosen model; the current one stays in use if loading fails",
     "method": "How SAM is adapted: which small part of it is trained",
     "infosam": "InfoSAM distillation: keep the relations the pre-trained model sees between image and mask "
-               "(recommended; costs one teacher pass per step)",
+    "(recommended; costs one teacher pass per step)",
     "low_memory": "Recompute the image encoder's activations in the backward pass instead of keeping them: "
-                  "ViT-B at 1024 px keeps 0.16 instead of 5.3 GB per image (large SAMs on small GPUs); about 1/3 slower",
+    "ViT-B at 1024 px keeps 0.16 instead of 5.3 GB per image (large SAMs on small GPUs); about 1/3 slower",
     "epochs": "Passes over your accepted objects",
     "time_budget": "Stop after this many minutes (0 = no limit); the best adapter so far is kept",
     "start": "Train on every accepted object (needs at least two) in the background",

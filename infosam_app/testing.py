@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -19,7 +19,7 @@ def make_synthetic_images(folder: str | Path, n: int = 3) -> list[Path]:
     rng = np.random.default_rng(0)
     paths = []
     specs = [((96, 128), "gray.png"), ((100, 120), "rgb.png"), ((80, 100), "deep16.tif")][:n]
-    for i, (shape, name) in enumerate(specs):
+    for _i, (shape, name) in enumerate(specs):
         yy, xx = np.mgrid[: shape[0], : shape[1]]
         img = rng.normal(30, 5, shape)
         for cy, cx, r in ((shape[0] * 0.3, shape[1] * 0.3, 12), (shape[0] * 0.65, shape[1] * 0.7, 15)):
@@ -78,8 +78,10 @@ def prompt_until_mask(controller, attempts=None) -> np.ndarray | None:
     session = controller.session
     h, w = session.rgb.shape[:2]
     attempts = attempts or [
-        ("point", (w * 0.3, h * 0.3)), ("point", (w * 0.7, h * 0.65)),
-        ("box", (w * 0.1, h * 0.1, w * 0.5, h * 0.5)), ("box", (w * 0.5, h * 0.4, w * 0.95, h * 0.95)),
+        ("point", (w * 0.3, h * 0.3)),
+        ("point", (w * 0.7, h * 0.65)),
+        ("box", (w * 0.1, h * 0.1, w * 0.5, h * 0.5)),
+        ("box", (w * 0.5, h * 0.4, w * 0.95, h * 0.95)),
         ("box", (0, 0, w - 1, h - 1)),
     ]
     for kind, args in attempts:

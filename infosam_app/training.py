@@ -1,7 +1,7 @@
-"""'Adapt to my data': runs :func:`infosam_core.train.train` on the accepted objects in a background thread.
+"""'Adapt to my data': runs :func:`infosam_core.training.trainer.train` on the accepted objects in a background thread.
 
 Every accepted object becomes one sample (its image, the binary mask of that object). The run writes into
-the project folder (``adapters/<run>/``: the adapter via :func:`infosam_core.adapter_io.save_adapter`
+the project folder (``adapters/<run>/``: the adapter via :func:`infosam_core.peft.checkpoint.save_peft_checkpoint`
 and ``history.json``). When it ends -- finished, cancelled (the best adapter so far is kept) or stopped by
 the time budget -- the student is hot-swapped into the session as the ``adapted`` model. Errors (NaN,
 out of memory, bad data) are reported and the previous model stays in use. ``continue_run`` trains the
@@ -14,15 +14,15 @@ import dataclasses
 import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QObject, Signal
 
 from infosam_app.session import ModelInfo, Session, device_name
-from infosam_core.atomic import write_json_atomic
+from infosam_core.annotation.training_samples import ObjectSource, snapshot_objects
+from infosam_core.io.atomic import write_json_atomic
 
-METHOD_CHOICES = [  # (shown, infosam_core.peft name)
+METHOD_CHOICES = [  # (shown, infosam_core.peft.registry name)
     ("Adapter", "adapter"),
     ("LoRA", "lora"),
     ("BitFit", "bitfit"),
@@ -31,16 +31,6 @@ METHOD_CHOICES = [  # (shown, infosam_core.peft name)
 ]
 MIN_OBJECTS = 2
 MAX_VAL_SAMPLES = 16  # the best epoch is chosen on (at most) this many of the user's objects
-
-
-@dataclass
-class SampleSource:
-    """What the worker thread needs to build the samples of one image (copied on the GUI thread)."""
-
-    path: Path
-    name: str
-    labels: np.ndarray
-    object_ids: list[int]
 
 
 @dataclass
@@ -56,27 +46,11 @@ class RunSettings:
     low_memory: bool = False  # activation checkpointing (TrainConfig.grad_checkpoint)
 
 
-def build_samples(sources: list[SampleSource]) -> list[Any]:
-    """One :class:`SegmentationSample` per accepted object (worker thread: reads the images)."""
-    from infosam_core.data import SegmentationSample
-    from infosam_core.images import load_rgb
-
-    samples = []
-    for src in sources:
-        rgb = load_rgb(src.path)
-        if rgb.shape[:2] != src.labels.shape:
-            raise ValueError(f"{src.name}: the image is {rgb.shape[1]}x{rgb.shape[0]} px but its labels are "
-                             f"{src.labels.shape[1]}x{src.labels.shape[0]}: the file changed since it was annotated.")
-        for oid in src.object_ids:
-            mask = src.labels == oid
-            if mask.any():
-                samples.append(SegmentationSample(rgb, mask, f"{src.name}#{oid}"))
-    return samples
-
-
 def _train_job(sources, config, base_sam, init_model, run_dir: Path, report, should_stop):
-    from infosam_core.adapter_io import save_adapter
-    from infosam_core.train import TrainingError, train
+    from infosam_core.annotation.training_samples import build_samples
+    from infosam_core.peft.checkpoint import save_peft_checkpoint
+    from infosam_core.training.results import TrainingError
+    from infosam_core.training.trainer import train
 
     samples = build_samples(sources)
     if len(samples) < MIN_OBJECTS:
@@ -90,16 +64,23 @@ def _train_job(sources, config, base_sam, init_model, run_dir: Path, report, sho
     if hold_gc:
         gc.disable()  # setting up (copying the model, resizing samples) makes many objects: no full pass now
     try:
-        result = train(config, base_sam, samples, progress=_freezing_gc_once(report), should_stop=should_stop,
-                       val_samples=val, init_model=init_model)
+        result = train(
+            config,
+            base_sam,
+            samples,
+            progress=_freezing_gc_once(report),
+            should_stop=should_stop,
+            val_samples=val,
+            init_model=init_model,
+        )
     except TrainingError as exc:  # keep the last good weights on disk, then report the error
         if exc.result is not None and exc.result.steps > 0:
-            exc.adapter_path = _save(exc.result, run_dir, save_adapter, len(samples), error=str(exc))
+            exc.adapter_path = _save(exc.result, run_dir, save_peft_checkpoint, len(samples), error=str(exc))
         raise
     finally:
         if hold_gc:
             gc.enable()
-    adapter_path = _save(result, run_dir, save_adapter, len(samples))
+    adapter_path = _save(result, run_dir, save_peft_checkpoint, len(samples))
     return result, adapter_path
 
 
@@ -121,12 +102,12 @@ def _freezing_gc_once(report):
     return call
 
 
-def _save(result, run_dir: Path, save_adapter, n_samples: int, error: str | None = None) -> Path:
+def _save(result, run_dir: Path, save_peft_checkpoint, n_samples: int, error: str | None = None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = result.summary()
     summary.update(n_samples=n_samples, error=error)
     adapter_path = run_dir / "adapter.safetensors"
-    save_adapter(result.model, adapter_path, summary)
+    save_peft_checkpoint(result.model, adapter_path, summary)
     write_json_atomic(run_dir / "history.json", summary)
     return adapter_path
 
@@ -135,8 +116,8 @@ class TrainingController(QObject):
     """Starts, cancels and continues adaptation runs for one session."""
 
     started = Signal()
-    progress = Signal(object)  # infosam_core.train.TrainProgress
-    finished = Signal(object)  # infosam_core.train.TrainResult
+    progress = Signal(object)  # infosam_core.training.results.TrainProgress
+    finished = Signal(object)  # infosam_core.training.results.TrainResult
     failed = Signal(str)
     message = Signal(str)
 
@@ -154,21 +135,9 @@ class TrainingController(QObject):
     def running(self) -> bool:
         return self.task is not None and not self.task.is_done
 
-    def sample_sources(self) -> list[SampleSource]:
+    def sample_sources(self) -> list[ObjectSource]:
         project = self.session.project
-        if project is None:
-            return []
-        sources = []
-        for entry, ann in project.iter_objects():
-            if ann.labels is None or not ann.objects:
-                continue
-            try:
-                path = project.image_path(entry)
-            except Exception:  # noqa: BLE001 - a missing image is skipped, with a message
-                self.message.emit(f"{entry.name}: image not found, its objects are not used")
-                continue
-            sources.append(SampleSource(path, entry.name, ann.labels.copy(), sorted(ann.objects)))
-        return sources
+        return [] if project is None else snapshot_objects(project, self.message.emit)
 
     def object_count(self) -> int:
         return self.session.project.total_objects() if self.session.project is not None else 0
@@ -191,7 +160,7 @@ class TrainingController(QObject):
             self.failed.emit(msg)
             session.tell(msg)
             return False
-        from infosam_core.train import TrainConfig
+        from infosam_core.training.config import TrainConfig
 
         init_model = None
         if not continue_run:
@@ -203,9 +172,14 @@ class TrainingController(QObject):
             init_model = self.last_result.model
             settings = dataclasses.replace(settings, method=self.last_result.config.peft)
         config = TrainConfig(
-            peft=settings.method, distill="infosam" if settings.infosam else "none", epochs=settings.epochs,
-            time_budget_s=settings.time_budget_s, max_steps=settings.max_steps, batch_size=settings.batch_size,
-            seed=settings.seed, grad_checkpoint=settings.low_memory,
+            peft=settings.method,
+            distill="infosam" if settings.infosam else "none",
+            epochs=settings.epochs,
+            time_budget_s=settings.time_budget_s,
+            max_steps=settings.max_steps,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            grad_checkpoint=settings.low_memory,
         )
         if settings.lr is not None:
             config.lr = settings.lr
@@ -222,8 +196,16 @@ class TrainingController(QObject):
         if gc.get_freeze_count():  # the app freezes the GC (StudioWidget): freeze what was made since, too
             gc.freeze()
         self.task = session.tasks.run(
-            _train_job, self.sample_sources(), config, session.sams["base"], init_model, self.run_dir,
-            name="train", on_progress=self.progress.emit, on_result=self._on_done, on_error=self._on_error,
+            _train_job,
+            self.sample_sources(),
+            config,
+            session.sams["base"],
+            init_model,
+            self.run_dir,
+            name="train",
+            on_progress=self.progress.emit,
+            on_result=self._on_done,
+            on_error=self._on_error,
         )
         self.started.emit()
         session.tell(f"Adapting ({settings.method}{' + InfoSAM' if settings.infosam else ''}) on {n} objects …")
@@ -242,31 +224,42 @@ class TrainingController(QObject):
         base_label = session.infos["base"].label if "base" in session.infos else "SAM"
         info = ModelInfo(
             label=f"{result.config.peft} adapter{' + InfoSAM' if result.config.distill == 'infosam' else ''} "
-                  f"({self.run_dir.name if self.run_dir else 'run'}) on {base_label}",
-            device=device_name(result.model), model_type=session.infos["base"].model_type if session.infos else "",
+            f"({self.run_dir.name if self.run_dir else 'run'}) on {base_label}",
+            device=device_name(result.model),
+            model_type=session.infos["base"].model_type if session.infos else "",
             adapter_path=str(adapter_path),
         )
         session.set_adapted(result.model, info, activate=True)
-        reason = {"cancelled": "cancelled (best adapter so far kept)", "time_budget": "time budget reached",
-                  "max_steps": "step limit reached", "completed": "finished"}.get(result.stop_reason, result.stop_reason)
-        session.tell(f"Adaptation {reason} after {result.steps} steps; now predicting with the adapted model. "
-                     f"Saved in {adapter_path.parent}")
+        reason = {
+            "cancelled": "cancelled (best adapter so far kept)",
+            "time_budget": "time budget reached",
+            "max_steps": "step limit reached",
+            "completed": "finished",
+        }.get(result.stop_reason, result.stop_reason)
+        session.tell(
+            f"Adaptation {reason} after {result.steps} steps; now predicting with the adapted model. "
+            f"Saved in {adapter_path.parent}"
+        )
         self.finished.emit(result)
 
     def _on_error(self, exc: BaseException) -> None:
         self.task = None
         text = str(exc) or type(exc).__name__
         if "out of memory" in text.lower():
-            text = (f"out of memory: {text.splitlines()[0]}. Tick 'Low memory (slower)', or try a smaller model, "
-                    "fewer/lower-resolution images, or the CPU")
+            text = (
+                f"out of memory: {text.splitlines()[0]}. Tick 'Low memory (slower)', or try a smaller model, "
+                "fewer/lower-resolution images, or the CPU"
+            )
         msg = f"Adaptation failed: {text}. The previous model stays in use."
         saved = getattr(exc, "adapter_path", None)
         result = getattr(exc, "result", None)
         if saved is not None and result is not None:  # a diverged run: its last good weights are on disk
             self.last_result, self.last_adapter_path = result, Path(saved)
             self.lr_scale *= 0.1
-            msg = (f"Adaptation stopped: {exc.reason}. The previous model stays in "
-                   f"use. The last good adapter (step {result.steps}) is saved as {saved}: 'Load adapter…' to try "
-                   f"it, or 'Continue' to train it further at a {round(1 / self.lr_scale):d}x lower learning rate.")
+            msg = (
+                f"Adaptation stopped: {exc.reason}. The previous model stays in "
+                f"use. The last good adapter (step {result.steps}) is saved as {saved}: 'Load adapter…' to try "
+                f"it, or 'Continue' to train it further at a {round(1 / self.lr_scale):d}x lower learning rate."
+            )
         self.session.fail(msg)
         self.failed.emit(msg)

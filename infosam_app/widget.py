@@ -7,7 +7,6 @@ their own beyond their controls: the session (project, images, models) and the p
 
 from __future__ import annotations
 
-import sys
 from html import escape
 
 import napari
@@ -27,6 +26,7 @@ from qtpy.QtWidgets import (
 
 from infosam_app.adapt_panel import AdaptPanel
 from infosam_app.export_panel import ExportPanel
+from infosam_app.gl_safety import make_triton_unimportable
 from infosam_app.image_panel import ImagePanel
 from infosam_app.model_panel import ModelPanel
 from infosam_app.prompting import PromptController
@@ -42,23 +42,24 @@ def freeze_gc() -> None:
 
 
 def _guard_triton() -> None:
-    """Importing triton once a GL window exists segfaults (Mesa llvmpipe + CUDA torch; the first optimizer
-    step imports it through torch._dynamo). ``infosam app`` imports triton before any window; as a napari
-    plugin the window already exists, so triton is made unimportable instead (torch then runs without
-    it: only ``torch.compile`` would need it)."""
-    if "triton" in sys.modules:
-        return
+    """As a napari plugin the window may exist already: see :mod:`infosam_app.gl_safety`."""
     from qtpy.QtWidgets import QApplication
 
     if QApplication.instance() is not None:
-        sys.modules["triton"] = None  # type: ignore[assignment]  # `import triton` -> ImportError
+        make_triton_unimportable()
 
 
 class StudioWidget(QWidget):
     """Open images, prompt SAM, accept objects, adapt SAM to them, export. One per viewer."""
 
-    def __init__(self, napari_viewer: napari.viewer.Viewer, model_type: str = "tiny",
-                 checkpoint: str | None = None, load_model: bool = True, freeze_gc: bool = True):
+    def __init__(
+        self,
+        napari_viewer: napari.viewer.Viewer,
+        model_type: str = "tiny",
+        checkpoint: str | None = None,
+        load_model: bool = True,
+        freeze_gc: bool = True,
+    ):
         super().__init__()
         _guard_triton()
         self.viewer = napari_viewer
@@ -158,8 +159,12 @@ class StudioWidget(QWidget):
             modes.addWidget(b)
         pl.addLayout(modes)
         actions = QHBoxLayout()
-        for text, slot in (("Accept ⏎", self.prompts.accept), ("Undo (U)", self.prompts.undo),
-                           ("Clear (Esc)", self.prompts.clear), ("Next mask (M)", self.prompts.next_candidate)):
+        for text, slot in (
+            ("Accept ⏎", self.prompts.accept),
+            ("Undo (U)", self.prompts.undo),
+            ("Clear (Esc)", self.prompts.clear),
+            ("Next mask (M)", self.prompts.next_candidate),
+        ):
             b = QPushButton(text)
             b.clicked.connect(lambda _=False, f=slot: f())
             actions.addWidget(b)
@@ -177,8 +182,9 @@ class StudioWidget(QWidget):
 
     @staticmethod
     def _shortcuts_html() -> str:
-        rows = "".join(f"<tr><td><b>{escape(k)}</b>&nbsp;&nbsp;</td><td>{escape(t)}</td></tr>"
-                       for k, t in shortcut_rows())
+        rows = "".join(
+            f"<tr><td><b>{escape(k)}</b>&nbsp;&nbsp;</td><td>{escape(t)}</td></tr>" for k, t in shortcut_rows()
+        )
         return f"<small>{escape(MOUSE_HELP)}</small><table style='font-size:small'>{rows}</table>"
 
     # ------------------------------------------------------------------------------------------ updates
@@ -224,6 +230,6 @@ class StudioWidget(QWidget):
         self.prompts.unbind()
         self.session.shutdown()
 
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+    def closeEvent(self, event) -> None:
         self.cleanup()
         super().closeEvent(event)

@@ -29,7 +29,8 @@ import os
 import sys
 import threading
 import traceback
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from qtpy.QtCore import QObject, QThread, Signal
 
@@ -120,7 +121,7 @@ class Task(QObject):
         try:
             self.result = self.fn(*self.args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - every failure is reported to the GUI, none kills it
-            exc.traceback_text = traceback.format_exc()  # type: ignore[attr-defined]
+            exc.traceback_text = traceback.format_exc()
             self.error = exc
             self.errored.emit(exc)
         else:

@@ -14,7 +14,7 @@ Sets (no download needed):
 * held-out synthetic scenes (``reference_data.synthetic_heldout``, a seed pretraining never uses);
   objects of at least ``--min-area`` pixels;
 * scikit-image's ``coins`` with a classical ground truth (``reference_data.coins_instances``).
-Prompts, through ``infosam_core.predict.Predictor`` exactly as the app uses it:
+Prompts, through ``infosam_core.inference.predictor.Predictor`` exactly as the app uses it:
 * one box: the object's tight box, single-mask output;
 * one point: the object's centre (the pixel farthest from its boundary, as in SAM's paper), multimask output,
   the mask with the highest predicted IoU; ``point_best_of_3_miou`` is what a perfect choice among the three
@@ -32,30 +32,29 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from infosam_core.metrics import iou  # noqa: E402
-from infosam_core.models import BUNDLED_TINY_CHECKPOINT, load_sam, model_fingerprint  # noqa: E402
-from infosam_core.predict import Predictor  # noqa: E402
-from infosam_core.prompts import box_from_mask  # noqa: E402
-from infosam_core.reference_data import (  # noqa: E402
+from infosam_core.data.prompt_sampling import box_from_mask
+from infosam_core.data.reference_sets import (
     InstanceImage,
     coins_instances,
     object_masks,
     synthetic_heldout,
     synthetic_validation,
 )
+from infosam_core.evaluation.metrics import iou
+from infosam_core.inference.predictor import Predictor
+from infosam_core.models.fingerprint import model_fingerprint
+from infosam_core.models.registry import load_sam
+from infosam_core.resources import BUNDLED_TINY_CHECKPOINT
 
+ROOT = Path(__file__).resolve().parents[1]
 CARD_PATH = ROOT / "resources" / "models" / "sam_tiny.results.json"
 
 

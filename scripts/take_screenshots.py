@@ -10,11 +10,6 @@ temporary folder (nothing is written to the user's data folder).
 
 from __future__ import annotations
 
-try:  # noqa: SIM105 - before any GL window: see shared/reference/setup-notes.md
-    import triton  # noqa: F401
-except Exception:  # noqa: BLE001
-    pass
-
 import argparse
 import os
 import sys
@@ -23,8 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from infosam_app.gl_safety import import_triton_first
+
+import_triton_first()  # before any GL window exists (see infosam_app.gl_safety)
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 WINDOW = (1500, 940)
 
 
@@ -51,7 +49,7 @@ def grab_canvas(viewer) -> np.ndarray:
     content = img[..., :3].max(axis=2) > 8
     rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
     if rows.size and cols.size:
-        img = img[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
+        img = img[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     return img
 
 
@@ -166,9 +164,16 @@ def main() -> int:
     wait_until(lambda: False, 0.5)
     base = grab_canvas(viewer)
     info = s.infos
-    side_by_side(base, adapted, (f"Base: {info['base'].label}", f"Adapted: {panel.controller.last_result.config.peft}"
-                                 f" + InfoSAM, {panel.controller.last_result.steps} steps"),
-                 args.out / "compare.png")
+    side_by_side(
+        base,
+        adapted,
+        (
+            f"Base: {info['base'].label}",
+            f"Adapted: {panel.controller.last_result.config.peft}"
+            f" + InfoSAM, {panel.controller.last_result.steps} steps",
+        ),
+        args.out / "compare.png",
+    )
     s.layers.objects.visible = True
 
     widget.cleanup()

@@ -3,15 +3,14 @@ importing it after Mesa's llvmpipe is loaded by a napari window segfaults)."""
 
 from __future__ import annotations
 
-try:  # noqa: SIM105
-    import triton  # noqa: F401
-except Exception:  # ImportError, or a broken CUDA toolchain: either way there is nothing to protect
-    pass
-
 from pathlib import Path
 
 import pytest
 import torch
+
+from infosam_app.gl_safety import import_triton_first
+
+import_triton_first()  # before any GL window exists (see infosam_app.gl_safety)
 
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 DSB_DIR = SHARED_DIR / "data" / "dsb2018_nuclei"
@@ -25,7 +24,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def random_tiny_sam():
     """A randomly initialised tiny SAM, fixed seed (fast; for parity and plumbing tests)."""
-    from infosam_core.models import build_sam
+    from infosam_core.models.sam import build_sam
 
     torch.manual_seed(0)
     return build_sam("tiny")
@@ -34,7 +33,7 @@ def random_tiny_sam():
 @pytest.fixture(scope="session")
 def tiny_sam():
     """The bundled, pretrained tiny SAM."""
-    from infosam_core.models import load_sam
+    from infosam_core.models.registry import load_sam
 
     return load_sam("tiny")
 

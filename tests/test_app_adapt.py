@@ -8,17 +8,16 @@ import pytest
 
 pytest.importorskip("napari")
 
-from infosam_app.testing import prompt_until_mask  # noqa: E402
+from infosam_app.testing import prompt_until_mask
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
-
 
 
 def _accept_on(qtbot, widget, indices):
     s, c = widget.session, widget.prompts
     for i in indices:
         s.show_image(i)
-        qtbot.waitUntil(lambda: s.index == i and s.embedding_ready, timeout=30_000)
+        qtbot.waitUntil(lambda i=i: s.index == i and s.embedding_ready, timeout=30_000)
         assert prompt_until_mask(c) is not None
         assert c.accept() is not None
 
@@ -29,8 +28,11 @@ def _wait_done(qtbot, panel, timeout=240_000):
 
 def _predict_with(session, name, prompts):
     masks, _, _ = session.predictors[name].predict(
-        point_coords=prompts.point_coords(), point_labels=prompts.point_labels(), box=prompts.box_array(),
-        multimask_output=False)
+        point_coords=prompts.point_coords(),
+        point_labels=prompts.point_labels(),
+        box=prompts.box_array(),
+        multimask_output=False,
+    )
     return masks[0]
 
 
@@ -89,9 +91,10 @@ def test_adapt_hot_swap_compare_export_and_load(studio, qtbot, tmp_path):
     s.set_active("base")
     qtbot.waitUntil(lambda: s.active == "base" and s.embedding_ready, timeout=30_000)
     old_adapted = s.sams["adapted"]
-    panel.load_adapter(str(out))
-    qtbot.waitUntil(lambda: s.sams.get("adapted") is not old_adapted and s.active == "adapted"
-                    and s.embedding_ready, timeout=60_000)
+    panel.load_peft_checkpoint(str(out))
+    qtbot.waitUntil(
+        lambda: s.sams.get("adapted") is not old_adapted and s.active == "adapted" and s.embedding_ready, timeout=60_000
+    )
     np.testing.assert_array_equal(c.mask, adapted_mask)
 
 
@@ -125,8 +128,8 @@ def test_cancel_keeps_adapter_and_continue(studio, qtbot):
 
 
 def test_training_error_keeps_previous_model_and_offers_last_good_adapter(studio, qtbot, monkeypatch):
-    import infosam_core.train as train_module
-    from infosam_core.train import TrainConfig
+    import infosam_core.training.trainer as train_module
+    from infosam_core.training.config import TrainConfig
 
     s, c, panel = studio.session, studio.prompts, studio.adapt_panel
     _accept_on(qtbot, studio, [0, 1])

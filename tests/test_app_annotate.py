@@ -9,12 +9,11 @@ import pytest
 
 pytest.importorskip("napari")
 
-from infosam_app.testing import prompt_until_mask  # noqa: E402
-from infosam_core.export import coco_to_label_images, read_label_image  # noqa: E402
-from infosam_core.project import Project  # noqa: E402
+from infosam_app.testing import prompt_until_mask
+from infosam_core.annotation.export import coco_to_label_images, read_label_image
+from infosam_core.annotation.project import Project
 
 pytestmark = pytest.mark.gui
-
 
 
 def _show(qtbot, session, index):
@@ -125,8 +124,14 @@ def test_refine_delete_and_undo_objects(studio, qtbot, tmp_path):
     h, w = s.rgb.shape[:2]
     c.clear()
     c.refine_id = 1
-    new_mask = prompt_until_mask(c, attempts=[("box", (w * 0.5, h * 0.4, w * 0.95, h * 0.95)),
-                                               ("box", (0, 0, w - 1, h - 1)), ("point", (w * 0.7, h * 0.65))])
+    new_mask = prompt_until_mask(
+        c,
+        attempts=[
+            ("box", (w * 0.5, h * 0.4, w * 0.95, h * 0.95)),
+            ("box", (0, 0, w - 1, h - 1)),
+            ("point", (w * 0.7, h * 0.65)),
+        ],
+    )
     if new_mask is None:  # every prompt overlapped object 1 completely: refine with its own box then
         c.set_box(0, 0, w - 1, h - 1)
         new_mask = c.mask
@@ -157,7 +162,7 @@ def test_export_masks_and_coco(studio, qtbot, tmp_path):
             labels = read_label_image(path)
             ann = s.project.annotations(entry.key)
             if ann.labels is None:  # never shown: the export read the image to know its size
-                from infosam_core.images import read_image
+                from infosam_core.io.images import read_image
 
                 expected = np.zeros(read_image(s.project.image_path(entry)).shape[:2], np.uint16)
             else:

@@ -9,9 +9,8 @@ import tifffile
 import torch
 
 from infosam_core.cli import main
-from infosam_core.models import load_sam
-from infosam_core.predict import Predictor
-
+from infosam_core.inference.predictor import Predictor
+from infosam_core.models.registry import load_sam
 
 
 @pytest.fixture()
@@ -37,7 +36,9 @@ def test_point_prompt_writes_0_255_png(image_path, tmp_path, capsys):
     mask = iio.imread(out)
     assert mask.dtype == np.uint8 and mask.shape == (60, 80) and set(np.unique(mask)) <= {0, 255}
     want, score = _expected(
-        iio.imread(image_path), point_coords=np.array([[40.0, 30.0]]), point_labels=np.array([1]),
+        iio.imread(image_path),
+        point_coords=np.array([[40.0, 30.0]]),
+        point_labels=np.array([1]),
         multimask_output=False,
     )
     np.testing.assert_array_equal(mask == 255, want)
@@ -48,12 +49,26 @@ def test_point_prompt_writes_0_255_png(image_path, tmp_path, capsys):
 
 def test_box_points_and_multimask(image_path, tmp_path):
     out = tmp_path / "mask.png"
-    argv = ["predict", str(image_path), "--box", "15,10,65,50", "--point", "40,30", "--point", "5,5,0",
-            "--multimask", "--out", str(out)]
+    argv = [
+        "predict",
+        str(image_path),
+        "--box",
+        "15,10,65,50",
+        "--point",
+        "40,30",
+        "--point",
+        "5,5,0",
+        "--multimask",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     want, _ = _expected(
-        iio.imread(image_path), box=np.array([15.0, 10, 65, 50]), point_coords=np.array([[40.0, 30], [5, 5]]),
-        point_labels=np.array([1, 0]), multimask_output=True,
+        iio.imread(image_path),
+        box=np.array([15.0, 10, 65, 50]),
+        point_coords=np.array([[40.0, 30], [5, 5]]),
+        point_labels=np.array([1, 0]),
+        multimask_output=True,
     )
     np.testing.assert_array_equal(iio.imread(out) == 255, want)
 
@@ -96,8 +111,16 @@ def test_bad_image_and_output_name(tmp_path, image_path, capsys):
 
 def test_checkpoint_of_another_architecture(tmp_path, image_path, capsys):
     torch.save({"mlp.weight": torch.zeros(3, 3)}, tmp_path / "mlp.pth")
-    argv = ["predict", str(image_path), "--point", "1,1", "--checkpoint", str(tmp_path / "mlp.pth"),
-            "--out", str(tmp_path / "m.png")]
+    argv = [
+        "predict",
+        str(image_path),
+        "--point",
+        "1,1",
+        "--checkpoint",
+        str(tmp_path / "mlp.pth"),
+        "--out",
+        str(tmp_path / "m.png"),
+    ]
     assert main(argv) == 2
     assert "not a SAM checkpoint" in capsys.readouterr().err
 

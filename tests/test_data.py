@@ -8,7 +8,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from infosam_core.data import DatasetError, SegmentationSample, binarize_mask, load_folder_dataset, split
+from infosam_core.data.datasets import DatasetError, SegmentationSample, binarize_mask, load_folder_dataset, split
 
 
 def _write(path: Path, array: np.ndarray) -> Path:

@@ -51,8 +51,8 @@ def test_box_by_kind_splits_the_objects_and_leaves_out_empty_groups(script):
 
 
 def test_evaluate_set_breakdown_is_consistent_with_the_overall_figure(script, tiny_sam):
-    from infosam_core.predict import Predictor
-    from infosam_core.reference_data import synthetic_heldout
+    from infosam_core.data.reference_sets import synthetic_heldout
+    from infosam_core.inference.predictor import Predictor
 
     result = script.evaluate_set(Predictor(tiny_sam, cache_size=2), synthetic_heldout(2), min_area=100)
     assert result["objects"] > 0
@@ -110,7 +110,7 @@ def test_choose_checkpoint_takes_the_best_box_miou_and_breaks_a_tie_on_the_point
 
 def test_validation_scenes_are_not_the_held_out_scenes():
     """Checkpoints are chosen on the validation scenes so that the reported held-out figure is not."""
-    from infosam_core.reference_data import HELDOUT_SEED, VALIDATION_SEED, synthetic_heldout, synthetic_validation
+    from infosam_core.data.reference_sets import HELDOUT_SEED, VALIDATION_SEED, synthetic_heldout, synthetic_validation
 
     assert VALIDATION_SEED != HELDOUT_SEED
     validation, heldout = synthetic_validation(2), synthetic_heldout(2)
@@ -125,7 +125,9 @@ def test_validation_choice_records_each_candidate_and_the_chosen_weights(script,
 
     import torch
 
-    from infosam_core.models import load_sam, model_fingerprint, save_sam_weights
+    from infosam_core.models.checkpoints import save_sam_weights
+    from infosam_core.models.fingerprint import model_fingerprint
+    from infosam_core.models.registry import load_sam
 
     sam = copy.deepcopy(tiny_sam)  # the fixture is shared by the whole session
     first = save_sam_weights(sam, tmp_path / "first.safetensors").resolve()

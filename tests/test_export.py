@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from infosam_core.export import (
+from infosam_core.annotation.export import (
     ExportError,
     coco_from_label_images,
     coco_to_label_images,
@@ -17,7 +17,8 @@ from infosam_core.export import (
     read_label_image,
     write_label_image,
 )
-from infosam_core.project import Project, Prompts
+from infosam_core.annotation.project import Project
+from infosam_core.annotation.records import ObjectPrompts
 
 
 @pytest.fixture
@@ -32,9 +33,9 @@ def project(tmp_path):
     m1[2:10, 3:15] = True
     m2 = np.zeros((30, 40), bool)
     m2[15:28, 20:39] = True
-    project.add_object(entries[0].key, m1, Prompts(points=[[8, 5, 1]]))
-    project.add_object(entries[0].key, m2, Prompts(box=[20, 15, 39, 28]))
-    project.add_object(entries[1].key, m2, Prompts(points=[[30, 20, 1]]))
+    project.add_object(entries[0].key, m1, ObjectPrompts(points=[[8, 5, 1]]))
+    project.add_object(entries[0].key, m2, ObjectPrompts(box=[20, 15, 39, 28]))
+    project.add_object(entries[1].key, m2, ObjectPrompts(points=[[30, 20, 1]]))
     project.set_shape(entries[2].key, (30, 40))
     return project
 

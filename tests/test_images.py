@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from infosam_core.images import ImageError, load_rgb, read_image, to_rgb_uint8
+from infosam_core.io.images import ImageError, load_rgb, read_image, to_rgb_uint8
 
 
 def _ramp(dtype, lo, hi, shape=(20, 30)) -> np.ndarray:
@@ -60,8 +60,14 @@ def test_unit_floats_are_times_255():
 
 @pytest.mark.parametrize(
     "dtype,lo,hi",
-    [(np.uint16, 1000, 5000), (np.int16, -300, 300), (np.int32, 0, 100_000), (np.float32, -5.0, 20.0),
-     (np.float64, 0.0, 4095.0), (np.float16, 2.0, 9.0)],
+    [
+        (np.uint16, 1000, 5000),
+        (np.int16, -300, 300),
+        (np.int32, 0, 100_000),
+        (np.float32, -5.0, 20.0),
+        (np.float64, 0.0, 4095.0),
+        (np.float16, 2.0, 9.0),
+    ],
 )
 def test_wide_ranges_use_percentile_scaling(dtype, lo, hi):
     image = _ramp(dtype, lo, hi)

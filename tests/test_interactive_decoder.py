@@ -10,10 +10,10 @@ import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from torch import nn
 
-from infosam_core.interactive_decoder import InteractiveDecoder, supports
-from infosam_core.models import build_sam
+from infosam_core.inference.predictor import Predictor, _postprocess_masks
+from infosam_core.models.interactive_decoder import InteractiveDecoder, supports
+from infosam_core.models.sam import build_sam
 from infosam_core.peft.lora import LoraLinear
-from infosam_core.predict import Predictor, _postprocess_masks
 
 
 def _sam_sized(seed: int = 0) -> SimpleNamespace:
@@ -86,8 +86,10 @@ def test_matches_mask_decoder_on_the_tiny_model(random_tiny_sam):
     decoder = InteractiveDecoder(sam)
     for kind in ("points", "box", "mask"):
         sparse, dense, has_mask = _prompts(sam, 2, kind, seed=4)
-        _assert_same(decoder(embedding, sparse, dense if has_mask else None, True),
-                     _reference(sam, embedding, sparse, dense, True))
+        _assert_same(
+            decoder(embedding, sparse, dense if has_mask else None, True),
+            _reference(sam, embedding, sparse, dense, True),
+        )
 
 
 def test_weights_changed_in_place_are_used_at_once():

@@ -6,7 +6,7 @@ import numpy as np
 import py_sod_metrics
 import pytest
 
-from infosam_core.metrics import (
+from infosam_core.evaluation.metrics import (
     METRICS,
     MetricSummary,
     compute_metrics,
@@ -47,7 +47,11 @@ def _cases():
 @pytest.mark.parametrize("case", range(5))
 def test_sod_metrics_match_pysodmetrics(case):
     pred, gt = list(_cases())[case]
-    sm, em, wfm = py_sod_metrics.Smeasure(alpha=0.5), py_sod_metrics.Emeasure(), py_sod_metrics.WeightedFmeasure(beta=0.3)
+    sm, em, wfm = (
+        py_sod_metrics.Smeasure(alpha=0.5),
+        py_sod_metrics.Emeasure(),
+        py_sod_metrics.WeightedFmeasure(beta=0.3),
+    )
     sm.step(pred, gt, normalize=False)
     em.step(pred, gt, normalize=False)
     wfm.step(pred, gt, normalize=False)

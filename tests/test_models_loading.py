@@ -8,16 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from infosam_core.models import (
-    BUNDLED_TINY_CHECKPOINT,
-    CheckpointError,
-    build_sam,
-    guess_model_type,
-    load_sam,
-    load_state_dict_file,
-    model_fingerprint,
-    save_sam_weights,
-)
+from infosam_core.models.checkpoints import CheckpointError, load_state_dict_file, save_sam_weights
+from infosam_core.models.fingerprint import model_fingerprint
+from infosam_core.models.registry import load_sam
+from infosam_core.models.sam import build_sam, guess_model_type
+from infosam_core.resources import BUNDLED_TINY_CHECKPOINT
 
 
 class _WritesMarker:
@@ -179,7 +174,9 @@ def test_missing_and_unexpected_keys(tmp_path, tiny_state):
     state = {k: v for k, v in tiny_state.items() if not k.startswith("mask_decoder.iou_prediction_head")}
     state["extra.weight"] = torch.zeros(2)
     torch.save(state, tmp_path / "partial.pth")
-    with pytest.raises(CheckpointError, match=r"partial.pth: does not match SAM tiny: \d+ weights missing.*1 unexpected"):
+    with pytest.raises(
+        CheckpointError, match=r"partial.pth: does not match SAM tiny: \d+ weights missing.*1 unexpected"
+    ):
         load_sam("tiny", tmp_path / "partial.pth")
 
 

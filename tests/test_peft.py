@@ -7,8 +7,9 @@ import copy
 import pytest
 import torch
 
-from infosam_core.models import build_sam
-from infosam_core.peft import PEFT_METHODS, PeftReport, apply_peft
+from infosam_core.models.sam import build_sam
+from infosam_core.peft.registry import PEFT_METHODS, apply_peft
+from infosam_core.peft.state import PeftReport
 
 ALL_METHODS = sorted(PEFT_METHODS)
 
@@ -81,8 +82,12 @@ def test_only_method_parameters_train_and_base_keys_stay(random_tiny_sam, method
     if method == "bitfit":
         assert encoder_base and all(n.endswith("bias") and ".blocks." in n for n in encoder_base)
     elif method == "adapter":
-        assert encoder_base == {f"image_encoder.blocks.{b}.{norm}.{w}" for b in (2, 3) for norm in ("norm1", "norm2")
-                                for w in ("weight", "bias")}
+        assert encoder_base == {
+            f"image_encoder.blocks.{b}.{norm}.{w}"
+            for b in (2, 3)
+            for norm in ("norm1", "norm2")
+            for w in ("weight", "bias")
+        }
     else:
         assert not encoder_base
     assert report.total_trainable == sum(sam.get_parameter(n).numel() for n in trainable)

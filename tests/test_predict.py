@@ -9,9 +9,9 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
-from infosam_core.images import to_rgb_uint8
-from infosam_core.models import build_sam
-from infosam_core.predict import ImageEmbedding, Predictor
+from infosam_core.inference.predictor import ImageEmbedding, Predictor
+from infosam_core.io.images import to_rgb_uint8
+from infosam_core.models.sam import build_sam
 
 IMAGE_SHAPES = [(96, 96), (70, 130), (150, 64)]  # square, wide, tall
 
@@ -34,7 +34,6 @@ class EncoderCalls:
         self._handle.remove()
 
 
-
 @pytest.fixture()
 def sam():
     """A fresh random tiny SAM per test (tests modify weights)."""
@@ -48,8 +47,11 @@ def _prompt_cases(h, w):
         dict(point_coords=np.array([[w * 0.5, h * 0.4]]), point_labels=np.array([1])),
         dict(point_coords=np.array([[w * 0.2, h * 0.3], [w * 0.8, h * 0.9]]), point_labels=np.array([1, 0])),
         dict(box=np.array([w * 0.1, h * 0.2, w * 0.7, h * 0.8])),
-        dict(box=np.array([w * 0.1, h * 0.2, w * 0.7, h * 0.8]), point_coords=np.array([[w * 0.4, h * 0.5]]),
-             point_labels=np.array([0])),
+        dict(
+            box=np.array([w * 0.1, h * 0.2, w * 0.7, h * 0.8]),
+            point_coords=np.array([[w * 0.4, h * 0.5]]),
+            point_labels=np.array([0]),
+        ),
         dict(point_coords=np.array([[w * 0.5, h * 0.5]]), point_labels=np.array([1]), mask_input=mask_input),
     ]
 
@@ -120,6 +122,10 @@ def test_sam_predictor_api_surface(random_tiny_sam):
         (dict(point_coords=np.zeros((2, 2))), "point_labels must be given"),
         (dict(point_coords=np.zeros((2, 2)), point_labels=np.array([1])), "one label per point"),
         (dict(point_coords=np.zeros((1, 2)), point_labels=np.array([7])), "foreground"),
+        (
+            dict(point_coords=np.zeros((1, 2)), point_labels=np.array([-1])),
+            "foreground",
+        ),  # SAM's internal padding label
         (dict(point_labels=np.array([1])), "without point_coords"),
         (dict(point_coords=[[np.nan, 1.0]], point_labels=[1]), "NaN"),
         (dict(point_coords=[["a", "b"]], point_labels=[1]), "numbers"),

@@ -4,25 +4,26 @@ import pytest
 import torch
 
 from infosam_core.cli import main
-from infosam_core.models import load_sam
-from infosam_core.pretrain import (
-    PretrainConfig,
-    Pretrainer,
-    PromptBatch,
-    SceneStream,
-    corrective_point,
-    decode_many,
-    noisy_boxes,
-    pixel_loss_per_mask,
-    sample_points,
-)
-from infosam_core.synthetic import SceneConfig
+from infosam_core.data.synthetic import SceneConfig
+from infosam_core.models.registry import load_sam
+from infosam_core.training.pretraining.config import PretrainConfig
+from infosam_core.training.pretraining.losses import pixel_loss_per_mask
+from infosam_core.training.pretraining.pretrainer import Pretrainer, decode_prompts
+from infosam_core.training.pretraining.prompt_sampler import PromptBatch, corrective_point, noisy_boxes, sample_points
+from infosam_core.training.pretraining.scenes import SceneStream
 
 
 def small_config(tmp_path, **kw):
     settings = dict(
-        out_dir=tmp_path, steps=2, images_per_step=1, masks_per_image=2, warmup_steps=1, checkpoint_every=1,
-        log_every=1, scene=SceneConfig(max_objects=4), p_corrective=1.0,
+        out_dir=tmp_path,
+        steps=2,
+        images_per_step=1,
+        masks_per_image=2,
+        warmup_steps=1,
+        checkpoint_every=1,
+        log_every=1,
+        scene=SceneConfig(max_objects=4),
+        p_corrective=1.0,
     )
     return PretrainConfig(**{**settings, **kw})
 
@@ -167,7 +168,7 @@ def test_pretrain_cli_registered():
 
 
 @pytest.mark.parametrize("kind", ["box", "points", "points+mask"])
-def test_decode_many_matches_segment_anything_per_image(kind):
+def test_decode_prompts_matches_segment_anything_per_image(kind):
     """Prompts on different images in one call give what MaskDecoder.predict_masks gives image by image."""
     torch.manual_seed(0)
     sam = load_sam("tiny").eval()
@@ -188,7 +189,7 @@ def test_decode_many_matches_segment_anything_per_image(kind):
     prompts = PromptBatch(coords, labels, boxes)
     owner = torch.tensor([0, 1, 0, 1, 1, 0])
     with torch.no_grad():
-        low, iou = decode_many(sam, embeddings[owner], prompts, masks)
+        low, iou = decode_prompts(sam, embeddings[owner], prompts, masks)
         for img in range(2):
             idx = (owner == img).nonzero()[:, 0]
             sub = prompts.select(idx)

@@ -9,15 +9,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from infosam_core import atomic
-from infosam_core.project import (
-    ImageAnnotations,
-    Project,
-    ProjectError,
-    Prompts,
-    default_projects_dir,
-    find_images,
-)
+from infosam_core.annotation.project import Project, ProjectError, default_projects_dir, find_images
+from infosam_core.annotation.records import ImageAnnotations, ObjectPrompts
+from infosam_core.io import atomic
 
 
 def _write_images(folder, n=3, shape=(40, 50)):
@@ -44,9 +38,9 @@ def test_create_add_accept_reopen(tmp_path):
     assert project.add_images([imgs[0]]) == [entries[0]]  # same content: not added twice
     assert len(project.images) == 3
 
-    p1 = Prompts(points=[[10.0, 12.0, 1], [30.0, 5.0, 0]], box=None, candidate=2)
+    p1 = ObjectPrompts(points=[[10.0, 12.0, 1], [30.0, 5.0, 0]], box=None, candidate=2)
     o1 = project.add_object(entries[0].key, _disk((40, 50), 12, 10, 6), p1, model="tiny")
-    p2 = Prompts(points=[], box=[25.0, 20.0, 45.0, 38.0])
+    p2 = ObjectPrompts(points=[], box=[25.0, 20.0, 45.0, 38.0])
     o2 = project.add_object(entries[0].key, _disk((40, 50), 30, 35, 5), p2)
     o3 = project.add_object(entries[2].key, _disk((40, 50), 20, 20, 8), p1)
     assert (o1.id, o2.id, o3.id) == (1, 2, 1)
@@ -71,19 +65,19 @@ def test_new_object_keeps_existing_pixels_and_refine_replaces(tmp_path):
     project = Project.create(tmp_path / "proj")
     (e,) = project.add_images([tmp_path / "data"])
     a = _disk((40, 50), 20, 20, 8)
-    project.add_object(e.key, a, Prompts(points=[[20, 20, 1]]))
+    project.add_object(e.key, a, ObjectPrompts(points=[[20, 20, 1]]))
     b = _disk((40, 50), 20, 26, 8)
-    ob = project.add_object(e.key, b, Prompts(points=[[26, 20, 1]]))
+    ob = project.add_object(e.key, b, ObjectPrompts(points=[[26, 20, 1]]))
     labels = project.annotations(e.key).labels
     assert (labels[a] == 1).all() and ob.area == int((b & ~a).sum())
     # refine object 1 into a small disk: its old pixels go, the id stays, object 2 is untouched
     small = _disk((40, 50), 10, 10, 3)
-    r = project.add_object(e.key, small, Prompts(points=[[10, 10, 1]]), replace_id=1)
+    r = project.add_object(e.key, small, ObjectPrompts(points=[[10, 10, 1]]), replace_id=1)
     labels = project.annotations(e.key).labels
     assert r.id == 1 and (labels == 1).sum() == small.sum()
     assert ((labels == 2) == (b & ~a)).all()
     with pytest.raises(ProjectError, match="entirely on objects"):
-        project.add_object(e.key, small, Prompts(points=[[10, 10, 1]]))
+        project.add_object(e.key, small, ObjectPrompts(points=[[10, 10, 1]]))
     removed = project.remove_object(e.key, 2)
     assert 2 not in project.annotations(e.key).objects and not (project.annotations(e.key).labels == 2).any()
     project.restore_object(e.key, removed, b & ~a)
@@ -95,7 +89,7 @@ def _project_with_one_object(tmp_path):
     _write_images(tmp_path / "data", n=1)
     project = Project.create(tmp_path / "proj")
     (e,) = project.add_images([tmp_path / "data"])
-    project.add_object(e.key, _disk((40, 50), 20, 20, 8), Prompts(points=[[20, 20, 1]]))
+    project.add_object(e.key, _disk((40, 50), 20, 20, 8), ObjectPrompts(points=[[20, 20, 1]]))
     return project, e, project.annotations(e.key).labels.copy()
 
 
@@ -112,7 +106,7 @@ def test_crash_while_writing_labels_keeps_previous_state(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tifffile, "imwrite", crash_midway)
     with pytest.raises(KeyboardInterrupt):
-        project.add_object(e.key, _disk((40, 50), 5, 40, 4), Prompts(points=[[40, 5, 1]]))
+        project.add_object(e.key, _disk((40, 50), 5, 40, 4), ObjectPrompts(points=[[40, 5, 1]]))
     monkeypatch.undo()
     # the in-memory state did not change, the files on disk are the previous ones, no temp file is left
     assert len(project.annotations(e.key).objects) == 1
@@ -134,7 +128,7 @@ def test_crash_between_labels_and_json_keeps_previous_state(tmp_path, monkeypatc
 
     monkeypatch.setattr(atomic.os, "replace", die_on_json)
     with pytest.raises(KeyboardInterrupt):
-        project.add_object(e.key, _disk((40, 50), 5, 40, 4), Prompts(points=[[40, 5, 1]]))
+        project.add_object(e.key, _disk((40, 50), 5, 40, 4), ObjectPrompts(points=[[40, 5, 1]]))
     monkeypatch.undo()
     folder = project.annotation_dir(e.key)
     assert len(list(folder.glob("labels-*.tif"))) == 2  # the new, uncommitted one is an orphan
@@ -160,9 +154,9 @@ def test_errors_and_defaults(tmp_path):
     ann = project.annotations(e.key)
     assert isinstance(ann, ImageAnnotations) and ann.labels is None  # shape unknown until the image is read
     with pytest.raises(ProjectError, match="empty"):
-        project.add_object(e.key, np.zeros((40, 50), bool), Prompts(points=[[1, 1, 1]]))
+        project.add_object(e.key, np.zeros((40, 50), bool), ObjectPrompts(points=[[1, 1, 1]]))
     with pytest.raises(ProjectError, match="changed since"):
-        project.add_object(e.key, np.ones((10, 10), bool), Prompts(points=[[1, 1, 1]]))
+        project.add_object(e.key, np.ones((10, 10), bool), ObjectPrompts(points=[[1, 1, 1]]))
 
 
 def test_moved_project_finds_images_by_relative_path(tmp_path):
@@ -177,13 +171,13 @@ def test_moved_project_finds_images_by_relative_path(tmp_path):
 
 _WRITER = r"""
 import sys, numpy as np
-from infosam_core.project import Project, Prompts
+from infosam_core.annotation.project import Project, ObjectPrompts
 project = Project.open(sys.argv[1])
 key = project.images[0].key
 for i in range(10_000):
     mask = np.zeros((40, 50), bool)
     mask[i % 40, (i // 40) % 50] = True
-    obj = project.add_object(key, mask, Prompts(points=[[float(i % 50), float(i % 40), 1]]))
+    obj = project.add_object(key, mask, ObjectPrompts(points=[[float(i % 50), float(i % 40), 1]]))
     print(obj.id, flush=True)
 """
 

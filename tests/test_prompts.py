@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infosam_core.prompts import (
+from infosam_core.data.prompt_sampling import (
     box_from_mask,
     eval_prompt,
     point_from_mask,
@@ -122,9 +122,8 @@ def test_eval_prompt_protocols_and_seeding():
         eval_prompt(mask, 0, "scribble")
 
 
-
 def test_prompts_feed_the_predictor(random_tiny_sam):
-    from infosam_core.predict import Predictor
+    from infosam_core.inference.predictor import Predictor
 
     mask = _rect_mask()
     predictor = Predictor(random_tiny_sam)

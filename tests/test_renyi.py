@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from infosam_core.distill import RelationModule
+from infosam_core.distill.relation import RelationModule
 from infosam_core.distill.renyi import gram, relation_compression_loss, relation_distillation_loss, renyi_entropy
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 
-from infosam_core.reference_data import coins_instances, object_masks, synthetic_heldout
-from infosam_core.synthetic import SceneConfig, SceneGenerator
+from infosam_core.data.reference_sets import coins_instances, object_masks, synthetic_heldout
+from infosam_core.data.synthetic import SceneConfig, SceneGenerator
 
 
 def test_scenes_are_deterministic_per_seed():

@@ -13,12 +13,17 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from skimage import draw
 
-import infosam_core.train as train_module
-from infosam_core.data import SegmentationSample
-from infosam_core.distill import decode, mask_token
-from infosam_core.models import PIXEL_MEAN, PIXEL_STD
-from infosam_core.train import TrainConfig, TrainingError, TrainProgress, cosine_lr, train, trained_state
-from infosam_core.train_data import EncoderCache, make_batch, prepare_samples
+import infosam_core.training.trainer as train_module
+from infosam_core.data.datasets import SegmentationSample
+from infosam_core.models.batched_decoder import decode, mask_token
+from infosam_core.models.sam import PIXEL_MEAN, PIXEL_STD
+from infosam_core.peft.state import trained_state
+from infosam_core.training.batches import make_batch, prepare_samples
+from infosam_core.training.config import TrainConfig
+from infosam_core.training.encoder_cache import EncoderCache
+from infosam_core.training.results import TrainingError, TrainProgress
+from infosam_core.training.schedules import cosine_lr
+from infosam_core.training.trainer import train
 
 
 def micro_sam(seed: int = 0) -> Sam:
@@ -26,14 +31,28 @@ def micro_sam(seed: int = 0) -> Sam:
     torch.manual_seed(seed)
     sam = Sam(
         image_encoder=ImageEncoderViT(
-            img_size=64, patch_size=8, embed_dim=32, depth=4, num_heads=2, mlp_ratio=4, out_chans=32,
-            qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True,
-            window_size=4, global_attn_indexes=(1, 3),
+            img_size=64,
+            patch_size=8,
+            embed_dim=32,
+            depth=4,
+            num_heads=2,
+            mlp_ratio=4,
+            out_chans=32,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=4,
+            global_attn_indexes=(1, 3),
         ),
-        prompt_encoder=PromptEncoder(embed_dim=32, image_embedding_size=(8, 8), input_image_size=(64, 64), mask_in_chans=4),
+        prompt_encoder=PromptEncoder(
+            embed_dim=32, image_embedding_size=(8, 8), input_image_size=(64, 64), mask_in_chans=4
+        ),
         mask_decoder=MaskDecoder(
-            num_multimask_outputs=3, transformer=TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=4),
-            transformer_dim=32, iou_head_depth=3, iou_head_hidden_dim=32,
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=4),
+            transformer_dim=32,
+            iou_head_depth=3,
+            iou_head_hidden_dim=32,
         ),
         pixel_mean=list(PIXEL_MEAN),
         pixel_std=list(PIXEL_STD),
@@ -48,12 +67,13 @@ def disc_samples(n: int, size: int = 48, seed: int = 0) -> list[SegmentationSamp
     for i in range(n):
         image = rng.integers(0, 120, (size, size + 8, 3), dtype=np.uint8)
         mask = np.zeros((size, size + 8), bool)
-        rr, cc = draw.disk((rng.integers(15, size - 15), rng.integers(15, size - 7)), rng.integers(6, 12), shape=mask.shape)
+        rr, cc = draw.disk(
+            (rng.integers(15, size - 15), rng.integers(15, size - 7)), rng.integers(6, 12), shape=mask.shape
+        )
         mask[rr, cc] = True
         image[mask] += 100
         out.append(SegmentationSample(image, mask, f"d{i}"))
     return out
-
 
 
 @pytest.fixture(scope="module")
@@ -81,18 +101,24 @@ def test_decode_matches_mask_decoder_per_image(base):
         masks, iou, token = decode(base.mask_decoder, emb, pe, sparse, dense)
         assert masks.shape == (3, 1, 32, 32) and iou.shape == (3, 1) and token.shape == (3, 32)
         for i in range(3):
-            ref, ref_iou = base.mask_decoder(emb[i : i + 1], pe, sparse[i : i + 1], dense[i : i + 1], multimask_output=False)
-            assert torch.allclose(masks[i : i + 1], ref, atol=1e-5) and torch.allclose(iou[i : i + 1], ref_iou, atol=1e-6)
+            ref, ref_iou = base.mask_decoder(
+                emb[i : i + 1], pe, sparse[i : i + 1], dense[i : i + 1], multimask_output=False
+            )
+            assert torch.allclose(masks[i : i + 1], ref, atol=1e-5) and torch.allclose(
+                iou[i : i + 1], ref_iou, atol=1e-6
+            )
         assert torch.equal(mask_token(base.mask_decoder, emb, pe, sparse, dense), token)  # the teacher's short cut
 
 
 def test_infosam_refuses_batch_of_one(base, samples):
-    with pytest.raises(ValueError, match="InfoSAM needs batch_size >= 2"):
+    with pytest.raises(ValueError, match="'infosam' needs batch_size >= 2"):
         train(quick(batch_size=1), base, samples)
     train(quick(batch_size=1, distill="none", max_steps=1), base, samples)  # fine without distillation
 
 
-@pytest.mark.parametrize("lr, min_lr", [(float("nan"), 0.0), (float("inf"), 0.0), (0.0, 0.0), (1e-4, 2e-4), (1e-4, -1.0)])
+@pytest.mark.parametrize(
+    "lr, min_lr", [(float("nan"), 0.0), (float("inf"), 0.0), (0.0, 0.0), (1e-4, 2e-4), (1e-4, -1.0)]
+)
 def test_unusable_learning_rates_are_refused(lr, min_lr):
     with pytest.raises(ValueError, match="need 0 <= min_lr <= lr and lr > 0"):
         TrainConfig(lr=lr, min_lr=min_lr).validate()
@@ -109,7 +135,7 @@ def test_cosine_schedule_matches_torch():
 
 @pytest.mark.parametrize("method", ["adapter", "lora", "decoder"])
 def test_encoder_cache_is_exact_and_teacher_runs_once(base, samples, method):
-    from infosam_core.peft import apply_peft
+    from infosam_core.peft.registry import apply_peft
 
     student = copy.deepcopy(base)
     apply_peft(student, method)
@@ -147,13 +173,16 @@ def test_progress_every_step_and_deterministic(base, samples):
     assert [p.step for p in seen] == [1, 2, 3, 4, 5, 6] and seen[-1].total_steps == 6
     assert [p.epoch for p in seen] == [1, 1, 1, 2, 2, 2]
     assert seen[0].lr == pytest.approx(1e-3) and seen[-1].eta_s == 0 and all(p.elapsed_s > 0 for p in seen)
-    assert all(math.isfinite(p.loss) and p.loss == pytest.approx(p.seg_loss + p.l_r + 0.5 * p.l_d, abs=1e-5) for p in seen)
-    assert any(p.l_r != 0 for p in seen) and any(p.l_d != 0 for p in seen)
+    assert all(
+        math.isfinite(p.loss) and p.loss == pytest.approx(p.seg_loss + p.terms["l_r"] + 0.5 * p.terms["l_d"], abs=1e-5)
+        for p in seen
+    )
+    assert any(p.terms["l_r"] != 0 for p in seen) and any(p.terms["l_d"] != 0 for p in seen)
     assert [h["epoch"] for h in a.history] == [1, 2] and a.stop_reason == "completed" and not a.model.training
     b = train(quick(epochs=2, lr=1e-3), base, samples)
     sa, sb = trained_state(a.model), trained_state(b.model)
     assert set(sa) == set(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
-    assert any(k.startswith("relation.") for k in sa)
+    assert any(k.startswith("distiller.relation.") for k in sa)
     assert not torch.equal(sa["mask_decoder.iou_token.weight"], base.state_dict()["mask_decoder.iou_token.weight"])
 
 
@@ -201,14 +230,16 @@ def test_validation_keeps_best_and_time_budget(base, samples):
 
 
 def test_continue_from_model_and_adapter(base, samples, tmp_path):
-    from infosam_core.adapter_io import save_adapter
+    from infosam_core.peft.checkpoint import load_peft_checkpoint, save_peft_checkpoint
 
     first = train(quick(max_steps=2), base, samples)
     again = train(quick(max_steps=1, lr=1e-9, min_lr=0), base, samples, init_model=first.model)
     a, b = trained_state(first.model), trained_state(again.model)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # continued from the same weights
-    save_adapter(first.model, tmp_path / "ad")
-    resumed = train(quick(max_steps=1, lr=1e-9, min_lr=0, init_adapter=str(tmp_path / "ad")), base, samples)
+    save_peft_checkpoint(first.model, tmp_path / "ad")
+    resumed = train(
+        quick(max_steps=1, lr=1e-9, min_lr=0), base, samples, init_model=load_peft_checkpoint(base, tmp_path / "ad")
+    )
     c = trained_state(resumed.model)
     assert all(torch.allclose(a[k], c[k], atol=1e-6) for k in a)
     with pytest.raises(ValueError, match="uses PEFT 'adapter'.*asks for 'lora'"):
@@ -257,8 +288,11 @@ def ring_samples(n: int, seed: int, size: int = 128) -> list[SegmentationSample]
             ring = (d <= r) & (d > r - rng.uniform(2.5, 4))
             image[ring] = rng.normal(205, 20, (int(ring.sum()), 3))
         cy, cx, r = discs[0]
-        out.append(SegmentationSample(np.clip(image, 0, 255).astype(np.uint8), np.hypot(yy - cy, xx - cx) <= r,
-                                      f"ring{seed}-{i}"))
+        out.append(
+            SegmentationSample(
+                np.clip(image, 0, 255).astype(np.uint8), np.hypot(yy - cy, xx - cx) <= r, f"ring{seed}-{i}"
+            )
+        )
     return out
 
 
@@ -268,8 +302,8 @@ def test_adapting_to_a_shifted_domain_improves_held_out_miou(tiny_sam):
     held-out mIoU (box prompts) must beat the unadapted model by >= 0.05 absolute."""
     from safetensors import safe_open
 
-    from infosam_core.evaluate import evaluate
-    from infosam_core.models import BUNDLED_TINY_CHECKPOINT
+    from infosam_core.evaluation.prompted import evaluate
+    from infosam_core.resources import BUNDLED_TINY_CHECKPOINT
 
     with safe_open(str(BUNDLED_TINY_CHECKPOINT), "pt") as f:
         if "steps" not in (f.metadata() or {}):  # `infosam pretrain` records its step count
@@ -303,4 +337,6 @@ def test_gradient_checkpointing_gives_the_same_training(base, samples, teacher_c
     assert all(torch.allclose(state_a[k], state_b[k], atol=1e-6) for k in state_a)
     base_state = base.state_dict()
     encoder_trained = [k for k in state_a if k.startswith("image_encoder.")]
-    assert encoder_trained and any(not torch.equal(state_a[k], base_state[k]) for k in encoder_trained if k in base_state)
+    assert encoder_trained and any(
+        not torch.equal(state_a[k], base_state[k]) for k in encoder_trained if k in base_state
+    )

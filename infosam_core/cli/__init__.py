@@ -1,20 +1,26 @@
-"""The `infosam` command line. Each sub-command lives in its own module with `register(subparsers)`."""
+"""The `infosam` command line. Each sub-command lives in its own module with `register(subparsers)`.
+
+Other installed packages add sub-commands through the ``infosam.commands`` entry-point group (a
+``register(subparsers)`` function each): that is how the app's ``infosam app`` joins without the core knowing
+the app.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from importlib.metadata import entry_points
 
-# module path -> registers one sub-command. `infosam_app.cli` adds `app` when the GUI is installed.
+# module path -> registers one sub-command
 SUBCOMMAND_MODULES = (
     "infosam_core.cli.predict_cmd",
     "infosam_core.cli.pretrain_cmd",
     "infosam_core.cli.train_cmd",
     "infosam_core.cli.eval_cmd",
-    "infosam_app.cli",
 )
+ENTRY_POINT_GROUP = "infosam.commands"
 
 
 class CLIError(Exception):
@@ -25,13 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infosam", description="Segment with SAM and adapt it to your images.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and (module_name.startswith(exc.name) or exc.name in {"napari", "qtpy", "PySide6"}):
-                continue  # optional part not installed
-            raise
-        module.register(subparsers)
+            register = entry.load()
+        except ImportError:  # an optional part that is not (fully) installed: its command is left out
+            continue
+        register(subparsers)
     return parser
 
 

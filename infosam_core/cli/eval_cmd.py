@@ -15,15 +15,18 @@ import sys
 from pathlib import Path
 
 from infosam_core.cli import CLIError
-from infosam_core.metrics import METRICS
-from infosam_core.models import MODEL_TYPES
-from infosam_core.prompts import PROTOCOLS
+from infosam_core.data.prompt_sampling import PROTOCOLS
+from infosam_core.evaluation.metrics import METRICS
+from infosam_core.models.registry import MODEL_TYPES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("eval", help="evaluate SAM (+ adapter) on a dataset with seeded prompts",
-                                   description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="dataset: folder with images/ + masks/, or a CSV image,label")
+    parser = subparsers.add_parser(
+        "eval", help="evaluate SAM (+ adapter) on a dataset with seeded prompts", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--data", type=Path, required=True, help="dataset: folder with images/ + masks/, or a CSV image,label"
+    )
     parser.add_argument("--model", choices=MODEL_TYPES, default="tiny", help="base SAM (default: tiny, bundled)")
     parser.add_argument("--checkpoint", type=Path, help="weights file for --model")
     parser.add_argument("--adapter", type=Path, help="adapter saved by `infosam train` (.json/.safetensors pair)")
@@ -36,18 +39,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from infosam_core.adapter_io import AdapterError, load_adapter
-    from infosam_core.data import load_folder_dataset
-    from infosam_core.evaluate import evaluate, save_eval
-    from infosam_core.models import CheckpointError, load_sam
+    from infosam_core.data.datasets import load_folder_dataset
+    from infosam_core.evaluation.prompted import evaluate, save_eval
+    from infosam_core.models.checkpoints import CheckpointError
+    from infosam_core.models.registry import load_sam
+    from infosam_core.peft.checkpoint import PeftCheckpointError, load_peft_checkpoint
 
     try:
         samples = load_folder_dataset(args.data)
         sam = load_sam(args.model, args.checkpoint)
         if args.adapter:
-            sam = load_adapter(sam, args.adapter)
+            sam = load_peft_checkpoint(sam, args.adapter)
         sam.to(args.device)
-    except (ValueError, CheckpointError, AdapterError, RuntimeError) as exc:
+    except (ValueError, CheckpointError, PeftCheckpointError, RuntimeError) as exc:
         raise CLIError(str(exc).splitlines()[0] if isinstance(exc, RuntimeError) else str(exc)) from None
 
     def progress(done: int, total: int) -> None:

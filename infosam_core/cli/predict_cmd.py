@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from infosam_core.cli import CLIError
-from infosam_core.models import MODEL_TYPES
+from infosam_core.models.registry import MODEL_TYPES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,12 +28,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", choices=MODEL_TYPES, default="tiny", help="SAM variant (default: tiny, bundled)")
     parser.add_argument("--checkpoint", type=Path, help="weights file (.pth or .safetensors) for --model")
     parser.add_argument(
-        "--point", action="append", default=[], metavar="X,Y[,LABEL]",
+        "--point",
+        action="append",
+        default=[],
+        metavar="X,Y[,LABEL]",
         help="a point prompt in pixels; LABEL 1 = object (default), 0 = background. Repeat for more points.",
     )
     parser.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box prompt in pixels")
     parser.add_argument(
-        "--multimask", action="store_true",
+        "--multimask",
+        action="store_true",
         help="let SAM propose 3 masks and keep the best-scored one (good for a single ambiguous click)",
     )
     parser.add_argument("--out", type=Path, required=True, metavar="MASK.png", help="where to write the mask")
@@ -69,10 +73,11 @@ def parse_box(text: str) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    from infosam_core.atomic import atomic_path
-    from infosam_core.images import ImageError, load_rgb
-    from infosam_core.models import CheckpointError, load_sam
-    from infosam_core.predict import Predictor
+    from infosam_core.inference.predictor import Predictor
+    from infosam_core.io.atomic import atomic_path
+    from infosam_core.io.images import ImageError, load_rgb
+    from infosam_core.models.checkpoints import CheckpointError
+    from infosam_core.models.registry import load_sam
 
     if not args.point and args.box is None:
         raise CLIError("give a prompt: --point X,Y (repeatable) and/or --box X0,Y0,X1,Y1")

@@ -20,12 +20,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--pixel-loss", default="balanced_bce",
+        "--pixel-loss",
+        default="balanced_bce",
         help="pixel term beside dice: balanced_bce (default; learns from scratch) or bce (unbiased logits: "
         "to continue a pretrained model) or focal (SAM's 20 x focal)",
     )
     p.add_argument(
-        "--ema-decay", type=float, default=0.999,
+        "--ema-decay",
+        type=float,
+        default=0.999,
         help="keep an exponential moving average of the weights (OUT/sam_<model>_ema.safetensors); 0 = off",
     )
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
@@ -42,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from infosam_core.cli import CLIError
-    from infosam_core.pretrain import PretrainConfig, Pretrainer
+    from infosam_core.training.pretraining.config import PretrainConfig
+    from infosam_core.training.pretraining.pretrainer import Pretrainer
 
     config = PretrainConfig(
         out_dir=args.out,

@@ -1,4 +1,4 @@
-"""`infosam train`: adapt SAM to a dataset with PEFT (+ InfoSAM distillation) and save the adapter.
+"""`infosam train`: adapt SAM to a dataset with PEFT (+ a distiller, InfoSAM by default) and save the adapter.
 
     infosam train --data my_dataset --peft adapter --distill infosam --epochs 10 --out runs/mine
     infosam train --data my_dataset --model vit_b --checkpoint sam_vit_b_01ec64.pth --preset paper --out runs/paper
@@ -20,56 +20,100 @@ from pathlib import Path
 from typing import Any
 
 from infosam_core.cli import CLIError
-from infosam_core.models import MODEL_TYPES
-from infosam_core.peft import PEFT_METHODS
+from infosam_core.distill.registry import DISTILLERS, distiller_names
+from infosam_core.models.registry import MODEL_TYPES
+from infosam_core.peft.registry import PEFT_METHODS
 
 # CLI flag -> TrainConfig field, for flags that default to "not given" (None) so presets can fill them.
 OVERRIDABLE = {
-    "peft": "peft", "distill": "distill", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
-    "min_lr": "min_lr", "seed": "seed", "lam": "lam", "alpha": "alpha", "beta": "beta",
+    "peft": "peft",
+    "distill": "distill",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "min_lr": "min_lr",
+    "seed": "seed",
+    "lam": "distill_weight",
 }
+# The paper's InfoSAM weights keep their own flags: --alpha X is --distill-option alpha=X.
+INFOSAM_WEIGHT_FLAGS = ("alpha", "beta")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from infosam_core.train import PRESETS
+    from infosam_core.training.config import PRESETS
 
-    parser = subparsers.add_parser("train", help="adapt SAM to a dataset (PEFT + InfoSAM) and save the adapter",
-                                   description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="dataset: folder with images/ + masks/, or a CSV image,label")
-    parser.add_argument("--val-data", type=Path, help="validation dataset (mIoU after every epoch; the best epoch is kept)")
-    parser.add_argument("--val-fraction", type=float, default=0.0, help="hold out this fraction of --data for validation")
+    parser = subparsers.add_parser(
+        "train",
+        help="adapt SAM to a dataset (PEFT + InfoSAM) and save the adapter",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument(
+        "--data", type=Path, required=True, help="dataset: folder with images/ + masks/, or a CSV image,label"
+    )
+    parser.add_argument(
+        "--val-data", type=Path, help="validation dataset (mIoU after every epoch; the best epoch is kept)"
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.0, help="hold out this fraction of --data for validation"
+    )
     parser.add_argument("--model", choices=MODEL_TYPES, default="tiny", help="base SAM (default: tiny, bundled)")
     parser.add_argument("--checkpoint", type=Path, help="weights file for --model (e.g. sam_vit_b_01ec64.pth)")
     parser.add_argument("--peft", choices=list(PEFT_METHODS), help="PEFT method (default: adapter)")
-    parser.add_argument("--peft-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="a PEFT option, e.g. rank=8 for lora or train_decoder=false (repeatable)")
-    parser.add_argument("--distill", choices=("infosam", "none"), help="distillation (default: infosam)")
+    parser.add_argument(
+        "--peft-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a PEFT option, e.g. rank=8 for lora or train_decoder=false (repeatable)",
+    )
+    parser.add_argument(
+        "--distill",
+        choices=distiller_names(),
+        help="distillation from the frozen pre-trained SAM (default: infosam); "
+        + "; ".join(f"{n}: {d.description}" for n, d in DISTILLERS.items()),
+    )
+    parser.add_argument(
+        "--distill-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a distiller option, e.g. alpha=0 for infosam (repeatable)",
+    )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int, help="default 4; InfoSAM needs >= 2")
     parser.add_argument("--lr", type=float, help="peak learning rate (default 2e-4, cosine to --min-lr)")
     parser.add_argument("--min-lr", type=float)
-    parser.add_argument("--lam", type=float, help="weight of the InfoSAM terms (default 1)")
-    parser.add_argument("--alpha", type=float, help="weight of L_r (default 1)")
-    parser.add_argument("--beta", type=float, help="weight of L_d (default 0.5)")
+    parser.add_argument("--lam", type=float, help="lambda: weight of the distillation loss (default 1)")
+    parser.add_argument("--alpha", type=float, help="InfoSAM: weight of L_r, relation compression (default 1)")
+    parser.add_argument("--beta", type=float, help="InfoSAM: weight of L_d, relation distillation (default 0.5)")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="paper: batch 4, Adam 2e-4 cosine to 2e-5, 10 epochs, "
-                        "adapter + InfoSAM (1, 1, 0.5), seed 42; flags given explicitly still win")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="paper: batch 4, Adam 2e-4 cosine to 2e-5, 10 epochs, "
+        "adapter + InfoSAM (1, 1, 0.5), seed 42; flags given explicitly still win",
+    )
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this much training time")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
     parser.add_argument("--vflip", action="store_true", help="also flip vertically (e.g. microscopy, aerial images)")
-    parser.add_argument("--grad-checkpoint", action="store_true",
-                        help="activation checkpointing in the image encoder: far less memory (ViT-B on a small GPU), ~1/3 slower")
-    parser.add_argument("--init-adapter", type=Path, help="continue training from this adapter (same base model and method)")
+    parser.add_argument(
+        "--grad-checkpoint",
+        action="store_true",
+        help="activation checkpointing in the image encoder: far less memory (ViT-B on a small GPU), ~1/3 slower",
+    )
+    parser.add_argument(
+        "--init-adapter", type=Path, help="continue training from this adapter (same base model and method)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.set_defaults(func=run)
 
 
-def parse_option(text: str) -> tuple[str, Any]:
+def parse_option(text: str, flag: str = "--peft-option", example: str = "rank=8") -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise CLIError(f"--peft-option {text!r}: expected KEY=VALUE, e.g. rank=8")
+        raise CLIError(f"{flag} {text!r}: expected KEY=VALUE, e.g. {example}")
     raw = value.strip()
     try:
         parsed = json.loads(raw.lower() if raw.lower() in ("true", "false", "null") else raw)
@@ -79,19 +123,38 @@ def parse_option(text: str) -> tuple[str, Any]:
 
 
 def build_config(args: argparse.Namespace):
-    from infosam_core.train import PRESETS, TrainConfig
+    from infosam_core.training.config import PRESETS, TrainConfig
 
     values: dict[str, Any] = dict(PRESETS[args.preset]) if args.preset else {}
-    values.update({field: getattr(args, flag) for flag, field in OVERRIDABLE.items() if getattr(args, flag) is not None})
-    values.update(peft_options=dict(parse_option(o) for o in args.peft_option), max_steps=args.max_steps,
-                  time_budget_s=args.time_budget, device=args.device, hflip=not args.no_flip, vflip=args.vflip,
-                  grad_checkpoint=args.grad_checkpoint,
-                  init_adapter=str(args.init_adapter) if args.init_adapter else None)
+    values.update(
+        {field: getattr(args, flag) for flag, field in OVERRIDABLE.items() if getattr(args, flag) is not None}
+    )
+    distill_options = dict(values.get("distill_options", {}))
+    if values.get("distill", "infosam") != "infosam":
+        distill_options = {}  # a preset's InfoSAM weights do not apply to another distiller
+    distill_options.update(parse_option(o, "--distill-option", "alpha=0") for o in args.distill_option)
+    for flag in INFOSAM_WEIGHT_FLAGS:
+        if getattr(args, flag) is not None:
+            if values.get("distill", "infosam") != "infosam":
+                raise CLIError(
+                    f"--{flag} weighs an InfoSAM term; with --distill {values['distill']} use --distill-option"
+                )
+            distill_options[flag] = getattr(args, flag)
+    values.update(
+        peft_options=dict(parse_option(o) for o in args.peft_option),
+        distill_options=distill_options,
+        max_steps=args.max_steps,
+        time_budget_s=args.time_budget,
+        device=args.device,
+        hflip=not args.no_flip,
+        vflip=args.vflip,
+        grad_checkpoint=args.grad_checkpoint,
+    )
     known = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in values.items() if k in known})
     try:
         config.validate()
-        from infosam_core.peft import make_config
+        from infosam_core.peft.registry import make_config
 
         make_config(config.peft, config.peft_options)
     except ValueError as exc:
@@ -113,15 +176,23 @@ class _Reporter:
             if self.bar is None:
                 self.bar = tqdm(total=p.total_steps, unit="step", dynamic_ncols=True)
             self.bar.n = p.step
-            self.bar.set_postfix(epoch=p.epoch, loss=f"{p.loss:.4f}", lr=f"{p.lr:.1e}",
-                                 **({"val_mIoU": f"{p.val_miou:.3f}"} if p.val_miou is not None else {}))
+            self.bar.set_postfix(
+                epoch=p.epoch,
+                loss=f"{p.loss:.4f}",
+                lr=f"{p.lr:.1e}",
+                **({"val_mIoU": f"{p.val_miou:.3f}"} if p.val_miou is not None else {}),
+            )
             return
         every = max(1, p.total_steps // 20)
         if p.val_miou is not None:
             print(f"epoch {p.epoch}: validation mIoU {p.val_miou:.4f}", flush=True)
         elif p.step % every == 0 or p.step == p.total_steps or p.step == 1:
-            print(f"step {p.step}/{p.total_steps} epoch {p.epoch} loss {p.loss:.4f} (seg {p.seg_loss:.4f}, "
-                  f"L_r {p.l_r:.4f}, L_d {p.l_d:.4f}) lr {p.lr:.2e} {p.elapsed_s:.0f}s, ETA {p.eta_s:.0f}s", flush=True)
+            terms = "".join(f", {name} {value:.4f}" for name, value in p.terms.items())
+            print(
+                f"step {p.step}/{p.total_steps} epoch {p.epoch} loss {p.loss:.4f} (seg {p.seg_loss:.4f}{terms}) "
+                f"lr {p.lr:.2e} {p.elapsed_s:.0f}s, ETA {p.eta_s:.0f}s",
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -129,11 +200,13 @@ class _Reporter:
 
 
 def run(args: argparse.Namespace) -> int:
-    from infosam_core.adapter_io import AdapterError, save_adapter
-    from infosam_core.atomic import write_json_atomic
-    from infosam_core.data import load_folder_dataset, split
-    from infosam_core.models import CheckpointError, load_sam
-    from infosam_core.train import TrainingError, train
+    from infosam_core.data.datasets import load_folder_dataset, split
+    from infosam_core.io.atomic import write_json_atomic
+    from infosam_core.models.checkpoints import CheckpointError
+    from infosam_core.models.registry import load_sam
+    from infosam_core.peft.checkpoint import PeftCheckpointError, load_peft_checkpoint, save_peft_checkpoint
+    from infosam_core.training.results import TrainingError
+    from infosam_core.training.trainer import train
 
     config = build_config(args)
     try:
@@ -143,27 +216,41 @@ def run(args: argparse.Namespace) -> int:
             samples, held_out = split(samples, args.val_fraction, seed=config.seed)
             val += held_out
         sam = load_sam(args.model, args.checkpoint)
-    except (ValueError, CheckpointError) as exc:  # DatasetError is a ValueError
+        init_model = load_peft_checkpoint(sam, args.init_adapter) if args.init_adapter else None
+    except (ValueError, CheckpointError) as exc:  # DatasetError and PeftCheckpointError are ValueErrors
         raise CLIError(str(exc)) from None
 
     stop = threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():
+
         def on_interrupt(signum, frame):  # first Ctrl-C: stop after this step; second: abort
             if stop.is_set():
                 raise KeyboardInterrupt
             stop.set()
             print("\nstopping after this step (Ctrl-C again to abort) ...", file=sys.stderr)
+
         previous = signal.signal(signal.SIGINT, on_interrupt)
 
     reporter = _Reporter()
-    print(f"training on {len(samples)} images ({len(val)} for validation), SAM {args.model}, "
-          f"{config.peft} + {config.distill}, {config.epochs} epochs x batch {config.batch_size}", flush=True)
+    print(
+        f"training on {len(samples)} images ({len(val)} for validation), SAM {args.model}, "
+        f"{config.peft} + {config.distill}, {config.epochs} epochs x batch {config.batch_size}",
+        flush=True,
+    )
     try:
-        result = train(config, sam, samples, progress=reporter, should_stop=stop.is_set, val_samples=val or None)
+        result = train(
+            config,
+            sam,
+            samples,
+            progress=reporter,
+            should_stop=stop.is_set,
+            val_samples=val or None,
+            init_model=init_model,
+        )
     except TrainingError as exc:
         raise CLIError(str(exc)) from None
-    except (ValueError, AdapterError) as exc:
+    except (ValueError, PeftCheckpointError) as exc:
         raise CLIError(str(exc)) from None
     finally:
         reporter.close()
@@ -173,11 +260,15 @@ def run(args: argparse.Namespace) -> int:
     summary = result.summary()
     summary.update(data=str(args.data), model=args.model, checkpoint=str(args.checkpoint) if args.checkpoint else None)
     try:
-        tensors, meta = save_adapter(result.model, args.out / "adapter", summary=summary)
+        tensors, meta = save_peft_checkpoint(result.model, args.out / "adapter", summary=summary)
         write_json_atomic(args.out / "history.json", summary)
     except OSError as exc:
         raise CLIError(f"{args.out}: cannot write the results ({exc.strerror or exc})") from None
-    best = f", best validation mIoU {result.best_val_miou:.4f} (epoch {result.best_epoch})" if result.best_val_miou is not None else ""
+    best = (
+        f", best validation mIoU {result.best_val_miou:.4f} (epoch {result.best_epoch})"
+        if result.best_val_miou is not None
+        else ""
+    )
     print(f"{result.stop_reason} after {result.steps} steps in {result.elapsed_s:.0f}s{best}")
     print(f"adapter -> {tensors} + {meta.name}; history -> {args.out / 'history.json'}")
     return 0

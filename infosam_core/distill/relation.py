@@ -51,7 +51,7 @@ class RelationModule(nn.Module):
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """PyTorch's default init, drawn from ``generator`` when given (then the global RNG is not touched)."""
-        from infosam_core.peft._common import init_linear_
+        from infosam_core.models.initialization import init_linear_
 
         with torch.no_grad():
             init_linear_(self.query, generator)

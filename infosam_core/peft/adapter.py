@@ -24,7 +24,7 @@ from segment_anything.modeling import Sam
 from segment_anything.modeling.image_encoder import Block
 from torch import nn
 
-from infosam_core.peft._common import Bottleneck, PeftConfig, WrappedBlock, attention_branch, block_device_dtype
+from infosam_core.peft.common import Bottleneck, PeftConfig, WrappedBlock, attention_branch, block_device_dtype
 
 
 @dataclass

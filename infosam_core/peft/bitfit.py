@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from segment_anything.modeling import Sam
 
-from infosam_core.peft._common import PeftConfig
+from infosam_core.peft.common import PeftConfig
 
 
 @dataclass

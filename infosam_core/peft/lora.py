@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import nn
 
-from infosam_core.peft._common import PeftConfig, seeded_init_
+from infosam_core.models.initialization import seeded_init_
+from infosam_core.peft.common import PeftConfig
 
 
 @dataclass

@@ -1,0 +1,169 @@
+"""Binary segmentation datasets for training and evaluation: (RGB image, bool mask, name) samples.
+
+``load_folder_dataset(path)`` accepts
+
+* a folder with ``images/`` and ``masks/`` sub-folders, paired by file stem (``images/a.jpg`` <->
+  ``masks/a.png``), or
+* a CSV file with columns ``image,label`` (paths relative to the CSV's folder), or a folder holding
+  exactly one such CSV.
+
+Images go through :func:`infosam_core.io.images.load_rgb`. Masks are binarised: an 8-bit mask whose maximum
+is 255 (the usual {0, 255} PNG, possibly anti-aliased) is ``> 127``; every other mask (0/1 PNGs, label
+images, 16-bit, float) is ``> 0``; a colour mask counts a pixel if any channel is set. Every problem
+raises :class:`DatasetError` naming the file(s).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from infosam_core.io.images import ImageError, load_rgb, read_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used; the message names the file(s) and the fix."""
+
+
+@dataclass
+class SegmentationSample:
+    """One training/evaluation example: ``image`` RGB uint8 (H, W, 3), ``mask`` bool (H, W), ``name``."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
+            raise DatasetError(
+                f"{self.name}: image must be RGB uint8 (H, W, 3), got {self.image.dtype} {self.image.shape}"
+            )
+        if self.mask.shape != self.image.shape[:2]:
+            raise DatasetError(
+                f"{self.name}: mask shape {self.mask.shape} differs from image shape {self.image.shape[:2]}"
+            )
+        self.mask = self.mask.astype(bool, copy=False)
+
+
+def binarize_mask(mask: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, C) mask array -> bool (H, W), following the module docstring's rule."""
+    mask = np.asarray(mask)
+    if mask.ndim == 3:
+        if mask.shape[2] in (2, 4):  # drop alpha
+            mask = mask[..., : mask.shape[2] - 1]
+        mask = mask.max(axis=2)
+    if mask.ndim != 2:
+        raise ValueError(f"a mask must be 2-D (H, W), got shape {mask.shape}")
+    if mask.dtype == np.uint8 and mask.size and mask.max() == 255:
+        return mask > 127
+    return mask > 0
+
+
+def load_mask(path: str | Path) -> np.ndarray:
+    try:
+        return binarize_mask(read_image(path))
+    except ValueError as exc:
+        if isinstance(exc, ImageError):
+            raise DatasetError(str(exc)) from None
+        raise DatasetError(f"{path}: {exc}") from None
+
+
+def load_pair(image_path: Path, mask_path: Path, name: str | None = None) -> SegmentationSample:
+    """Read one image + mask pair; a size mismatch names both files."""
+    if not mask_path.exists():
+        raise DatasetError(f"{image_path}: no mask for this image (expected {mask_path}).")
+    try:
+        image = load_rgb(image_path)
+    except ImageError as exc:
+        raise DatasetError(str(exc)) from None
+    mask = load_mask(mask_path)
+    if mask.shape != image.shape[:2]:
+        raise DatasetError(
+            f"{image_path} is {image.shape[1]}x{image.shape[0]} but its mask {mask_path} is "
+            f"{mask.shape[1]}x{mask.shape[0]} (width x height); they must be the same size."
+        )
+    return SegmentationSample(image=image, mask=mask, name=name or image_path.stem)
+
+
+def _files_by_stem(folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+            if p.stem in files:
+                raise DatasetError(f"{folder}: two files share the name {p.stem!r} ({files[p.stem].name}, {p.name}).")
+            files[p.stem] = p
+    return files
+
+
+def _load_folders(root: Path) -> list[SegmentationSample]:
+    images, masks = _files_by_stem(root / "images"), _files_by_stem(root / "masks")
+    samples = []
+    for stem, image_path in images.items():
+        mask_path = masks.get(stem, root / "masks" / f"{stem}.png")
+        samples.append(load_pair(image_path, mask_path, stem))
+    return samples
+
+
+def _load_csv(csv_path: Path) -> list[SegmentationSample]:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        fields = [c.strip().lower() for c in reader.fieldnames or []]
+        if "image" not in fields or "label" not in fields:
+            raise DatasetError(
+                f"{csv_path}: needs a header with columns image,label (found {', '.join(fields) or 'none'})."
+            )
+        rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    samples = []
+    for i, row in enumerate(rows, start=2):
+        if not row["image"] or not row["label"]:
+            raise DatasetError(f"{csv_path}, line {i}: empty image or label path.")
+        image_path, mask_path = csv_path.parent / row["image"], csv_path.parent / row["label"]
+        if not image_path.exists():
+            raise DatasetError(f"{csv_path}, line {i}: image {image_path} not found.")
+        samples.append(load_pair(image_path, mask_path, Path(row["image"]).stem))
+    return samples
+
+
+def load_folder_dataset(path: str | Path) -> list[SegmentationSample]:
+    """All samples of a dataset folder or CSV (see the module docstring), in file-name / CSV order."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: not found. Give a folder with images/ and masks/, or a CSV image,label.")
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise DatasetError(f"{path}: a dataset is a folder (images/ + masks/) or a .csv file, not this file.")
+        samples = _load_csv(path)
+    elif (path / "images").is_dir() and (path / "masks").is_dir():
+        samples = _load_folders(path)
+    else:
+        csvs = sorted(path.glob("*.csv"))
+        if len(csvs) != 1:
+            raise DatasetError(
+                f"{path}: expected images/ and masks/ sub-folders (paired by file name) or one CSV file with "
+                f"columns image,label; found {'several CSV files' if csvs else 'neither'}."
+            )
+        samples = _load_csv(csvs[0])
+    if not samples:
+        raise DatasetError(f"{path}: the dataset is empty (no images found).")
+    return samples
+
+
+def split(
+    samples: list[SegmentationSample], val_fraction: float, seed: int = 0
+) -> tuple[list[SegmentationSample], list[SegmentationSample]]:
+    """A seeded random (train, val) split; val gets round(val_fraction * n) samples (at least 1 if > 0)."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n_val = int(round(val_fraction * len(samples)))
+    if val_fraction > 0:
+        n_val = min(max(n_val, 1), len(samples) - 1)
+    order = np.random.default_rng(seed).permutation(len(samples))
+    val_idx = set(order[:n_val].tolist())
+    train = [s for i, s in enumerate(samples) if i not in val_idx]
+    val = [s for i, s in enumerate(samples) if i in val_idx]
+    return train, val

@@ -1,0 +1,51 @@
+"""InfoSAM (Zhang et al., ICML 2025, "Fine-Tuning SAM from an Information-Theoretic Perspective").
+
+One relation module R, shared by teacher and student, maps (image embedding z_i, mask token z_m) to a
+relation vector per sample. With Gram matrices across the batch and the matrix Renyi entropy of order 2
+(:mod:`infosam_core.distill.renyi`):
+
+* L_r = S(G_r^T) - S(G_i^T o G_m^T o G_r^T): compresses the teacher's relation; its inputs are detached,
+  so its gradient reaches only the relation module;
+* L_d = -S(G_r^T) - S(G_r^S) + S(G_r^T o G_r^S) = -I(R^T; R^S): trains the student (and R);
+* total = alpha * L_r + beta * L_d (the paper: alpha = 1, beta = 0.5; the trainer adds lambda * total).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss
+from infosam_core.distill.relation import RelationModule
+from infosam_core.distill.renyi import relation_compression_loss, relation_distillation_loss
+
+
+@dataclass
+class InfosamConfig:
+    """``alpha``: weight of L_r (relation compression); ``beta``: weight of L_d (relation distillation)."""
+
+    alpha: float = 1.0
+    beta: float = 0.5
+
+
+class InfosamDistiller(Distiller):
+    name = "infosam"
+    term_names = ("l_r", "l_d")
+    min_batch_size = 2  # B x B Gram matrices: a single sample carries no relation between samples
+
+    def __init__(self, config: InfosamConfig, embed_dim: int, generator: torch.Generator | None = None) -> None:
+        super().__init__(config)
+        self.relation = RelationModule(embed_dim, generator)
+
+    def relation_vectors(self, embeddings: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) image embeddings and (B, C) mask tokens -> (B, hw) unit relation vectors."""
+        return self.relation(embeddings, token)
+
+    def forward(self, inputs: DistillInputs) -> DistillLoss:
+        f_t, tok_t = inputs.teacher_embeddings, inputs.teacher_token()
+        rel_t = self.relation(f_t, tok_t)
+        rel_s = self.relation(inputs.student_embeddings, inputs.student_token)
+        l_r = relation_compression_loss(f_t, tok_t, rel_t)
+        l_d = relation_distillation_loss(rel_t, rel_s)
+        return DistillLoss(self.config.alpha * l_r + self.config.beta * l_d, {"l_r": l_r, "l_d": l_d})

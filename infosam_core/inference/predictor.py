@@ -1,0 +1,339 @@
+"""Interactive prediction: segment-anything's :class:`SamPredictor`, plus embedding caching and model swaps.
+
+:class:`Predictor` keeps SamPredictor's calling convention and results (``set_image``, ``predict``,
+``predict_torch``, ``get_image_embedding``, ...): the resizing, normalisation, prompt transforms and
+mask post-processing are segment-anything's own. On top of it:
+
+* ``set_image`` accepts any image :func:`infosam_core.io.images.to_rgb_uint8` accepts (gray, RGBA,
+  16-bit, float, ...).
+* Image embeddings are cached (:class:`~infosam_core.inference.embedding_cache.EmbeddingCache`) under
+  ``key = sha256(image) + model_fingerprint(sam.image_encoder)``: in memory (LRU, ``cache_size`` entries)
+  and optionally on disk (``cache_dir``). Because the key hashes the encoder's actual weights, an adapted
+  or swapped encoder never reuses a stale embedding.
+* ``embed(image) -> ImageEmbedding`` may run in a worker thread while the owning (GUI) thread keeps
+  predicting on the current image; ``set_embedding`` then shows the result.
+* ``set_model(sam)`` swaps the model and re-embeds the current image (or takes it from the cache).
+* Stock segment-anything decoders run as :class:`infosam_core.models.interactive_decoder.InteractiveDecoder`:
+  the same outputs to float32 rounding (masks identical in the parity tests) in about half the time per
+  prompt, because the image's share of the decoder's work is done once per image.
+
+Weights changing in place. The fingerprint is computed once per model, and recomputed when a cheap
+check (the identity, storage and version counter of every encoder tensor) says the encoder's weights
+may have changed -- e.g. after an optimizer step or ``load_state_dict``. That check runs on every
+``set_image`` / ``embed``, not on ``predict``: after changing weights in place, call
+:meth:`Predictor.refresh_model` so that the current image is re-embedded with them.
+
+Threads. ``embed`` (and the cache) may be used from any thread. ``set_image``, ``set_embedding``,
+``predict``, ``set_model`` and ``refresh_model`` belong to the thread that owns the predictor. Encoder
+passes and model swaps are serialised by one lock; ``predict``, ``set_embedding`` and cache hits do not
+wait for a worker's encoder pass (``set_model`` does).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything import SamPredictor
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from infosam_core.inference.embedding_cache import EmbeddingCache, ImageEmbedding, image_hash
+from infosam_core.io.images import to_rgb_uint8
+from infosam_core.models.fingerprint import model_fingerprint, weights_stamp
+from infosam_core.models.interactive_decoder import InteractiveDecoder
+from infosam_core.models.interactive_decoder import supports as interactive_decoder_supports
+
+logger = logging.getLogger(__name__)
+
+
+POINT_LABELS = (0, 1)  # what callers give: 1 foreground, 0 background (SAM's -1/2/3 are internal)
+
+
+class Predictor(SamPredictor):
+    """SamPredictor with cached, thread-safe embeddings and model hot swap (see the module docstring)."""
+
+    def __init__(
+        self,
+        sam: Sam,
+        cache_size: int = 8,
+        cache_dir: str | Path | None = None,
+        use_interactive_decoder: bool = True,
+    ) -> None:
+        self.cache = EmbeddingCache(cache_size, cache_dir)
+        #: run stock SAM decoders as :class:`InteractiveDecoder` (False: call ``sam.mask_decoder`` as is)
+        self.use_interactive_decoder = use_interactive_decoder
+        self._lock = threading.RLock()  # the model: held during encoder passes and swaps
+        self._fingerprint_lock = threading.RLock()  # short: the fingerprint and its weights stamp
+        self._embedding: ImageEmbedding | None = None
+        super().__init__(sam)
+        self._decoder = _interactive_decoder(sam)
+        self._fingerprint = model_fingerprint(sam.image_encoder)
+        self._stamp = weights_stamp(sam.image_encoder)
+
+    # ----------------------------------------------------------------------------------------- model
+    @property
+    def model_fingerprint(self) -> str:
+        """Fingerprint of the current encoder's weights (recomputed if they may have changed)."""
+        with self._fingerprint_lock:
+            stamp = weights_stamp(self.model.image_encoder)
+            if stamp != self._stamp:
+                self._fingerprint = model_fingerprint(self.model.image_encoder)
+                self._stamp = stamp
+            return self._fingerprint
+
+    def set_model(self, sam: Sam) -> None:
+        """Use ``sam`` from now on. The current image stays set, re-embedded by ``sam`` (or from the cache).
+
+        An image set with ``set_torch_image`` (no RGB image kept) is unset instead.
+        """
+        fingerprint, stamp = model_fingerprint(sam.image_encoder), weights_stamp(sam.image_encoder)
+        with self._lock, self._fingerprint_lock:
+            self.model = sam
+            self._decoder = _interactive_decoder(sam)
+            self.transform = ResizeLongestSide(sam.image_encoder.img_size)
+            self._fingerprint, self._stamp = fingerprint, stamp
+        self._reembed_current()
+
+    def refresh_model(self) -> str:
+        """Recompute the fingerprint from the weights now, and re-embed the current image if it changed.
+
+        Call this after changing the model's weights in place (training, loading an adapter) so that
+        ``predict`` uses them. Returns the new fingerprint.
+        """
+        with self._fingerprint_lock:
+            self._fingerprint = model_fingerprint(self.model.image_encoder)
+            self._stamp = weights_stamp(self.model.image_encoder)
+            fingerprint = self._fingerprint
+        if self._embedding is not None and self._embedding.model_fingerprint != fingerprint:
+            self._reembed_current()
+        return fingerprint
+
+    def _reembed_current(self) -> None:
+        image = self._embedding.image if self._embedding is not None else None
+        if image is None:
+            self.reset_image()
+        else:
+            self.set_embedding(self.embed(image, image_format=self.model.image_format))
+
+    # ------------------------------------------------------------------------------------ embeddings
+    def embed(self, image: np.ndarray, image_format: str = "RGB") -> ImageEmbedding:
+        """The embedding of ``image`` (any array ``to_rgb_uint8`` accepts), from the cache or the encoder.
+
+        Thread-safe; does not change what this predictor shows (use ``set_embedding`` for that).
+        """
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        rgb = to_rgb_uint8(image)
+        if image_format != self.model.image_format:
+            rgb = rgb[..., ::-1]
+        rgb = np.ascontiguousarray(rgb)
+        digest = image_hash(rgb)
+        embedding = self.cache.get(f"{digest}-{self.model_fingerprint}", self.device)
+        if embedding is None:
+            computed = False
+            with self._lock:
+                key = f"{digest}-{self.model_fingerprint}"  # the model may have been swapped meanwhile
+                embedding = self.cache.get(key, self.device)  # or another thread may just have computed it
+                if embedding is None:
+                    embedding, computed = self._encode(rgb, key), True
+            if computed:
+                self.cache.put_disk(embedding)
+        self.cache.put_memory(embedding)
+        return replace(embedding, image=rgb)
+
+    def _encode(self, rgb: np.ndarray, key: str) -> ImageEmbedding:
+        """One encoder pass with segment-anything's own resize and preprocess (caller holds the lock)."""
+        transform = ResizeLongestSide(self.model.image_encoder.img_size)
+        input_image = torch.as_tensor(transform.apply_image(rgb), device=self.device)
+        input_image = input_image.permute(2, 0, 1).contiguous()[None, :, :, :]
+        with torch.inference_mode():
+            features = self.model.image_encoder(self.model.preprocess(input_image))
+        return ImageEmbedding(features, (rgb.shape[0], rgb.shape[1]), tuple(input_image.shape[-2:]), key)
+
+    def set_embedding(self, embedding: ImageEmbedding) -> None:
+        """Show ``embedding`` (from ``embed``): ``predict`` then segments its image.
+
+        Raises ValueError if it was computed by another model than the current one.
+        """
+        if embedding.model_fingerprint != self.model_fingerprint:
+            raise ValueError(
+                "this embedding was computed by another model (or other weights) than the current one; "
+                "compute it again with embed()"
+            )
+        SamPredictor.reset_image(self)
+        self.features = embedding.features
+        self.original_size = embedding.original_size
+        self.input_size = embedding.input_size
+        self.is_image_set = True
+        self._embedding = embedding
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Embed ``image`` (from the cache when possible) and make it the current image.
+
+        Arguments:
+          image: (H, W), (H, W, C) with C in 1-4, any numeric dtype (see ``images.to_rgb_uint8``).
+          image_format: channel order of a colour ``image``, 'RGB' or 'BGR'.
+        """
+        self.set_embedding(self.embed(image, image_format))
+
+    def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
+        """SamPredictor's: embed an already resized (1, 3, h, w) tensor (not cached)."""
+        with self._lock, torch.inference_mode():
+            super().set_torch_image(transformed_image, original_image_size)
+
+    def reset_image(self) -> None:
+        """Unset the current image."""
+        super().reset_image()
+        self.original_size = None
+        self.input_size = None
+        self._embedding = None
+        if getattr(self, "_decoder", None) is not None:
+            self._decoder.clear()  # it holds the image's decoder inputs (~14 MB at SAM size)
+
+    @property
+    def embedding(self) -> ImageEmbedding | None:
+        """The current image's embedding (None when none is set or it came from ``set_torch_image``)."""
+        return self._embedding
+
+    def clear_cache(self) -> None:
+        """Forget the in-memory cache (files in ``cache_dir`` are kept)."""
+        self.cache.clear()
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """Folder of the on-disk embedding cache (None: memory only); may be changed at any time."""
+        return self.cache.cache_dir
+
+    @cache_dir.setter
+    def cache_dir(self, folder: str | Path | None) -> None:
+        self.cache.cache_dir = Path(folder) if folder is not None else None
+
+    # ------------------------------------------------------------------------------------ prediction
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """SamPredictor.predict, with the prompts checked first (ValueError on bad shapes or values).
+
+        Arguments (pixels of the original image):
+          point_coords: (N, 2) as (x, y); point_labels: (N,), 1 foreground, 0 background.
+          box: (4,) XYXY. mask_input: (1, h, w) low-res logits from a previous call (h = w = 256 for
+          SAM, 128 for tiny).
+        Returns:
+          masks (C, H, W) bool (float logits if ``return_logits``), scores (C,), low-res logits
+          (C, h, w); C = 3 with ``multimask_output``, else 1.
+        """
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        prompts = self._check_prompts(point_coords, point_labels, box, mask_input)
+        return super().predict(*prompts, multimask_output=multimask_output, return_logits=return_logits)
+
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """SamPredictor.predict_torch (batched, already transformed prompts), under inference mode.
+
+        With segment-anything's stock mask decoder the decoder runs as :class:`InteractiveDecoder`
+        (same outputs to float32 rounding; the image's share of the work is done once per image).
+        """
+        with torch.inference_mode():
+            decoder = self._decoder if self.use_interactive_decoder else None
+            if decoder is None or not self.is_image_set or self.features.shape[0] != 1:
+                return super().predict_torch(
+                    point_coords, point_labels, boxes, mask_input, multimask_output, return_logits
+                )
+            points = (point_coords, point_labels) if point_coords is not None else None
+            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+            low_res_masks, iou_predictions = decoder(
+                self.features, sparse, dense if mask_input is not None else None, multimask_output
+            )
+            masks = _postprocess_masks(self.model, low_res_masks, self.input_size, self.original_size)
+            if not return_logits:
+                masks = masks > self.model.mask_threshold
+            return masks, iou_predictions, low_res_masks
+
+    def _check_prompts(
+        self, point_coords: Any, point_labels: Any, box: Any, mask_input: Any
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        coords = labels = box_array = mask = None
+        if point_coords is not None:
+            coords = _as_float_array(point_coords, "point_coords")
+            if coords.ndim != 2 or coords.shape[1] != 2 or len(coords) == 0:
+                raise ValueError(f"point_coords must have shape (N, 2), as (x, y) pixels; got {coords.shape}")
+            if point_labels is None:
+                raise ValueError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
+            labels = _as_float_array(point_labels, "point_labels")
+            if labels.ndim != 1 or len(labels) != len(coords):
+                raise ValueError(
+                    f"point_labels must hold one label per point: {len(coords)} points, labels of shape {labels.shape}"
+                )
+            if not np.isin(labels, POINT_LABELS).all():
+                raise ValueError(f"point_labels must be 1 (foreground) or 0 (background); got {labels.tolist()}")
+            labels = labels.astype(np.int64)
+        elif point_labels is not None:
+            raise ValueError("point_labels given without point_coords")
+        if box is not None:
+            box_array = _as_float_array(box, "box")
+            if box_array.shape not in ((4,), (1, 4)):
+                raise ValueError(f"box must be 4 numbers x0, y0, x1, y1; got shape {box_array.shape}")
+            box_array = box_array.reshape(4)
+            if box_array[2] < box_array[0] or box_array[3] < box_array[1]:
+                raise ValueError(f"box must be x0, y0, x1, y1 with x0 <= x1 and y0 <= y1; got {box_array.tolist()}")
+        if mask_input is not None:
+            mask = _as_float_array(mask_input, "mask_input").astype(np.float32)
+            if mask.ndim == 2:
+                mask = mask[None]
+            expected = (1, *self.model.prompt_encoder.mask_input_size)
+            if mask.shape != expected:
+                raise ValueError(
+                    f"mask_input must have shape {expected} (one low-res logits map from a previous predict); "
+                    f"got {mask.shape}"
+                )
+        return coords, labels, box_array, mask
+
+
+def _postprocess_masks(
+    sam: Sam, masks: torch.Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...]
+) -> torch.Tensor:
+    """``Sam.postprocess_masks``, minus its second resize when that resize is to the same size.
+
+    That happens whenever the image's longest side is the encoder's input size; a bilinear resize to
+    the same size samples every pixel at its own position, so skipping it changes no bit.
+    """
+    if tuple(input_size) != tuple(original_size):
+        return sam.postprocess_masks(masks, input_size, original_size)
+    size = sam.image_encoder.img_size
+    masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
+    return masks[..., : input_size[0], : input_size[1]]
+
+
+def _interactive_decoder(sam: Sam) -> InteractiveDecoder | None:
+    return InteractiveDecoder(sam) if interactive_decoder_supports(sam) else None
+
+
+def _as_float_array(value: Any, name: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an array of numbers, got {value!r}") from None
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array

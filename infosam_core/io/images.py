@@ -1,0 +1,149 @@
+"""Reading images from disk and converting any image array to what SAM expects: RGB uint8 (H, W, 3).
+
+``read_image(path)`` returns the raw array as stored (any dtype, any channel count). ``to_rgb_uint8``
+converts it; the rules, in order:
+
+* layout: (H, W) and (H, W, 1) are grayscale and replicated to 3 channels; (H, W, 2) is gray + alpha
+  and (H, W, 4) is RGBA: alpha is dropped. A 3-D array whose *first* axis has 1, 3 or 4 entries and
+  whose last axis does not (e.g. a (3, H, W) TIFF) is channel-first and transposed. Other channel
+  counts, and arrays with fewer than 2 or more than 3 dimensions, are refused.
+* values: ``uint8`` is kept as is; ``bool`` becomes 0 / 255; floats already within [0, 1] are
+  multiplied by 255; everything else (uint16 and other integers, other floats) is scaled so that the
+  0.5th percentile maps to 0 and the 99.5th to 255 (over all channels together, so colour balance is
+  kept), which makes 16-bit microscopy and HDR-ish floats look right. A constant image becomes 0.
+* refused: empty arrays, NaN or infinite values, non-numeric dtypes.
+
+Every failure raises :class:`ImageError`, whose message names the file (when there is one) and the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+PERCENTILE_RANGE = (0.5, 99.5)
+
+
+# Percentiles of larger arrays are computed on an evenly strided subsample of about this many values.
+_PERCENTILE_SAMPLE = 4_000_000
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the message names the file (when known) and what to do."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as stored: PNG, JPEG, BMP, ... via imageio; .tif / .tiff via tifffile.
+
+    Returns the raw array (e.g. (H, W) uint16 for a 16-bit TIFF, (H, W, 4) uint8 for an RGBA PNG).
+    Raises :class:`ImageError` for a missing, empty, corrupt or unsupported file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: file not found. Check the path.")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image file.")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: file is empty (0 bytes). Copy or export the image again.")
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            import tifffile
+
+            image = tifffile.imread(path)
+        else:
+            import imageio.v3 as iio
+
+            image = iio.imread(path)
+    except Exception as exc:  # noqa: BLE001 - every reader error becomes one message naming the file
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise ImageError(
+            f"{path}: not a readable image ({first_line}). The file may be truncated or not an image; "
+            "export it again as PNG, JPEG or TIFF."
+        ) from None
+    image = np.asarray(image)
+    if image.size == 0:
+        raise ImageError(f"{path}: the image has no pixels (shape {image.shape}).")
+    return image
+
+
+def to_rgb_uint8(image: np.ndarray, name: str | None = None) -> np.ndarray:
+    """Convert an image array to RGB uint8 of shape (H, W, 3), following the rules in the module docstring.
+
+    ``name`` (e.g. the file name) is used in error messages. An input that is already a C-contiguous
+    (H, W, 3) uint8 array is returned as is (not copied).
+    """
+    where = f"{name}: " if name else ""
+    image = np.asarray(image)
+    if image.dtype.kind not in "biuf":
+        raise ImageError(f"{where}unsupported pixel type {image.dtype}; give a numeric (integer or float) image.")
+    if image.size == 0:
+        raise ImageError(f"{where}the image is empty (shape {image.shape}).")
+    image = _to_hwc(image, where)
+    image = _to_uint8(image, where)
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif image.shape[2] == 2:
+        image = np.repeat(image[:, :, :1], 3, axis=2)
+    elif image.shape[2] == 4:
+        image = image[:, :, :3]
+    return np.ascontiguousarray(image)
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """``to_rgb_uint8(read_image(path))``: an image file as RGB uint8 (H, W, 3)."""
+    return to_rgb_uint8(read_image(path), name=str(path))
+
+
+def _to_hwc(image: np.ndarray, where: str) -> np.ndarray:
+    """(H, W) -> (H, W, 1); channel-first (C, H, W) -> (H, W, C); check the channel count (1-4)."""
+    if image.ndim == 2:
+        return image[:, :, None]
+    if image.ndim != 3:
+        raise ImageError(
+            f"{where}expected a 2-D (H, W) or 3-D (H, W, C) image, got {image.ndim}-D shape {image.shape}. "
+            "For stacks or time series, pass one plane (e.g. image[0])."
+        )
+    if image.shape[2] not in (1, 2, 3, 4) and image.shape[0] in (1, 3, 4):
+        image = np.moveaxis(image, 0, 2)
+    if image.shape[2] not in (1, 2, 3, 4):
+        raise ImageError(
+            f"{where}{image.shape[2]} channels in shape {image.shape}; expected 1 (gray), 3 (RGB) or 4 (RGBA). "
+            "For multichannel images, pick or combine up to 3 channels first."
+        )
+    if min(image.shape[:2]) == 0:
+        raise ImageError(f"{where}the image is empty (shape {image.shape}).")
+    return image
+
+
+def _to_uint8(image: np.ndarray, where: str) -> np.ndarray:
+    """Map values to 0..255 uint8 (see the module docstring for the rules)."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.bool_:
+        return image.astype(np.uint8) * 255
+    if image.dtype.kind == "f":
+        image = image.astype(np.float64, copy=False)
+        if not np.isfinite(image).all():
+            raise ImageError(f"{where}the image contains NaN or infinite values; replace them (e.g. np.nan_to_num).")
+        lo, hi = float(image.min()), float(image.max())
+        if lo >= 0.0 and hi <= 1.0:
+            return np.round(image * 255.0).astype(np.uint8)
+    return _percentile_scale(image)
+
+
+def _percentile_scale(image: np.ndarray) -> np.ndarray:
+    """Linear map: the 0.5th percentile -> 0, the 99.5th -> 255, clipped (min/max if they coincide)."""
+    values = image.reshape(-1)
+    if values.size > _PERCENTILE_SAMPLE:
+        values = values[:: values.size // _PERCENTILE_SAMPLE + 1]
+    lo, hi = (float(v) for v in np.percentile(values, PERCENTILE_RANGE))
+    if hi <= lo:
+        lo, hi = float(image.min()), float(image.max())
+    if hi <= lo:
+        return np.zeros(image.shape, dtype=np.uint8)
+    scaled = (image.astype(np.float64) - lo) * (255.0 / (hi - lo))
+    return np.round(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)

@@ -1,0 +1,92 @@
+"""Reading and writing model weight files safely (no pickled code): safetensors or ``torch.load(weights_only=True)``."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from segment_anything.modeling import Sam
+
+
+class CheckpointError(ValueError):
+    """A model file that cannot be used; the message names the file and what to do."""
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a tensor dict from ``.safetensors`` or a ``torch.save`` file, never executing code.
+
+    Accepts the raw state dict or the usual wrappers (``{"model": ...}``, ``{"state_dict": ...}``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: file not found. Give the path of a SAM checkpoint (.pth or .safetensors).")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: file is empty. Download or copy the checkpoint again.")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
+        return _load_safetensors(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - we classify and re-raise with the file's name
+        msg = str(exc)
+        if "Weights only load failed" in msg or "Unsupported global" in msg or "Unsupported operand" in msg:
+            raise CheckpointError(
+                f"{path}: refused: the file contains pickled Python objects other than tensors, which could run "
+                "code when loaded. Only plain state dicts are accepted; re-save the weights with "
+                "`torch.save(model.state_dict(), ...)` or as .safetensors."
+            ) from None
+        if isinstance(exc, (zipfile.BadZipFile, EOFError, RuntimeError)) or "zip" in msg.lower():
+            raise CheckpointError(
+                f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: {msg.splitlines()[0][:160]}). "
+                "Download it again and check its size."
+            ) from None
+        raise CheckpointError(f"{path}: could not be read as a checkpoint: {msg.splitlines()[0][:200]}") from None
+    return _unwrap_state_dict(obj, path)
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({str(exc).splitlines()[0][:160]}). "
+            "It may be truncated: copy it again."
+        ) from None
+
+
+def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    for key in ("model", "state_dict", "model_state_dict"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{path}: does not hold a state dict of tensors (found {type(obj).__name__}).")
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path}: holds no tensors; it is not a model checkpoint.")
+    return tensors
+
+
+def save_sam_weights(sam: Sam, path: str | Path, half: bool = True, metadata: dict | None = None) -> Path:
+    """Write SAM weights as safetensors (fp16 by default, to keep the bundled file small), atomically."""
+    from safetensors.torch import save_file
+
+    from infosam_core.io.atomic import atomic_path
+
+    path = Path(path)
+    tensors = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in sam.state_dict().items()
+    }
+    meta = {"model_type": getattr(sam, "model_type", "unknown")}
+    meta.update({k: str(v) for k, v in (metadata or {}).items()})
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return path

@@ -1,0 +1,84 @@
+"""Pieces shared by the PEFT methods: the bottleneck adapter layer, seeded initialisation, and the
+attention branch of segment-anything's ViT ``Block`` (so wrapped blocks stay numerically identical)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from segment_anything.modeling.image_encoder import Block, window_partition, window_unpartition
+from torch import nn
+
+from infosam_core.models.initialization import init_linear_
+
+
+class Bottleneck(nn.Module):
+    """``up(act(down(x)))``: Linear(dim -> hidden) - activation - Linear(hidden -> dim), (..., dim) -> (..., dim).
+
+    The up projection is zero-initialised, so the branch outputs exactly 0 at step 0.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        act: type[nn.Module] = nn.GELU,
+        generator: torch.Generator | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.down = nn.utils.skip_init(nn.Linear, dim, hidden, device=device, dtype=dtype)
+        self.act = act()
+        self.up = nn.utils.skip_init(nn.Linear, hidden, dim, device=device, dtype=dtype)
+        init_linear_(self.down, generator)
+        with torch.no_grad():
+            nn.init.zeros_(self.up.weight)
+            nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.act(self.down(x)))
+
+
+def attention_branch(block: Block, x: torch.Tensor) -> torch.Tensor:
+    """``attn(norm1(x))`` of a segment-anything ViT block, with its window partitioning: (B, H, W, C) -> same."""
+    x = block.norm1(x)
+    if block.window_size > 0:
+        H, W = x.shape[1], x.shape[2]
+        x, pad_hw = window_partition(x, block.window_size)
+    x = block.attn(x)
+    if block.window_size > 0:
+        x = window_unpartition(x, block.window_size, pad_hw, (H, W))
+    return x
+
+
+class WrappedBlock(nn.Module):
+    """Base for blocks that replace a ViT ``Block`` in ``image_encoder.blocks``.
+
+    It holds the original block's sub-modules under the *same names* (``norm1``, ``attn``, ``norm2``,
+    ``mlp``), so every base weight keeps its state-dict key; only the added modules bring new keys.
+    """
+
+    def __init__(self, block: Block) -> None:
+        super().__init__()
+        self.norm1 = block.norm1
+        self.attn = block.attn
+        self.norm2 = block.norm2
+        self.mlp = block.mlp
+        self.window_size = block.window_size
+
+
+def block_device_dtype(block: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where new modules for ``block`` should live, so injection works on a model already on CUDA."""
+    p = next(block.parameters())
+    return p.device, p.dtype
+
+
+@dataclass
+class PeftConfig:
+    """Options every method has (the base of each method's dataclass config).
+
+    ``train_decoder``: the whole mask decoder is trainable (the paper's setup for every method).
+    """
+
+    train_decoder: bool = True

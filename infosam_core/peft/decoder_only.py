@@ -1,0 +1,20 @@
+"""Decoder-only fine-tuning: nothing is added; only the mask decoder trains (``train_decoder`` must stay on)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from segment_anything.modeling import Sam
+
+from infosam_core.peft.common import PeftConfig
+
+
+@dataclass
+class DecoderConfig(PeftConfig):
+    pass
+
+
+def inject(sam: Sam, config: DecoderConfig, generator: torch.Generator | None = None) -> None:
+    if not config.train_decoder:
+        raise ValueError("peft method 'decoder' with train_decoder=False would train nothing")

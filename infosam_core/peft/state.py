@@ -1,0 +1,101 @@
+"""What a PEFT method did to a model (``sam.peft_state``), its parameter counts, and the tensors training changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from segment_anything.modeling import Sam
+from torch import nn
+
+PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
+
+
+@dataclass
+class PeftState:
+    """What :func:`apply_peft` did to a model, stored as ``sam.peft_state``."""
+
+    method: str
+    options: dict[str, Any]
+    base_model_type: str
+    base_fingerprint: str
+    added: list[str]  # parameter names the method added
+    trainable: list[str]  # every parameter name left trainable (added + base parameters such as the decoder)
+
+
+@dataclass
+class PeftReport:
+    """Trainable parameter counts. ``parts`` maps a part name to (trainable, total): the base model's
+    ``image_encoder`` / ``prompt_encoder`` / ``mask_decoder`` (without the added modules), ``added``
+    (the injected modules) and any other sub-module attached to the model (e.g. ``distiller``)."""
+
+    method: str
+    options: dict[str, Any]
+    parts: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def image_encoder(self) -> int:
+        return self.parts.get("image_encoder", (0, 0))[0]
+
+    @property
+    def prompt_encoder(self) -> int:
+        return self.parts.get("prompt_encoder", (0, 0))[0]
+
+    @property
+    def mask_decoder(self) -> int:
+        return self.parts.get("mask_decoder", (0, 0))[0]
+
+    @property
+    def added(self) -> int:
+        return self.parts.get("added", (0, 0))[0]
+
+    @property
+    def total_trainable(self) -> int:
+        return sum(t for t, _ in self.parts.values())
+
+    @property
+    def total_parameters(self) -> int:
+        return sum(n for _, n in self.parts.values())
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> PeftReport:
+        state: PeftState | None = getattr(model, "peft_state", None)
+        added = set(state.added) if state else set()
+        parts: dict[str, list[int]] = {p: [0, 0] for p in PARTS}
+        parts["added"] = [0, 0]
+        for name, param in model.named_parameters():
+            part = "added" if name in added else name.split(".", 1)[0]
+            counts = parts.setdefault(part, [0, 0])
+            counts[0] += param.numel() if param.requires_grad else 0
+            counts[1] += param.numel()
+        return cls(
+            state.method if state else "none",
+            dict(state.options) if state else {},
+            {k: (v[0], v[1]) for k, v in parts.items()},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "options": self.options,
+            "trainable": {k: t for k, (t, _) in self.parts.items()},
+            "total_trainable": self.total_trainable,
+            "total_parameters": self.total_parameters,
+        }
+
+    def __str__(self) -> str:
+        opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
+        lines = [f"PEFT {self.method} ({opts})", f"  {'part':<16}{'trainable':>14}{'of':>14}"]
+        for name, (t, n) in self.parts.items():
+            lines.append(f"  {name + (' modules' if name == 'added' else ''):<16}{t:>14,}{n:>14,}")
+        total, n = self.total_trainable, self.total_parameters
+        lines.append(f"  {'total':<16}{total:>14,}{n:>14,}  ({100 * total / max(n, 1):.2f}% trainable)")
+        return "\n".join(lines)
+
+
+def trained_state(model: Sam) -> dict[str, torch.Tensor]:
+    """The tensors training changes: the PEFT state's trainable parameters and the distiller's own parts
+    (``distiller.*``, e.g. InfoSAM's relation module)."""
+    names = set(model.peft_state.trainable)
+    return {k: v for k, v in model.state_dict().items() if k in names or k.startswith("distiller.")}

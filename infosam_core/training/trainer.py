@@ -1,0 +1,347 @@
+"""Adapting SAM to a dataset: PEFT, optionally with distillation (InfoSAM by default) from the frozen pre-trained model.
+
+``train(config, base_sam, samples) -> TrainResult``. The student is a deep copy of ``base_sam`` with
+``config.peft`` applied; the teacher is ``base_sam`` itself, frozen and only ever run under ``no_grad`` (it is
+copied only when it has to move to another device, so the caller's model is never modified). Per step:
+
+* each sample gets the paper's prompt: with probability ``p_box`` a jittered box, else one foreground
+  point; the decoder gives the single-mask output; ``structure_loss`` on logits upsampled to the model's
+  input size (its 31 px edge-weight window at 1024 px is scaled with the input size: 9 px for tiny);
+* with a distiller (``config.distill``, see :mod:`infosam_core.distill`): + ``distill_weight * distiller``;
+  for InfoSAM ``lambda * (alpha * L_r + beta * L_d)``, where the teacher's image embedding and mask token
+  (``hs[:, 1]``) and the student's go through one shared relation module. The trainer never branches on
+  the distiller's name: it hands each step's outputs to the distiller (:class:`~infosam_core.distill.DistillInputs`).
+
+:class:`Trainer` runs in visible phases: build the student (and distiller), build the caches, then per
+step: stop check, batch, :meth:`Trainer.step`; per epoch: :meth:`Trainer.validate`; :func:`train` is the
+one-call form.
+
+Efficiency (:class:`~infosam_core.training.encoder_cache.EncoderCache`): the teacher's image embeddings are computed
+once per (image, flip variant) and cached (the reference code re-ran the teacher encoder every step;
+samples sharing one image array, e.g. several objects of one image, share the entry);
+flips are applied to the image, so each variant is its own cache entry (flipping embeddings instead would
+not be exact: SAM's absolute position embedding and bottom/right padding are not flip-symmetric). The
+student's frozen leading blocks (blocks 0-1 with ``adapter``) are cached the same way, so a step runs
+only the student's trainable part of the encoder, once. With a fully frozen encoder (``decoder``) the
+student's embeddings are the teacher's. ``teacher_cache=False`` recomputes both encoders in full every
+step (benchmarks only); ``teacher_cache_max_mb`` bounds the cache (entries beyond it are recomputed).
+
+Optimisation: Adam (no weight decay), cosine from ``lr`` to ``min_lr`` over all planned steps, batches of
+``batch_size`` with the last partial batch dropped. Everything random comes from ``seed`` through local
+generators (no global RNG state), so training can run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import Sam
+
+from infosam_core.data.datasets import SegmentationSample
+from infosam_core.distill import Distiller, DistillInputs, make_distiller
+from infosam_core.evaluation.prompted import evaluate
+from infosam_core.models.batched_decoder import decode, mask_token
+from infosam_core.models.fingerprint import model_fingerprint
+from infosam_core.peft.registry import apply_peft
+from infosam_core.peft.state import PeftReport, trained_state
+from infosam_core.training.batches import Batch, encode_prompts, flip_variants, make_batch, prepare_samples
+from infosam_core.training.config import TrainConfig
+from infosam_core.training.devices import resolve_device
+from infosam_core.training.encoder_cache import EncoderCache
+from infosam_core.training.losses import structure_loss
+from infosam_core.training.results import TrainingError, TrainProgress, TrainResult
+from infosam_core.training.schedules import cosine_lr
+
+
+@dataclass
+class StepLosses:
+    """One step's losses: ``total`` (what is minimised), ``seg`` and the distiller's unweighted terms."""
+
+    total: torch.Tensor
+    seg: torch.Tensor
+    terms: dict[str, torch.Tensor]
+
+    def values(self) -> np.ndarray:
+        """[total, seg, *terms] as floats (one device sync)."""
+        t = [self.total.detach(), self.seg.detach(), *(v.detach() for v in self.terms.values())]
+        return torch.stack(t).float().cpu().numpy()
+
+
+def build_student(
+    config: TrainConfig, base_sam: Sam, init_model: Sam | None, device: torch.device, generator: torch.Generator
+) -> Sam:
+    """A copy of ``base_sam`` with ``config.peft`` applied, or a copy of ``init_model`` (an earlier result of
+    the same method on the same base model) to continue from, with the distiller attached as
+    ``student.distiller`` (kept from ``init_model`` when it has the same one)."""
+    if init_model is not None:
+        state = getattr(init_model, "peft_state", None)
+        if state is None or state.method != config.peft:
+            raise ValueError(
+                f"cannot continue: the given model uses PEFT {state.method if state else 'none'!r}, "
+                f"but this run asks for {config.peft!r}. Use the same method to continue training."
+            )
+        if state.base_fingerprint != model_fingerprint(base_sam):
+            raise ValueError("cannot continue: the given model was adapted from another base model")
+        student = copy.deepcopy(init_model).to(device)
+    else:
+        student = copy.deepcopy(base_sam).to(device)
+        apply_peft(student, config.peft, generator=generator, **config.peft_options)
+    current = getattr(student, "distiller", None)
+    if not (isinstance(current, Distiller) and current.name == config.distill):
+        distiller = make_distiller(config.distill, config.distill_options, student.prompt_encoder.embed_dim, generator)
+        student.distiller = distiller.to(device) if distiller is not None else None
+    return student
+
+
+class Trainer:
+    """One fine-tuning run. ``Trainer(...).run() -> TrainResult``; see the module docstring and :func:`train`."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        base_sam: Sam,
+        samples: list[SegmentationSample],
+        progress: Callable[[TrainProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        val_samples: list[SegmentationSample] | None = None,
+        init_model: Sam | None = None,
+    ) -> None:
+        config.validate()
+        self.config, self.base_sam, self.val_samples = config, base_sam, val_samples
+        self.progress_callback, self.stop_requested = progress, should_stop
+        self.device = resolve_device(config.device)
+        self.use_bf16 = config.bf16 and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.prepared = prepare_samples(samples, base_sam.image_encoder.img_size)
+        if len(self.prepared) < config.batch_size:
+            raise ValueError(
+                f"need at least batch_size={config.batch_size} samples with a non-empty mask, got {len(self.prepared)}"
+            )
+        self.steps_per_epoch = len(self.prepared) // config.batch_size
+        self.planned_steps = config.epochs * self.steps_per_epoch
+        self.total_steps = min(self.planned_steps, config.max_steps or self.planned_steps)
+        self._build_models(init_model)
+        self._build_caches()
+        self.params = [p for p in self.student.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=config.lr, weight_decay=0.0)
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, torch.Tensor] | None = None
+        self.best_val: float | None = None
+        self.best_epoch: int | None = None
+        self.step_count = 0
+        self.t0 = time.monotonic()
+
+    # ------------------------------------------------------------------------------------------- phases
+    def _build_models(self, init_model: Sam | None) -> None:
+        self.student = build_student(self.config, self.base_sam, init_model, self.device, self.generator)
+        self.distiller: Distiller | None = self.student.distiller
+        self.term_names = self.distiller.term_names if self.distiller is not None else ()
+        self.report = PeftReport.from_model(self.student)
+        self.teacher = self.student  # without distillation only the frozen parts are shared, and the student has them
+        if self.distiller is not None:
+            on_device = next(self.base_sam.parameters()).device == self.device
+            self.teacher = self.base_sam if on_device else copy.deepcopy(self.base_sam).to(self.device)
+
+    def _build_caches(self) -> None:
+        c = self.config
+        self.cache = EncoderCache(
+            self.teacher,
+            self.student,
+            self.distiller is not None,
+            c.teacher_cache,
+            c.teacher_cache_max_mb * 2**20,
+            checkpoint=c.grad_checkpoint,
+        )
+        self.image_pe = self.student.prompt_encoder.get_dense_pe()
+        self.teacher_pe = self.teacher.prompt_encoder.get_dense_pe()
+        self.size = self.student.image_encoder.img_size
+        self.edge_kernel = max(3, round(31 * self.size / 1024) | 1)  # the paper's 31 px edge band at 1024 px (tiny: 9)
+
+    def step_losses(self, batch: Batch) -> StepLosses:
+        """Forward one batch: the segmentation loss and, with a distiller, its terms."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+            f_t, f_s = self.cache.embeddings(batch)
+            sparse, dense = encode_prompts(self.student.prompt_encoder, batch)
+            low_res, _, tok_s = decode(self.student.mask_decoder, f_s, self.image_pe, sparse, dense)
+            logits = F.interpolate(low_res.float(), (self.size, self.size), mode="bilinear", align_corners=False)
+            seg = structure_loss(logits, batch.masks, kernel_size=self.edge_kernel)
+            if self.distiller is None:
+                return StepLosses(seg, seg, {})
+            inputs = DistillInputs(
+                f_t, f_s, tok_s, low_res, batch.masks, lambda with_logits: self._decode_teacher(batch, f_t, with_logits)
+            )
+            out = self.distiller(inputs)
+            return StepLosses(seg + self.config.distill_weight * out.total, seg, out.terms)
+
+    @torch.no_grad()
+    def _decode_teacher(self, batch: Batch, f_t: torch.Tensor, with_logits: bool):
+        sparse, dense = encode_prompts(self.teacher.prompt_encoder, batch)
+        if with_logits:
+            logits, _, token = decode(self.teacher.mask_decoder, f_t, self.teacher_pe, sparse, dense)
+            return logits, token
+        return None, mask_token(self.teacher.mask_decoder, f_t, self.teacher_pe, sparse, dense)
+
+    def _stop_reason(self) -> str | None:
+        if self.step_count >= self.total_steps:
+            return "max_steps" if self.total_steps < self.planned_steps else "completed"
+        if self.stop_requested is not None and self.stop_requested():
+            return "cancelled"
+        budget = self.config.time_budget_s
+        if budget is not None and time.monotonic() - self.t0 >= budget:
+            return "time_budget"
+        return None
+
+    def _next_batch(self, order: np.ndarray, b: int, variants: list[int]) -> Batch:
+        c = self.config
+        idx = order[b * c.batch_size : (b + 1) * c.batch_size]
+        keys = [(int(i), int(v)) for i, v in zip(idx, self.rng.choice(variants, size=len(idx)))]
+        return make_batch(self.student, self.prepared, keys, self.rng, c.p_box, c.box_jitter)
+
+    def optimizer_step(self, batch: Batch, epoch: int) -> np.ndarray:
+        """One step on ``batch``; returns [total, seg, *terms]. A non-finite loss or gradient is never applied:
+        :class:`TrainingError` carries the last good weights."""
+        c = self.config
+        lr = cosine_lr(self.step_count, self.total_steps, c.lr, c.min_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.lr = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = self.step_losses(batch)
+        values = losses.values()
+        grad_norm = float("nan")
+        if np.isfinite(values).all():
+            losses.total.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip or float("inf")))
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            what = "gradient norm" if np.isfinite(values).all() else "loss"
+            named = ", ".join(f"{n} {v:.4g}" for n, v in zip(("seg", *self.term_names), values[1:]))
+            reason = (
+                f"training stopped at step {self.step_count + 1} (epoch {epoch}): the {what} is not finite "
+                f"(loss {values[0]:.4g}, {named})"
+            )
+            raise TrainingError(
+                f"{reason}. Lower the learning rate (e.g. lr={c.lr / 10:g}), set grad_clip (e.g. 1.0), check the "
+                f"masks for errors, or turn bf16 off. The weights of the last good step ({self.step_count}) are in "
+                "error.result.model; continue from them with init_model=error.result.model.",
+                self._finish("error"),
+                reason,
+            )
+        self.optimizer.step()
+        self.step_count += 1
+        return values
+
+    def validate(self) -> float | None:
+        """Mean IoU on the validation samples (``config.val_prompt``); keeps the best epoch's weights."""
+        if not self.val_samples:
+            return None
+        val = evaluate(
+            self.student, self.val_samples, self.config.val_prompt, seed=self.config.seed, metrics=("iou",)
+        ).miou
+        self.student.train()
+        return val
+
+    def _report(self, epoch: int, values: np.ndarray, val: float | None = None) -> None:
+        if self.progress_callback is None:
+            return
+        elapsed = time.monotonic() - self.t0
+        terms = {n: float(v) for n, v in zip(self.term_names, values[2:])}
+        eta = elapsed / max(self.step_count, 1) * (self.total_steps - self.step_count)
+        self.progress_callback(
+            TrainProgress(
+                self.step_count,
+                self.total_steps,
+                epoch,
+                float(values[0]),
+                float(values[1]),
+                terms,
+                self.lr,
+                elapsed,
+                eta,
+                val_miou=val,
+            )
+        )
+
+    def _finish(self, reason: str) -> TrainResult:
+        if self.best is not None and self.config.keep_best and reason != "error":
+            self.student.load_state_dict(self.best, strict=False)
+        self.student.eval()
+        return TrainResult(
+            self.student,
+            self.report,
+            self.config,
+            self.history,
+            self.step_count,
+            reason == "cancelled",
+            reason,
+            self.best_val,
+            self.best_epoch,
+            time.monotonic() - self.t0,
+            self.cache.teacher_images,
+        )
+
+    # ------------------------------------------------------------------------------------------- the loop
+    def run(self) -> TrainResult:
+        c = self.config
+        variants = flip_variants(c.hflip, c.vflip)
+        stop_reason: str | None = None
+        self.lr = c.lr
+        self.student.train()
+        for epoch in range(1, c.epochs + 1):
+            order = self.rng.permutation(len(self.prepared))
+            sums, n_epoch = np.zeros(2 + len(self.term_names)), 0
+            for b in range(self.steps_per_epoch):
+                stop_reason = self._stop_reason()
+                if stop_reason is not None:
+                    break
+                values = self.optimizer_step(self._next_batch(order, b, variants), epoch)
+                sums += values
+                n_epoch += 1
+                self._report(epoch, values)
+            if n_epoch == 0:
+                break
+            means = sums / n_epoch
+            record: dict[str, Any] = dict(epoch=epoch, steps=self.step_count, lr=self.lr)
+            record.update(zip(("loss", "seg_loss", *self.term_names), means.tolist()))
+            if stop_reason != "cancelled" and (val := self.validate()) is not None:
+                record["val_miou"] = val
+                if not math.isnan(val) and (self.best_val is None or val > self.best_val):
+                    self.best_val, self.best_epoch = val, epoch
+                    self.best = {k: v.detach().clone() for k, v in trained_state(self.student).items()}
+                self._report(epoch, means, val)
+            record["elapsed_s"] = round(time.monotonic() - self.t0, 3)
+            self.history.append(record)
+            if stop_reason is not None:
+                break
+        return self._finish(stop_reason or "completed")
+
+
+def train(
+    config: TrainConfig,
+    base_sam: Sam,
+    samples: list[SegmentationSample],
+    progress: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    val_samples: list[SegmentationSample] | None = None,
+    init_model: Sam | None = None,
+) -> TrainResult:
+    """Train a PEFT (+ distiller) student of ``base_sam`` on ``samples``; see the module docstring.
+
+    ``progress`` gets a :class:`TrainProgress` after every step; ``should_stop()`` is polled before every
+    step (True -> stop, ``cancelled=True``). With ``val_samples``, the mean IoU (``config.val_prompt``) is
+    measured after every epoch and, with ``keep_best``, the best epoch's weights are returned (also when
+    cancelled). ``init_model`` (a previous ``TrainResult.model``, or an adapter loaded with
+    :func:`~infosam_core.peft.checkpoint.load_peft_checkpoint`) continues an earlier run.
+    Raises ValueError for unusable settings/data and :class:`TrainingError` when the loss or gradients stop
+    being finite (``error.result`` holds the last good weights: a bad step is never applied).
+    """
+    return Trainer(config, base_sam, samples, progress, should_stop, val_samples, init_model).run()
