@@ -20,8 +20,9 @@ from qtpy.QtWidgets import (
 )
 
 from infosam_app.loss_plot import TERM_LABELS, LossPlot
-from infosam_app.session import ModelInfo, Session, device_name
+from infosam_app.session import Session
 from infosam_app.shortcuts import TOOLTIPS
+from infosam_app.state.models import ModelInfo, device_name
 from infosam_app.training import METHOD_CHOICES, MIN_OBJECTS, RunSettings, TrainingController
 
 

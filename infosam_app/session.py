@@ -1,80 +1,38 @@
-"""The state of one studio (one per viewer): project, image shown, models and their predictors.
+"""The Qt side of one studio (one per viewer): signals, background tasks and messages around plain state.
 
 :class:`Session` owns everything the panels share and is passed to them explicitly (no global state).
-All heavy work (reading images, loading models, computing embeddings) runs in :class:`Task` threads;
-the GUI thread only swaps in results. Signals tell the panels what changed.
-
-Models. ``base`` is the loaded SAM (bundled tiny by default); ``adapted`` is a PEFT student from
-"Adapt to my data" or a loaded adapter. Each has its own :class:`~infosam_core.inference.predictor.Predictor` (own
-embedding cache), and ``active`` names the one prompts are predicted with (the Base / Adapted toggle).
+The state itself lives in Qt-free objects (:mod:`infosam_app.state`): :class:`Navigation` (project, image
+shown), :class:`ImageStore` + :class:`PrefetchPolicy` (images read, what to embed ahead of time) and
+:class:`ModelSet` (base / adapted models and their predictors). All heavy work (reading images, loading
+models, computing embeddings) runs in :class:`Task` threads; the GUI thread only swaps in results. Signals
+tell the panels what changed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QObject, Signal
 
 from infosam_app.layers import StudioLayers
+from infosam_app.state.images import ImagePair, ImageStore, PrefetchPolicy, read_image_pair
+from infosam_app.state.models import (
+    ModelInfo,
+    ModelSet,
+    device_name,
+    load_model_and_predictor,
+    make_predictor,
+    origin_label,
+)
+from infosam_app.state.navigation import Navigation
 from infosam_app.workers import TaskRunner
 from infosam_core.annotation.project import Project, ProjectError, default_projects_dir
 
-PREFETCH_MAX_EMBED_S = 3.0  # precompute the next image's embedding only when one takes less than this
-IMAGE_CACHE_SIZE = 4
-
-
-@dataclass
-class ModelInfo:
-    """What the UI shows about a model."""
-
-    label: str  # e.g. "tiny (bundled)", "vit_b: sam_vit_b_01ec64.pth", "adapter (lora) run-003"
-    device: str  # "CPU" or "GPU (NVIDIA ...)"
-    model_type: str
-    checkpoint: str | None = None
-    adapter_path: str | None = None
-
-
-def device_name(sam) -> str:
-    try:
-        dev = next(sam.parameters()).device
-    except StopIteration:
-        return "CPU"
-    if dev.type == "cuda":
-        import torch
-
-        return f"GPU ({torch.cuda.get_device_name(dev)})"
-    return "CPU" if dev.type == "cpu" else dev.type.upper()
-
-
-def _read_image(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    from infosam_core.io.images import read_image, to_rgb_uint8
-
-    raw = read_image(path)
-    return raw, to_rgb_uint8(raw, name=path.name)
-
-
-def _make_predictor(sam, cache_dir: Path | None):
-    from infosam_core.inference.predictor import Predictor
-
-    return Predictor(sam, cache_size=8, cache_dir=cache_dir)
-
-
-def _load_model(model_type: str, checkpoint: str | None, cache_dir: Path | None):
-    import torch
-
-    from infosam_core.models.registry import load_sam
-
-    sam = load_sam(model_type, checkpoint)
-    if torch.cuda.is_available():
-        sam = sam.to("cuda")
-    return sam, _make_predictor(sam, cache_dir)
+__all__ = ["ModelInfo", "Session", "device_name"]
 
 
 class Session(QObject):
@@ -94,22 +52,73 @@ class Session(QObject):
         self.viewer = viewer
         self.layers = StudioLayers(viewer)
         self.tasks = TaskRunner(self)
-        self.project: Project | None = None
-        self.index = -1
-        self.raw: np.ndarray | None = None
-        self.rgb: np.ndarray | None = None
-        self._image_gen = 0
-        self._image_cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        # models
-        self.sams: dict[str, Any] = {}
-        self.predictors: dict[str, Any] = {}
-        self.infos: dict[str, ModelInfo] = {}
-        self.active = "base"
-        self._embedded: dict[str, tuple[str, int]] = {}  # model name -> (image key, id(predictor))
-        self._embedding_jobs: set[tuple[str, int, str]] = set()
-        self.last_embed_seconds: float | None = None
-        self.prefetch_enabled = True
+        self.navigation = Navigation()
+        self.images = ImageStore()
+        self.prefetch = PrefetchPolicy()
+        self.models = ModelSet()
         self.last_error: str | None = None
+
+    # ------------------------------------------------------------------------------------------ state views
+    # The panels read these; the state objects above own them.
+    @property
+    def project(self) -> Project | None:
+        return self.navigation.project
+
+    @property
+    def index(self) -> int:
+        return self.navigation.index
+
+    @property
+    def raw(self) -> np.ndarray | None:
+        return self.navigation.raw
+
+    @property
+    def rgb(self) -> np.ndarray | None:
+        return self.navigation.rgb
+
+    @property
+    def entry(self):
+        return self.navigation.entry
+
+    @property
+    def key(self) -> str | None:
+        return self.navigation.key
+
+    @property
+    def sams(self) -> dict:
+        return self.models.sams
+
+    @property
+    def predictors(self) -> dict:
+        return self.models.predictors
+
+    @property
+    def infos(self) -> dict[str, ModelInfo]:
+        return self.models.infos
+
+    @property
+    def active(self) -> str:
+        return self.models.active
+
+    @property
+    def predictor(self):
+        return self.models.predictor
+
+    @property
+    def has_adapted(self) -> bool:
+        return self.models.has_adapted
+
+    @property
+    def prefetch_enabled(self) -> bool:
+        return self.prefetch.enabled
+
+    @prefetch_enabled.setter
+    def prefetch_enabled(self, value: bool) -> None:
+        self.prefetch.enabled = bool(value)
+
+    @property
+    def last_embed_seconds(self) -> float | None:
+        return self.prefetch.last_embed_seconds
 
     # ------------------------------------------------------------------------------------------ messages
     def tell(self, message: str) -> None:
@@ -127,17 +136,6 @@ class Session(QObject):
         show_error(message)
 
     # ------------------------------------------------------------------------------------------ project
-    @property
-    def entry(self):
-        if self.project is None or not (0 <= self.index < len(self.project.images)):
-            return None
-        return self.project.images[self.index]
-
-    @property
-    def key(self) -> str | None:
-        e = self.entry
-        return e.key if e is not None else None
-
     def open_project(self, root: str | Path, create: bool = True, name: str | None = None) -> Project | None:
         try:
             project = Project.open_or_create(root, name) if create else Project.open(root)
@@ -148,25 +146,20 @@ class Session(QObject):
         return project
 
     def _set_project(self, project: Project) -> None:
-        self.project = project
-        self.index = -1
-        self._image_cache.clear()
-        self._embedded.clear()
-        for p in self.predictors.values():
-            p.cache_dir = self.embedding_cache_dir
+        self.navigation.open(project)
+        self.images.clear()
+        self.models.set_cache_dir(self.embedding_cache_dir)
         self.project_changed.emit()
         self.images_changed.emit()
         self.tell(
             f"Project {project.name}: {len(project.images)} images, {project.total_objects()} objects ({project.root})"
         )
         if not project.images:
-            self.raw = self.rgb = None
+            self.navigation.clear_image()
             self.layers.show_nothing()
             self.image_changed.emit(-1)
         else:
-            current = project.ui_state().get("current")
-            keys = [e.key for e in project.images]
-            self.show_image(keys.index(current) if current in keys else 0)
+            self.show_image(self.navigation.restore_index())
 
     @property
     def embedding_cache_dir(self) -> Path | None:
@@ -211,12 +204,9 @@ class Session(QObject):
         """Show image ``index``: read it in the background, then compute its embedding in the background."""
         if self.project is None or not self.project.images:
             return
-        index = max(0, min(index, len(self.project.images) - 1))
-        self.index = index
-        self._image_gen += 1
-        gen = self._image_gen
-        entry = self.project.images[index]
-        cached = self._image_cache.get(entry.key)
+        gen = self.navigation.go_to(index)
+        entry = self.navigation.entry
+        cached = self.images.get(entry.key)
         if cached is not None:
             self._on_image_read(gen, entry.key, cached)
             return
@@ -227,7 +217,7 @@ class Session(QObject):
             return
         self.tell(f"Reading {entry.name} ...")
         self.tasks.run(
-            _read_image,
+            read_image_pair,
             path,
             name="read image",
             on_result=lambda res: self._on_image_read(gen, entry.key, res),
@@ -235,22 +225,17 @@ class Session(QObject):
         )
 
     def next_image(self, step: int = 1) -> None:
-        if self.project and self.project.images:
-            self.show_image((self.index + step) % len(self.project.images))
+        index = self.navigation.step(step)
+        if index is not None:
+            self.show_image(index)
 
     def _on_image_error(self, gen: int, name: str, exc: BaseException) -> None:
-        if gen == self._image_gen:
+        if self.navigation.is_current(gen):
             self.fail(f"Cannot show {name}: {exc}")
 
-    def _remember_image(self, key: str, pair: tuple[np.ndarray, np.ndarray]) -> None:
-        self._image_cache[key] = pair
-        self._image_cache.move_to_end(key)
-        while len(self._image_cache) > IMAGE_CACHE_SIZE:
-            self._image_cache.popitem(last=False)
-
-    def _on_image_read(self, gen: int, key: str, pair: tuple[np.ndarray, np.ndarray]) -> None:
-        self._remember_image(key, pair)
-        if gen != self._image_gen or self.project is None:
+    def _on_image_read(self, gen: int, key: str, pair: ImagePair) -> None:
+        self.images.remember(key, pair)
+        if not self.navigation.is_current(gen) or self.project is None:
             return  # the user moved on meanwhile
         raw, rgb = pair
         entry = self.project.entry(key)
@@ -262,7 +247,7 @@ class Session(QObject):
         except (ProjectError, OSError) as exc:
             self.fail(str(exc))
             return
-        self.raw, self.rgb = raw, rgb
+        self.navigation.raw, self.navigation.rgb = raw, rgb
         self.layers.show_image(raw, rgb, entry.name)
         self.layers.set_objects(labels)
         self.layers.set_preview(None, rgb.shape[:2])
@@ -271,51 +256,45 @@ class Session(QObject):
 
     # ------------------------------------------------------------------------------------------ embeddings
     @property
-    def predictor(self):
-        return self.predictors.get(self.active)
-
-    @property
     def embedding_ready(self) -> bool:
-        p = self.predictor
-        return p is not None and self.key is not None and self._embedded.get(self.active) == (self.key, id(p))
+        return self.models.is_embedded(self.active, self.key)
 
     def ensure_embedding(self, name: str | None = None) -> None:
         """Compute (in the background) the embedding of the shown image for model ``name`` (default: active)."""
         name = name or self.active
-        pred, key, rgb = self.predictors.get(name), self.key, self.rgb
+        pred, key, rgb = self.models.predictors.get(name), self.key, self.rgb
         if pred is None or key is None or rgb is None:
             return
-        if self._embedded.get(name) == (key, id(pred)):
+        if self.models.is_embedded(name, key):
             if name == self.active:
                 self.embedding_changed.emit("ready")
             return
-        job = (name, id(pred), key)
-        if job in self._embedding_jobs:
-            return
-        self._embedding_jobs.add(job)
+        job = self.models.start_job(name, key)
+        if job is None:
+            return  # already being computed
         if name == self.active:
             self.embedding_changed.emit("computing")
             self.tell(f"Computing the image embedding ({self.infos[name].label}, {self.infos[name].device}) ...")
         t0 = time.perf_counter()
 
         def done(embedding):
-            self._embedding_jobs.discard(job)
-            if self.predictors.get(name) is not pred or self.key != key:
+            self.models.end_job(job)
+            if not self.models.is_current(name, pred) or self.key != key:
                 return
             try:
                 pred.set_embedding(embedding)
             except ValueError:  # the model changed meanwhile: start again
                 self.ensure_embedding(name)
                 return
-            self._embedded[name] = (key, id(pred))
-            self.last_embed_seconds = time.perf_counter() - t0
+            self.models.mark_embedded(name, key, pred)
+            self.prefetch.last_embed_seconds = time.perf_counter() - t0
             if name == self.active:
-                self.tell(f"Embedding ready ({self.last_embed_seconds:.2f} s). Click to prompt.")
+                self.tell(f"Embedding ready ({self.prefetch.last_embed_seconds:.2f} s). Click to prompt.")
                 self.embedding_changed.emit("ready")
                 self._prefetch_next()
 
         def failed(exc):
-            self._embedding_jobs.discard(job)
+            self.models.end_job(job)
             if name == self.active and self.key == key:
                 self.embedding_changed.emit("error")
                 self.fail(f"Embedding failed: {exc}")
@@ -324,27 +303,24 @@ class Session(QObject):
 
     def invalidate_embeddings(self) -> None:
         """Forget every computed embedding (memory caches too) and recompute the shown image's."""
-        self._embedded.clear()
-        for p in self.predictors.values():
-            p.clear_cache()
+        self.models.forget_embeddings(clear_caches=True)
         self.ensure_embedding()
 
     def _prefetch_next(self) -> None:
         """Read the next image and compute its embedding into the cache, when that is cheap."""
-        if not self.prefetch_enabled or self.project is None or len(self.project.images) < 2:
+        index = self.prefetch.next_index(self.index, self.navigation.count)
+        if index is None:
             return
-        if self.last_embed_seconds is None or self.last_embed_seconds > PREFETCH_MAX_EMBED_S:
-            return
-        entry = self.project.images[(self.index + 1) % len(self.project.images)]
+        entry = self.project.images[index]
         pred = self.predictor
-        cached = self._image_cache.get(entry.key)
+        cached = self.images.get(entry.key)
         try:
             path = self.project.image_path(entry)
         except ProjectError:
             return
 
         def work(should_stop):
-            pair = cached or _read_image(path)
+            pair = cached or read_image_pair(path)
             if not should_stop():
                 pred.embed(pair[1])
             return pair
@@ -352,7 +328,7 @@ class Session(QObject):
         self.tasks.run(
             work,
             name="prefetch",
-            on_result=lambda pair: self._remember_image(entry.key, pair),
+            on_result=lambda pair: self.images.remember(entry.key, pair),
             on_error=lambda exc: None,
         )
 
@@ -371,27 +347,22 @@ class Session(QObject):
 
         def ok(result):
             sam, predictor = result
-            origin = (
-                "bundled"
-                if model_type == "tiny" and not checkpoint
-                else (Path(checkpoint).name if checkpoint else "random weights")
-            )
-            self._install_base(
-                sam, predictor, ModelInfo(f"{model_type} ({origin})", device_name(sam), model_type, checkpoint)
-            )
+            label = origin_label(model_type, checkpoint)
+            self._install_base(sam, predictor, ModelInfo(label, device_name(sam), model_type, checkpoint))
             self.model_loading.emit(False)
             if on_done:
                 on_done(True)
 
         def failed(exc):
             self.model_loading.emit(False)
-            keep = f" Still using {self.infos['base'].label}." if "base" in self.infos else ""
+            base = self.models.base_info
+            keep = f" Still using {base.label}." if base is not None else ""
             self.fail(f"Cannot load the model: {exc}{keep}")
             if on_done:
                 on_done(False)
 
         self.tasks.run(
-            _load_model,
+            load_model_and_predictor,
             model_type,
             checkpoint,
             self.embedding_cache_dir,
@@ -411,7 +382,7 @@ class Session(QObject):
                 on_done(True)
 
         self.tasks.run(
-            _make_predictor,
+            make_predictor,
             sam,
             self.embedding_cache_dir,
             name="predictor",
@@ -420,11 +391,7 @@ class Session(QObject):
         )
 
     def _install_base(self, sam, predictor, info: ModelInfo) -> None:
-        self.sams = {"base": sam}
-        self.predictors = {"base": predictor}
-        self.infos = {"base": info}
-        self.active = "base"
-        self._embedded.clear()
+        self.models.install_base(sam, predictor, info)
         self.model_changed.emit()
         self.tell(f"Model {info.label} on {info.device}")
         self.ensure_embedding()
@@ -435,12 +402,7 @@ class Session(QObject):
         """Hot-swap: ``sam`` (an adapted student) becomes the ``adapted`` model; prompts re-predict with it."""
 
         def ok(predictor):
-            self.sams["adapted"] = sam
-            self.predictors["adapted"] = predictor
-            self.infos["adapted"] = info
-            self._embedded.pop("adapted", None)
-            if activate:
-                self.active = "adapted"
+            self.models.install_adapted(sam, predictor, info, activate=activate)
             self.model_changed.emit()
             self.ensure_embedding("adapted")
             if on_done:
@@ -452,21 +414,16 @@ class Session(QObject):
                 on_done(False)
 
         self.tasks.run(
-            _make_predictor, sam, self.embedding_cache_dir, name="adapted predictor", on_result=ok, on_error=failed
+            make_predictor, sam, self.embedding_cache_dir, name="adapted predictor", on_result=ok, on_error=failed
         )
 
     def set_active(self, name: str) -> None:
         """Switch the model prompts are predicted with ("base" or "adapted")."""
-        if name not in self.predictors or name == self.active:
+        if not self.models.activate(name):
             return
-        self.active = name
         self.model_changed.emit()
         self.tell(f"Now predicting with the {name} model ({self.infos[name].label})")
         self.ensure_embedding(name)
-
-    @property
-    def has_adapted(self) -> bool:
-        return "adapted" in self.predictors
 
     def shutdown(self) -> None:
         self.tasks.shutdown()

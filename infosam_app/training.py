@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from qtpy.QtCore import QObject, Signal
 
-from infosam_app.session import ModelInfo, Session, device_name
+from infosam_app.session import Session
+from infosam_app.state.models import ModelInfo, device_name
 from infosam_core.annotation.training_samples import ObjectSource, snapshot_objects
 from infosam_core.io.atomic import write_json_atomic
 
