@@ -77,7 +77,7 @@ def default_projects_dir() -> Path:
         import platformdirs
 
         base = Path(platformdirs.user_data_dir("infosam-studio", appauthor=False))
-    except ImportError:  # platformdirs comes with napari; the core works without it
+    except ImportError:  # platformdirs is declared, but the core still works without it
         if sys.platform == "win32":
             base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "infosam-studio"
         elif sys.platform == "darwin":
