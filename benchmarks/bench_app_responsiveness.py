@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _report import add_json_argument, write_report
 
 from infosam_app.gl_safety import import_triton_first
 from infosam_app.testing import wait_until  # no Qt/torch import at module level
@@ -255,52 +256,29 @@ def run_on(kind: str, fn, *args):
     return {"runner": kind, "work_s": round(wall, 2), **stats}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer clicks and steps")
-    ap.add_argument("--json", type=Path, help="also write the results here")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    ap.add_argument("--no-gc-freeze", action="store_true", help="measure without gc.freeze() (see StudioWidget)")
-    args = ap.parse_args()
-    display = _display()
-    import torch
-
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("XDG_DATA_HOME", tempfile.mkdtemp(prefix="infosam-bench-"))
+def open_studio(freeze_gc: bool):
+    """A shown napari viewer with the studio, the bundled tiny model and the sample images, embedding ready."""
     import napari
 
     from infosam_app.samples import sample_paths
-    from infosam_app.testing import prompt_until_mask
     from infosam_app.widget import StudioWidget
     from infosam_core.models.registry import load_sam
 
-    n_clicks, n_steps, n_embed = (15, 4, 4) if args.quick else (40, 10, 10)
-    results: dict = {
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "gc_freeze": not args.no_gc_freeze,
-        "load_avg_start": os.getloadavg(),
-    }
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1400, 900)
-    widget = StudioWidget(viewer, load_model=False, freeze_gc=not args.no_gc_freeze)
+    widget = StudioWidget(viewer, load_model=False, freeze_gc=freeze_gc)
     viewer.window.add_dock_widget(widget, name="InfoSAM Studio")
     s = widget.session
-    sam = load_sam("tiny")
-    s.use_model(sam, label="tiny")
+    s.use_model(load_sam("tiny"), label="tiny")
     pump(lambda: "base" in s.predictors)
-    project_dir = Path(tempfile.mkdtemp(prefix="infosam-bench-proj-"))
-    s.open_project(project_dir)
+    s.open_project(Path(tempfile.mkdtemp(prefix="infosam-bench-proj-")))
     s.add_images(sample_paths())
     pump(lambda: s.embedding_ready)
+    return viewer, widget
 
-    pauses = Pauses(viewer.window._qt_viewer.canvas._scene_canvas)
-    hb = Heartbeat()
-    hb.start()
-    pump(lambda: False, 1.0)
-    results["idle"] = {**hb.stop(), **pauses.take()}
 
-    # 1a. embeddings computed in the background while the GUI idles (the image stays; caches off)
+def measure_embedding(s, hb: Heartbeat, pauses: Pauses, n_embed: int) -> dict:
+    """Embeddings computed in the background while the GUI idles (the image stays; disk caches off)."""
     for p in s.predictors.values():
         p.cache_dir = None
     pauses.take()
@@ -309,19 +287,17 @@ def main() -> int:
     for _ in range(n_embed):
         s.invalidate_embeddings()
         pump(lambda: s.embedding_ready)
-    results["embedding"] = {
-        "embeddings": n_embed,
-        "wall_s": round(time.perf_counter() - t0, 2),
-        **hb.stop(),
-        **pauses.take(),
-    }
-    # 1b. the app's own flow: go through the images (napari layer updates and canvas draws on the GUI
-    # thread), each embedding computed in the background
+    return {"embeddings": n_embed, "wall_s": round(time.perf_counter() - t0, 2), **hb.stop(), **pauses.take()}
+
+
+def measure_image_switching(s, hb: Heartbeat, pauses: Pauses) -> dict:
+    """The app's own flow: go through the images twice (napari layer updates and canvas draws on the GUI
+    thread), each embedding computed in the background, prefetch off."""
     s.prefetch_enabled = False
     s.predictor.clear_cache()
     switch_ms = []
-    s.image_changed.connect(lambda _i: switch_ms.append((time.perf_counter() - t_switch[0]) * 1000))
     t_switch = [0.0]
+    s.image_changed.connect(lambda _i: switch_ms.append((time.perf_counter() - t_switch[0]) * 1000))
     pauses.take()
     hb.start()
     t0 = time.perf_counter()
@@ -331,7 +307,7 @@ def main() -> int:
             t_switch[0] = time.perf_counter()
             s.show_image(i)
             pump(lambda i=i: s.index == i and s.embedding_ready)
-    results["image_switching"] = {
+    result = {
         "switches": 2 * len(s.project.images),
         "wall_s": round(time.perf_counter() - t0, 2),
         "switch_gui_ms_median": round(statistics.median(switch_ms), 1),
@@ -339,15 +315,30 @@ def main() -> int:
         **pauses.take(),
     }
     s.prefetch_enabled = True
+    return result
 
-    # 2. click -> mask shown, idle
+
+def _clicks_summary(latencies: list[float], to_mask: list[float]) -> dict:
+    summary = lat_stats(latencies)
+    summary["to_preview_layer_median_ms"] = round(statistics.median(to_mask), 1) if to_mask else None
+    return summary
+
+
+def measure_clicks_idle(widget, n_clicks: int) -> dict:
+    """Click -> mask shown, nothing else running."""
+    s = widget.session
     s.show_image(0)
     pump(lambda: s.index == 0 and s.embedding_ready)
     to_mask: list[float] = []
-    results["click_idle"] = lat_stats(click_latencies(widget, n_clicks, to_mask))
-    results["click_idle"]["to_preview_layer_median_ms"] = round(statistics.median(to_mask), 1) if to_mask else None
+    return _clicks_summary(click_latencies(widget, n_clicks, to_mask), to_mask)
 
-    # 3. during training with the app's controller: heartbeat + clicks
+
+def measure_training(widget, hb: Heartbeat, pauses: Pauses, n_steps: int) -> tuple[dict, dict]:
+    """An "Adapt to my data" run from the app's controller: first the heartbeat while it trains alone (progress
+    bar, loss plot and ETA updating), then clicks while it goes on. Returns (training, clicks) figures."""
+    from infosam_app.testing import prompt_until_mask
+
+    s = widget.session
     for i in range(len(s.project.images)):
         s.show_image(i)
         pump(lambda i=i: s.index == i and s.embedding_ready)
@@ -360,51 +351,41 @@ def main() -> int:
     t0 = time.perf_counter()
     assert panel.start(), s.last_error
     pauses.take()  # only what happens from here on
-    hb.start()  # first the training alone (progress bar, loss plot and ETA updating) ...
+    hb.start()
     pump(lambda: len(steps) >= n_steps or not panel.controller.running, 900)
     train_hb = {**hb.stop(), **pauses.take()}
     clicks: list[float] = []
-    to_mask = []
-    while panel.controller.running:  # ... then clicks while it goes on
+    to_mask: list[float] = []
+    while panel.controller.running:
         clicks += click_latencies(widget, 3, to_mask)
-    results["app_training"] = {
-        "steps_measured": n_steps,
-        "wall_s_total": round(time.perf_counter() - t0, 2),
-        **train_hb,
-    }
-    results["click_during_training"] = lat_stats(clicks)
-    results["click_during_training"]["to_preview_layer_median_ms"] = (
-        round(statistics.median(to_mask), 1) if to_mask else None
-    )
+    training = {"steps_measured": n_steps, "wall_s_total": round(time.perf_counter() - t0, 2), **train_hb}
     pump(lambda: s.active == "adapted" and s.embedding_ready, 60)
+    return training, _clicks_summary(clicks, to_mask)
 
-    # 4. thread_worker vs QThread on the same workloads
+
+def compare_runners(s, n_embed: int, n_steps: int) -> list[dict]:
+    """thread_worker vs QThread on the same workloads (embeddings, training steps), alternating."""
     samples = synthetic_samples()
     pred = s.predictors["base"]
+    sam = s.sams["base"]
     compare = []
     for kind in ("qthread", "thread_worker", "qthread", "thread_worker"):
         pred.clear_cache()
         compare.append({"workload": f"{n_embed} embeddings (768 px)", **run_on(kind, embed_loop, pred, n_embed)})
         compare.append({"workload": f"{n_steps} training steps", **run_on(kind, train_steps, sam, samples, n_steps)})
-    results["runner_comparison"] = compare
-    results["load_avg_end"] = os.getloadavg()
+    return compare
 
-    widget.cleanup()
-    viewer.close()
-    if display is not None:
-        display.stop()
 
+def print_summary(results: dict) -> None:
     print("\n== InfoSAM Studio responsiveness (tiny model, CPU) ==")
     print(
         f"cpus {results['cpu_count']}, torch threads {results['torch_threads']}, "
         f"load avg at start {results['load_avg_start'][0]:.2f}"
     )
-    for key in ("idle", "embedding", "image_switching", "app_training"):
-        print(f"{key:<24} {json.dumps(results[key])}")
-    for key in ("click_idle", "click_during_training"):
+    for key in ("idle", "embedding", "image_switching", "app_training", "click_idle", "click_during_training"):
         print(f"{key:<24} {json.dumps(results[key])}")
     print("runner comparison (heartbeat every 10 ms):")
-    for row in compare:
+    for row in results["runner_comparison"]:
         print(
             f"  {row['workload']:<26} {row['runner']:<14} work {row['work_s']:>6.2f} s   "
             f"max stall {row['max_stall_ms']:>6.1f} ms   p99 {row['p99_stall_ms']:>5.1f} ms"
@@ -414,8 +395,47 @@ def main() -> int:
         f"longest stall during embedding/training: {target:.1f} ms (target <= 100 ms): "
         f"{'OK' if target <= 100 else 'ABOVE TARGET'}"
     )
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer clicks and steps")
+    add_json_argument(ap)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--no-gc-freeze", action="store_true", help="measure without gc.freeze() (see StudioWidget)")
+    args = ap.parse_args()
+    display = _display()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("XDG_DATA_HOME", tempfile.mkdtemp(prefix="infosam-bench-"))
+    n_clicks, n_steps, n_embed = (15, 4, 4) if args.quick else (40, 10, 10)
+    results: dict = {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gc_freeze": not args.no_gc_freeze,
+        "load_avg_start": os.getloadavg(),
+    }
+    viewer, widget = open_studio(freeze_gc=not args.no_gc_freeze)
+    s = widget.session
+    pauses = Pauses(viewer.window._qt_viewer.canvas._scene_canvas)
+    hb = Heartbeat()
+    hb.start()
+    pump(lambda: False, 1.0)
+    results["idle"] = {**hb.stop(), **pauses.take()}
+    results["embedding"] = measure_embedding(s, hb, pauses, n_embed)
+    results["image_switching"] = measure_image_switching(s, hb, pauses)
+    results["click_idle"] = measure_clicks_idle(widget, n_clicks)
+    results["app_training"], results["click_during_training"] = measure_training(widget, hb, pauses, n_steps)
+    results["runner_comparison"] = compare_runners(s, n_embed, n_steps)
+    results["load_avg_end"] = os.getloadavg()
+
+    widget.cleanup()
+    viewer.close()
+    if display is not None:
+        display.stop()
+    print_summary(results)
+    write_report(args.json, "app_responsiveness", results, device="cpu")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Activation memory of the student's image encoder with and without activation checkpointing.
 
-    python benchmarks/bench_checkpoint_memory.py --model vit_b --batch 1 --threads 1
+    python benchmarks/bench_checkpoint_memory.py --model vit_b --batch 1 --threads 1 --json benchmarks/results/checkpoint_memory.json
 
 Counts the bytes of the tensors autograd saves for the backward pass (``torch.autograd.graph.saved_tensors_hooks``)
 during one forward pass of the trainable encoder blocks (after the frozen, cached prefix) and the neck, for
@@ -16,6 +16,7 @@ import sys
 import time
 
 import torch
+from _report import add_json_argument, write_report
 
 
 def measure(model: str, batch: int, checkpoint: bool) -> tuple[float, float]:
@@ -50,6 +51,7 @@ def main() -> int:
     parser.add_argument("--model", default="vit_b")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int)
+    add_json_argument(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -64,6 +66,17 @@ def main() -> int:
         f"checkpointing: {on[0] / off[0]:.3f}x activation memory ({off[0] / args.batch:.0f} -> "
         f"{on[0] / args.batch:.0f} MB per image), {on[1] / off[1]:.2f}x encoder time"
     )
+    figures = {
+        "model": args.model,
+        "peft": "adapter",
+        "batch": args.batch,
+        "saved_for_backward_mb": {"off": off[0], "on": on[0]},
+        "per_image_mb": {"off": off[0] / args.batch, "on": on[0] / args.batch},
+        "forward_backward_s": {"off": off[1], "on": on[1]},
+        "memory_ratio": on[0] / off[0],
+        "time_ratio": on[1] / off[1],
+    }
+    write_report(args.json, "checkpoint_memory", figures, device="cpu")
     return 0
 
 

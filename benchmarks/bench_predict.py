@@ -2,6 +2,7 @@
 
     python benchmarks/bench_predict.py              # tiny (bundled weights) and random-init vit_b
     python benchmarks/bench_predict.py --runs 100 --skip-vit-b --threads 1
+    python benchmarks/bench_predict.py --skip-vit-b --runs 20 --json benchmarks/results/predict.json
 
 Prints one row per model: parameter count, model-fingerprint time (paid once per model swap), image
 encoder time per image (resize + normalise + encoder, no cache), and the median / 95th percentile of
@@ -19,6 +20,7 @@ import warnings
 
 import numpy as np
 import torch
+from _report import add_json_argument, write_report
 
 from infosam_core.inference.predictor import Predictor
 from infosam_core.models.fingerprint import model_fingerprint
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-vit-b", action="store_true", help="only the tiny model")
     parser.add_argument("--size", default="768x1024", help="image HxW (default 768x1024)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's)")
+    add_json_argument(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,6 +127,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"(prompt times over {args.runs} prompts: alternating 1-3 points and boxes, single mask;")
     print(" 'prompt' = Predictor.predict as shipped (InteractiveDecoder), 'ref.' = the same prompts through")
     print(" segment-anything's MaskDecoder.forward and Sam.postprocess_masks, same run)")
+    figures = {
+        "image_size": [height, width],
+        "prompts": "alternating 1-3 random points and random boxes, single mask",
+        "rows": rows,
+        "interactive_over_reference": {r["model"]: r["prompt_median_ms"] / r["reference_median_ms"] for r in rows},
+    }
+    write_report(args.json, "predict", figures, device="cpu")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ activation checkpointing (``grad_checkpoint=True``: the memory-saving setting fo
     python benchmarks/bench_train.py                       # tiny (bundled weights) + reduced random-init vit_b
     python benchmarks/bench_train.py --models tiny --measure 6 --threads 1   # a CPU shared with other work
     python benchmarks/bench_train.py --models vit_b --device cuda --batch 4 --measure 10
+    python benchmarks/bench_train.py --models tiny --threads 1 --json benchmarks/results/train.json
 
 Each (model, setting) runs in its own process, so peak memory is its own: CPU = peak resident set size
 (``ru_maxrss``, whole process: model, data, activations); CUDA = ``torch.cuda.max_memory_allocated``.
@@ -22,6 +23,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _report import add_json_argument, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,6 +110,7 @@ def main() -> int:
     parser.add_argument("--measure", type=int, default=None, help="measured steps (default: 5 tiny, 2 vit_b on CPU)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "SETTING"), help=argparse.SUPPRESS)
+    add_json_argument(parser)
     args = parser.parse_args()
 
     import torch
@@ -155,17 +159,27 @@ def main() -> int:
     for r in rows:
         print(f"{r['model']:>6} {r['setting']:>9} {r['batch']:>5} {r['s_per_step']:>8.3f} {r['peak_mb']:>24.0f}")
     print()
+    ratios = {}
     for model in dict.fromkeys(r["model"] for r in rows):
         by = {r["setting"]: r for r in rows if r["model"] == model}
+        ratios[model] = {
+            f"{a}/{b}": {
+                "time": by[a]["s_per_step"] / by[b]["s_per_step"],
+                "memory": by[a]["peak_mb"] / by[b]["peak_mb"],
+            }
+            for a, b in (("infosam", "plain"), ("recompute", "infosam"), ("ckpt", "infosam"))
+        }
+        r = ratios[model]
         print(
             f"{model} ({args.peft}, {device}, {by['plain']['threads']} threads): "
-            f"InfoSAM / plain = {by['infosam']['s_per_step'] / by['plain']['s_per_step']:.2f}x time, "
-            f"{by['infosam']['peak_mb'] / by['plain']['peak_mb']:.2f}x memory; "
-            f"recompute / InfoSAM = {by['recompute']['s_per_step'] / by['infosam']['s_per_step']:.2f}x time, "
-            f"{by['recompute']['peak_mb'] / by['infosam']['peak_mb']:.2f}x memory; "
-            f"checkpointing / InfoSAM = {by['ckpt']['s_per_step'] / by['infosam']['s_per_step']:.2f}x time, "
-            f"{by['ckpt']['peak_mb'] / by['infosam']['peak_mb']:.2f}x memory"
+            f"InfoSAM / plain = {r['infosam/plain']['time']:.2f}x time, {r['infosam/plain']['memory']:.2f}x memory; "
+            f"recompute / InfoSAM = {r['recompute/infosam']['time']:.2f}x time, "
+            f"{r['recompute/infosam']['memory']:.2f}x memory; "
+            f"checkpointing / InfoSAM = {r['ckpt/infosam']['time']:.2f}x time, "
+            f"{r['ckpt/infosam']['memory']:.2f}x memory"
         )
+    figures = {"peft": args.peft, "memory": mem, "rows": rows, "ratios": ratios}
+    write_report(args.json, "train", figures, device=device)
     return 0
 
 

@@ -48,6 +48,13 @@ class AdaptPanel(QWidget):
         self._last_val: float | None = None
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(self._settings_form())
+        self._add_run_controls(lay)
+        self._connect_signals()
+        self._sync_buttons()
+
+    def _settings_form(self) -> QFormLayout:
+        """Method, InfoSAM, low memory, epochs, time budget."""
         form = QFormLayout()
         self.method_combo = QComboBox()
         for text, value in METHOD_CHOICES:
@@ -72,7 +79,10 @@ class AdaptPanel(QWidget):
         form.addRow("", self.low_memory_check)
         form.addRow("Epochs", self.epochs_spin)
         form.addRow("Time budget", self.budget_spin)
-        lay.addLayout(form)
+        return form
+
+    def _add_run_controls(self, lay: QVBoxLayout) -> None:
+        """Start / Cancel / Continue, progress bar, ETA, loss plot, messages, Load adapter."""
         row = QHBoxLayout()
         self.start_btn = QPushButton("Adapt to my data")
         self.start_btn.setToolTip(TOOLTIPS["start"])
@@ -101,6 +111,7 @@ class AdaptPanel(QWidget):
         lay.addWidget(self.load_btn)
         lay.addStretch(1)
 
+    def _connect_signals(self) -> None:
         self.start_btn.clicked.connect(lambda: self.start())
         self.cancel_btn.clicked.connect(self.controller.cancel)
         self.continue_btn.clicked.connect(lambda: self.start(continue_run=True))
@@ -111,9 +122,8 @@ class AdaptPanel(QWidget):
         c.finished.connect(self._on_finished)
         c.failed.connect(self._on_failed)
         c.message.connect(self.info_label.setText)
-        session.images_changed.connect(self._sync_buttons)
-        session.model_changed.connect(self._sync_buttons)
-        self._sync_buttons()
+        self.session.images_changed.connect(self._sync_buttons)
+        self.session.model_changed.connect(self._sync_buttons)
 
     # ---- actions
     def settings(self) -> RunSettings:

@@ -149,20 +149,9 @@ class TrainingController(QObject):
     def start(self, settings: RunSettings, continue_run: bool = False) -> bool:
         """Start a run in the background; False (with a message) when it cannot start."""
         session = self.session
-        if self.running:
-            self.message.emit("A run is already going on.")
+        n = self._objects_to_train_on()
+        if n is None:
             return False
-        if "base" not in session.sams:
-            self.failed.emit("Load a model first.")
-            return False
-        n = self.object_count()
-        if n < MIN_OBJECTS:
-            msg = f"Adapting needs at least {MIN_OBJECTS} accepted objects (the project has {n}): accept more first."
-            self.failed.emit(msg)
-            session.tell(msg)
-            return False
-        from infosam_core.training.config import TrainConfig
-
         init_model = None
         if not continue_run:
             self.lr_scale = 1.0
@@ -172,25 +161,9 @@ class TrainingController(QObject):
                 return False
             init_model = self.last_result.model
             settings = dataclasses.replace(settings, method=self.last_result.config.peft)
-        config = TrainConfig(
-            peft=settings.method,
-            distill="infosam" if settings.infosam else "none",
-            epochs=settings.epochs,
-            time_budget_s=settings.time_budget_s,
-            max_steps=settings.max_steps,
-            batch_size=settings.batch_size,
-            seed=settings.seed,
-            grad_checkpoint=settings.low_memory,
-        )
-        if settings.lr is not None:
-            config.lr = settings.lr
-            config.min_lr = min(config.min_lr, settings.lr)
-        if continue_run and self.lr_scale != 1.0:
-            config.lr *= self.lr_scale
-            config.min_lr = min(config.min_lr, config.lr)
+        config = self._train_config(settings, continue_run)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        project = session.project
-        self.run_dir = project.adapters_dir / f"{stamp}-{settings.method}{'-continued' if continue_run else ''}"
+        self.run_dir = session.project.adapters_dir / f"{stamp}-{settings.method}{'-continued' if continue_run else ''}"
         self.last_settings = settings
         import gc
 
@@ -211,6 +184,44 @@ class TrainingController(QObject):
         self.started.emit()
         session.tell(f"Adapting ({settings.method}{' + InfoSAM' if settings.infosam else ''}) on {n} objects …")
         return True
+
+    def _objects_to_train_on(self) -> int | None:
+        """The number of accepted objects, or None (with a message) when a run cannot start now."""
+        if self.running:
+            self.message.emit("A run is already going on.")
+            return None
+        if "base" not in self.session.sams:
+            self.failed.emit("Load a model first.")
+            return None
+        n = self.object_count()
+        if n < MIN_OBJECTS:
+            msg = f"Adapting needs at least {MIN_OBJECTS} accepted objects (the project has {n}): accept more first."
+            self.failed.emit(msg)
+            self.session.tell(msg)
+            return None
+        return n
+
+    def _train_config(self, settings: RunSettings, continue_run: bool):
+        """The core's TrainConfig for the panel's settings; a continued run after a divergence uses a lower lr."""
+        from infosam_core.training.config import TrainConfig
+
+        config = TrainConfig(
+            peft=settings.method,
+            distill="infosam" if settings.infosam else "none",
+            epochs=settings.epochs,
+            time_budget_s=settings.time_budget_s,
+            max_steps=settings.max_steps,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            grad_checkpoint=settings.low_memory,
+        )
+        if settings.lr is not None:
+            config.lr = settings.lr
+            config.min_lr = min(config.min_lr, settings.lr)
+        if continue_run and self.lr_scale != 1.0:
+            config.lr *= self.lr_scale
+            config.min_lr = min(config.min_lr, config.lr)
+        return config
 
     def cancel(self) -> None:
         if self.running:
