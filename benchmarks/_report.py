@@ -4,7 +4,7 @@
 
 ``machine`` holds the CPU count (and how many CPUs this process may use), the load average at the end, torch's
 version and intra-op threads, the device (CPU or the GPU's name), Python and the platform, the UTC date and
-the git commit of the code measured. Figures measured on a shared machine are only comparable with figures
+the git commit of the code measured (and whether it had uncommitted changes). Figures measured on a shared machine are only comparable with figures
 from the same run (ratios) or with the load average in view.
 """
 
@@ -27,14 +27,12 @@ def add_json_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures and machine facts here")
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
-        )
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return out.stdout.strip()
 
 
 def device_description(device: str | None = None) -> str:
@@ -65,7 +63,8 @@ def machine_facts(device: str | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": _git_commit(),
+        "git_commit": _git("rev-parse", "HEAD") or None,
+        "git_uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")),
     }
 
 

@@ -32,7 +32,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,28 @@ def decode_prompts(sam: Sam, embeddings: torch.Tensor, prompts: PromptBatch, mas
     points = (prompts.coords, prompts.labels) if prompts.coords is not None else None
     sparse, dense = sam.prompt_encoder(points=points, boxes=prompts.boxes, masks=mask_input)
     return decode_all(sam.mask_decoder, embeddings, sam.prompt_encoder.get_dense_pe(), sparse, dense)
+
+
+@dataclass
+class _FirstPrediction:
+    """The first prompt's prediction for K objects, kept for the corrective clicks that follow it."""
+
+    prompts: PromptBatch
+    chosen: torch.Tensor  # (K,) which decoder output was trained (0 for a box, 1-3 for a point)
+    low: torch.Tensor  # (K, M, h, w) low-resolution mask logits
+    logits: torch.Tensor  # (K, M, S, S) upsampled mask logits
+    loss: torch.Tensor  # (K,) segmentation + IoU-head loss
+    actual_iou: torch.Tensor  # (K, M') IoU of the trained output(s) with the ground truth, detached
+
+    def select(self, rows: torch.Tensor) -> _FirstPrediction:
+        return _FirstPrediction(
+            self.prompts.select(rows),
+            self.chosen[rows],
+            self.low[rows],
+            self.logits[rows],
+            self.loss[rows],
+            self.actual_iou[rows],
+        )
 
 
 class Pretrainer:
@@ -205,9 +227,20 @@ class Pretrainer:
         then ``corrective_clicks`` rounds for the objects flagged in ``corrective`` (K,) bool.
         Returns per-mask losses, IoU after the first prompt, IoU after the last corrective click.
         Prompts are drawn on the model's device (from the CPU generator ``self.gen``)."""
+        gt = gt.to(self.device)
+        first = self._first_prediction(embeddings, gt, use_box)
+        iou_first = first.actual_iou.max(1).values
+        sub = corrective.nonzero()[:, 0]
+        if self.config.corrective_clicks == 0 or sub.numel() == 0:
+            return [first.loss], iou_first, None
+        sub = sub.to(self.device)
+        losses, iou_last = self._corrective_rounds(embeddings[sub], gt[sub], first.select(sub))
+        return [first.loss, *losses], iou_first, iou_last
+
+    def _first_prediction(self, embeddings: torch.Tensor, gt: torch.Tensor, use_box: bool) -> _FirstPrediction:
+        """The first prompt per object: a noisy box (single mask) or one point (best of three masks)."""
         c = self.config
         s = c.scene.image_size
-        gt = gt.to(self.device)
         gt_f = gt.float()
         k = gt.shape[0]
         if use_box:
@@ -220,7 +253,7 @@ class Pretrainer:
         if use_box:
             seg, iou_loss, actual = mask_losses(logits[:, :1], iou_pred[:, :1], gt_f, c.pixel_loss)
             chosen = torch.zeros(k, dtype=torch.long, device=self.device)
-            losses = [seg[:, 0] + iou_loss[:, 0]]
+            loss = seg[:, 0] + iou_loss[:, 0]
         else:  # ambiguous point: the best of the three multimask outputs is trained (SAM's rule)
             seg, iou_loss, actual = mask_losses(logits[:, 1:], iou_pred[:, 1:], gt_f, c.pixel_loss)
             best = seg.detach().argmin(1)
@@ -228,15 +261,21 @@ class Pretrainer:
             # the IoU head ranks the three masks at inference, so it learns every one's IoU (SAM 2's
             # supervise_all_iou); trained on the best one alone it rated the other two 0.17 off on average
             iou_term = iou_loss.mean(1) if c.supervise_all_iou else iou_loss.gather(1, best[:, None])[:, 0]
-            losses = [seg.gather(1, best[:, None])[:, 0] + iou_term]
-        iou_first = actual.detach().max(1).values
-        sub = corrective.nonzero()[:, 0]
-        if c.corrective_clicks == 0 or sub.numel() == 0:
-            return losses, iou_first, None
-        sub = sub.to(self.device)
-        gt, gt_f, embeddings = gt[sub], gt_f[sub], embeddings[sub]
-        prompts, chosen, low, logits = prompts.select(sub), chosen[sub], low[sub], logits[sub]
+            loss = seg.gather(1, best[:, None])[:, 0] + iou_term
+        return _FirstPrediction(prompts, chosen, low, logits, loss, actual.detach())
+
+    def _corrective_rounds(
+        self, embeddings: torch.Tensor, gt: torch.Tensor, first: _FirstPrediction
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``corrective_clicks`` rounds on the objects of ``first``: a click on the largest error of the previous
+        mask (and, half the time, that mask's logits as the mask prompt). Returns each round's per-mask loss and
+        the IoU after the last round."""
+        c = self.config
+        s = c.scene.image_size
+        gt_f = gt.float()
+        prompts, chosen, low, logits = first.prompts, first.chosen, first.low, first.logits
         rows = torch.arange(gt.shape[0], device=self.device)
+        losses = []
         for _ in range(c.corrective_clicks):
             prev_low = low[rows, chosen].detach()[:, None]
             pred = logits[rows, chosen].detach() > 0
@@ -249,7 +288,7 @@ class Pretrainer:
             seg, iou_loss, actual = mask_losses(logits, iou_pred[:, :1], gt_f, c.pixel_loss)
             losses.append(seg[:, 0] + iou_loss[:, 0])
             chosen = torch.zeros_like(chosen)
-        return losses, iou_first, actual.detach()[:, 0]
+        return losses, actual.detach()[:, 0]
 
     def train_step(self) -> dict:
         c = self.config
