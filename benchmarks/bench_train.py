@@ -101,6 +101,37 @@ def run_one(model: str, setting: str, peft: str, batch: int, measure: int, devic
     }
 
 
+def measure_all(args: argparse.Namespace, device: str) -> list[dict]:
+    """Every (model, setting) in its own process (so its peak memory is its own); one row each."""
+    rows = []
+    for model in args.models.split(","):
+        small_cpu = model != "tiny" and device == "cpu"
+        batch = args.batch or (2 if small_cpu else 4)
+        measure = args.measure or (2 if small_cpu else 5)
+        for setting in SETTINGS:
+            cmd = [sys.executable, __file__, "--one", model, setting, "--peft", args.peft, "--device", device]
+            cmd += ["--batch", str(batch), "--measure", str(measure)]
+            cmd += ["--threads", str(args.threads)] if args.threads else []
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            row = json.loads(out.strip().splitlines()[-1])
+            rows.append(row)
+            print(
+                f"{model:>6} {setting:>9}: {row['s_per_step']:.3f} s/step (first step {row['first_step_s']:.2f} s), "
+                f"peak {row['peak_mb']:.0f} MB, teacher encoder ran on {row['teacher_encoder_images']} images",
+                flush=True,
+            )
+    return rows
+
+
+def setting_ratios(rows: list[dict], model: str) -> dict:
+    """Time and memory ratios between settings of one model, measured in the same run."""
+    by = {r["setting"]: r for r in rows if r["model"] == model}
+    return {
+        f"{a}/{b}": {"time": by[a]["s_per_step"] / by[b]["s_per_step"], "memory": by[a]["peak_mb"] / by[b]["peak_mb"]}
+        for a, b in (("infosam", "plain"), ("recompute", "infosam"), ("ckpt", "infosam"))
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="tiny,vit_b", help="comma-separated: tiny, vit_b (random init), ...")
@@ -124,54 +155,18 @@ def main() -> int:
         print(json.dumps(run_one(model, setting, args.peft, args.batch, args.measure, device)))
         return 0
 
-    rows = []
-    for model in args.models.split(","):
-        small_cpu = model != "tiny" and device == "cpu"
-        batch = args.batch or (2 if small_cpu else 4)
-        measure = args.measure or (2 if small_cpu else 5)
-        for setting in SETTINGS:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--one",
-                model,
-                setting,
-                "--peft",
-                args.peft,
-                "--device",
-                device,
-                "--batch",
-                str(batch),
-                "--measure",
-                str(measure),
-            ] + (["--threads", str(args.threads)] if args.threads else [])
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            row = json.loads(out.strip().splitlines()[-1])
-            rows.append(row)
-            print(
-                f"{model:>6} {setting:>9}: {row['s_per_step']:.3f} s/step (first step {row['first_step_s']:.2f} s), "
-                f"peak {row['peak_mb']:.0f} MB, teacher encoder ran on {row['teacher_encoder_images']} images",
-                flush=True,
-            )
-    print()
+    rows = measure_all(args, device)
     mem = "peak MB (CUDA allocated)" if device.startswith("cuda") else "peak RSS MB"
+    print()
     print(f"{'model':>6} {'setting':>9} {'batch':>5} {'s/step':>8} {mem:>24}")
     for r in rows:
         print(f"{r['model']:>6} {r['setting']:>9} {r['batch']:>5} {r['s_per_step']:>8.3f} {r['peak_mb']:>24.0f}")
     print()
-    ratios = {}
-    for model in dict.fromkeys(r["model"] for r in rows):
-        by = {r["setting"]: r for r in rows if r["model"] == model}
-        ratios[model] = {
-            f"{a}/{b}": {
-                "time": by[a]["s_per_step"] / by[b]["s_per_step"],
-                "memory": by[a]["peak_mb"] / by[b]["peak_mb"],
-            }
-            for a, b in (("infosam", "plain"), ("recompute", "infosam"), ("ckpt", "infosam"))
-        }
-        r = ratios[model]
+    ratios = {model: setting_ratios(rows, model) for model in dict.fromkeys(r["model"] for r in rows)}
+    for model, r in ratios.items():
+        threads = next(row["threads"] for row in rows if row["model"] == model)
         print(
-            f"{model} ({args.peft}, {device}, {by['plain']['threads']} threads): "
+            f"{model} ({args.peft}, {device}, {threads} threads): "
             f"InfoSAM / plain = {r['infosam/plain']['time']:.2f}x time, {r['infosam/plain']['memory']:.2f}x memory; "
             f"recompute / InfoSAM = {r['recompute/infosam']['time']:.2f}x time, "
             f"{r['recompute/infosam']['memory']:.2f}x memory; "
