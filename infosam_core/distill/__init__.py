@@ -5,7 +5,7 @@ behind :mod:`.registry`, all implementing :class:`.base.Distiller`.
   of :mod:`.renyi` (``relation_compression_loss`` L_r, ``relation_distillation_loss`` L_d).
 """
 
-from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss
+from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims
 from infosam_core.distill.registry import DISTILLERS, NO_DISTILLATION, distiller_names, make_distiller
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "DistillInputs",
     "DistillLoss",
     "Distiller",
+    "ModelDims",
     "distiller_names",
     "make_distiller",
 ]

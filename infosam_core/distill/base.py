@@ -7,6 +7,11 @@ trainer never branches on a distiller's name: it builds one through :func:`~info
 and adds ``weight * DistillLoss.total`` to the segmentation loss.
 
 Teacher = the frozen pre-trained SAM (only run under ``no_grad``); student = SAM + PEFT in training.
+
+Multi-level methods (VID, IBD, SemCKD, ReviewKD) also read image-encoder block outputs: a distiller lists
+the block indices it needs in ``encoder_blocks`` (set in its ``__init__``); the trainer's encoder cache then
+hands the teacher's (cached per image and flip, like its embeddings) and the student's (captured during the
+student's forward) as ``DistillInputs.teacher_features`` / ``student_features``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ class DistillInputs:
     single-mask logits (B, 1, 4h, 4w); ``masks``: the ground truth (B, 1, S, S) at the model's input size.
     The teacher's decoder outputs cost a decoder pass, so they are computed on first use (no grad) and kept
     for the step: :meth:`teacher_token` and :meth:`teacher_logits`.
+    ``teacher_features`` / ``student_features``: image-encoder block outputs by block index, (B, D, h, w)
+    (channels first), for the blocks the distiller lists in ``encoder_blocks`` (empty otherwise). A block inside
+    the student's frozen leading blocks gives the same tensor on both sides (no gradient).
     """
 
     teacher_embeddings: torch.Tensor
@@ -37,6 +45,8 @@ class DistillInputs:
     student_logits: torch.Tensor
     masks: torch.Tensor
     decode_teacher: Callable[[bool], tuple[torch.Tensor | None, torch.Tensor]]  # (with logits?) -> (logits, token)
+    teacher_features: dict[int, torch.Tensor] = field(default_factory=dict)
+    student_features: dict[int, torch.Tensor] = field(default_factory=dict)
     _memo: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def teacher_token(self) -> torch.Tensor:
@@ -62,21 +72,82 @@ class DistillLoss:
     terms: dict[str, torch.Tensor]
 
 
+@dataclass(frozen=True)
+class ModelDims:
+    """What a distiller needs to know about the SAM it is built for.
+
+    ``embed_dim``: channels of the image embedding and of the decoder tokens (256 for every SAM);
+    ``encoder_dim``: width of the ViT blocks (768 ViT-B, 128 tiny); ``encoder_depth``: number of blocks;
+    ``global_blocks``: indices of the global-attention blocks (ViT-B 2, 5, 8, 11; tiny 1, 3).
+    """
+
+    embed_dim: int = 256
+    encoder_dim: int = 768
+    encoder_depth: int = 12
+    global_blocks: tuple[int, ...] = (2, 5, 8, 11)
+
+    @classmethod
+    def of(cls, sam: nn.Module) -> ModelDims:
+        """The dimensions of a segment-anything ``Sam`` (blocks with ``window_size == 0`` attend globally)."""
+        blocks = sam.image_encoder.blocks
+        return cls(
+            embed_dim=sam.prompt_encoder.embed_dim,
+            encoder_dim=sam.image_encoder.patch_embed.proj.out_channels,
+            encoder_depth=len(blocks),
+            global_blocks=tuple(i for i, b in enumerate(blocks) if getattr(b, "window_size", 0) == 0),
+        )
+
+    def block_indices(self, spec: Any) -> tuple[int, ...]:
+        """Resolve a ``blocks`` option: ``"global"`` (the global-attention blocks), ``"all"``, an index, a list
+        of indices or a comma-separated string (``"2,5,8,11"``); negative indices count from the end."""
+        if spec == "global":
+            return self.global_blocks
+        if spec == "all":
+            return tuple(range(self.encoder_depth))
+        if isinstance(spec, str):
+            try:
+                spec = [int(p) for p in spec.replace(" ", "").split(",") if p]
+            except ValueError:
+                raise ValueError(f"blocks={spec!r}: use 'global', 'all' or block indices such as '2,5,8,11'") from None
+        items = [spec] if isinstance(spec, int) else list(spec)
+        out = []
+        for i in items:
+            if not isinstance(i, int) or not -self.encoder_depth <= i < self.encoder_depth:
+                raise ValueError(f"blocks: {i!r} is not a block index of this encoder (depth {self.encoder_depth})")
+            out.append(i % self.encoder_depth)
+        if not out:
+            raise ValueError("blocks: give at least one block index")
+        return tuple(sorted(set(out)))
+
+
 class Distiller(nn.Module):
     """Base class. Subclasses set the class attributes and implement :meth:`forward`.
 
-    ``term_names``: the names of the terms :meth:`forward` reports (fixed per method, so progress plots and
-    history columns are known before the first step). ``min_batch_size``: batch statistics (InfoSAM's and
-    PKT's B x B matrices) need at least 2 samples.
+    ``term_names``: the names of the terms :meth:`forward` reports (fixed per method and options, so progress
+    plots and history columns are known before the first step; an instance may extend it in ``__init__``).
+    ``min_batch_size``: batch statistics (InfoSAM's and PKT's B x B matrices) need at least 2 samples.
+    ``encoder_blocks``: the image-encoder blocks whose outputs :meth:`forward` reads (see the module docstring).
     """
 
     name: ClassVar[str] = ""
-    term_names: ClassVar[tuple[str, ...]] = ()
+    term_names: tuple[str, ...] = ()
     min_batch_size: ClassVar[int] = 1
+    encoder_blocks: tuple[int, ...] = ()
 
     def __init__(self, config: Any) -> None:
         super().__init__()
         self.config = config
+
+    @classmethod
+    def batch_size_problem(cls, config: Any, batch_size: int) -> str | None:
+        """Why ``batch_size`` cannot train this distiller with ``config`` (None when it can)."""
+        if batch_size < cls.min_batch_size:
+            return (
+                f"distiller {cls.name!r} needs batch_size >= {cls.min_batch_size}: its losses compare the samples "
+                "of a batch (B x B matrices) and are exactly 0 for a single sample. Use a batch size of 2 or more "
+                "(the paper uses 4), or distill='none'."
+            )
+        return None
 
     def forward(self, inputs: DistillInputs) -> DistillLoss:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss
+from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims
 from infosam_core.distill.relation import RelationModule
 from infosam_core.distill.renyi import relation_compression_loss, relation_distillation_loss
 
@@ -34,8 +34,9 @@ class InfosamDistiller(Distiller):
     term_names = ("l_r", "l_d")
     min_batch_size = 2  # B x B Gram matrices: a single sample carries no relation between samples
 
-    def __init__(self, config: InfosamConfig, embed_dim: int, generator: torch.Generator | None = None) -> None:
+    def __init__(self, config: InfosamConfig, dims: ModelDims | int, generator: torch.Generator | None = None) -> None:
         super().__init__(config)
+        embed_dim = dims if isinstance(dims, int) else dims.embed_dim
         self.relation = RelationModule(embed_dim, generator)
 
     def relation_vectors(self, embeddings: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
@@ -49,3 +50,40 @@ class InfosamDistiller(Distiller):
         l_r = relation_compression_loss(f_t, tok_t, rel_t)
         l_d = relation_distillation_loss(rel_t, rel_s)
         return DistillLoss(self.config.alpha * l_r + self.config.beta * l_d, {"l_r": l_r, "l_d": l_d})
+
+
+class WithRelationModule(Distiller):
+    """Base for distillers with the ``relation_module`` option (the InfoSAM paper's "w RM" ablation, Table 5):
+    their own loss plus InfoSAM's relation-module terms, ``L_method + rm_alpha * L_r + rm_beta * L_d``, with
+    one shared :class:`RelationModule` trained by them (the most literal reading of "integrating the relation
+    module"; the other reading, the method's own paired loss on the relation vectors, is not implemented).
+
+    Subclasses set ``own_terms``, call :meth:`add_relation_terms` at the end of ``forward``, and their config
+    has ``relation_module``, ``rm_alpha`` and ``rm_beta``. The relation module lives at ``infosam.relation``.
+    """
+
+    own_terms: tuple[str, ...] = ()
+
+    def __init__(self, config, dims: ModelDims, generator: torch.Generator | None = None) -> None:
+        super().__init__(config)
+        self.infosam: InfosamDistiller | None = None
+        self.term_names = self.own_terms
+        if config.relation_module:
+            self.infosam = InfosamDistiller(InfosamConfig(config.rm_alpha, config.rm_beta), dims, generator)
+            self.term_names = (*self.own_terms, *InfosamDistiller.term_names)
+
+    @classmethod
+    def batch_size_problem(cls, config, batch_size: int) -> str | None:
+        if config.relation_module and batch_size < 2:
+            return (
+                f"distiller {cls.name!r} with relation_module=true needs batch_size >= 2: InfoSAM's terms compare "
+                "the samples of a batch (the paper uses 4)."
+            )
+        return super().batch_size_problem(config, batch_size)
+
+    def add_relation_terms(self, inputs: DistillInputs, own: DistillLoss) -> DistillLoss:
+        """``own`` plus InfoSAM's weighted terms when ``relation_module`` is on."""
+        if self.infosam is None:
+            return own
+        extra = self.infosam(inputs)
+        return DistillLoss(own.total + extra.total, {**own.terms, **extra.terms})

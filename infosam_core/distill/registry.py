@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from infosam_core.distill import infosam
-from infosam_core.distill.base import Distiller
+from infosam_core.distill import ibd, infosam, logit, mobilesam, pkd, pkt, reviewkd, semckd, tinysam, vid
+from infosam_core.distill.base import Distiller, ModelDims
 
 NO_DISTILLATION = "none"
 
@@ -38,6 +38,43 @@ DISTILLERS: dict[str, DistillerSpec] = {
         infosam.InfosamConfig,
         infosam.InfosamDistiller,
         "InfoSAM: relation compression (L_r) + relation distillation (L_d)",
+    ),
+    "logit": DistillerSpec(
+        "logit", logit.LogitConfig, logit.LogitDistiller, "Hinton KD on the mask logits (per-pixel binary KL, T=3)"
+    ),
+    "pkd": DistillerSpec("pkd", pkd.PkdConfig, pkd.PkdDistiller, "Pearson-correlation KD on the image embeddings"),
+    "pkt": DistillerSpec(
+        "pkt", pkt.PktConfig, pkt.PktDistiller, "probabilistic knowledge transfer: batch cosine affinities, KL"
+    ),
+    "ibd": DistillerSpec(
+        "ibd", ibd.IbdConfig, ibd.IbdDistiller, "information-bottleneck distillation: soft labels + attention features"
+    ),
+    "vid": DistillerSpec(
+        "vid", vid.VidConfig, vid.VidDistiller, "variational information distillation on encoder blocks"
+    ),
+    "semckd": DistillerSpec(
+        "semckd",
+        semckd.SemckdConfig,
+        semckd.SemckdDistiller,
+        "semantic calibration: student levels attend over teacher levels",
+    ),
+    "reviewkd": DistillerSpec(
+        "reviewkd",
+        reviewkd.ReviewkdConfig,
+        reviewkd.ReviewkdDistiller,
+        "knowledge review: fused levels, hierarchical context loss",
+    ),
+    "tinysam": DistillerSpec(
+        "tinysam",
+        tinysam.TinysamConfig,
+        tinysam.TinysamDistiller,
+        "TinySAM: L1 on embeddings, tokens and hard-weighted mask logits (relation_module=true adds InfoSAM's RM)",
+    ),
+    "mobilesam": DistillerSpec(
+        "mobilesam",
+        mobilesam.MobilesamConfig,
+        mobilesam.MobilesamDistiller,
+        "MobileSAM: MSE between image embeddings (relation_module=true adds InfoSAM's RM)",
     ),
 }
 
@@ -63,13 +100,25 @@ def make_distiller_config(name: str, options: dict[str, Any]) -> Any:
     return cls(**options)
 
 
+def batch_size_problem(name: str, options: dict[str, Any], batch_size: int) -> str | None:
+    """Why distiller ``name`` with ``options`` cannot train with ``batch_size`` (None when it can, or for
+    ``none``)."""
+    if name == NO_DISTILLATION:
+        return None
+    spec = DISTILLERS[name]
+    return spec.distiller_cls.batch_size_problem(make_distiller_config(name, options), batch_size)
+
+
 def make_distiller(
-    name: str, options: dict[str, Any], embed_dim: int, generator: torch.Generator | None = None
+    name: str, options: dict[str, Any], dims: ModelDims | int, generator: torch.Generator | None = None
 ) -> Distiller | None:
-    """The distiller ``name`` with ``options`` for features of ``embed_dim`` channels; None for ``none``."""
+    """The distiller ``name`` with ``options`` for a model of dimensions ``dims`` (:meth:`ModelDims.of`;
+    an int is taken as the embedding width of a ViT-B-shaped SAM); None for ``none``."""
     if name == NO_DISTILLATION:
         if options:
             raise ValueError(f"distiller options {sorted(options)} given without a distiller (--distill none)")
         return None
     config = make_distiller_config(name, options)
-    return DISTILLERS[name].distiller_cls(config, embed_dim, generator)
+    if isinstance(dims, int):
+        dims = ModelDims(embed_dim=dims)
+    return DISTILLERS[name].distiller_cls(config, dims, generator)

@@ -30,3 +30,28 @@ def init_linear_(layer: nn.Linear, generator: torch.Generator | None = None) -> 
     if layer.bias is not None:
         bound = 1 / math.sqrt(layer.in_features) if layer.in_features > 0 else 0.0
         seeded_init_(layer.bias, nn.init.uniform_, generator, a=-bound, b=bound)
+
+
+def init_default_(module: nn.Module, generator: torch.Generator | None = None) -> None:
+    """PyTorch's default initialisation of every ``Linear`` / ``Conv*`` (kaiming-uniform a=sqrt(5), bias
+    uniform +-1/sqrt(fan_in)) and norm layer inside ``module``, drawn from ``generator``."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            seeded_init_(m.weight, nn.init.kaiming_uniform_, generator, a=math.sqrt(5))
+            if m.bias is not None:
+                fan_in = m.weight[0].numel()
+                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                seeded_init_(m.bias, nn.init.uniform_, generator, a=-bound, b=bound)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
+            m.reset_parameters()
+
+
+def seeded_module(factory: Callable[[], nn.Module], generator: torch.Generator | None = None) -> nn.Module:
+    """``factory()`` built without drawing from the global RNG (on the meta device, then materialised on the
+    CPU) and initialised by :func:`init_default_` from ``generator``. Parameters other than those of
+    ``Linear`` / ``Conv`` / norm layers are left uninitialised: the caller sets them."""
+    with torch.device("meta"):
+        module = factory()
+    module = module.to_empty(device="cpu")
+    init_default_(module, generator)
+    return module

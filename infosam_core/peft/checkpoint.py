@@ -30,7 +30,7 @@ import torch
 from segment_anything.modeling import Sam
 
 import infosam_core
-from infosam_core.distill.base import Distiller
+from infosam_core.distill.base import Distiller, ModelDims
 from infosam_core.distill.registry import make_distiller
 from infosam_core.io.atomic import atomic_path, write_json_atomic
 from infosam_core.io.hashing import file_sha256
@@ -160,9 +160,7 @@ def load_peft_checkpoint(base_sam: Sam, path: str | Path) -> Sam:
     info = meta.get("distiller")
     if info:
         try:
-            distiller = make_distiller(
-                info["name"], dict(info.get("options", {})), model.prompt_encoder.embed_dim, unused_rng
-            )
+            distiller = make_distiller(info["name"], dict(info.get("options", {})), ModelDims.of(model), unused_rng)
         except (ValueError, TypeError, KeyError) as exc:
             raise PeftCheckpointError(f"{json_path}: cannot rebuild distiller {info!r}: {exc}") from None
         model.distiller = distiller.to(base_sam.device) if distiller is not None else None

@@ -6,7 +6,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from infosam_core.distill.registry import DISTILLERS, NO_DISTILLATION, distiller_names, make_distiller_config
+from infosam_core.distill.registry import (
+    DISTILLERS,
+    NO_DISTILLATION,
+    batch_size_problem,
+    distiller_names,
+    make_distiller_config,
+)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's setup for all datasets (roads: 20 epochs).
@@ -68,13 +74,9 @@ class TrainConfig:
             raise ValueError(f"distill_options {sorted(self.distill_options)} given with distill='none'")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError("batch_size and epochs must be >= 1")
-        min_batch = DISTILLERS[self.distill].distiller_cls.min_batch_size if self.distill in DISTILLERS else 1
-        if self.batch_size < min_batch:
-            raise ValueError(
-                f"distiller {self.distill!r} needs batch_size >= {min_batch}: its losses compare the samples of a "
-                "batch (B x B matrices) and are exactly 0 for a single sample. Use a batch size of 2 or more "
-                "(the paper uses 4), or distill='none'."
-            )
+        problem = batch_size_problem(self.distill, self.distill_options, self.batch_size)
+        if problem:
+            raise ValueError(problem)
         if not math.isfinite(self.distill_weight) or self.distill_weight < 0:
             raise ValueError(f"distill_weight (lambda) must be a finite number >= 0, got {self.distill_weight}")
         if not 0 <= self.p_box <= 1:

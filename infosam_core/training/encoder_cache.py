@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 import torch.utils.checkpoint
 from segment_anything.modeling import Sam
@@ -27,26 +30,72 @@ def frozen_prefix_depth(encoder: torch.nn.Module) -> int:
     return depth
 
 
-def encoder_prefix(encoder: torch.nn.Module, x: torch.Tensor, depth: int) -> torch.Tensor:
-    """Patch + position embedding and blocks[:depth] of an ``ImageEncoderViT``: (B, 3, S, S) -> (B, h, w, D)."""
+def encoder_prefix(
+    encoder: torch.nn.Module,
+    x: torch.Tensor,
+    depth: int,
+    capture: tuple[int, ...] = (),
+    features: dict[int, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Patch + position embedding and blocks[:depth] of an ``ImageEncoderViT``: (B, 3, S, S) -> (B, h, w, D).
+
+    Block ``i`` in ``capture`` (and < ``depth``) has its output (B, h, w, D) put in ``features[i]``.
+    """
     x = encoder.patch_embed(x)
     if encoder.pos_embed is not None:
         x = x + encoder.pos_embed
-    for block in encoder.blocks[:depth]:
+    for i, block in enumerate(encoder.blocks[:depth]):
         x = block(x)
+        if features is not None and i in capture:
+            features[i] = x
     return x
 
 
-def encoder_suffix(encoder: torch.nn.Module, x: torch.Tensor, depth: int, checkpoint: bool = False) -> torch.Tensor:
+def encoder_suffix(
+    encoder: torch.nn.Module,
+    x: torch.Tensor,
+    depth: int,
+    checkpoint: bool = False,
+    capture: tuple[int, ...] = (),
+    features: dict[int, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """blocks[depth:] and the neck: (B, h, w, D) -> image embeddings (B, C, h, w).
 
     ``checkpoint``: activation (gradient) checkpointing per block -- only each block's input is kept for the
     backward pass and the block is recomputed there: much less memory (ViT-B at 1024 px) for ~1/3 more time.
+    Block ``i`` in ``capture`` (and >= ``depth``) has its output (B, h, w, D) put in ``features[i]``.
     """
     checkpoint = checkpoint and torch.is_grad_enabled()
-    for block in encoder.blocks[depth:]:
+    for i, block in enumerate(encoder.blocks[depth:], start=depth):
         x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False) if checkpoint else block(x)
+        if features is not None and i in capture:
+            features[i] = x
     return encoder.neck(x.permute(0, 3, 1, 2))
+
+
+def _channels_first(x: torch.Tensor) -> torch.Tensor:
+    """(..., h, w, D) block output -> (..., D, h, w)."""
+    return x.movedim(-1, -3)
+
+
+def _compact(x: torch.Tensor) -> torch.Tensor:
+    """float16 for a cached block output when it fits float16's range (relative rounding error <= 2^-11,
+    far below what distillation targets need); float32 otherwise."""
+    if x.dtype == torch.float32 and bool(x.abs().max() < 6e4):
+        return x.half()
+    return x.clone()
+
+
+@dataclass
+class EncoderFeatures:
+    """One batch's encoder outputs: ``teacher`` / ``student`` embeddings (B, C, h, w) (teacher None without
+    distillation) and, for the requested blocks, ``teacher_blocks`` / ``student_blocks`` by block index,
+    (B, D, h, w) channels first."""
+
+    teacher: torch.Tensor | None
+    student: torch.Tensor
+    teacher_blocks: dict[int, torch.Tensor] = field(default_factory=dict)
+    student_blocks: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 class EncoderCache:
@@ -59,33 +108,52 @@ class EncoderCache:
     suffix; a cached image costs the student suffix only. With ``enabled=False`` (benchmarks: the
     reference code's behaviour) both encoders run in full every step. Entries stop being added once they
     would exceed ``max_bytes`` (teacher embeddings first: they save the most).
+
+    ``blocks``: encoder block indices a multi-level distiller reads. The teacher's outputs of those blocks are
+    cached with its embedding (one entry: both or neither; float16 when in range, see :func:`_compact`); the
+    student's are captured during its forward (blocks inside the frozen prefix are the teacher's, which
+    went through the same frozen blocks).
     """
 
     def __init__(
-        self, teacher: Sam, student: Sam, need_teacher: bool, enabled: bool, max_bytes: float, checkpoint: bool = False
+        self,
+        teacher: Sam,
+        student: Sam,
+        need_teacher: bool,
+        enabled: bool,
+        max_bytes: float,
+        checkpoint: bool = False,
+        blocks: tuple[int, ...] = (),
     ) -> None:
         self.teacher, self.student = teacher, student
         self.checkpoint = checkpoint  # activation checkpointing of the student's trainable blocks
         self.student_frozen = not any(p.requires_grad for p in student.image_encoder.parameters())
         self.need_teacher = need_teacher or self.student_frozen
+        self.blocks = tuple(blocks) if need_teacher else ()
         self.depth = 0 if self.student_frozen or not enabled else frozen_prefix_depth(student.image_encoder)
         self.enabled, self.max_bytes = enabled, max_bytes
-        self.teacher_entries: dict[tuple[int, int], torch.Tensor] = {}
+        # key -> teacher embedding (C, h, w), or (embedding, {block: (h, w, D)}) with ``blocks``
+        self.teacher_entries: dict[tuple[int, int], Any] = {}
         self.prefix_entries: dict[tuple[int, int], torch.Tensor] = {}
         self.bytes = 0
         self.teacher_images = 0  # images the teacher encoder ran on (tests and benchmarks read it)
 
-    def _store(self, entries: dict, key: tuple[int, int], value: torch.Tensor) -> None:
-        size = value.numel() * value.element_size()
+    def _store(self, entries: dict, key: tuple[int, int], value: Any) -> None:
+        tensors = [value] if isinstance(value, torch.Tensor) else [value[0], *value[1].values()]
+        size = sum(t.numel() * t.element_size() for t in tensors)
         if self.enabled and self.bytes + size <= self.max_bytes:
-            entries[key] = value.clone()  # not a view: a view would keep its whole batch tensor alive
+            # not a view: a view would keep its whole batch tensor alive
+            if isinstance(value, torch.Tensor):
+                entries[key] = value.clone()
+            else:
+                entries[key] = (value[0].clone(), value[1])  # the blocks are fresh copies (_compact)
             self.bytes += size
 
     @torch.no_grad()
     def _fill(self, batch: Batch) -> tuple[dict, dict]:
         """Run the encoders on the batch's images that are not cached (each distinct key once).
 
-        Returns this batch's fresh teacher embeddings and prefix features, by key (stored too, within budget).
+        Returns this batch's fresh teacher outputs and prefix features, by key (stored too, within budget).
         """
         rows = {}  # key -> first row of the batch with that key
         for i, k in enumerate(batch.keys):
@@ -93,18 +161,30 @@ class EncoderCache:
         need_t = [k for k in rows if self.need_teacher and k not in self.teacher_entries]
         need_p = [k for k in rows if self.depth and k not in self.prefix_entries]
         run = [k for k in rows if k in need_t or k in need_p]
-        teacher_out: dict[tuple[int, int], torch.Tensor] = {}
+        teacher_out: dict[tuple[int, int], Any] = {}
         prefix_out: dict[tuple[int, int], torch.Tensor] = {}
         if not run:
             return teacher_out, prefix_out
+        encoder = self.teacher.image_encoder
+        captured: dict[int, torch.Tensor] = {}
         if self.depth:
-            h = encoder_prefix(self.student.image_encoder, batch.images[[rows[k] for k in run]], self.depth)
+            h = encoder_prefix(
+                self.student.image_encoder, batch.images[[rows[k] for k in run]], self.depth, self.blocks, captured
+            )
             prefix_out = dict(zip(run, h))
             if need_t:
-                t = encoder_suffix(self.teacher.image_encoder, torch.stack([prefix_out[k] for k in need_t]), self.depth)
+                picked = [run.index(k) for k in need_t]
+                captured = {i: v[picked] for i, v in captured.items()}
+                t = encoder_suffix(
+                    encoder, torch.stack([prefix_out[k] for k in need_t]), self.depth, False, self.blocks, captured
+                )
                 teacher_out = dict(zip(need_t, t))
-        else:
-            teacher_out = dict(zip(need_t, self.teacher.image_encoder(batch.images[[rows[k] for k in need_t]])))
+        elif need_t:
+            x = encoder_prefix(encoder, batch.images[[rows[k] for k in need_t]], 0)
+            teacher_out = dict(zip(need_t, encoder_suffix(encoder, x, 0, False, self.blocks, captured)))
+        if self.blocks:
+            blocks = {i: _compact(v) for i, v in captured.items()}
+            teacher_out = {k: (e, {i: v[n] for i, v in blocks.items()}) for n, (k, e) in enumerate(teacher_out.items())}
         self.teacher_images += len(teacher_out)
         for k, value in teacher_out.items():
             self._store(self.teacher_entries, k, value)
@@ -117,14 +197,31 @@ class EncoderCache:
 
         Only the student's part after the frozen prefix carries gradients.
         """
+        out = self.features(batch)
+        return out.teacher, out.student
+
+    def features(self, batch: Batch) -> EncoderFeatures:
+        """The batch's embeddings and, with ``blocks``, block outputs (see :class:`EncoderFeatures`)."""
         teacher_out, prefix_out = self._fill(batch)
-        f_t = None
+        f_t, blocks_t = None, {}
         if self.need_teacher:
-            f_t = torch.stack([teacher_out[k] if k in teacher_out else self.teacher_entries[k] for k in batch.keys])
+            entries = [teacher_out[k] if k in teacher_out else self.teacher_entries[k] for k in batch.keys]
+            if self.blocks:
+                f_t = torch.stack([e for e, _ in entries])
+                blocks_t = {
+                    i: _channels_first(torch.stack([b[i] for _, b in entries]).to(f_t.dtype)) for i in self.blocks
+                }
+            else:
+                f_t = torch.stack(entries)
         if self.student_frozen:
-            return f_t, f_t
+            return EncoderFeatures(f_t, f_t, blocks_t, dict(blocks_t))
         encoder = self.student.image_encoder
+        captured: dict[int, torch.Tensor] = {}
         if self.depth:
             h = torch.stack([prefix_out[k] if k in prefix_out else self.prefix_entries[k] for k in batch.keys])
-            return f_t, encoder_suffix(encoder, h, self.depth, self.checkpoint)
-        return f_t, encoder_suffix(encoder, encoder_prefix(encoder, batch.images, 0), 0, self.checkpoint)
+            f_s = encoder_suffix(encoder, h, self.depth, self.checkpoint, self.blocks, captured)
+        else:
+            x = encoder_prefix(encoder, batch.images, 0)
+            f_s = encoder_suffix(encoder, x, 0, self.checkpoint, self.blocks, captured)
+        blocks_s = {i: _channels_first(captured[i]) if i in captured else blocks_t[i] for i in self.blocks}
+        return EncoderFeatures(f_t, f_s, blocks_t, blocks_s)

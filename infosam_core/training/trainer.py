@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
 from infosam_core.data.datasets import SegmentationSample
-from infosam_core.distill import Distiller, DistillInputs, make_distiller
+from infosam_core.distill import Distiller, DistillInputs, ModelDims, make_distiller
 from infosam_core.evaluation.prompted import evaluate
 from infosam_core.models.batched_decoder import decode, mask_token
 from infosam_core.models.fingerprint import model_fingerprint
@@ -96,7 +96,7 @@ def build_student(
         apply_peft(student, config.peft, generator=generator, **config.peft_options)
     current = getattr(student, "distiller", None)
     if not (isinstance(current, Distiller) and current.name == config.distill):
-        distiller = make_distiller(config.distill, config.distill_options, student.prompt_encoder.embed_dim, generator)
+        distiller = make_distiller(config.distill, config.distill_options, ModelDims.of(student), generator)
         student.distiller = distiller.to(device) if distiller is not None else None
     return student
 
@@ -160,6 +160,7 @@ class Trainer:
             c.teacher_cache,
             c.teacher_cache_max_mb * 2**20,
             checkpoint=c.grad_checkpoint,
+            blocks=self.distiller.encoder_blocks if self.distiller is not None else (),
         )
         self.image_pe = self.student.prompt_encoder.get_dense_pe()
         self.teacher_pe = self.teacher.prompt_encoder.get_dense_pe()
@@ -169,7 +170,8 @@ class Trainer:
     def step_losses(self, batch: Batch) -> StepLosses:
         """Forward one batch: the segmentation loss and, with a distiller, its terms."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-            f_t, f_s = self.cache.embeddings(batch)
+            encoded = self.cache.features(batch)
+            f_t, f_s = encoded.teacher, encoded.student
             sparse, dense = encode_prompts(self.student.prompt_encoder, batch)
             low_res, _, tok_s = decode(self.student.mask_decoder, f_s, self.image_pe, sparse, dense)
             logits = F.interpolate(low_res.float(), (self.size, self.size), mode="bilinear", align_corners=False)
@@ -177,7 +179,14 @@ class Trainer:
             if self.distiller is None:
                 return StepLosses(seg, seg, {})
             inputs = DistillInputs(
-                f_t, f_s, tok_s, low_res, batch.masks, lambda with_logits: self._decode_teacher(batch, f_t, with_logits)
+                f_t,
+                f_s,
+                tok_s,
+                low_res,
+                batch.masks,
+                lambda with_logits: self._decode_teacher(batch, f_t, with_logits),
+                encoded.teacher_blocks,
+                encoded.student_blocks,
             )
             out = self.distiller(inputs)
             return StepLosses(seg + self.config.distill_weight * out.total, seg, out.terms)

@@ -1,0 +1,45 @@
+"""MobileSAM's decoupled distillation (Zhang et al. 2023, "Faster Segment Anything: Towards lightweight SAM
+for mobile applications") as a fine-tuning regulariser.
+
+MobileSAM trains its small encoder alone on ``MSE(E_S, E_T)``, the mean squared error between the student's
+and the teacher's image embeddings (B, 256, h, w), with the decoder frozen. Here the PEFT student keeps the
+segmentation loss and adds
+
+    L_mobilesam = weight * MSE(E_s, E_t)        (weight 1: MobileSAM has a single term; assumed)
+
+0 (its minimum) when student == teacher. ``relation_module=true`` adds InfoSAM's relation module and terms
+(:class:`~infosam_core.distill.infosam.WithRelationModule`; the paper's "MobileSAM w RM").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from infosam_core.distill.base import DistillInputs, DistillLoss, ModelDims
+from infosam_core.distill.infosam import WithRelationModule
+
+
+@dataclass
+class MobilesamConfig:
+    """``weight``: of the embedding MSE; ``relation_module``: add InfoSAM's relation-module terms, weighted
+    ``rm_alpha`` (L_r) and ``rm_beta`` (L_d)."""
+
+    weight: float = 1.0
+    relation_module: bool = False
+    rm_alpha: float = 1.0
+    rm_beta: float = 0.5
+
+
+class MobilesamDistiller(WithRelationModule):
+    name = "mobilesam"
+    own_terms = ("mse",)
+
+    def __init__(self, config: MobilesamConfig, dims: ModelDims, generator: torch.Generator | None = None) -> None:
+        super().__init__(config, dims, generator)
+
+    def forward(self, inputs: DistillInputs) -> DistillLoss:
+        mse = F.mse_loss(inputs.student_embeddings.float(), inputs.teacher_embeddings.float().detach())
+        return self.add_relation_terms(inputs, DistillLoss(self.config.weight * mse, {"mse": mse}))

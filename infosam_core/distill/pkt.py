@@ -1,0 +1,67 @@
+"""PKT: probabilistic knowledge transfer (Passalis & Tefas, ECCV 2018, "Learning deep representations with
+probabilistic knowledge transfer"; the InfoSAM paper cites the TNNLS 2020 version, same loss).
+
+With features flattened to one row per sample, f (B, D), L2-normalised:
+
+    K_ij = (cos(f_i, f_j) + 1) / 2                 (cosine kernel, in [0, 1])
+    P_ij = K_ij / sum_j K_ij                        (conditional probabilities, per row)
+    L_pkt = mean over the B*B entries of P^T_ij log((P^T_ij + eps) / (P^S_ij + eps)),  eps = 1e-7
+
+i.e. KL(teacher || student) of the batch's affinity distributions (the authors' code, as in RepDistiller and
+mdistiller; the mean over B^2 entries is why their weight is 30000). A batch statistic, like InfoSAM's: one
+function of (B, D) tensors, :func:`pkt_loss`, so a multi-process run can gather the batch first.
+
+Applied to SAM (choices; the paper only puts PKT among the single-layer feature methods): ``feature=
+"embedding"`` (default) uses the flattened image embedding (B, 256*h*w); ``"token"`` the decoder's mask token
+(B, 256). ``weight`` defaults to the reference's 30000. Minimum 0 when student == teacher; exactly 0 for
+B = 1 (hence ``min_batch_size`` 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims
+
+
+def pkt_loss(student: torch.Tensor, teacher: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """PKT's KL between the cosine-affinity distributions of (B, D) student and teacher features."""
+
+    def probabilities(f: torch.Tensor) -> torch.Tensor:
+        f = f.float()
+        f = f / (f.norm(dim=1, keepdim=True) + eps)
+        k = (f @ f.T + 1) / 2
+        return k / k.sum(1, keepdim=True)
+
+    p_s, p_t = probabilities(student), probabilities(teacher.detach())
+    return (p_t * torch.log((p_t + eps) / (p_s + eps))).mean()
+
+
+@dataclass
+class PktConfig:
+    """``feature``: "embedding" (flattened image embedding) or "token" (mask token); ``weight``: the
+    reference's loss weight (30000)."""
+
+    feature: str = "embedding"
+    weight: float = 30000.0
+
+
+class PktDistiller(Distiller):
+    name = "pkt"
+    term_names = ("pkt",)
+    min_batch_size = 2
+
+    def __init__(self, config: PktConfig, dims: ModelDims, generator: torch.Generator | None = None) -> None:
+        super().__init__(config)
+        if config.feature not in ("embedding", "token"):
+            raise ValueError(f"pkt: feature must be 'embedding' or 'token', got {config.feature!r}")
+
+    def forward(self, inputs: DistillInputs) -> DistillLoss:
+        if self.config.feature == "token":
+            f_s, f_t = inputs.student_token, inputs.teacher_token()
+        else:
+            f_s, f_t = inputs.student_embeddings, inputs.teacher_embeddings
+        loss = pkt_loss(f_s.flatten(1), f_t.flatten(1))
+        return DistillLoss(self.config.weight * loss, {"pkt": loss})

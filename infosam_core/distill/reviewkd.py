@@ -1,0 +1,108 @@
+"""ReviewKD: distilling knowledge via knowledge review (Chen et al., CVPR 2021; code
+dvlab-research/ReviewKD, also mdistiller): the student's levels are fused from the deepest to the
+shallowest by attention-based fusion (ABF) and each fused level is compared with the teacher's level
+by the hierarchical context loss (HCL).
+
+    ABF_k(x, r): y = BN(conv1x1(x)); with r (the residual from the deeper level, resized):
+                 [a, b] = sigmoid(conv1x1([y, r])); y = a * y + b * r;  out = BN(conv3x3(y)), residual y
+    (the deepest level has no fusion)
+    HCL(s, t) = (mse(s, t) + sum_{l in 4, 2, 1; l < h} 2^-k mse(pool_l(s), pool_l(t))) / (1 + sum 2^-k)
+                (k = 1, 2, 3: weights 1, 0.5, 0.25, 0.125; pool_l = adaptive average pool to l x l)
+    L_reviewkd = weight * sum over levels HCL(out_k, F_k^T)
+
+conv1x1 / conv3x3 have no bias and kaiming-uniform (a = 1) weights; mid width min(512, C) (reference).
+Applied to SAM (choices): levels = the encoder blocks ``blocks`` (default "global": ViT-B 2, 5, 8, 11; tiny
+1, 3), student block k fused and compared with teacher block k (the detection version's layout: same
+channels and grid at every level); ``weight`` 1.0 (detection / ImageNet; the CIFAR scripts use 5.0); no
+warm-up of the weight (the reference ramps it over 20 epochs, longer than the protocol's 10-epoch runs).
+The ABF modules train with the PEFT parameters (ViT-B: about 3.9 M parameters per level).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims
+from infosam_core.models.initialization import seeded_init_, seeded_module
+
+
+class AttentionFusion(nn.Module):
+    """ReviewKD's ABF: :meth:`forward` ``(x (B, C_in, h, w), residual or None) -> (output (B, C_out, h, w),
+    residual (B, C_mid, h, w))``."""
+
+    def __init__(self, c_in: int, c_mid: int, c_out: int, fuse: bool, generator=None) -> None:
+        super().__init__()
+
+        def parts() -> nn.Module:
+            return nn.ModuleDict(
+                {
+                    "conv1": nn.Sequential(nn.Conv2d(c_in, c_mid, 1, bias=False), nn.BatchNorm2d(c_mid)),
+                    "conv2": nn.Sequential(nn.Conv2d(c_mid, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)),
+                    **({"att_conv": nn.Sequential(nn.Conv2d(2 * c_mid, 2, 1), nn.Sigmoid())} if fuse else {}),
+                }
+            )
+
+        built = seeded_module(parts, generator)
+        self.conv1, self.conv2 = built["conv1"], built["conv2"]
+        self.att_conv = built["att_conv"] if fuse else None
+        for conv in (self.conv1[0], self.conv2[0]):
+            seeded_init_(conv.weight, nn.init.kaiming_uniform_, generator, a=1)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.conv1(x)
+        if self.att_conv is not None and residual is not None:
+            residual = F.interpolate(residual, y.shape[-2:], mode="nearest")
+            z = self.att_conv(torch.cat([y, residual], 1))
+            y = y * z[:, :1] + residual * z[:, 1:2]
+        return self.conv2(y), y
+
+
+def hcl_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """ReviewKD's hierarchical context loss for one level (see the module docstring)."""
+    loss, weight, total = F.mse_loss(student, teacher), 1.0, 1.0
+    for size in (4, 2, 1):
+        if size >= student.shape[-1]:
+            continue
+        weight /= 2
+        loss = loss + weight * F.mse_loss(F.adaptive_avg_pool2d(student, size), F.adaptive_avg_pool2d(teacher, size))
+        total += weight
+    return loss / total
+
+
+@dataclass
+class ReviewkdConfig:
+    """``blocks``: encoder blocks (levels); ``weight``: of the summed HCL (1.0; CIFAR scripts 5.0)."""
+
+    blocks: Any = "global"
+    weight: float = 1.0
+
+
+class ReviewkdDistiller(Distiller):
+    name = "reviewkd"
+    term_names = ("hcl",)
+
+    def __init__(self, config: ReviewkdConfig, dims: ModelDims, generator: torch.Generator | None = None) -> None:
+        super().__init__(config)
+        self.encoder_blocks = dims.block_indices(config.blocks)
+        c = dims.encoder_dim
+        mid = min(512, c)
+        deepest = self.encoder_blocks[-1]
+        # ordered deepest first, as they run
+        self.fusions = nn.ModuleList(
+            [AttentionFusion(c, mid, c, fuse=i != deepest, generator=generator) for i in reversed(self.encoder_blocks)]
+        )
+
+    def forward(self, inputs: DistillInputs) -> DistillLoss:
+        residual = None
+        losses = []
+        with torch.autocast(inputs.student_embeddings.device.type, enabled=False):
+            for fusion, i in zip(self.fusions, reversed(self.encoder_blocks)):
+                out, residual = fusion(inputs.student_features[i].float(), residual)
+                losses.append(hcl_loss(out, inputs.teacher_features[i].float().detach()))
+        loss = torch.stack(losses).sum()
+        return DistillLoss(self.config.weight * loss, {"hcl": loss})
