@@ -23,7 +23,15 @@ from infosam_app.loss_plot import TERM_LABELS, LossPlot
 from infosam_app.session import Session
 from infosam_app.shortcuts import TOOLTIPS
 from infosam_app.state.models import ModelInfo, device_name
-from infosam_app.training import METHOD_CHOICES, MIN_OBJECTS, RunSettings, TrainingController
+from infosam_app.training import (
+    DISTILL_DEFAULT,
+    METHOD_CHOICES,
+    MIN_OBJECTS,
+    RunSettings,
+    TrainingController,
+    distill_choices,
+    distill_term_names,
+)
 
 
 def format_seconds(s: float | None) -> str:
@@ -60,9 +68,11 @@ class AdaptPanel(QWidget):
         for text, value in METHOD_CHOICES:
             self.method_combo.addItem(text, value)
         self.method_combo.setToolTip(TOOLTIPS["method"])
-        self.infosam_check = QCheckBox("InfoSAM distillation")
-        self.infosam_check.setChecked(True)
-        self.infosam_check.setToolTip(TOOLTIPS["infosam"])
+        self.distill_combo = QComboBox()  # InfoSAM (default), none, then the paper's baselines ("advanced")
+        for text, value in distill_choices():
+            self.distill_combo.addItem(text, value)
+        self.distill_combo.setCurrentIndex(self.distill_combo.findData(DISTILL_DEFAULT))
+        self.distill_combo.setToolTip(TOOLTIPS["distill"])
         self.low_memory_check = QCheckBox("Low memory (slower)")
         self.low_memory_check.setToolTip(TOOLTIPS["low_memory"])
         self.epochs_spin = QSpinBox()
@@ -75,7 +85,7 @@ class AdaptPanel(QWidget):
         self.budget_spin.setSpecialValueText("no limit")
         self.budget_spin.setToolTip(TOOLTIPS["time_budget"])
         form.addRow("Method", self.method_combo)
-        form.addRow("", self.infosam_check)
+        form.addRow("Distillation", self.distill_combo)
         form.addRow("", self.low_memory_check)
         form.addRow("Epochs", self.epochs_spin)
         form.addRow("Time budget", self.budget_spin)
@@ -130,7 +140,7 @@ class AdaptPanel(QWidget):
         budget = self.budget_spin.value()
         return RunSettings(
             method=self.method_combo.currentData(),
-            infosam=self.infosam_check.isChecked(),
+            distill=self.distill_combo.currentData(),
             epochs=self.epochs_spin.value(),
             time_budget_s=budget * 60.0 if budget else None,
             max_steps=self.max_steps,
@@ -186,7 +196,7 @@ class AdaptPanel(QWidget):
         self.cancel_btn.setEnabled(running)
         for w in (
             self.method_combo,
-            self.infosam_check,
+            self.distill_combo,
             self.low_memory_check,
             self.epochs_spin,
             self.budget_spin,
@@ -201,6 +211,11 @@ class AdaptPanel(QWidget):
 
     def _on_started(self) -> None:
         self._last_val = None
+        settings = self.controller.last_settings
+        terms = [TERM_LABELS.get(t, t) for t in distill_term_names(settings.distill)] if settings else []
+        panels = [["seg"], terms] if terms else [["seg"]]
+        if panels != self.plot.panels:  # another distiller's terms (continuing keeps the curves)
+            self.plot.set_panels(panels)
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("starting … %p%")
         self.eta_label.setText("Preparing the samples …")

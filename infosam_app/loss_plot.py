@@ -31,6 +31,13 @@ class LossPlot(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setToolTip("Training losses per step: segmentation (top), InfoSAM L_r and L_d (bottom)")
 
+    def set_panels(self, panels: list[list[str]]) -> None:
+        """Show these series (one list per panel; e.g. another distiller's terms); clears the plot."""
+        self.panels = panels
+        self.series = {n: [] for p in self.panels for n in p}
+        self.colors = {n: QColor(COLORS[i % len(COLORS)]) for i, n in enumerate(self.series)}
+        self.update()
+
     def sizeHint(self) -> QSize:
         return QSize(320, 220)
 

@@ -43,8 +43,10 @@ TOOLTIPS: dict[str, str] = {
     "checkpoint": "A SAM checkpoint (.pth or .safetensors) matching the model type",
     "load_model": "Load the chosen model; the current one stays in use if loading fails",
     "method": "How SAM is adapted: which small part of it is trained",
-    "infosam": "InfoSAM distillation: keep the relations the pre-trained model sees between image and mask "
-    "(recommended; costs one teacher pass per step)",
+    "distill": "Distillation from the pre-trained model while adapting. InfoSAM (recommended) keeps the relations "
+    "the pre-trained model sees between image and mask (costs one teacher pass per step). None: plain PEFT. "
+    "Advanced: the paper's baselines (logit, pkd, pkt, ibd, vid, semckd, reviewkd, tinysam, mobilesam) with "
+    "their default options, for comparison",
     "low_memory": "Recompute the image encoder's activations in the backward pass instead of keeping them: "
     "ViT-B at 1024 px keeps 0.16 instead of 5.3 GB per image (large SAMs on small GPUs); about 1/3 slower",
     "epochs": "Passes over your accepted objects",

@@ -30,14 +30,42 @@ METHOD_CHOICES = [  # (shown, infosam_core.peft.registry name)
     ("AdaptFormer", "adaptformer"),
     ("Decoder-only", "decoder"),
 ]
+DISTILL_DEFAULT = "infosam"  # the recommended distiller; the rest of the registry is an "advanced" choice
 MIN_OBJECTS = 2
 MAX_VAL_SAMPLES = 16  # the best epoch is chosen on (at most) this many of the user's objects
+
+
+def distill_label(name: str) -> str:
+    """' + InfoSAM', ' + vid', ... for messages and model labels; '' without distillation."""
+    return {"none": "", "infosam": " + InfoSAM"}.get(name, f" + {name}")
+
+
+def distill_choices() -> list[tuple[str, str]]:
+    """(shown, name) for the distillation combo: InfoSAM (recommended), none, then the other registered
+    distillers as advanced choices (the paper's baselines), each with its one-line description."""
+    from infosam_core.distill.registry import DISTILLERS
+
+    choices = [("InfoSAM (recommended)", DISTILL_DEFAULT), ("None (plain PEFT)", "none")]
+    choices += [
+        (f"Advanced: {n} \u2013 {spec.description}", n) for n, spec in DISTILLERS.items() if n != DISTILL_DEFAULT
+    ]
+    return choices
+
+
+def distill_term_names(name: str) -> tuple[str, ...]:
+    """The loss terms the distiller ``name`` reports with its default options (for the loss plot)."""
+    from infosam_core.distill.registry import DISTILLERS
+
+    spec = DISTILLERS.get(name)
+    if spec is None:
+        return ()
+    return tuple(spec.distiller_cls.term_names)
 
 
 @dataclass
 class RunSettings:
     method: str = "adapter"
-    infosam: bool = True
+    distill: str = DISTILL_DEFAULT  # a name of infosam_core.distill.registry.distiller_names()
     epochs: int = 30
     time_budget_s: float | None = None
     max_steps: int | None = None
@@ -182,7 +210,7 @@ class TrainingController(QObject):
             on_error=self._on_error,
         )
         self.started.emit()
-        session.tell(f"Adapting ({settings.method}{' + InfoSAM' if settings.infosam else ''}) on {n} objects …")
+        session.tell(f"Adapting ({settings.method}{distill_label(settings.distill)}) on {n} objects …")
         return True
 
     def _objects_to_train_on(self) -> int | None:
@@ -207,7 +235,7 @@ class TrainingController(QObject):
 
         config = TrainConfig(
             peft=settings.method,
-            distill="infosam" if settings.infosam else "none",
+            distill=settings.distill,
             epochs=settings.epochs,
             time_budget_s=settings.time_budget_s,
             max_steps=settings.max_steps,
@@ -235,7 +263,7 @@ class TrainingController(QObject):
         session = self.session
         base_label = session.infos["base"].label if "base" in session.infos else "SAM"
         info = ModelInfo(
-            label=f"{result.config.peft} adapter{' + InfoSAM' if result.config.distill == 'infosam' else ''} "
+            label=f"{result.config.peft} adapter{distill_label(result.config.distill)} "
             f"({self.run_dir.name if self.run_dir else 'run'}) on {base_label}",
             device=device_name(result.model),
             model_type=session.infos["base"].model_type if session.infos else "",

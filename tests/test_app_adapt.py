@@ -44,7 +44,9 @@ def test_adapt_hot_swap_compare_export_and_load(studio, qtbot, tmp_path):
     assert "at least 2" in panel.info_label.text()
     _accept_on(qtbot, studio, [1, 2])
 
-    assert panel.infosam_check.isChecked()  # InfoSAM is on by default
+    assert panel.distill_combo.currentData() == "infosam"  # InfoSAM is the default
+    listed = [panel.distill_combo.itemData(i) for i in range(panel.distill_combo.count())]
+    assert listed[:2] == ["infosam", "none"] and {"vid", "mobilesam", "tinysam"} <= set(listed)  # advanced choices
     panel.method_combo.setCurrentIndex(panel.method_combo.findData("lora"))
     panel.max_steps = 3
     # prompts on the canvas while training: they are re-predicted with the student when it is swapped in
@@ -102,7 +104,7 @@ def test_cancel_keeps_adapter_and_continue(studio, qtbot):
     s, panel = studio.session, studio.adapt_panel
     _accept_on(qtbot, studio, [0, 1])
     panel.method_combo.setCurrentIndex(panel.method_combo.findData("decoder"))
-    panel.infosam_check.setChecked(False)
+    panel.distill_combo.setCurrentIndex(panel.distill_combo.findData("none"))
     panel.epochs_spin.setValue(1000)
     steps = []
     panel.controller.progress.connect(lambda p: steps.append(p.step))
@@ -136,7 +138,7 @@ def test_training_error_keeps_previous_model_and_offers_last_good_adapter(studio
     panel.low_memory_check.setChecked(True)  # 'Low memory' = activation checkpointing in the trainer
     settings = panel.settings()
     assert settings.low_memory
-    settings.method, settings.infosam, settings.max_steps = "decoder", False, 4
+    settings.method, settings.distill, settings.max_steps = "decoder", "none", 4
     real, calls = train_module.structure_loss, {"n": 0}
 
     def diverging(logits, target, **kw):  # the loss of the third step is NaN
@@ -172,7 +174,7 @@ def test_invalid_learning_rate_is_refused_with_a_message(studio, qtbot):
     s, panel = studio.session, studio.adapt_panel
     _accept_on(qtbot, studio, [0, 1])
     settings = panel.settings()
-    settings.method, settings.infosam, settings.max_steps, settings.lr = "decoder", False, 2, float("nan")
+    settings.method, settings.distill, settings.max_steps, settings.lr = "decoder", "none", 2, float("nan")
     errors = []
     panel.controller.failed.connect(errors.append)
     assert panel.controller.start(settings)

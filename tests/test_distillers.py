@@ -142,13 +142,34 @@ def test_mobilesam_is_embedding_mse():
     assert set(terms) == {"mse", "l_r", "l_d"} and terms["mse"].item() == pytest.approx(out.terms["mse"].item())
 
 
-@pytest.mark.parametrize("name", ["logit", "pkd", "pkt", "mobilesam"])
+def test_tinysam_terms_and_hard_mask_weight():
+    from infosam_core.distill.tinysam import hard_mask_weight
+
+    inputs = fake_inputs(8)
+    z_s, z_t = inputs.student_logits.detach(), inputs.teacher_logits()
+    gt = F.interpolate(inputs.masks, (16, 16), mode="area") > 0.5
+    weights = []
+    for b in range(4):
+        iou = [((z[b] > 0) & gt[b]).sum().item() / max(((z[b] > 0) | gt[b]).sum().item(), 1) for z in (z_t, z_s)]
+        weights.append(1 / (1 + math.exp(-(iou[0] / (iou[1] + 1e-6) - 1))))
+    h = hard_mask_weight(z_t, z_s, inputs.masks)
+    assert torch.allclose(h, torch.tensor(weights), atol=1e-6)
+    out = make_distiller("tinysam", {"w_embedding": 2.0}, DIMS)(inputs)
+    emb = (inputs.student_embeddings.detach() - inputs.teacher_embeddings).abs().mean()
+    tok = (inputs.student_token.detach() - inputs.teacher_token()).abs().mean()
+    output = (torch.tensor(weights) * (z_s - z_t).abs().flatten(1).mean(1)).mean()
+    assert out.total.item() == pytest.approx((2 * emb + tok + output).item(), rel=1e-5)
+    assert out.terms["output"].item() == pytest.approx(output.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["logit", "pkd", "pkt", "mobilesam", "tinysam"])
 def test_minimum_zero_where_student_equals_teacher(name):
     inputs = fake_inputs(6, same=True)
     out = make_distiller(name, {}, DIMS)(inputs)
     assert abs(out.total.item()) < 1e-5
-    grads = torch.autograd.grad(out.total, [inputs.student_embeddings, inputs.student_logits], allow_unused=True)
-    assert all(g is None or g.abs().max() < 1e-4 for g in grads)  # a minimum: the gradient vanishes there
+    if name != "tinysam":  # L1 has no gradient at 0; the others are smooth minima
+        grads = torch.autograd.grad(out.total, [inputs.student_embeddings, inputs.student_logits], allow_unused=True)
+        assert all(g is None or g.abs().max() < 1e-4 for g in grads)  # a minimum: the gradient vanishes there
     assert make_distiller(name, {}, DIMS)(fake_inputs(7)).total.item() > 1e-4  # and it is not always 0
 
 
@@ -193,9 +214,22 @@ def test_encoder_cache_blocks_match_a_full_forward(base, samples):
 
 
 # ------------------------------------------------------------------------------------ gradients and training runs
-@pytest.mark.parametrize("name", ["logit", "pkd", "pkt", "vid", "mobilesam"])
+GRAD_CASES = {
+    "logit": {},
+    "pkd": {},
+    "pkt": {},
+    "vid": {},
+    "mobilesam": {"relation_module": True},
+    "tinysam": {"relation_module": True},
+    "ibd": {},
+    "semckd": {"batch_size": 2, "factor": 1},  # factor 1: d = 2 (at d = 1 the normalised q, k are constant +-1)
+    "reviewkd": {},
+}
+
+
+@pytest.mark.parametrize("name", list(GRAD_CASES))
 def test_gradients_reach_exactly_the_intended_parameters(base, samples, name):
-    trainer = Trainer(quick(distill=name, batch_size=2), base, samples)
+    trainer = Trainer(quick(distill=name, distill_options=GRAD_CASES[name], batch_size=2), base, samples)
     batch = trainer._next_batch(np.arange(6), 0, [0])
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():  # move the student away from the teacher (at equality the paired losses have no gradient)
@@ -225,7 +259,18 @@ def test_gradients_reach_exactly_the_intended_parameters(base, samples, name):
 
 @pytest.mark.parametrize(
     "name, options",
-    [("logit", {}), ("pkd", {}), ("pkt", {}), ("vid", {}), ("mobilesam", {}), ("mobilesam", {"relation_module": True})],
+    [
+        ("logit", {}),
+        ("pkd", {}),
+        ("pkt", {}),
+        ("vid", {}),
+        ("mobilesam", {}),
+        ("mobilesam", {"relation_module": True}),
+        ("tinysam", {"relation_module": True}),
+        ("ibd", {}),
+        ("semckd", {"batch_size": 2}),
+        ("reviewkd", {}),
+    ],
 )
 def test_trains_and_adapter_round_trips(base, samples, tmp_path, name, options):
     result = train(quick(epochs=2, distill=name, distill_options=options), base, samples)
@@ -239,12 +284,15 @@ def test_trains_and_adapter_round_trips(base, samples, tmp_path, name, options):
 
 
 def test_registry_and_options():
-    assert {"infosam", "logit", "pkd", "pkt", "vid", "mobilesam"} <= set(DISTILLERS)
+    names = {"infosam", "logit", "pkd", "pkt", "ibd", "vid", "semckd", "reviewkd", "tinysam", "mobilesam"}
+    assert set(DISTILLERS) == names
     with pytest.raises(ValueError, match="batch_size >= 2"):
         TrainConfig(distill="pkt", batch_size=1).validate()
     with pytest.raises(ValueError, match="relation_module"):
         TrainConfig(distill="mobilesam", distill_options={"relation_module": True}, batch_size=1).validate()
     TrainConfig(distill="mobilesam", batch_size=1).validate()
+    with pytest.raises(ValueError, match="batch_size=2"):
+        TrainConfig(distill="semckd", batch_size=2).validate()
     with pytest.raises(ValueError, match="block index"):
         make_distiller("vid", {"blocks": "7"}, DIMS)
     with pytest.raises(ValueError, match="unknown option"):

@@ -64,6 +64,10 @@ class WithRelationModule(Distiller):
 
     own_terms: tuple[str, ...] = ()
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.term_names = cls.own_terms  # the default options' terms; an instance with the option adds L_r, L_d
+
     def __init__(self, config, dims: ModelDims, generator: torch.Generator | None = None) -> None:
         super().__init__(config)
         self.infosam: InfosamDistiller | None = None
