@@ -77,7 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a distiller option, e.g. alpha=0 for infosam (repeatable)",
+        help="a distiller option, e.g. alpha=0 for infosam, temperature=4 for logit, relation_module=true for "
+        "tinysam/mobilesam, blocks=2,5,8,11 for vid/ibd/semckd/reviewkd (repeatable; see docs/DISTILLERS.md)",
     )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int, help="default 4; InfoSAM needs >= 2")
@@ -137,7 +138,8 @@ def build_config(args: argparse.Namespace):
         if getattr(args, flag) is not None:
             if values.get("distill", "infosam") != "infosam":
                 raise CLIError(
-                    f"--{flag} weighs an InfoSAM term; with --distill {values['distill']} use --distill-option"
+                    f"--{flag} weighs an InfoSAM term; with --distill {values['distill']} use --distill-option "
+                    f"(e.g. rm_{flag}=X with relation_module=true)"
                 )
             distill_options[flag] = getattr(args, flag)
     values.update(

@@ -2,7 +2,11 @@
 behind :mod:`.registry`, all implementing :class:`.base.Distiller`.
 
 * :mod:`.infosam` -- InfoSAM (the default): :class:`.relation.RelationModule` and the Renyi-entropy terms
-  of :mod:`.renyi` (``relation_compression_loss`` L_r, ``relation_distillation_loss`` L_d).
+  of :mod:`.renyi` (``relation_compression_loss`` L_r, ``relation_distillation_loss`` L_d); also
+  ``WithRelationModule``, the ``relation_module`` option of the SAM-compression recipes.
+* the InfoSAM paper's baselines, one module each: :mod:`.logit`, :mod:`.pkd`, :mod:`.pkt` (single level),
+  :mod:`.ibd`, :mod:`.vid` (paired encoder blocks), :mod:`.semckd`, :mod:`.reviewkd` (cross-level),
+  :mod:`.tinysam`, :mod:`.mobilesam` (SAM compression recipes). See docs/DISTILLERS.md.
 """
 
 from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims
