@@ -55,7 +55,9 @@ def fake_inputs(seed: int = 0, b: int = 4, same: bool = False, dims: ModelDims =
     for t in (f_s, tok_s, z_s, *blocks_s.values()):
         t.requires_grad_(True)
     masks = (r(b, 1, 64, 64) > 0).float()
-    return DistillInputs(f_t, f_s, tok_s, z_s, masks, lambda _: (z_t, tok_t), blocks_t, blocks_s)
+    return DistillInputs(
+        f_t, f_s, tok_s, z_s, masks, lambda _: (z_t, tok_t), teacher_features=blocks_t, student_features=blocks_s
+    )
 
 
 # ------------------------------------------------------------------------------ closed forms vs independent code
@@ -108,6 +110,35 @@ def test_pkt_matches_loops():
     assert out.total.item() == pytest.approx(10 * expected, rel=1e-4)
     token = make_distiller("pkt", {"feature": "token"}, DIMS)(inputs).terms["pkt"]
     assert token.item() == pytest.approx(pkt_loss(inputs.student_token, inputs.teacher_token()).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["pkt", "pkd"])
+def test_batch_statistics_use_the_gathered_batch(name):
+    """With several processes each holds part of the batch: the loss is the full batch's (gather)."""
+    full = fake_inputs(9, b=4)
+    distiller = make_distiller(name, {}, DIMS)
+    expected = distiller(full).total.item()
+
+    def gather(x):  # this process holds rows 0-1; "the other process" rows 2-3
+        key = next(k for k, v in full_tensors.items() if v.shape[1:] == x.shape[1:] and torch.equal(v[:2], x.detach()))
+        return torch.cat([x, full_tensors[key][2:]])
+
+    full_tensors = {
+        "es": full.student_embeddings.detach().flatten(1),
+        "et": full.teacher_embeddings.flatten(1),
+        "es4": full.student_embeddings.detach(),
+        "et4": full.teacher_embeddings,
+    }
+    half = DistillInputs(
+        full.teacher_embeddings[:2],
+        full.student_embeddings[:2],
+        full.student_token[:2],
+        full.student_logits[:2],
+        full.masks[:2],
+        lambda _: (None, None),
+        gather=gather,
+    )
+    assert distiller(half).total.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_vid_is_gaussian_nll_of_a_conv_regressor():

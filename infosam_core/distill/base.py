@@ -34,9 +34,6 @@ class DistillInputs:
     single-mask logits (B, 1, 4h, 4w); ``masks``: the ground truth (B, 1, S, S) at the model's input size.
     The teacher's decoder outputs cost a decoder pass, so they are computed on first use (no grad) and kept
     for the step: :meth:`teacher_token` and :meth:`teacher_logits`.
-    ``teacher_features`` / ``student_features``: image-encoder block outputs by block index, (B, D, h, w)
-    (channels first), for the blocks the distiller lists in ``encoder_blocks`` (empty otherwise). A block inside
-    the student's frozen leading blocks gives the same tensor on both sides (no gradient).
     """
 
     teacher_embeddings: torch.Tensor
@@ -45,9 +42,17 @@ class DistillInputs:
     student_logits: torch.Tensor
     masks: torch.Tensor
     decode_teacher: Callable[[bool], tuple[torch.Tensor | None, torch.Tensor]]  # (with logits?) -> (logits, token)
+    gather: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda tensor: tensor, repr=False)
+    _memo: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    # Image-encoder block outputs by block index, (B, D, h, w) channels first, for the blocks the distiller
+    # lists in ``Distiller.encoder_blocks`` (empty otherwise); the teacher's carry no gradient. A block inside
+    # the student's frozen leading blocks gives the same tensor on both sides (no gradient either).
     teacher_features: dict[int, torch.Tensor] = field(default_factory=dict)
     student_features: dict[int, torch.Tensor] = field(default_factory=dict)
-    _memo: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    # ``gather`` (above): with several processes, (b, ...) rows of this process -> the global batch (B, ...),
+    # keeping the gradient to this process's rows; the identity in one process. Batch-statistic losses
+    # (InfoSAM's, PKT's) call it on what they compare across samples.
 
     def teacher_token(self) -> torch.Tensor:
         """The teacher's single-mask output token (B, C) for the same prompts (no grad)."""

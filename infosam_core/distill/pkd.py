@@ -2,7 +2,8 @@
 framework for object detectors via Pearson correlation coefficient"), in the form of mmrazor's ``PKDLoss``.
 
 Each channel of the student and teacher image embeddings (B, C, h, w) is standardised over the batch and the
-positions (mean 0, unbiased std 1, eps 1e-6 added to the std), then
+positions (mean 0, unbiased std 1, eps 1e-6 added to the std; over the global batch, ``DistillInputs.gather``),
+then
 
     L_pkd = MSE(norm(E_s), norm(E_t)) / 2     (= 1 - Pearson r per channel, averaged)
 
@@ -49,5 +50,5 @@ class PkdDistiller(Distiller):
         super().__init__(config)
 
     def forward(self, inputs: DistillInputs) -> DistillLoss:
-        loss = pkd_loss(inputs.student_embeddings, inputs.teacher_embeddings)
+        loss = pkd_loss(inputs.gather(inputs.student_embeddings), inputs.gather(inputs.teacher_embeddings))
         return DistillLoss(loss, {"pkd": loss})

@@ -9,7 +9,7 @@ With features flattened to one row per sample, f (B, D), L2-normalised:
 
 i.e. KL(teacher || student) of the batch's affinity distributions (the authors' code, as in RepDistiller and
 mdistiller; the mean over B^2 entries is why their weight is 30000). A batch statistic, like InfoSAM's: one
-function of (B, D) tensors, :func:`pkt_loss`, so a multi-process run can gather the batch first.
+function of (B, D) tensors, :func:`pkt_loss`, applied to the global batch (``DistillInputs.gather``).
 
 Applied to SAM (choices; the paper only puts PKT among the single-layer feature methods): ``feature=
 "embedding"`` (default) uses the flattened image embedding (B, 256*h*w); ``"token"`` the decoder's mask token
@@ -63,5 +63,5 @@ class PktDistiller(Distiller):
             f_s, f_t = inputs.student_token, inputs.teacher_token()
         else:
             f_s, f_t = inputs.student_embeddings, inputs.teacher_embeddings
-        loss = pkt_loss(f_s.flatten(1), f_t.flatten(1))
+        loss = pkt_loss(inputs.gather(f_s.flatten(1)), inputs.gather(f_t.flatten(1)))  # the global batch
         return DistillLoss(self.config.weight * loss, {"pkt": loss})

@@ -185,8 +185,8 @@ class Trainer:
                 low_res,
                 batch.masks,
                 lambda with_logits: self._decode_teacher(batch, f_t, with_logits),
-                encoded.teacher_blocks,
-                encoded.student_blocks,
+                teacher_features=encoded.teacher_blocks,
+                student_features=encoded.student_blocks,
             )
             out = self.distiller(inputs)
             return StepLosses(seg + self.config.distill_weight * out.total, seg, out.terms)
