@@ -93,11 +93,17 @@ class ModelDims:
 
     @classmethod
     def of(cls, sam: nn.Module) -> ModelDims:
-        """The dimensions of a segment-anything ``Sam`` (blocks with ``window_size == 0`` attend globally)."""
-        blocks = sam.image_encoder.blocks
+        """The dimensions of a segment-anything ``Sam`` (blocks with ``window_size == 0`` attend globally). An
+        image encoder without ViT blocks (another backbone) gives depth 0: only single-level distillers apply."""
+        embed_dim = sam.prompt_encoder.embed_dim
+        encoder = sam.image_encoder
+        blocks = getattr(encoder, "blocks", None)
+        proj = getattr(getattr(encoder, "patch_embed", None), "proj", None)
+        if blocks is None or proj is None:
+            return cls(embed_dim=embed_dim, encoder_dim=embed_dim, encoder_depth=0, global_blocks=())
         return cls(
-            embed_dim=sam.prompt_encoder.embed_dim,
-            encoder_dim=sam.image_encoder.patch_embed.proj.out_channels,
+            embed_dim=embed_dim,
+            encoder_dim=proj.out_channels,
             encoder_depth=len(blocks),
             global_blocks=tuple(i for i, b in enumerate(blocks) if getattr(b, "window_size", 0) == 0),
         )
@@ -105,6 +111,13 @@ class ModelDims:
     def block_indices(self, spec: Any) -> tuple[int, ...]:
         """Resolve a ``blocks`` option: ``"global"`` (the global-attention blocks), ``"all"``, an index, a list
         of indices or a comma-separated string (``"2,5,8,11"``); negative indices count from the end."""
+        if not self.encoder_depth:
+            raise ValueError(
+                "this image encoder has no ViT blocks: choose a single-level distiller "
+                "(infosam, logit, pkd, pkt, tinysam, mobilesam)"
+            )
+        if spec == "global" and not self.global_blocks:
+            raise ValueError("this encoder has no global-attention block: give blocks=... (e.g. blocks=all)")
         if spec == "global":
             return self.global_blocks
         if spec == "all":
