@@ -6,6 +6,10 @@
 Writes ``<out>/adapter.safetensors`` + ``<out>/adapter.json`` (load with ``infosam eval --adapter``) and
 ``<out>/history.json`` (settings, per-epoch losses, validation mIoU, parameter counts). Ctrl-C once stops
 after the current step and still saves the adapter; twice aborts.
+
+Several GPUs or machines: launch it with ``torchrun`` (``torchrun --nproc-per-node 4 -m infosam_core train
+...``, or the ``infosam`` script's path); ``--batch-size`` is then the global batch, split over the
+processes (NCCL on GPUs, one per process by ``LOCAL_RANK``; gloo on the CPU). Only rank 0 prints and writes.
 """
 
 from __future__ import annotations
@@ -81,7 +85,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tinysam/mobilesam, blocks=2,5,8,11 for vid/ibd/semckd/reviewkd (repeatable; see docs/DISTILLERS.md)",
     )
     parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, help="default 4; InfoSAM needs >= 2")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="default 4; InfoSAM needs >= 2. Under torchrun the global batch (divisible by the process count)",
+    )
     parser.add_argument("--lr", type=float, help="peak learning rate (default 2e-4, cosine to --min-lr)")
     parser.add_argument("--min-lr", type=float)
     parser.add_argument("--lam", type=float, help="lambda: weight of the distillation loss (default 1)")
@@ -96,7 +104,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this much training time")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when available), cpu, cuda, cuda:1, ...; under torchrun auto/cuda mean cuda:LOCAL_RANK",
+    )
     parser.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
     parser.add_argument("--vflip", action="store_true", help="also flip vertically (e.g. microscopy, aerial images)")
     parser.add_argument(
@@ -202,6 +214,30 @@ class _Reporter:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from infosam_core.training import distributed
+    from infosam_core.training.devices import resolve_device
+
+    config = build_config(args)
+    if distributed.launched_by_torchrun():
+        device = resolve_device(config.device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", distributed.local_rank())  # one GPU per process on this machine
+        config.device = str(device)
+        try:
+            context = distributed.init_from_environment(device)
+        except (RuntimeError, ValueError) as exc:
+            raise CLIError(f"torchrun: cannot join the process group ({exc})") from None
+        try:
+            return _run(args, config, context)
+        finally:
+            distributed.shutdown()
+    return _run(args, config, distributed.DistributedContext())
+
+
+def _run(args: argparse.Namespace, config, context) -> int:
+    """One process's part of ``infosam train`` (the only one without torchrun); rank 0 prints and saves."""
     from infosam_core.data.datasets import load_folder_dataset, split
     from infosam_core.io.atomic import write_json_atomic
     from infosam_core.models.checkpoints import CheckpointError
@@ -210,7 +246,10 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.training.results import TrainingError
     from infosam_core.training.trainer import train
 
-    config = build_config(args)
+    def say(*parts) -> None:
+        if context.is_main:
+            print(*parts, flush=True)
+
     try:
         samples = load_folder_dataset(args.data)
         val = load_folder_dataset(args.val_data) if args.val_data else []
@@ -230,22 +269,23 @@ def run(args: argparse.Namespace) -> int:
             if stop.is_set():
                 raise KeyboardInterrupt
             stop.set()
-            print("\nstopping after this step (Ctrl-C again to abort) ...", file=sys.stderr)
+            if context.is_main:
+                print("\nstopping after this step (Ctrl-C again to abort) ...", file=sys.stderr)
 
         previous = signal.signal(signal.SIGINT, on_interrupt)
 
     reporter = _Reporter()
-    print(
+    processes = f" over {context.world_size} processes" if context.enabled else ""
+    say(
         f"training on {len(samples)} images ({len(val)} for validation), SAM {args.model}, "
-        f"{config.peft} + {config.distill}, {config.epochs} epochs x batch {config.batch_size}",
-        flush=True,
+        f"{config.peft} + {config.distill}, {config.epochs} epochs x batch {config.batch_size}{processes}"
     )
     try:
         result = train(
             config,
             sam,
             samples,
-            progress=reporter,
+            progress=reporter if context.is_main else None,
             should_stop=stop.is_set,
             val_samples=val or None,
             init_model=init_model,
@@ -258,9 +298,16 @@ def run(args: argparse.Namespace) -> int:
         reporter.close()
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+    if not context.is_main:
+        return 0
     print(result.report)
     summary = result.summary()
-    summary.update(data=str(args.data), model=args.model, checkpoint=str(args.checkpoint) if args.checkpoint else None)
+    summary.update(
+        data=str(args.data),
+        model=args.model,
+        checkpoint=str(args.checkpoint) if args.checkpoint else None,
+        processes=context.world_size,
+    )
     try:
         tensors, meta = save_peft_checkpoint(result.model, args.out / "adapter", summary=summary)
         write_json_atomic(args.out / "history.json", summary)

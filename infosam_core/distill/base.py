@@ -34,6 +34,14 @@ class DistillInputs:
     single-mask logits (B, 1, 4h, 4w); ``masks``: the ground truth (B, 1, S, S) at the model's input size.
     The teacher's decoder outputs cost a decoder pass, so they are computed on first use (no grad) and kept
     for the step: :meth:`teacher_token` and :meth:`teacher_logits`.
+
+    ``gather``: with several processes (``torchrun``) each holds b = B / W of the global batch's rows;
+    ``gather(x)`` turns a per-process (b, ...) tensor into the global (B, ...) one, in the same row order as a
+    one-process run, **keeping the gradient** to this process's rows. A batch-statistic loss (InfoSAM's and
+    PKT's B x B matrices) gathers what it compares across samples and computes the same value on every
+    process; per-sample losses do not gather. In one process it is the identity, so a distiller that calls it
+    needs no other code for distribution (the trainer's gradient averaging makes the result match a
+    one-process run; see :mod:`infosam_core.training.distributed`).
     """
 
     teacher_embeddings: torch.Tensor
@@ -50,9 +58,6 @@ class DistillInputs:
     # the student's frozen leading blocks gives the same tensor on both sides (no gradient either).
     teacher_features: dict[int, torch.Tensor] = field(default_factory=dict)
     student_features: dict[int, torch.Tensor] = field(default_factory=dict)
-    # ``gather`` (above): with several processes, (b, ...) rows of this process -> the global batch (B, ...),
-    # keeping the gradient to this process's rows; the identity in one process. Batch-statistic losses
-    # (InfoSAM's, PKT's) call it on what they compare across samples.
 
     def teacher_token(self) -> torch.Tensor:
         """The teacher's single-mask output token (B, C) for the same prompts (no grad)."""

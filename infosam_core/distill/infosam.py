@@ -8,6 +8,8 @@ relation vector per sample. With Gram matrices across the batch and the matrix R
   so its gradient reaches only the relation module;
 * L_d = -S(G_r^T) - S(G_r^S) + S(G_r^T o G_r^S) = -I(R^T; R^S): trains the student (and R);
 * total = alpha * L_r + beta * L_d (the paper: alpha = 1, beta = 0.5; the trainer adds lambda * total).
+
+With several processes the Gram matrices are taken over the global batch (``DistillInputs.gather``).
 """
 
 from __future__ import annotations
@@ -44,10 +46,12 @@ class InfosamDistiller(Distiller):
         return self.relation(embeddings, token)
 
     def forward(self, inputs: DistillInputs) -> DistillLoss:
+        """Relation vectors per process, then Gram matrices over the global batch: the relation vectors
+        (with their gradients), the teacher's embeddings and tokens go through ``inputs.gather``."""
         f_t, tok_t = inputs.teacher_embeddings, inputs.teacher_token()
-        rel_t = self.relation(f_t, tok_t)
-        rel_s = self.relation(inputs.student_embeddings, inputs.student_token)
-        l_r = relation_compression_loss(f_t, tok_t, rel_t)
+        rel_t = inputs.gather(self.relation(f_t, tok_t))
+        rel_s = inputs.gather(self.relation(inputs.student_embeddings, inputs.student_token))
+        l_r = relation_compression_loss(inputs.gather(f_t), inputs.gather(tok_t), rel_t)
         l_d = relation_distillation_loss(rel_t, rel_s)
         return DistillLoss(self.config.alpha * l_r + self.config.beta * l_d, {"l_r": l_r, "l_d": l_d})
 

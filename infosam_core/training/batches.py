@@ -5,6 +5,10 @@ each step flips the chosen ones, normalises and pads them with SAM's own ``prepr
 pad bottom/right), and draws one prompt per sample from the flipped, resized mask -- in input-frame pixels,
 so the box jitter (5 px) is measured at the model's input resolution, as the reference code did at 1024.
 
+Randomness is a pure function of (seed, epoch, sample index): the epoch's order comes from
+:func:`epoch_order` and each sample's flip and prompt from its own generator (:func:`sample_rng`), so a
+sample gets the same augmentation however the global batch is split over processes.
+
 Flip variants: 0 = none, 1 = horizontal, 2 = vertical, 3 = both. An (image, variant) pair is the key of
 :class:`EncoderCache`, which holds the teacher's embeddings and the student's frozen-prefix features.
 """
@@ -12,6 +16,7 @@ Flip variants: 0 = none, 1 = horizontal, 2 = vertical, 3 = both. An (image, vari
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +88,19 @@ def prepare_samples(
     return prepared
 
 
+_ORDER_STREAM, _SAMPLE_STREAM = 0, 1  # first seed word: keeps the two kinds of generators apart
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of the ``n`` samples in ``epoch`` (a permutation, the same in every process)."""
+    return np.random.default_rng([_ORDER_STREAM, seed, epoch]).permutation(n)
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of sample ``index``'s flip variant and prompt in ``epoch``."""
+    return np.random.default_rng([_SAMPLE_STREAM, seed, epoch, index])
+
+
 def flip_variants(hflip: bool, vflip: bool) -> list[int]:
     """The flip variants augmentation draws from: [0] plus 1 (h), 2 (v), 3 (both) when enabled."""
     return [v for v in range(4) if (not v & 1 or hflip) and (not v & 2 or vflip)]
@@ -100,16 +118,20 @@ def make_batch(
     sam: Sam,
     samples: list[PreparedSample],
     keys: list[tuple[int, int]],
-    rng: np.random.Generator,
+    rng: np.random.Generator | Sequence[np.random.Generator],
     p_box: float = 0.5,
     jitter: int = 5,
 ) -> Batch:
     """Flip, normalise, pad and prompt the samples ``keys`` = [(sample index, flip variant), ...] on ``sam``'s
-    device. ``Batch.keys`` are (image key, flip variant): what identifies the encoder input."""
+    device. ``rng``: one generator for all prompts, or one per key (:func:`sample_rng`, as training does).
+    ``Batch.keys`` are (image key, flip variant): what identifies the encoder input."""
     device = sam.pixel_mean.device
     size = sam.image_encoder.img_size
+    rngs = [rng] * len(keys) if isinstance(rng, np.random.Generator) else list(rng)
+    if len(rngs) != len(keys):
+        raise ValueError(f"make_batch: {len(keys)} samples but {len(rngs)} generators")
     images, masks, boxes, points, labels, is_box, image_keys = [], [], [], [], [], [], []
-    for index, variant in keys:
+    for (index, variant), generator in zip(keys, rngs):
         s = samples[index]
         image_keys.append((s.image_key, variant))
         image, mask = apply_flip(s.image, variant), apply_flip(s.mask, variant)
@@ -118,9 +140,9 @@ def make_batch(
         m = torch.zeros(1, 1, size, size)
         m[0, 0, : mask.shape[0], : mask.shape[1]] = torch.from_numpy(mask)
         masks.append(m)
-        use_box = bool(rng.random() < p_box)
-        box = box_from_mask(mask, rng, jitter) if use_box else np.zeros(4)
-        point, label = (np.zeros((1, 2)), np.ones(1)) if use_box else point_from_mask(mask, rng)
+        use_box = bool(generator.random() < p_box)
+        box = box_from_mask(mask, generator, jitter) if use_box else np.zeros(4)
+        point, label = (np.zeros((1, 2)), np.ones(1)) if use_box else point_from_mask(mask, generator)
         boxes.append(box)
         points.append(point)
         labels.append(label)

@@ -28,7 +28,14 @@ step (benchmarks only); ``teacher_cache_max_mb`` bounds the cache (entries beyon
 
 Optimisation: Adam (no weight decay), cosine from ``lr`` to ``min_lr`` over all planned steps, batches of
 ``batch_size`` with the last partial batch dropped. Everything random comes from ``seed`` through local
-generators (no global RNG state), so training can run in a worker thread.
+generators (no global RNG state), so training can run in a worker thread: the epoch's order from (seed,
+epoch), each sample's flip and prompt from (seed, epoch, sample index) (:mod:`~infosam_core.training.batches`).
+
+Several processes (``torchrun``; :mod:`~infosam_core.training.distributed`): when a process group is
+initialised, ``batch_size`` is the global batch, each rank takes its equal share of every global batch, the
+student is wrapped in DistributedDataParallel, distillers take batch statistics over the global batch
+(``DistillInputs.gather``), stop decisions and non-finite steps are agreed by all ranks, and validation is
+sharded over the ranks and reduced. The result equals a one-process run up to float rounding.
 """
 
 from __future__ import annotations
@@ -52,9 +59,18 @@ from infosam_core.models.batched_decoder import decode, mask_token
 from infosam_core.models.fingerprint import model_fingerprint
 from infosam_core.peft.registry import apply_peft
 from infosam_core.peft.state import PeftReport, trained_state
-from infosam_core.training.batches import Batch, encode_prompts, flip_variants, make_batch, prepare_samples
+from infosam_core.training.batches import (
+    Batch,
+    encode_prompts,
+    epoch_order,
+    flip_variants,
+    make_batch,
+    prepare_samples,
+    sample_rng,
+)
 from infosam_core.training.config import TrainConfig
 from infosam_core.training.devices import resolve_device
+from infosam_core.training.distributed import DistributedContext
 from infosam_core.training.encoder_cache import EncoderCache
 from infosam_core.training.losses import structure_loss
 from infosam_core.training.results import TrainingError, TrainProgress, TrainResult
@@ -73,6 +89,20 @@ class StepLosses:
         """[total, seg, *terms] as floats (one device sync)."""
         t = [self.total.detach(), self.seg.detach(), *(v.detach() for v in self.terms.values())]
         return torch.stack(t).float().cpu().numpy()
+
+
+class _StepModule(torch.nn.Module):
+    """The student as one module whose forward is a training step's losses: what DistributedDataParallel wraps
+    (DDP hooks the parameters of the module it wraps and needs the loss to come out of its forward)."""
+
+    def __init__(self, student: Sam, step_losses: Callable[[Batch], StepLosses]) -> None:
+        super().__init__()
+        self.student = student
+        self.step_losses = step_losses
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        losses = self.step_losses(batch)
+        return losses.total, losses.seg, losses.terms
 
 
 def build_student(
@@ -119,8 +149,14 @@ class Trainer:
         self.progress_callback, self.stop_requested = progress, should_stop
         self.device = resolve_device(config.device)
         self.use_bf16 = config.bf16 and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.dist = DistributedContext.current(self.device)
+        if config.batch_size % self.dist.world_size:
+            raise ValueError(
+                f"batch_size={config.batch_size} is the global batch and must be divisible by the number of "
+                f"processes ({self.dist.world_size}): use e.g. --batch-size "
+                f"{max(1, round(config.batch_size / self.dist.world_size)) * self.dist.world_size}"
+            )
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.rng = np.random.default_rng(config.seed)
         self.prepared = prepare_samples(samples, base_sam.image_encoder.img_size)
         if len(self.prepared) < config.batch_size:
             raise ValueError(
@@ -131,6 +167,8 @@ class Trainer:
         self.total_steps = min(self.planned_steps, config.max_steps or self.planned_steps)
         self._build_models(init_model)
         self._build_caches()
+        # with several processes: DDP (parameters broadcast from rank 0, gradients averaged in backward)
+        self.forward = self.dist.wrap(_StepModule(self.student, self.step_losses)) if self.dist.enabled else None
         self.params = [p for p in self.student.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=config.lr, weight_decay=0.0)
         self.history: list[dict[str, Any]] = []
@@ -187,6 +225,7 @@ class Trainer:
                 lambda with_logits: self._decode_teacher(batch, f_t, with_logits),
                 teacher_features=encoded.teacher_blocks,
                 student_features=encoded.student_blocks,
+                gather=self.dist.gather,
             )
             out = self.distiller(inputs)
             return StepLosses(seg + self.config.distill_weight * out.total, seg, out.terms)
@@ -199,21 +238,26 @@ class Trainer:
             return logits, token
         return None, mask_token(self.teacher.mask_decoder, f_t, self.teacher_pe, sparse, dense)
 
+    _STOP_CODES = (None, "cancelled", "time_budget")  # agreed across processes: the largest code wins
+
     def _stop_reason(self) -> str | None:
-        if self.step_count >= self.total_steps:
+        if self.step_count >= self.total_steps:  # the same on every process
             return "max_steps" if self.total_steps < self.planned_steps else "completed"
+        code = 0
         if self.stop_requested is not None and self.stop_requested():
-            return "cancelled"
+            code = 1
         budget = self.config.time_budget_s
         if budget is not None and time.monotonic() - self.t0 >= budget:
-            return "time_budget"
-        return None
+            code = 2
+        return self._STOP_CODES[self.dist.agree_max(code)]
 
-    def _next_batch(self, order: np.ndarray, b: int, variants: list[int]) -> Batch:
+    def _next_batch(self, order: np.ndarray, b: int, variants: list[int], epoch: int) -> Batch:
+        """This process's share of global batch ``b``; flips and prompts drawn per sample from (seed, epoch, index)."""
         c = self.config
-        idx = order[b * c.batch_size : (b + 1) * c.batch_size]
-        keys = [(int(i), int(v)) for i, v in zip(idx, self.rng.choice(variants, size=len(idx)))]
-        return make_batch(self.student, self.prepared, keys, self.rng, c.p_box, c.box_jitter)
+        rows = self.dist.shard([int(i) for i in order[b * c.batch_size : (b + 1) * c.batch_size]])
+        rngs = [sample_rng(c.seed, epoch, i) for i in rows]
+        keys = [(i, int(g.choice(variants))) for i, g in zip(rows, rngs)]
+        return make_batch(self.student, self.prepared, keys, rngs, c.p_box, c.box_jitter)
 
     def optimizer_step(self, batch: Batch, epoch: int) -> np.ndarray:
         """One step on ``batch``; returns [total, seg, *terms]. A non-finite loss or gradient is never applied:
@@ -224,8 +268,12 @@ class Trainer:
             group["lr"] = lr
         self.lr = lr
         self.optimizer.zero_grad(set_to_none=True)
-        losses = self.step_losses(batch)
-        values = losses.values()
+        if self.forward is not None:
+            losses = StepLosses(*self.forward(batch))
+        else:
+            losses = self.step_losses(batch)
+        # averaged over the processes: a non-finite value on any process makes every process skip the step
+        values = self.dist.mean(torch.from_numpy(losses.values()).double()).numpy()
         grad_norm = float("nan")
         if np.isfinite(values).all():
             losses.total.backward()
@@ -253,11 +301,18 @@ class Trainer:
         """Mean IoU on the validation samples (``config.val_prompt``); keeps the best epoch's weights."""
         if not self.val_samples:
             return None
-        val = evaluate(
-            self.student, self.val_samples, self.config.val_prompt, seed=self.config.seed, metrics=("iou",)
-        ).miou
+        c = self.config
+        if not self.dist.enabled:
+            val = evaluate(self.student, self.val_samples, c.val_prompt, seed=c.seed, metrics=("iou",)).miou
+            self.student.train()
+            return val
+        # each process evaluates every W-th sample (prompts are seeded per image name, so they do not depend on
+        # the split); the mean over all samples comes from the summed IoUs and counts
+        shard = self.val_samples[self.dist.rank :: self.dist.world_size]
+        rows = evaluate(self.student, shard, c.val_prompt, seed=c.seed, metrics=("iou",)).rows if shard else []
         self.student.train()
-        return val
+        total, count = self.dist.sum(torch.tensor([sum(r["iou"] for r in rows), len(rows)], dtype=torch.float64))
+        return float(total / count) if count > 0 else float("nan")
 
     def _report(self, epoch: int, values: np.ndarray, val: float | None = None) -> None:
         if self.progress_callback is None:
@@ -306,13 +361,13 @@ class Trainer:
         self.lr = c.lr
         self.student.train()
         for epoch in range(1, c.epochs + 1):
-            order = self.rng.permutation(len(self.prepared))
+            order = epoch_order(c.seed, epoch, len(self.prepared))
             sums, n_epoch = np.zeros(2 + len(self.term_names)), 0
             for b in range(self.steps_per_epoch):
                 stop_reason = self._stop_reason()
                 if stop_reason is not None:
                     break
-                values = self.optimizer_step(self._next_batch(order, b, variants), epoch)
+                values = self.optimizer_step(self._next_batch(order, b, variants, epoch), epoch)
                 sums += values
                 n_epoch += 1
                 self._report(epoch, values)
