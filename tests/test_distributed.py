@@ -3,6 +3,7 @@ the full-batch gradient, and a 2-process run learns the same adapter as a 1-proc
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -82,19 +83,28 @@ def _gram_gradient_worker(rank: int, port: int, out_dir: str) -> None:
         x, tok_in, f_t, tok_t = (t[rows] for t in _batch())
         model(x, tok_in, f_t, tok_t, gather=context.gather).backward()
         grads = {n.removeprefix("module."): p.grad for n, p in model.named_parameters()}
-        torch.save(grads, Path(out_dir) / f"rank{rank}.pt")
+        # the decisions every rank must take together: stop (largest code wins), skip a non-finite step
+        agreed = {
+            "stop": torch.tensor(context.agree_max(2 if rank == 1 else 0)),
+            "mean": context.mean(torch.tensor([1.0 + rank, float("nan") if rank == 1 else 0.0])),
+        }
+        torch.save({"grads": grads, "agreed": agreed}, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
 def test_gathered_gram_loss_has_the_full_batch_gradient(tmp_path):
     """InfoSAM's Gram matrices over the gathered global batch, under DDP's gradient averaging, give every rank
-    the one-process gradient of the full batch (the gather's backward sums, DDP averages: factor 1)."""
+    the one-process gradient of the full batch (the gather's backward sums, DDP averages: factor 1); the
+    agreed decisions (stop, non-finite step) are the same on both ranks."""
     mp.spawn(_gram_gradient_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     expected = _full_batch_grads()
     assert set(expected) >= {"distiller.relation.query.weight", "features.weight", "token.weight"}
     for rank in range(WORLD):
-        grads = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        saved = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        grads, agreed = saved["grads"], saved["agreed"]
+        assert int(agreed["stop"]) == 2  # rank 1 asked to stop: both stop
+        assert agreed["mean"][0] == 1.5 and torch.isnan(agreed["mean"][1])  # rank 1's NaN reaches rank 0
         for name, g in expected.items():
             assert g.abs().max() > 0, name
             torch.testing.assert_close(grads[name], g, rtol=1e-5, atol=1e-7, msg=f"rank {rank}: {name}")
@@ -138,10 +148,8 @@ def dataset(tmp_path_factory):
     return root
 
 
-def _train(out: Path, data: Path, processes: int) -> subprocess.CompletedProcess:
-    args = [
-        "-m",
-        "infosam_core",
+def _train_args(out: Path, data: Path) -> list[str]:
+    return [
         "train",
         "--data",
         str(data),
@@ -160,12 +168,6 @@ def _train(out: Path, data: Path, processes: int) -> subprocess.CompletedProcess
         "--out",
         str(out),
     ]
-    if processes > 1:
-        launcher = ["-m", "torch.distributed.run", "--nproc-per-node", str(processes)]
-        launcher += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
-        args = launcher + args
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
 
 
 def test_torchrun_two_processes_learn_the_one_process_adapter(dataset, tmp_path):
@@ -177,17 +179,29 @@ def test_torchrun_two_processes_learn_the_one_process_adapter(dataset, tmp_path)
     tensor matches as here)."""
     from safetensors.torch import load_file
 
-    one = _train(tmp_path / "one", dataset, 1)
-    assert one.returncode == 0, one.stdout + one.stderr
-    two = _train(tmp_path / "two", dataset, WORLD)
+    from infosam_core.cli import main
+
+    assert main(_train_args(tmp_path / "one", dataset)) == 0  # one process: this one
+    launcher = ["-m", "torch.distributed.run", "--nproc-per-node", str(WORLD), "--master-addr", "127.0.0.1"]
+    launcher += ["--master-port", str(_free_port()), "-m", "infosam_core"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    two = subprocess.run(
+        [sys.executable, *launcher, *_train_args(tmp_path / "two", dataset)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stdout + two.stderr
     assert two.stdout.count("adapter -> ") == 1  # only rank 0 saves and prints
     assert "over 2 processes" in two.stdout
     a = load_file(tmp_path / "one" / "adapter.safetensors")
     b = load_file(tmp_path / "two" / "adapter.safetensors")
     assert a.keys() == b.keys() and any(k.startswith("distiller.") for k in a)
-    moved = 0
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
-        moved += int(not torch.equal(a[key], torch.zeros_like(a[key])))
-    assert moved > 0
+    history = [json.loads((tmp_path / run / "history.json").read_text()) for run in ("one", "two")]
+    assert history[1]["processes"] == WORLD and history[1]["steps"] == history[0]["steps"] == 2
+    for name in ("loss", "seg_loss", "l_r", "l_d"):  # reduced over the ranks: the global batch's values
+        assert history[1]["history"][0][name] == pytest.approx(history[0]["history"][0][name], abs=1e-4)

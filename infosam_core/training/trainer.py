@@ -168,7 +168,7 @@ class Trainer:
         self._build_models(init_model)
         self._build_caches()
         # with several processes: DDP (parameters broadcast from rank 0, gradients averaged in backward)
-        self.forward = self.dist.wrap(_StepModule(self.student, self.step_losses)) if self.dist.enabled else None
+        self.parallel_step = self.dist.wrap(_StepModule(self.student, self.step_losses)) if self.dist.enabled else None
         self.params = [p for p in self.student.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=config.lr, weight_decay=0.0)
         self.history: list[dict[str, Any]] = []
@@ -268,8 +268,8 @@ class Trainer:
             group["lr"] = lr
         self.lr = lr
         self.optimizer.zero_grad(set_to_none=True)
-        if self.forward is not None:
-            losses = StepLosses(*self.forward(batch))
+        if self.parallel_step is not None:
+            losses = StepLosses(*self.parallel_step(batch))
         else:
             losses = self.step_losses(batch)
         # averaged over the processes: a non-finite value on any process makes every process skip the step
