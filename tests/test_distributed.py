@@ -10,13 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from skimage import draw
 
 from infosam_core.distill.base import DistillInputs
 from infosam_core.distill.infosam import InfosamConfig, InfosamDistiller
@@ -133,6 +131,9 @@ def test_prompts_and_flips_do_not_depend_on_the_split():
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
+    import imageio.v3 as iio  # here, not at the top: the spawned ranks import this module
+    from skimage import draw
+
     root = tmp_path_factory.mktemp("ddp_ds")
     rng = np.random.default_rng(0)
     (root / "images").mkdir()
