@@ -7,9 +7,10 @@ Writes ``<out>/adapter.safetensors`` + ``<out>/adapter.json`` (load with ``infos
 ``<out>/history.json`` (settings, per-epoch losses, validation mIoU, parameter counts). Ctrl-C once stops
 after the current step and still saves the adapter; twice aborts.
 
-Several GPUs or machines: launch it with ``torchrun`` (``torchrun --nproc-per-node 4 -m infosam_core train
-...``, or the ``infosam`` script's path); ``--batch-size`` is then the global batch, split over the
-processes (NCCL on GPUs, one per process by ``LOCAL_RANK``; gloo on the CPU). Only rank 0 prints and writes.
+Several GPUs or machines: launch it with ``torchrun`` (``torchrun --no-python --nproc-per-node 4 infosam
+train ...`` or ``torchrun --nproc-per-node 4 -m infosam_core train ...``); ``--batch-size`` is then the
+global batch, split over the processes (NCCL on GPUs, one per process by ``LOCAL_RANK``; gloo on the CPU).
+Only rank 0 prints and writes.
 """
 
 from __future__ import annotations
