@@ -121,8 +121,8 @@ class IbdDistiller(Distiller):
 
     def forward(self, inputs: DistillInputs) -> DistillLoss:
         kd = binary_kd_loss(inputs.student_logits, inputs.teacher_logits(), 1.0)
-        feat = self.attention(
-            [inputs.student_features[i] for i in self.encoder_blocks],
-            [inputs.teacher_features[i].detach() for i in self.encoder_blocks],
+        feat = self.attention(  # batch norms over the batch: the global batch with several processes
+            [inputs.gather(inputs.student_features[i]) for i in self.encoder_blocks],
+            [inputs.gather(inputs.teacher_features[i].detach()) for i in self.encoder_blocks],
         )
         return DistillLoss(self.config.w_kd * kd + self.config.w_feat * feat, {"kd": kd, "feat": feat})

@@ -105,8 +105,9 @@ class SemckdDistiller(Distiller):
 
     def forward(self, inputs: DistillInputs) -> DistillLoss:
         c = self.config
-        f_s = [inputs.student_features[i].float() for i in self.encoder_blocks]
-        f_t = [inputs.teacher_features[i].float().detach() for i in self.encoder_blocks]
+        # the attention reads the batch dimension (B x B Gram matrices): over the global batch with several processes
+        f_s = [inputs.gather(inputs.student_features[i].float()) for i in self.encoder_blocks]
+        f_t = [inputs.gather(inputs.teacher_features[i].float().detach()) for i in self.encoder_blocks]
         b, n = f_s[0].shape[0], len(f_s)
         with torch.autocast(f_s[0].device.type, enabled=False):
             gram = [f.flatten(1) @ f.flatten(1).T for f in (*f_s, *f_t)]
