@@ -206,3 +206,74 @@ def test_torchrun_two_processes_learn_the_one_process_adapter(dataset, tmp_path)
     assert history[1]["processes"] == WORLD and history[1]["steps"] == history[0]["steps"] == 2
     for name in ("loss", "seg_loss", "l_r", "l_d"):  # reduced over the ranks: the global batch's values
         assert history[1]["history"][0][name] == pytest.approx(history[0]["history"][0][name], abs=1e-4)
+
+
+BATCH_STATISTIC_DISTILLERS = {"pkt": {}, "pkd": {}, "semckd": {"batch_size": 4}, "ibd": {"qk_dim": 8}}
+
+
+class _BlockStudent(torch.nn.Module):
+    """A stand-in student with two encoder blocks, an embedding, a token and logits, plus one distiller."""
+
+    def __init__(self, name: str, dim: int = 8) -> None:
+        super().__init__()
+        from infosam_core.distill.base import ModelDims
+        from infosam_core.distill.registry import make_distiller
+
+        g = torch.Generator().manual_seed(0)
+        self.blocks = torch.nn.ModuleList([torch.nn.Conv2d(dim, dim, 1) for _ in range(2)])
+        self.token = torch.nn.Linear(dim, dim)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        dims = ModelDims(embed_dim=dim, encoder_dim=dim, encoder_depth=2, global_blocks=(0, 1))
+        self.distiller = make_distiller(name, BATCH_STATISTIC_DISTILLERS[name], dims, g)
+
+    def forward(self, x, tok_in, f_t, tok_t, gather):
+        h0 = self.blocks[0](x)
+        h1 = self.blocks[1](h0)
+        inputs = DistillInputs(
+            f_t,
+            h1,
+            self.token(tok_in),
+            h1[:, :1],
+            f_t[:, :1],
+            lambda _: (f_t[:, 1:2], tok_t),
+            gather=gather,
+            teacher_features={0: f_t * 0.5, 1: f_t},
+            student_features={0: h0, 1: h1},
+        )
+        return self.distiller(inputs).total
+
+
+def _distillers_worker(rank: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        context = DistributedContext.current(torch.device("cpu"))
+        rows = context.shard(list(range(4)))
+        out = {}
+        for name in BATCH_STATISTIC_DISTILLERS:
+            model = context.wrap(_BlockStudent(name))
+            x, tok_in, f_t, tok_t = (t[rows] for t in _batch())
+            model(x, tok_in, f_t, tok_t, gather=context.gather).backward()
+            out.update({f"{name}:{n.removeprefix('module.')}": p.grad for n, p in model.named_parameters()})
+        torch.save(out, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_batch_statistic_distillers_have_the_full_batch_gradient(tmp_path):
+    """PKT, PKD, SemCKD (Gram-matrix attention) and IBD (batch norms) over 2 processes: the one-process
+    gradient of the full batch, for the student's and the distiller's own parameters."""
+    mp.spawn(_distillers_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    for rank in range(WORLD):
+        grads = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for name in BATCH_STATISTIC_DISTILLERS:
+            model = _BlockStudent(name)
+            model(*_batch(), gather=lambda t: t).backward()
+            for n, p in model.named_parameters():
+                got = grads[f"{name}:{n}"]
+                if p.grad is None:  # not used by this distiller (e.g. the token for PKD)
+                    assert got is None or not got.any(), f"{name}:{n}"
+                    continue
+                torch.testing.assert_close(got, p.grad, rtol=1e-4, atol=1e-6, msg=f"{name}:{n}")

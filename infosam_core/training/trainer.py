@@ -251,7 +251,7 @@ class Trainer:
             code = 2
         return self._STOP_CODES[self.dist.agree_max(code)]
 
-    def _next_batch(self, order: np.ndarray, b: int, variants: list[int], epoch: int) -> Batch:
+    def _next_batch(self, order: np.ndarray, b: int, variants: list[int], epoch: int = 1) -> Batch:
         """This process's share of global batch ``b``; flips and prompts drawn per sample from (seed, epoch, index)."""
         c = self.config
         rows = self.dist.shard([int(i) for i in order[b * c.batch_size : (b + 1) * c.batch_size]])
