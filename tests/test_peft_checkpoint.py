@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -46,7 +47,7 @@ def adapted(base, method: str, seed: int = 0, relation: bool = False):
 def test_round_trip_every_method(random_tiny_sam, tmp_path, method):
     sam = adapted(random_tiny_sam, method, relation=method == "adapter")
     tensors_path, json_path = save_peft_checkpoint(sam, tmp_path / "a", summary={"steps": 3})
-    assert (tensors_path.name, json_path.name) == ("a.safetensors", "a.json")
+    assert json_path.name == "a.json" and re.fullmatch(r"a\.[0-9a-f]{16}\.safetensors", tensors_path.name)
     stored = load_file(tensors_path)
     assert set(stored) == set(trained_state(sam))  # only the trained tensors
     assert set(stored) == set(sam.peft_state.trainable) | {k for k in stored if k.startswith("distiller.relation.")}
@@ -118,10 +119,10 @@ def test_missing_damaged_and_mismatched_files(random_tiny_sam, tmp_path):
     with pytest.raises(PeftCheckpointError, match=r"nope\.json: adapter description not found"):
         load_peft_checkpoint(random_tiny_sam, tmp_path / "nope")
     tensors_path.write_bytes(tensors_path.read_bytes()[:-10])
-    with pytest.raises(PeftCheckpointError, match=r"a\.safetensors: the weights do not match a\.json"):
+    with pytest.raises(PeftCheckpointError, match=r"a\.[0-9a-f]{16}\.safetensors: the weights do not match a\.json"):
         load_peft_checkpoint(random_tiny_sam, tmp_path / "a")
     tensors_path.unlink()
-    with pytest.raises(PeftCheckpointError, match=r"a\.safetensors: adapter weights not found"):
+    with pytest.raises(PeftCheckpointError, match=r"a\.[0-9a-f]{16}\.safetensors: adapter weights not found"):
         load_peft_checkpoint(random_tiny_sam, tmp_path / "a")
     json_path.write_text("{ not json")
     with pytest.raises(PeftCheckpointError, match=r"a\.json: not a valid adapter description"):

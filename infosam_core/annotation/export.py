@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import numpy as np
 from infosam_core.annotation.label_files import read_labels_tiff, write_labels_tiff
 from infosam_core.annotation.project import Project
 from infosam_core.io.atomic import atomic_path, write_json_atomic
+from infosam_core.io.images import ImageError, check_pixel_count
+from infosam_core.io.paths import UnsafePathError, resolve_inside
 
 LABEL_FORMATS = ("tif", "png")
 
@@ -86,13 +89,23 @@ def export_label_images(
         if only_annotated and not project.object_count(entry.key):
             continue
         labels = _label_image_for(project, entry.key)
-        stem = Path(entry.name).stem
+        stem = _plain_stem(entry.name) or _plain_stem(entry.key) or "image"
         name = f"{stem}_labels.{fmt}"
         if name in used:  # two images with the same file name from different folders
-            name = f"{entry.key}_labels.{fmt}"
+            name = f"{_plain_stem(entry.key) or 'image'}_labels.{fmt}"
         used.add(name)
-        written.append(write_label_image(out_dir / name, labels))
+        try:
+            target = resolve_inside(out_dir, name)  # names come from the project file: never outside out_dir
+        except UnsafePathError as exc:
+            raise ExportError(f"{project.root}: image {entry.key!r} gives an unusable export name ({exc}).") from None
+        written.append(write_label_image(target, labels))
     return written
+
+
+def _plain_stem(name: str) -> str:
+    """A file stem safe to use as one file name: the last path part, unusual characters replaced."""
+    stem = Path(str(name).replace("\\", "/").rsplit("/", 1)[-1]).stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip(".")[:120]
 
 
 # ----------------------------------------------------------------------------------------------- COCO
@@ -181,16 +194,99 @@ def export_coco(project: Project, path: str | Path, only_annotated: bool = True)
 
 
 def coco_to_label_images(coco: dict[str, Any] | str | Path) -> dict[str, np.ndarray]:
-    """Rebuild ``file_name -> label image`` from a COCO dict or file (round-trip checks, re-import)."""
+    """Rebuild ``file_name -> label image`` from a COCO dict or file (round-trip checks, re-import).
+
+    Only compressed or uncompressed RLE segmentations are read. Any malformed input raises
+    :class:`ExportError` naming the file (or "COCO data") and the entry.
+    """
+    where = "COCO data"
     if not isinstance(coco, dict):
-        coco = json.loads(Path(coco).read_text("utf-8"))
+        where = str(coco)
+        try:
+            coco = json.loads(Path(coco).read_text("utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
+            raise ExportError(f"{where}: cannot be read as COCO JSON ({str(exc)[:160]}).") from None
+    try:
+        return _coco_to_label_images(coco)
+    except ExportError as exc:
+        raise ExportError(f"{where}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+        raise ExportError(f"{where}: not valid COCO instance data ({type(exc).__name__}: {str(exc)[:160]}).") from None
+
+
+def _compressed_rle_counts(counts: str | bytes) -> list[int] | None:
+    """The run lengths of COCO's compressed RLE string (pycocotools' ``rleFrString``), None if malformed."""
+    data = counts.encode("ascii", "replace") if isinstance(counts, str) else bytes(counts)
+    out: list[int] = []
+    p = 0
+    while p < len(data):
+        x = k = 0
+        more = True
+        while more:
+            if p >= len(data) or k > 6:
+                return None
+            c = data[p] - 48
+            if not 0 <= c < 64:
+                return None
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(out) > 2:
+            x += out[-2]
+        if x < 0 or x > 2**32 - 1:
+            return None
+        out.append(x)
+    return out
+
+
+def _coco_to_label_images(coco: Any) -> dict[str, np.ndarray]:
+    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
+        raise ExportError("no 'images' list")
     out: dict[str, np.ndarray] = {}
     by_id = {}
-    for im in coco["images"]:
-        out[im["file_name"]] = np.zeros((im["height"], im["width"]), dtype=np.uint16)
-        by_id[im["id"]] = im["file_name"]
-    for n, ann in enumerate(coco["annotations"], start=1):
+    for i, im in enumerate(coco["images"]):
+        h, w = im["height"], im["width"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (h, w)):
+            raise ExportError(f"images[{i}]: height and width must be positive integers")
+        try:
+            check_pixel_count((h, w), f"images[{i}]")
+        except ImageError as exc:
+            raise ExportError(str(exc)) from None
+        out[str(im["file_name"])] = np.zeros((h, w), dtype=np.uint32)
+        by_id[im["id"]] = str(im["file_name"])
+    for n, ann in enumerate(coco.get("annotations", []), start=1):
         labels = out[by_id[ann["image_id"]]]
-        label = int(ann.get("attributes", {}).get("label", n))
-        labels[decode_rle(ann["segmentation"])] = label
-    return out
+        attributes = ann.get("attributes", {})
+        label = attributes.get("label", n) if isinstance(attributes, dict) else n
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 < label < 2**32:
+            raise ExportError(f"annotations[{n - 1}]: label must be a positive integer")
+        rle = ann["segmentation"]
+        if not isinstance(rle, dict) or list(rle.get("size", [])) != [labels.shape[0], labels.shape[1]]:
+            raise ExportError(f"annotations[{n - 1}]: segmentation must be RLE of its image's size")
+        counts = rle.get("counts")
+        if isinstance(counts, list):  # uncompressed RLE
+            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+                raise ExportError(f"annotations[{n - 1}]: RLE counts must be non-negative integers")
+            if sum(counts) != labels.size:
+                raise ExportError(f"annotations[{n - 1}]: RLE counts do not cover the image")
+            from pycocotools import mask as mask_utils
+
+            rle = mask_utils.frPyObjects(rle, labels.shape[0], labels.shape[1])
+        elif isinstance(counts, (str, bytes)):  # compressed: checked here, pycocotools trusts its input
+            decoded = _compressed_rle_counts(counts)
+            if decoded is None or sum(decoded) != labels.size:
+                raise ExportError(
+                    f"annotations[{n - 1}]: compressed RLE counts are malformed or do not cover the image"
+                )
+        else:
+            raise ExportError(f"annotations[{n - 1}]: RLE counts must be a string or a list")
+        mask = decode_rle(rle)
+        if mask.shape != labels.shape:
+            raise ExportError(f"annotations[{n - 1}]: mask shape {mask.shape} differs from its image")
+        labels[mask] = label
+    return {
+        name: (labels.astype(np.uint16) if labels.max(initial=0) <= 65535 else labels) for name, labels in out.items()
+    }

@@ -26,12 +26,26 @@ def write_labels_tiff(path: str | Path, labels: np.ndarray) -> Path:
 
 
 def read_labels_tiff(path: str | Path) -> np.ndarray:
+    """A 2-D integer label image; ProjectError for anything else (size checked from the header first)."""
     import tifffile
 
+    from infosam_core.io.images import ImageError, check_pixel_count
+
     try:
-        arr = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise ProjectError(f"{path}: not a readable label TIFF (no image in it).")
+            shape = tuple(int(d) for d in tif.series[0].shape)
+            if len(shape) != 2:
+                raise ProjectError(f"{path}: a label image must be 2-D, found shape {shape}.")
+            check_pixel_count(shape, str(path))
+            arr = tif.asarray()
+    except (ProjectError, ImageError) as exc:
+        raise ProjectError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - report the file, whatever the parser's complaint
-        raise ProjectError(f"{path}: not a readable label TIFF ({exc}).") from None
+        raise ProjectError(f"{path}: not a readable label TIFF ({str(exc)[:200]}).") from None
     if arr.ndim != 2:
         raise ProjectError(f"{path}: a label image must be 2-D, found shape {arr.shape}.")
+    if arr.dtype.kind not in "ui":
+        raise ProjectError(f"{path}: a label image holds integers, found {arr.dtype}.")
     return arr

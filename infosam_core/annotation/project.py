@@ -17,7 +17,22 @@ Crash safety. Saving one image's annotations is a two-step commit:
 
 A crash before step 2 leaves the previous ``objects.json`` naming the previous, untouched label file (the
 orphan new file is removed on the next open); a crash after it leaves the new state. No reader ever sees a
-label image that disagrees with its prompts.
+label image that disagrees with its prompts. Temporary files of a writer that died are removed too.
+
+Sharing. A project may be open in several processes (two app windows, the app and a script) and in several
+``Project`` objects at once. Every change runs under the project's lock (``.infosam.lock``, an OS file lock
+held only for the change, so a crashed holder can never leave a stale lock) and starts by re-reading what
+it changes from disk (the manifest, the image's ``objects.json``) when another writer changed it: no writer
+overwrites another's objects or images. If the lock stays taken for :data:`LOCK_TIMEOUT_S` seconds, the
+change is refused with a :class:`ProjectError` naming the holder (pid, host, since when), read from
+``.infosam.lock.owner``. ``Project.open(root, read_only=True)`` reads without ever writing.
+
+Untrusted project files. A project folder may come from someone else: every value of ``project.json`` and
+``objects.json`` is checked (a bad one raises :class:`ProjectError` naming the file and field), image keys
+must be plain folder names and label files must be ``labels-NNNNNN.tif``, and every path built from them
+goes through :func:`infosam_core.io.paths.resolve_inside`, so nothing outside the project folder is ever
+written, deleted or read as a label file. Image files themselves are referenced where the user added them
+and are only ever read.
 
 Coordinates: prompts are stored in image pixels, ``x`` = column, ``y`` = row (SAM's convention); a box is
 ``[x0, y0, x1, y1]``. Nothing here imports Qt or torch.
@@ -26,11 +41,13 @@ Coordinates: prompts are stored in image pixels, ``x`` = column, ``y`` = row (SA
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import json
 import os
 import re
+import socket
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +61,15 @@ from infosam_core.annotation.records import (
     ObjectPrompts,
     ProjectError,
     _now,
+    as_int,
+    as_list,
+    get_field,
 )
 from infosam_core.data.masks import mask_bounds
-from infosam_core.io.atomic import write_json_atomic
+from infosam_core.io.atomic import remove_stale_temp_files, write_json_atomic
 from infosam_core.io.hashing import file_sha256
+from infosam_core.io.images import ImageError, check_pixel_count
+from infosam_core.io.paths import UnsafePathError, resolve_inside, safe_name
 
 FORMAT_VERSION = 1
 
@@ -59,6 +81,15 @@ OBJECTS_NAME = "objects.json"
 
 
 UI_STATE_NAME = "ui.json"
+
+
+LOCK_NAME = ".infosam.lock"
+
+
+LOCK_OWNER_NAME = ".infosam.lock.owner"
+
+
+LOCK_TIMEOUT_S = 20.0
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -118,16 +149,114 @@ class Project:
     """A project folder. Open with :meth:`open`, :meth:`create` or :meth:`open_or_create`.
 
     Annotations of each image are loaded on first use and cached; every change goes to disk before the
-    method returns. One ``Project`` object per folder and per process (it is not locked against others).
+    method returns. Several ``Project`` objects and processes may use one folder at once (see "Sharing" in
+    the module docstring); ``read_only=True`` refuses every change.
     """
 
-    def __init__(self, root: Path, manifest: dict[str, Any]):
+    def __init__(self, root: Path, manifest: dict[str, Any], read_only: bool = False):
+        from filelock import FileLock
+
         self.root = Path(root)
-        self.name: str = str(manifest.get("name") or self.root.name)
-        self.created: str = str(manifest.get("created", ""))
-        self.images: list[ImageEntry] = [ImageEntry.from_dict(d) for d in manifest.get("images", [])]
-        self.settings: dict[str, Any] = dict(manifest.get("settings", {}))
+        self.read_only = read_only
+        self.images: list[ImageEntry] = []
         self._annotations: dict[str, ImageAnnotations] = {}
+        self._stamps: dict[str, tuple[int, int, int] | None] = {}  # file -> (inode, mtime_ns, size) last seen
+        self._lock = FileLock(str(self.root / LOCK_NAME), timeout=LOCK_TIMEOUT_S)
+        self._apply_manifest(manifest, str(self.root / MANIFEST_NAME))
+
+    def _apply_manifest(self, manifest: Any, where: str) -> None:
+        """Take the manifest's values (checked), keeping the ImageEntry objects of keys already known."""
+        if not isinstance(manifest, dict):
+            raise ProjectError(f"{where}: not a project manifest (a JSON object is expected).")
+        name = manifest.get("name")
+        self.name = name if isinstance(name, str) and name else self.root.name
+        self.created = str(manifest.get("created", ""))
+        settings = manifest.get("settings", {})
+        if not isinstance(settings, dict):
+            raise ProjectError(f"{where}: field 'settings' must be a JSON object; the file is damaged.")
+        self.settings = dict(settings)
+        raw = get_field(manifest, "images", where, required=False) or []
+        entries = [ImageEntry.from_dict(d, where, f"images[{i}]") for i, d in enumerate(as_list(raw, where, "images"))]
+        keys = [e.key for e in entries]
+        if len(set(keys)) != len(keys):
+            dup = next(k for k in keys if keys.count(k) > 1)
+            raise ProjectError(f"{where}: field 'images' names the key {dup!r} twice; the file is damaged.")
+        for e in entries:
+            if e.shape:
+                try:
+                    check_pixel_count(tuple(e.shape), f"{where}: image {e.key}")
+                except ImageError as exc:
+                    raise ProjectError(str(exc)) from None
+        known = {e.key: e for e in self.images}
+        merged = []
+        for e in entries:
+            old = known.get(e.key)
+            if old is not None:
+                old.path, old.relpath, old.sha256, old.name, old.shape = e.path, e.relpath, e.sha256, e.name, e.shape
+                e = old
+            merged.append(e)
+        self.images[:] = merged
+
+    # ---- the lock (see "Sharing" in the module docstring)
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the project's lock for one change (re-entrant within a thread)."""
+        if self.read_only:
+            raise ProjectError(f"{self.root}: opened read-only; open it normally to change it.")
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise ProjectError(
+                f"{self.root}: the project is busy: {self._lock_holder()} has held its lock for more than "
+                f"{LOCK_TIMEOUT_S:.0f} s. Wait for it, or close that program if it hangs; or open the project "
+                "read-only."
+            ) from None
+        except OSError as exc:
+            raise ProjectError(f"{self.root}: cannot lock the project ({exc.strerror or exc}).") from None
+        try:
+            if self._lock.lock_counter == 1:
+                self._write_lock_owner()
+            yield
+        finally:
+            self._lock.release()
+
+    def _write_lock_owner(self) -> None:
+        owner = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "program": os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python",
+        }
+        with contextlib.suppress(OSError):
+            (self.root / LOCK_OWNER_NAME).write_text(json.dumps(owner) + "\n", "utf-8")
+
+    def _lock_holder(self) -> str:
+        try:
+            owner = json.loads((self.root / LOCK_OWNER_NAME).read_text("utf-8"))
+            return (
+                f"{owner.get('program', 'a program')} (pid {owner.get('pid', '?')} on {owner.get('host', '?')}, "
+                f"since {owner.get('since', '?')})"
+            )
+        except (OSError, ValueError, AttributeError):
+            return "another program"
+
+    @staticmethod
+    def _stamp(path: Path) -> tuple[int, int, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _refresh_manifest(self) -> None:
+        """Re-read ``project.json`` if another writer changed it since this object last read or wrote it."""
+        stamp = self._stamp(self.manifest_path)
+        if stamp is None or stamp == self._stamps.get(MANIFEST_NAME):
+            return
+        self._apply_manifest(_read_json(self.manifest_path), str(self.manifest_path))
+        self._stamps[MANIFEST_NAME] = stamp
 
     # ---- opening
     @classmethod
@@ -137,32 +266,50 @@ class Project:
             raise ProjectError(f"{root}: already holds a project; open it instead.")
         if root.exists() and not root.is_dir():
             raise ProjectError(f"{root}: is a file, not a folder.")
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ProjectError(f"{root}: cannot create the project folder ({exc.strerror or exc}).") from None
         project = cls(root, {"name": name or root.name, "created": _now()})
-        project.save_manifest()
+        with project._locked():
+            if (root / MANIFEST_NAME).exists():  # another process created it meanwhile
+                raise ProjectError(f"{root}: already holds a project; open it instead.")
+            project.save_manifest()
         return project
 
     @classmethod
-    def open(cls, root: str | Path) -> Project:
+    def open(cls, root: str | Path, read_only: bool = False) -> Project:
+        """Open an existing project; ``read_only`` never writes anything (no lock, no clean-up)."""
         root = Path(root).expanduser().resolve()
         manifest_path = root / MANIFEST_NAME
         if not manifest_path.is_file():
             raise ProjectError(f"{root}: not a project folder (no {MANIFEST_NAME}).")
-        try:
-            manifest = json.loads(manifest_path.read_text("utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ProjectError(f"{manifest_path}: cannot be read ({exc}).") from None
-        version = int(manifest.get("format", 0))
-        if version > FORMAT_VERSION:
-            raise ProjectError(
-                f"{manifest_path}: written by a newer InfoSAM Studio (format {version}); update the app."
-            )
-        return cls(root, manifest)
+        stamp = cls._stamp(manifest_path)
+        manifest = _read_json(manifest_path)
+        if isinstance(manifest, dict):
+            version = as_int(manifest.get("format", 0), str(manifest_path), "format", 0)
+            if version > FORMAT_VERSION:
+                raise ProjectError(
+                    f"{manifest_path}: written by a newer InfoSAM Studio (format {version}); update the app."
+                )
+        project = cls(root, manifest, read_only=read_only)
+        project._stamps[MANIFEST_NAME] = stamp
+        if not read_only:
+            with project._locked():
+                remove_stale_temp_files(root)
+        return project
 
     @classmethod
     def open_or_create(cls, root: str | Path, name: str | None = None) -> Project:
         root = Path(root).expanduser()
-        return cls.open(root) if (root / MANIFEST_NAME).is_file() else cls.create(root, name)
+        if (root / MANIFEST_NAME).is_file():
+            return cls.open(root)
+        try:
+            return cls.create(root, name)
+        except ProjectError:
+            if (root / MANIFEST_NAME).is_file():  # created by another process at the same moment
+                return cls.open(root)
+            raise
 
     # ---- paths
     @property
@@ -182,7 +329,11 @@ class Project:
         return self.root / "exports"
 
     def annotation_dir(self, key: str) -> Path:
-        return self.annotations_dir / key
+        """``annotations/<key>``, guaranteed inside the project folder (ProjectError otherwise)."""
+        try:
+            return resolve_inside(self.root, Path("annotations") / safe_name(key))
+        except UnsafePathError as exc:
+            raise ProjectError(f"{self.root}: image key {key!r} is not usable as a folder name ({exc}).") from None
 
     # ---- manifest and images
     def to_manifest(self) -> dict[str, Any]:
@@ -196,7 +347,10 @@ class Project:
         }
 
     def save_manifest(self) -> None:
-        write_json_atomic(self.manifest_path, self.to_manifest())
+        """Write this object's manifest (callers that change it re-read it first, under the lock)."""
+        with self._locked():
+            write_json_atomic(self.manifest_path, self.to_manifest())
+            self._stamps[MANIFEST_NAME] = self._stamp(self.manifest_path)
 
     @property
     def ui_state_path(self) -> Path:
@@ -213,6 +367,8 @@ class Project:
     def save_ui_state(self, **values: Any) -> None:
         """Update the UI state file. Not fsynced (it is called on every image change and losing it costs
         nothing), but still renamed into place, so it is never half-written."""
+        if self.read_only:
+            return
         state = self.ui_state()
         if all(state.get(k) == v for k, v in values.items()):
             return
@@ -230,6 +386,11 @@ class Project:
         Images are identified by content (sha256): adding the same file twice adds it once.
         """
         files = find_images(paths)
+        with self._locked():
+            self._refresh_manifest()
+            return self._add_images(files)
+
+    def _add_images(self, files: list[Path]) -> list[ImageEntry]:
         by_hash = {e.sha256: e for e in self.images}
         keys = {e.key for e in self.images}
         result: list[ImageEntry] = []
@@ -275,37 +436,61 @@ class Project:
         if isinstance(entry, str):
             entry = self.entry(entry)
         p = Path(entry.path)
-        if p.exists():
+        if p.is_absolute() and p.is_file():
             return p
         if entry.relpath:
             q = (self.root / entry.relpath).resolve()
-            if q.exists():
+            if q.is_file():
                 return q
         raise ProjectError(f"{entry.name}: image file not found at {entry.path}; was it moved or deleted?")
 
     def set_shape(self, key: str, shape: Sequence[int]) -> None:
-        entry = self.entry(key)
         shape_list = [int(shape[0]), int(shape[1])]
-        if entry.shape != shape_list:
-            entry.shape = shape_list
-            self.save_manifest()
+        if self.entry(key).shape == shape_list or self.read_only:
+            return
+        with self._locked():
+            self._refresh_manifest()
+            entry = self.entry(key)
+            if entry.shape != shape_list:
+                entry.shape = shape_list
+                self.save_manifest()
 
     # ---- annotations
     def annotations(self, key: str) -> ImageAnnotations:
-        """The image's accepted objects (loaded from disk on first use)."""
-        if key not in self._annotations:
-            self._annotations[key] = self._load_annotations(self.entry(key))
+        """The image's accepted objects (loaded from disk on first use, re-read when another writer changed
+        them)."""
+        if self.read_only:
+            return self._fresh_annotations(key)
+        with self._locked():
+            return self._fresh_annotations(key)
+
+    def _fresh_annotations(self, key: str) -> ImageAnnotations:
+        """The cached annotations, re-read if ``objects.json`` changed on disk since (call under the lock)."""
+        entry = self.entry(key)
+        stamp = self._stamp(self.annotation_dir(key) / OBJECTS_NAME)
+        cached = self._annotations.get(key)
+        if cached is None or stamp != self._stamps.get(f"objects/{key}"):
+            fresh = self._load_annotations(entry)
+            if cached is not None:  # keep the object the caller holds, with the other writer's state
+                cached.labels, cached.objects, cached.revision = fresh.labels, fresh.objects, fresh.revision
+                fresh = cached
+            self._annotations[key] = fresh
+            self._stamps[f"objects/{key}"] = stamp
         return self._annotations[key]
 
     def object_count(self, key: str) -> int:
         if key in self._annotations:
             return len(self._annotations[key].objects)
-        path = self.annotation_dir(key) / OBJECTS_NAME
+        try:
+            path = self.annotation_dir(key) / OBJECTS_NAME
+        except ProjectError:
+            return 0
         if not path.is_file():
             return 0
         try:
-            return len(json.loads(path.read_text("utf-8")).get("objects", []))
-        except (OSError, ValueError):
+            objects = json.loads(path.read_text("utf-8")).get("objects", [])
+            return len(objects) if isinstance(objects, list) else 0
+        except (OSError, ValueError, AttributeError):
             return 0
 
     def object_counts(self) -> dict[str, int]:
@@ -315,43 +500,65 @@ class Project:
         return sum(self.object_counts().values())
 
     def _load_annotations(self, entry: ImageEntry) -> ImageAnnotations:
+        """Read and check ``objects.json`` and its label file (under the lock, or read-only)."""
         folder = self.annotation_dir(entry.key)
         meta_path = folder / OBJECTS_NAME
+        where = str(meta_path)
         if not meta_path.is_file():
             self._remove_orphans(folder, keep=None)
             labels = np.zeros(entry.shape, dtype=np.uint16) if entry.shape else None
             return ImageAnnotations(entry, labels)
-        try:
-            meta = json.loads(meta_path.read_text("utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ProjectError(f"{meta_path}: cannot be read ({exc}).") from None
-        labels_name = meta.get("labels_file")
+        meta = _read_json(meta_path)
+        labels_name = get_field(meta, "labels_file", where, required=False)
         labels = None
-        if labels_name:
+        if labels_name is not None:
+            if not isinstance(labels_name, str) or not _LABELS_RE.match(labels_name):
+                raise ProjectError(
+                    f"{where}: field 'labels_file' must name a file labels-NNNNNN.tif in the same folder, "
+                    f"found {labels_name!r:.80}; the project file is damaged or was edited by hand."
+                )
             labels_path = folder / labels_name
             if not labels_path.is_file():
                 raise ProjectError(f"{labels_path}: missing, though {meta_path.name} names it.")
             labels = read_labels_tiff(labels_path)
-        objects = {int(d["id"]): AnnotatedObject.from_dict(d) for d in meta.get("objects", [])}
+            if entry.shape and list(labels.shape) != list(entry.shape):
+                raise ProjectError(
+                    f"{labels_path}: the label image is {labels.shape[1]}x{labels.shape[0]} px but "
+                    f"{MANIFEST_NAME} says the image is {entry.shape[1]}x{entry.shape[0]} px; the project is damaged."
+                )
+        raw_objects = as_list(get_field(meta, "objects", where, required=False) or [], where, "objects")
+        objects: dict[int, AnnotatedObject] = {}
+        for i, d in enumerate(raw_objects):
+            obj = AnnotatedObject.from_dict(d, where, f"objects[{i}]")
+            if obj.id in objects:
+                raise ProjectError(f"{where}: field 'objects[{i}].id' repeats id {obj.id}; the file is damaged.")
+            objects[obj.id] = obj
+        revision = as_int(get_field(meta, "revision", where, required=False) or 0, where, "revision", 0, 999_999)
         self._remove_orphans(folder, keep=labels_name)
         if labels is None and entry.shape:
             labels = np.zeros(entry.shape, dtype=np.uint16)
-        return ImageAnnotations(entry, labels, objects, revision=int(meta.get("revision", 0)))
+        return ImageAnnotations(entry, labels, objects, revision=revision)
 
-    @staticmethod
-    def _remove_orphans(folder: Path, keep: str | None) -> None:
-        """Delete label files left by an interrupted save (never the committed one)."""
-        if not folder.is_dir():
+    def _remove_orphans(self, folder: Path, keep: str | None) -> None:
+        """Delete label files and temp files left by an interrupted save (never the committed one)."""
+        if self.read_only or not folder.is_dir() or folder.is_symlink():
             return
         for p in folder.iterdir():
             if _LABELS_RE.match(p.name) and p.name != keep:
                 with contextlib.suppress(OSError):
                     p.unlink()
+        remove_stale_temp_files(folder)
 
     def save_annotations(self, ann: ImageAnnotations) -> None:
         """Persist one image's annotations (two-step atomic commit, see the module docstring)."""
+        with self._locked():
+            self._save_annotations(ann)
+
+    def _save_annotations(self, ann: ImageAnnotations) -> None:
         folder = self.annotation_dir(ann.entry.key)
         folder.mkdir(parents=True, exist_ok=True)
+        if folder.is_symlink() or not folder.resolve().is_relative_to(self.root.resolve()):
+            raise ProjectError(f"{folder}: leads outside the project folder; the project is damaged.")
         rev = ann.revision + 1
         labels_name = None
         if ann.labels is not None:
@@ -373,6 +580,7 @@ class Project:
             "objects": [ann.objects[i].to_dict() for i in sorted(ann.objects)],
         }
         write_json_atomic(folder / OBJECTS_NAME, meta)  # the commit point
+        self._stamps[f"objects/{ann.entry.key}"] = self._stamp(folder / OBJECTS_NAME)
         ann.revision = rev
         self._annotations[ann.entry.key] = ann
         self._remove_orphans(folder, keep=labels_name)
@@ -391,8 +599,24 @@ class Project:
         Pixels that belong to other accepted objects are kept unless ``overwrite``. Raises
         :class:`ProjectError` when nothing of the mask is left to paint.
         """
-        ann = self.annotations(key)
-        mask = np.asarray(mask, dtype=bool)
+        mask = np.asarray(mask)
+        if mask.ndim != 2 or min(mask.shape) < 1:
+            raise ProjectError(f"a mask must be a 2-D (H, W) array, got shape {mask.shape}")
+        mask = mask.astype(bool, copy=False)
+        with self._locked():
+            return self._add_object(key, mask, prompts, model, replace_id, overwrite)
+
+    def _add_object(
+        self,
+        key: str,
+        mask: np.ndarray,
+        prompts: ObjectPrompts,
+        model: str,
+        replace_id: int | None,
+        overwrite: bool,
+    ) -> AnnotatedObject:
+        self._refresh_manifest()
+        ann = self._fresh_annotations(key)
         labels = ann.ensure_labels(mask.shape)
         if self.entry(key).shape is None:
             self.set_shape(key, mask.shape)
@@ -429,7 +653,11 @@ class Project:
         return obj
 
     def remove_object(self, key: str, object_id: int) -> AnnotatedObject:
-        ann = self.annotations(key)
+        with self._locked():
+            return self._remove_object(key, object_id)
+
+    def _remove_object(self, key: str, object_id: int) -> AnnotatedObject:
+        ann = self._fresh_annotations(key)
         if object_id not in ann.objects:
             raise ProjectError(f"object {object_id} does not exist in {ann.entry.name}.")
         new_labels = ann.labels.copy() if ann.labels is not None else None
@@ -442,7 +670,14 @@ class Project:
 
     def restore_object(self, key: str, obj: AnnotatedObject, mask: np.ndarray) -> None:
         """Put back an object (e.g. undo of a delete or of a refine) with its id, prompts and mask."""
-        ann = self.annotations(key)
+        mask = np.asarray(mask)
+        if mask.ndim != 2:
+            raise ProjectError(f"a mask must be a 2-D (H, W) array, got shape {mask.shape}")
+        with self._locked():
+            self._restore_object(key, obj, mask)
+
+    def _restore_object(self, key: str, obj: AnnotatedObject, mask: np.ndarray) -> None:
+        ann = self._fresh_annotations(key)
         labels = ann.ensure_labels(mask.shape).copy()
         objects = dict(ann.objects)
         labels[labels == obj.id] = 0
@@ -453,7 +688,7 @@ class Project:
     def _commit(self, ann: ImageAnnotations, labels: np.ndarray | None, objects: dict[int, AnnotatedObject]) -> None:
         """Save the new state first; only once it is on disk does the in-memory state change."""
         staged = ImageAnnotations(ann.entry, labels, objects, ann.revision)
-        self.save_annotations(staged)
+        self._save_annotations(staged)
         ann.labels, ann.objects, ann.revision = staged.labels, staged.objects, staged.revision
         self._annotations[ann.entry.key] = ann
 
@@ -462,6 +697,15 @@ class Project:
         for e in self.images:
             if self.object_count(e.key):
                 yield e, self.annotations(e.key)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ProjectError(f"{path}: cannot be read ({str(exc)[:200]}).") from None
+    except RecursionError:
+        raise ProjectError(f"{path}: cannot be read (nested too deeply).") from None
 
 
 def _bbox(mask: np.ndarray) -> list[int]:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 
 class ProjectError(ValueError):
@@ -17,6 +21,63 @@ class ProjectError(ValueError):
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------------------------- schema checks
+# Project files may come from someone else: every value read from them is checked for type and range, and a
+# bad one raises ProjectError naming the file (``where``) and the field.
+def _fail(where: str, field_name: str, problem: str) -> ProjectError:
+    return ProjectError(f"{where}: field {field_name!r} {problem}; the project file is damaged or was edited by hand.")
+
+
+def get_field(d: Any, key: str, where: str, field_name: str | None = None, required: bool = True) -> Any:
+    name = field_name or key
+    if not isinstance(d, dict):
+        raise _fail(where, name.rsplit(".", 1)[0] if "." in name else "(top level)", "is not a JSON object")
+    if key not in d:
+        if required:
+            raise _fail(where, name, "is missing")
+        return None
+    return d[key]
+
+
+def as_int(value: Any, where: str, field_name: str, lo: int | None = None, hi: int | None = None) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value != int(value)
+    ):
+        raise _fail(where, field_name, f"must be an integer, found {value!r:.60}")
+    value = int(value)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise _fail(where, field_name, f"must be in [{lo}, {hi}], found {value}")
+    return value
+
+
+def as_float(value: Any, where: str, field_name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _fail(where, field_name, f"must be a finite number, found {value!r:.60}")
+    return float(value)
+
+
+def as_str(value: Any, where: str, field_name: str, allow_none: bool = False) -> str | None:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str):
+        raise _fail(where, field_name, f"must be a string, found {type(value).__name__}")
+    return value
+
+
+def as_list(value: Any, where: str, field_name: str, length: int | None = None) -> list[Any]:
+    if not isinstance(value, list):
+        raise _fail(where, field_name, f"must be a list, found {type(value).__name__}")
+    if length is not None and len(value) != length:
+        raise _fail(where, field_name, f"must hold {length} values, found {len(value)}")
+    return value
+
+
+MAX_LABEL_ID = 2**32 - 1
 
 
 # ----------------------------------------------------------------------------------------------- records
@@ -45,12 +106,20 @@ class ObjectPrompts:
         return np.asarray(self.box, dtype=np.float32) if self.box is not None else None
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ObjectPrompts:
-        return cls(
-            points=[[float(p[0]), float(p[1]), int(p[2])] for p in d.get("points", [])],
-            box=[float(v) for v in d["box"]] if d.get("box") is not None else None,
-            candidate=d.get("candidate"),
-        )
+    def from_dict(cls, d: dict[str, Any], where: str = "prompts", field_name: str = "prompts") -> ObjectPrompts:
+        points = []
+        raw_points = get_field(d, "points", where, f"{field_name}.points", required=False) or []
+        for i, p in enumerate(as_list(raw_points, where, f"{field_name}.points")):
+            f = f"{field_name}.points[{i}]"
+            p = as_list(p, where, f, length=3)
+            points.append([as_float(p[0], where, f), as_float(p[1], where, f), as_int(p[2], where, f, 0, 1)])
+        box = get_field(d, "box", where, f"{field_name}.box", required=False)
+        if box is not None:
+            box = [as_float(v, where, f"{field_name}.box") for v in as_list(box, where, f"{field_name}.box", length=4)]
+        candidate = get_field(d, "candidate", where, f"{field_name}.candidate", required=False)
+        if candidate is not None:
+            candidate = as_int(candidate, where, f"{field_name}.candidate", 0, 16)
+        return cls(points=points, box=box, candidate=candidate)
 
 
 @dataclass
@@ -70,14 +139,19 @@ class AnnotatedObject:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AnnotatedObject:
+    def from_dict(cls, d: dict[str, Any], where: str = "object", field_name: str = "object") -> AnnotatedObject:
+        f = field_name
+        bbox = get_field(d, "bbox", where, f"{f}.bbox", required=False)
+        bbox = [0, 0, 0, 0] if bbox is None else as_list(bbox, where, f"{f}.bbox", length=4)
         return cls(
-            id=int(d["id"]),
-            prompts=ObjectPrompts.from_dict(d.get("prompts", {})),
-            area=int(d.get("area", 0)),
-            bbox=[int(v) for v in d.get("bbox", [0, 0, 0, 0])],
-            model=str(d.get("model", "")),
-            created=str(d.get("created", "")),
+            id=as_int(get_field(d, "id", where, f"{f}.id"), where, f"{f}.id", 1, MAX_LABEL_ID),
+            prompts=ObjectPrompts.from_dict(
+                get_field(d, "prompts", where, f"{f}.prompts", required=False) or {}, where, f"{f}.prompts"
+            ),
+            area=as_int(get_field(d, "area", where, f"{f}.area", required=False) or 0, where, f"{f}.area", 0),
+            bbox=[as_int(v, where, f"{f}.bbox", 0) for v in bbox],
+            model=str(get_field(d, "model", where, f"{f}.model", required=False) or ""),
+            created=str(get_field(d, "created", where, f"{f}.created", required=False) or ""),
         )
 
 
@@ -96,14 +170,30 @@ class ImageEntry:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ImageEntry:
+    def from_dict(cls, d: dict[str, Any], where: str = "image entry", field_name: str = "image") -> ImageEntry:
+        """Checked: ``key`` is one plain folder name (it names ``annotations/<key>``), ``shape`` is 2 positive
+        integers; paths are strings (the image is only ever read, never written)."""
+        f = field_name
+        key = as_str(get_field(d, "key", where, f"{f}.key"), where, f"{f}.key")
+        if not _KEY_RE.match(key) or key in (".", ".."):
+            raise _fail(where, f"{f}.key", f"must be a plain folder name (letters, digits, _ . -), found {key!r:.60}")
+        path = as_str(get_field(d, "path", where, f"{f}.path"), where, f"{f}.path")
+        if "\x00" in path:
+            raise _fail(where, f"{f}.path", "holds a NUL character")
+        relpath = as_str(get_field(d, "relpath", where, f"{f}.relpath", required=False), where, f"{f}.relpath", True)
+        if relpath is not None and "\x00" in relpath:
+            raise _fail(where, f"{f}.relpath", "holds a NUL character")
+        shape = get_field(d, "shape", where, f"{f}.shape", required=False)
+        if shape:
+            shape = [as_int(v, where, f"{f}.shape", 1, 2**31) for v in as_list(shape, where, f"{f}.shape", length=2)]
+        name = get_field(d, "name", where, f"{f}.name", required=False)
         return cls(
-            key=str(d["key"]),
-            path=str(d["path"]),
-            relpath=d.get("relpath"),
-            sha256=str(d["sha256"]),
-            name=str(d.get("name") or Path(d["path"]).name),
-            shape=[int(v) for v in d["shape"]] if d.get("shape") else None,
+            key=key,
+            path=path,
+            relpath=relpath,
+            sha256=as_str(get_field(d, "sha256", where, f"{f}.sha256"), where, f"{f}.sha256"),
+            name=as_str(name, where, f"{f}.name") if name else Path(path).name,
+            shape=shape or None,
         )
 
 

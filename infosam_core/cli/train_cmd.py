@@ -169,12 +169,59 @@ def build_config(args: argparse.Namespace):
     config = TrainConfig(**{k: v for k, v in values.items() if k in known})
     try:
         config.validate()
-        from infosam_core.peft.registry import make_config
-
-        make_config(config.peft, config.peft_options)
     except ValueError as exc:
-        raise CLIError(str(exc)) from None
+        raise CLIError(_flag_names(str(exc))) from None
+    check_device(config.device)
     return config
+
+
+def _flag_names(message: str) -> str:
+    """A TrainConfig message in the CLI's words (``max_steps`` -> ``--max-steps`` ...)."""
+    for name, flag in (
+        ("max_steps", "--max-steps"),
+        ("time_budget_s", "--time-budget"),
+        ("distill_weight (lambda)", "--lam"),
+        ("batch_size", "--batch-size"),
+        ("min_lr", "--min-lr"),
+    ):
+        message = message.replace(name, flag)
+    return message
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, before any data or model is loaded."""
+    import torch
+
+    if device == "auto" or device == "cpu":
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CLIError(f"--device {device}: no CUDA GPU is available here; use --device cpu (or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise CLIError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise CLIError(f"--device {device}: Apple MPS is not available here; use --device cpu (or auto)")
+    else:
+        raise CLIError(f"--device {device}: unsupported; use auto, cpu, cuda or cuda:N")
+
+
+def check_out_dir(out: Path) -> None:
+    """``--out`` must be a folder this process can write, checked before training starts."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: is a file; give a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise CLIError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose another folder") from None
 
 
 class _Reporter:
@@ -221,6 +268,7 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.training.devices import resolve_device
 
     config = build_config(args)
+    check_out_dir(args.out)  # before any data or model is loaded
     if distributed.launched_by_torchrun():
         device = resolve_device(config.device)
         if device.type == "cuda" and device.index is None:
@@ -261,6 +309,8 @@ def _run(args: argparse.Namespace, config, context) -> int:
         init_model = load_peft_checkpoint(sam, args.init_adapter) if args.init_adapter else None
     except (ValueError, CheckpointError) as exc:  # DatasetError and PeftCheckpointError are ValueErrors
         raise CLIError(str(exc)) from None
+    except MemoryError:
+        raise CLIError(f"{args.data}: not enough memory to load this dataset; use fewer or smaller images") from None
 
     stop = threading.Event()
     previous = None

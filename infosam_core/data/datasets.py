@@ -4,8 +4,8 @@
 
 * a folder with ``images/`` and ``masks/`` sub-folders, paired by file stem (``images/a.jpg`` <->
   ``masks/a.png``), or
-* a CSV file with columns ``image,label`` (paths relative to the CSV's folder), or a folder holding
-  exactly one such CSV.
+* a CSV file (UTF-8) with columns ``image,label`` (paths relative to the CSV's folder, which they may
+  not leave: absolute paths and ``..`` out of it are refused), or a folder holding exactly one such CSV.
 
 Images go through :func:`infosam_core.io.images.load_rgb`. Masks are binarised: an 8-bit mask whose maximum
 is 255 (the usual {0, 255} PNG, possibly anti-aliased) is ``> 127``; every other mask (0/1 PNGs, label
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from infosam_core.io.images import ImageError, load_rgb, read_image
+from infosam_core.io.paths import UnsafePathError, resolve_inside
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
@@ -66,7 +67,10 @@ def binarize_mask(mask: np.ndarray) -> np.ndarray:
 
 def load_mask(path: str | Path) -> np.ndarray:
     try:
-        return binarize_mask(read_image(path))
+        mask = read_image(path)
+        if mask.dtype.kind not in "biuf":
+            raise ValueError(f"unsupported mask pixel type {mask.dtype}")
+        return binarize_mask(mask)
     except ValueError as exc:
         if isinstance(exc, ImageError):
             raise DatasetError(str(exc)) from None
@@ -109,20 +113,42 @@ def _load_folders(root: Path) -> list[SegmentationSample]:
     return samples
 
 
+def _read_csv_rows(csv_path: Path) -> list[dict[str, str]]:
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = [c.strip().lower() for c in reader.fieldnames or []]
+            if "image" not in fields or "label" not in fields:
+                raise DatasetError(
+                    f"{csv_path}: needs a header with columns image,label (found {', '.join(fields)[:200] or 'none'})."
+                )
+            return [
+                {k.strip().lower(): (v if isinstance(v, str) else "").strip() for k, v in row.items() if k}
+                for row in reader
+            ]
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"{csv_path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the CSV as UTF-8."
+        ) from None
+    except csv.Error as exc:
+        raise DatasetError(f"{csv_path}: not a readable CSV file ({str(exc)[:160]}).") from None
+    except OSError as exc:
+        raise DatasetError(f"{csv_path}: cannot be read ({exc.strerror or exc}).") from None
+
+
 def _load_csv(csv_path: Path) -> list[SegmentationSample]:
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        fields = [c.strip().lower() for c in reader.fieldnames or []]
-        if "image" not in fields or "label" not in fields:
-            raise DatasetError(
-                f"{csv_path}: needs a header with columns image,label (found {', '.join(fields) or 'none'})."
-            )
-        rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    rows = _read_csv_rows(csv_path)
     samples = []
     for i, row in enumerate(rows, start=2):
-        if not row["image"] or not row["label"]:
+        if not row.get("image") or not row.get("label"):
             raise DatasetError(f"{csv_path}, line {i}: empty image or label path.")
-        image_path, mask_path = csv_path.parent / row["image"], csv_path.parent / row["label"]
+        try:
+            image_path = resolve_inside(csv_path.parent, row["image"], follow_links=False)
+            mask_path = resolve_inside(csv_path.parent, row["label"], follow_links=False)
+        except UnsafePathError as exc:
+            raise DatasetError(
+                f"{csv_path}, line {i}: {exc}; paths in a dataset CSV are relative to its folder and stay inside it."
+            ) from None
         if not image_path.exists():
             raise DatasetError(f"{csv_path}, line {i}: image {image_path} not found.")
         samples.append(load_pair(image_path, mask_path, Path(row["image"]).stem))

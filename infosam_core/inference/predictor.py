@@ -42,13 +42,13 @@ import torch
 import torch.nn.functional as F
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
-from segment_anything.utils.transforms import ResizeLongestSide
 
 from infosam_core.inference.embedding_cache import EmbeddingCache, ImageEmbedding, image_hash
 from infosam_core.io.images import to_rgb_uint8
 from infosam_core.models.fingerprint import model_fingerprint, weights_stamp
 from infosam_core.models.interactive_decoder import InteractiveDecoder
 from infosam_core.models.interactive_decoder import supports as interactive_decoder_supports
+from infosam_core.models.transforms import ResizeLongestSide
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class Predictor(SamPredictor):
         self._fingerprint_lock = threading.RLock()  # short: the fingerprint and its weights stamp
         self._embedding: ImageEmbedding | None = None
         super().__init__(sam)
+        self.transform = ResizeLongestSide(sam.image_encoder.img_size)  # thin images keep >= 1 px per side
         self._decoder = _interactive_decoder(sam)
         self._fingerprint = model_fingerprint(sam.image_encoder)
         self._stamp = weights_stamp(sam.image_encoder)
@@ -285,6 +286,14 @@ class Predictor(SamPredictor):
                 raise ValueError(
                     f"point_labels must hold one label per point: {len(coords)} points, labels of shape {labels.shape}"
                 )
+            if self.original_size is not None:
+                height, width = self.original_size
+                outside = ~(
+                    (coords[:, 0] >= 0) & (coords[:, 0] <= width) & (coords[:, 1] >= 0) & (coords[:, 1] <= height)
+                )
+                if outside.any():
+                    x, y = coords[int(np.argmax(outside))]
+                    raise ValueError(f"point ({x:g}, {y:g}) lies outside the {width}x{height} image")
             if not np.isin(labels, POINT_LABELS).all():
                 raise ValueError(f"point_labels must be 1 (foreground) or 0 (background); got {labels.tolist()}")
             labels = labels.astype(np.int64)
@@ -297,6 +306,11 @@ class Predictor(SamPredictor):
             box_array = box_array.reshape(4)
             if box_array[2] < box_array[0] or box_array[3] < box_array[1]:
                 raise ValueError(f"box must be x0, y0, x1, y1 with x0 <= x1 and y0 <= y1; got {box_array.tolist()}")
+            if self.original_size is not None:
+                height, width = self.original_size
+                x0, y0, x1, y1 = box_array.tolist()
+                if x0 > width or y0 > height or x1 < 0 or y1 < 0:
+                    raise ValueError(f"box {box_array.tolist()} lies outside the {width}x{height} image")
         if mask_input is not None:
             mask = _as_float_array(mask_input, "mask_input").astype(np.float32)
             if mask.ndim == 2:

@@ -14,10 +14,19 @@ converts it; the rules, in order:
 * refused: empty arrays, NaN or infinite values, non-numeric dtypes.
 
 Every failure raises :class:`ImageError`, whose message names the file (when there is one) and the fix.
+
+Size limit. A small compressed file can decode to gigabytes (a 391 KB zlib TIFF of 20000 x 20000 px is
+1.5 GB). :func:`read_image` therefore reads the image's size from the file's header first and refuses
+images of more than :func:`max_pixels` pixels (height x width, default :data:`DEFAULT_MAX_PIXELS` =
+100 megapixels, e.g. 10000 x 10000) before decoding anything. Raise it with the environment variable
+``INFOSAM_MAX_PIXELS`` (e.g. ``INFOSAM_MAX_PIXELS=400000000``). The same limit applies to masks and
+label images.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +41,73 @@ PERCENTILE_RANGE = (0.5, 99.5)
 _PERCENTILE_SAMPLE = 4_000_000
 
 
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+MAX_PIXELS_ENV = "INFOSAM_MAX_PIXELS"
+
+
 class ImageError(ValueError):
     """An image that cannot be used; the message names the file (when known) and what to do."""
+
+
+def max_pixels() -> int:
+    """The largest image (height x width) any reader here decodes: ``$INFOSAM_MAX_PIXELS`` or the default."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise ImageError(f"{MAX_PIXELS_ENV}={raw!r}: expected a number of pixels, e.g. 400000000") from None
+    if value < 1:
+        raise ImageError(f"{MAX_PIXELS_ENV}={raw!r}: must be >= 1")
+    return value
+
+
+def check_pixel_count(shape: tuple[int, ...], where: str) -> None:
+    """Refuse an image of ``shape`` (as stored: (H, W), (H, W, C), (C, H, W), (pages, H, W, ...)) whose
+    pixel count (all elements but a channel axis of 1-4) exceeds :func:`max_pixels`."""
+    dims = [int(d) for d in shape]
+    if any(d < 0 for d in dims):
+        raise ImageError(f"{where}: invalid image size {tuple(dims)} in the file header.")
+    if len(dims) >= 3 and dims[-1] <= 4:
+        dims = dims[:-1]
+    elif len(dims) == 3 and dims[0] <= 4:
+        dims = dims[1:]
+    pixels = math.prod(dims)
+    limit = max_pixels()
+    if pixels > limit:
+        size = " x ".join(str(d) for d in shape)
+        raise ImageError(
+            f"{where}: the image is {size} ({pixels / 1e6:.0f} megapixels), above the limit of "
+            f"{limit / 1e6:.0f} megapixels that protects against decompression bombs. If the image is genuine, "
+            f"crop or downscale it, or raise the limit with the environment variable {MAX_PIXELS_ENV}={pixels}."
+        )
+
+
+def _header_shape(path: Path) -> tuple[int, ...] | None:
+    """The stored array shape from the file's header, without decoding pixels (None when unknown)."""
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                return None
+            return tuple(int(d) for d in tif.series[0].shape)
+    from PIL import Image
+
+    # Pillow's own bomb guard would refuse at open, before this check names the limit: the header is read
+    # without it, and the decoding that follows runs with Pillow's limit set to ours.
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            return (int(height), int(width))
+    except Exception:  # noqa: BLE001 - not a format Pillow reads: imageio tries its other plugins next
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = max_pixels()
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -50,6 +124,9 @@ def read_image(path: str | Path) -> np.ndarray:
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: file is empty (0 bytes). Copy or export the image again.")
     try:
+        shape = _header_shape(path)
+        if shape is not None:
+            check_pixel_count(shape, str(path))
         if path.suffix.lower() in TIFF_SUFFIXES:
             import tifffile
 
@@ -58,6 +135,12 @@ def read_image(path: str | Path) -> np.ndarray:
             import imageio.v3 as iio
 
             image = iio.imread(path)
+    except ImageError:
+        raise
+    except MemoryError:
+        raise ImageError(
+            f"{path}: not enough memory to decode this image; crop or downscale it, or lower {MAX_PIXELS_ENV}."
+        ) from None
     except Exception as exc:  # noqa: BLE001 - every reader error becomes one message naming the file
         first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
         raise ImageError(
@@ -67,6 +150,7 @@ def read_image(path: str | Path) -> np.ndarray:
     image = np.asarray(image)
     if image.size == 0:
         raise ImageError(f"{path}: the image has no pixels (shape {image.shape}).")
+    check_pixel_count(image.shape, str(path))  # formats whose header was not read
     return image
 
 

@@ -29,7 +29,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     with open(path, "rb") as f:
         head = f.read(16)
     if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
-        return _load_safetensors(path)
+        return _check_finite(_load_safetensors(path), path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - we classify and re-raise with the file's name
@@ -46,7 +46,18 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
                 "Download it again and check its size."
             ) from None
         raise CheckpointError(f"{path}: could not be read as a checkpoint: {msg.splitlines()[0][:200]}") from None
-    return _unwrap_state_dict(obj, path)
+    return _check_finite(_unwrap_state_dict(obj, path), path)
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Refuse weights holding NaN or infinity: they would predict garbage ("score nan") without an error."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{path}: tensor {name!r} holds NaN or infinite values; the checkpoint is damaged or comes from a "
+                "diverged training run. Download or export it again."
+            )
+    return tensors
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -54,7 +65,7 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
     try:
         return load_file(str(path), device="cpu")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - whatever the parser's complaint, one message naming the file
         raise CheckpointError(
             f"{path}: not a readable safetensors file ({str(exc).splitlines()[0][:160]}). "
             "It may be truncated: copy it again."

@@ -18,6 +18,7 @@ decoder adds 4,058,340.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from segment_anything.modeling import Sam
@@ -32,6 +33,9 @@ class AdapterConfig(PeftConfig):
     mlp_ratio: float = 0.25
     first_block: int = 2
     train_norms: bool = True
+
+    # hidden = dim * mlp_ratio: up to 8x the block width (ViT-H: 10,240), never the 65 TB of mlp_ratio=1e9
+    BOUNDS: ClassVar[dict[str, tuple[float, float]]] = {"mlp_ratio": (1e-3, 8.0), "first_block": (0, 1000)}
 
 
 class SeriesAdapter(Bottleneck):

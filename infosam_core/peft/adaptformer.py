@@ -10,6 +10,7 @@ At ViT-B, all 12 blocks: 12 x (768*64 + 64 + 64*768 + 768) = 1,189,632 parameter
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from segment_anything.modeling import Sam
@@ -24,6 +25,12 @@ class AdaptFormerConfig(PeftConfig):
     bottleneck: int = 64
     scale: float = 0.1
     first_block: int = 0
+
+    BOUNDS: ClassVar[dict[str, tuple[float, float]]] = {
+        "bottleneck": (1, 8192),
+        "scale": (-100.0, 100.0),
+        "first_block": (0, 1000),
+    }
 
 
 class AdaptFormerBlock(WrappedBlock):

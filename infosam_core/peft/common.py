@@ -3,7 +3,10 @@ attention branch of segment-anything's ViT ``Block`` (so wrapped blocks stay num
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from segment_anything.modeling.image_encoder import Block, window_partition, window_unpartition
@@ -79,6 +82,32 @@ class PeftConfig:
     """Options every method has (the base of each method's dataclass config).
 
     ``train_decoder``: the whole mask decoder is trainable (the paper's setup for every method).
+    :meth:`validate` checks every field's type (bool / int / float, finite) and the bounds in
+    :attr:`BOUNDS` (``field -> (low, high)``, inclusive), so that no option can ask for absurd sizes.
     """
 
     train_decoder: bool = True
+
+    BOUNDS: ClassVar[dict[str, tuple[float, float]]] = {}
+
+    def validate(self) -> None:
+        """Raise ValueError naming the option for a wrong type, a non-finite number or a value out of bounds."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            if kind == "bool":
+                if not isinstance(value, bool):
+                    raise ValueError(f"option {f.name} must be true or false, got {value!r:.40}")
+                continue
+            if kind == "int":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+                    raise ValueError(f"option {f.name} must be an integer, got {value!r:.40}")
+                setattr(self, f.name, int(value))
+            elif kind == "float":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise ValueError(f"option {f.name} must be a finite number, got {value!r:.40}")
+                setattr(self, f.name, float(value))
+            if f.name in self.BOUNDS:
+                lo, hi = self.BOUNDS[f.name]
+                if not lo <= getattr(self, f.name) <= hi:
+                    raise ValueError(f"option {f.name} must be in [{lo:g}, {hi:g}], got {value!r:.40}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,8 @@ from infosam_core.peft.common import PeftConfig
 class LoraConfig(PeftConfig):
     rank: int = 4
     alpha: float = 4.0
+
+    BOUNDS: ClassVar[dict[str, tuple[float, float]]] = {"rank": (1, 1024), "alpha": (0.0, 1e4)}
 
 
 class LoraLinear(nn.Linear):

@@ -52,7 +52,8 @@ PEFT_METHODS: dict[str, PeftMethod] = {
 
 
 def make_config(method: str, options: dict[str, Any]) -> PeftConfig:
-    """The method's options dataclass from keyword options; clear errors for unknown methods or options."""
+    """The method's options dataclass from keyword options, validated (types, finite numbers, bounds);
+    ValueError naming the method or option otherwise."""
     if method not in PEFT_METHODS:
         raise ValueError(f"unknown PEFT method {method!r}; choose one of {', '.join(PEFT_METHODS)}")
     cls = PEFT_METHODS[method].config_cls
@@ -62,7 +63,9 @@ def make_config(method: str, options: dict[str, Any]) -> PeftConfig:
         raise ValueError(
             f"unknown option(s) {', '.join(unknown)} for PEFT method {method!r}; valid: {', '.join(names)}"
         )
-    return cls(**options)
+    config = cls(**options)
+    config.validate()
+    return config
 
 
 def apply_peft(

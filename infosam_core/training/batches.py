@@ -23,11 +23,11 @@ import numpy as np
 import torch
 import torch.utils.checkpoint
 from segment_anything.modeling import PromptEncoder, Sam
-from segment_anything.utils.transforms import ResizeLongestSide
 
 from infosam_core.data.datasets import SegmentationSample
 from infosam_core.data.masks import resize_mask
 from infosam_core.data.prompt_sampling import box_from_mask, point_from_mask
+from infosam_core.models.transforms import ResizeLongestSide
 
 
 @dataclass

@@ -88,3 +88,22 @@ class TrainConfig:
             or self.min_lr > self.lr
         ):
             raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
+        if self.max_steps is not None and (isinstance(self.max_steps, bool) or self.max_steps < 1):
+            raise ValueError(f"max_steps must be >= 1 (or not given), got {self.max_steps}")
+        if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
+            raise ValueError(f"time_budget_s must be a finite number of seconds > 0, got {self.time_budget_s}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"grad_clip must be a finite number > 0 (or None), got {self.grad_clip}")
+        if self.box_jitter < 0:
+            raise ValueError(f"box_jitter must be >= 0, got {self.box_jitter}")
+        if not (math.isfinite(self.teacher_cache_max_mb) and self.teacher_cache_max_mb >= 0):
+            raise ValueError(f"teacher_cache_max_mb must be a finite number >= 0, got {self.teacher_cache_max_mb}")
+        if self.val_prompt not in ("box", "point", "points5"):
+            raise ValueError(f"val_prompt must be box, point or points5, got {self.val_prompt!r}")
+        for name, options in (("distill_options", self.distill_options), ("peft_options", self.peft_options)):
+            for key, value in options.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ValueError(f"{name}: {key}={value} must be a finite number")
+        from infosam_core.peft.registry import make_config
+
+        make_config(self.peft, self.peft_options)  # unknown method or option, wrong type, out of bounds

@@ -1,0 +1,43 @@
+"""Paths taken from files (project manifests, CSV datasets, adapter descriptions) are untrusted.
+
+:func:`resolve_inside` is the one gate every such path goes through: it resolves ``relative`` against
+``root`` (following ``..`` and symbolic links) and refuses anything that lands outside ``root`` -- absolute
+paths, ``../..`` traversals, links pointing elsewhere, NUL bytes. :func:`safe_name` checks a single file or
+folder name (no separators, not ``.`` / ``..``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class UnsafePathError(ValueError):
+    """A path from a file that would reach outside the folder it belongs to (callers re-raise their own error)."""
+
+
+def resolve_inside(root: str | Path, relative: str | Path, follow_links: bool = True) -> Path:
+    """``root / relative`` resolved, guaranteed to lie inside ``root`` (or be ``root``); else UnsafePathError.
+
+    ``follow_links=False`` checks the path as written (``..`` and absolute paths refused) but lets symbolic
+    links the user made inside ``root`` point elsewhere (e.g. a dataset's ``images`` linked to another disk).
+    """
+    text = os.fspath(relative)
+    if not isinstance(text, str) or not text or "\x00" in text:
+        raise UnsafePathError(f"{relative!r} is not a usable relative path")
+    if Path(text).is_absolute() or Path(text).drive or text.startswith(("/", "\\")):
+        raise UnsafePathError(f"{text!r} is an absolute path; only paths inside {root} are accepted")
+    base = Path(root).resolve() if follow_links else Path(os.path.abspath(root))
+    target = (base / text).resolve() if follow_links else Path(os.path.normpath(base / text))
+    if target != base and base not in target.parents:
+        raise UnsafePathError(f"{text!r} leads outside {base}")
+    return target
+
+
+def safe_name(name: object) -> str:
+    """``name`` if it is one plain file/folder name (no separator, not '.'/'..', no NUL); else UnsafePathError."""
+    if not isinstance(name, str) or not name or name in (".", "..") or any(c in name for c in "/\\\x00"):
+        raise UnsafePathError(f"{name!r} is not a plain file name")
+    if len(name) > 255:
+        raise UnsafePathError(f"{name[:40]!r}...: file name longer than 255 characters")
+    return name
