@@ -92,6 +92,13 @@ LOCK_OWNER_NAME = ".infosam.lock.owner"
 LOCK_TIMEOUT_S = 20.0
 
 
+READ_LOCK_TIMEOUT_S = 2.0
+
+
+class ProjectBusyError(ProjectError):
+    """Another process or object held the project's lock for too long; the message names it."""
+
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
@@ -199,19 +206,20 @@ class Project:
 
     # ---- the lock (see "Sharing" in the module docstring)
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Hold the project's lock for one change (re-entrant within a thread)."""
+    def _locked(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold the project's lock for one change (re-entrant within a thread); ProjectBusyError after
+        ``timeout`` (default :data:`LOCK_TIMEOUT_S`) seconds."""
         if self.read_only:
             raise ProjectError(f"{self.root}: opened read-only; open it normally to change it.")
         from filelock import Timeout
 
         try:
-            self._lock.acquire()
+            self._lock.acquire(timeout=LOCK_TIMEOUT_S if timeout is None else timeout)
         except Timeout:
-            raise ProjectError(
+            raise ProjectBusyError(
                 f"{self.root}: the project is busy: {self._lock_holder()} has held its lock for more than "
-                f"{LOCK_TIMEOUT_S:.0f} s. Wait for it, or close that program if it hangs; or open the project "
-                "read-only."
+                f"{LOCK_TIMEOUT_S if timeout is None else timeout:.0f} s. Wait for it, or close that program if it "
+                "hangs; or open the project read-only."
             ) from None
         except OSError as exc:
             raise ProjectError(f"{self.root}: cannot lock the project ({exc.strerror or exc}).") from None
@@ -461,8 +469,13 @@ class Project:
         them)."""
         if self.read_only:
             return self._fresh_annotations(key)
-        with self._locked():
-            return self._fresh_annotations(key)
+        try:
+            with self._locked(timeout=READ_LOCK_TIMEOUT_S):
+                return self._fresh_annotations(key)
+        except ProjectBusyError:  # another writer is slow: show what is known (changes still wait for the lock)
+            if key in self._annotations:
+                return self._annotations[key]
+            return self._load_annotations(self.entry(key), clean_up=False)
 
     def _fresh_annotations(self, key: str) -> ImageAnnotations:
         """The cached annotations, re-read if ``objects.json`` changed on disk since (call under the lock)."""
@@ -499,13 +512,15 @@ class Project:
     def total_objects(self) -> int:
         return sum(self.object_counts().values())
 
-    def _load_annotations(self, entry: ImageEntry) -> ImageAnnotations:
-        """Read and check ``objects.json`` and its label file (under the lock, or read-only)."""
+    def _load_annotations(self, entry: ImageEntry, clean_up: bool = True) -> ImageAnnotations:
+        """Read and check ``objects.json`` and its label file (under the lock, or read-only, or without
+        ``clean_up``)."""
         folder = self.annotation_dir(entry.key)
         meta_path = folder / OBJECTS_NAME
         where = str(meta_path)
         if not meta_path.is_file():
-            self._remove_orphans(folder, keep=None)
+            if clean_up:
+                self._remove_orphans(folder, keep=None)
             labels = np.zeros(entry.shape, dtype=np.uint16) if entry.shape else None
             return ImageAnnotations(entry, labels)
         meta = _read_json(meta_path)
@@ -534,7 +549,8 @@ class Project:
                 raise ProjectError(f"{where}: field 'objects[{i}].id' repeats id {obj.id}; the file is damaged.")
             objects[obj.id] = obj
         revision = as_int(get_field(meta, "revision", where, required=False) or 0, where, "revision", 0, 999_999)
-        self._remove_orphans(folder, keep=labels_name)
+        if clean_up:
+            self._remove_orphans(folder, keep=labels_name)
         if labels is None and entry.shape:
             labels = np.zeros(entry.shape, dtype=np.uint16)
         return ImageAnnotations(entry, labels, objects, revision=revision)
