@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from infosam_core.cli import CLIError
+from infosam_core.cli.train_cmd import check_device, check_out_dir
 from infosam_core.data.prompt_sampling import PROTOCOLS
 from infosam_core.evaluation.metrics import METRICS
 from infosam_core.models.registry import MODEL_TYPES
@@ -43,9 +44,13 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.evaluation.prompted import evaluate, save_eval
     from infosam_core.models.checkpoints import CheckpointError
     from infosam_core.models.registry import load_sam
-    from infosam_core.peft.checkpoint import PeftCheckpointError, load_peft_checkpoint
+    from infosam_core.peft.checkpoint import PeftCheckpointError, load_peft_checkpoint, read_peft_checkpoint_info
 
+    check_device(args.device)
+    check_out_dir(args.out)
     try:
+        if args.adapter:
+            read_peft_checkpoint_info(args.adapter)  # a broken adapter is reported before the data is read
         samples = load_folder_dataset(args.data)
         sam = load_sam(args.model, args.checkpoint)
         if args.adapter:

@@ -291,7 +291,12 @@ def _run(args: argparse.Namespace, config, context) -> int:
     from infosam_core.io.atomic import write_json_atomic
     from infosam_core.models.checkpoints import CheckpointError
     from infosam_core.models.registry import load_sam
-    from infosam_core.peft.checkpoint import PeftCheckpointError, load_peft_checkpoint, save_peft_checkpoint
+    from infosam_core.peft.checkpoint import (
+        PeftCheckpointError,
+        load_peft_checkpoint,
+        read_peft_checkpoint_info,
+        save_peft_checkpoint,
+    )
     from infosam_core.training.results import TrainingError
     from infosam_core.training.trainer import train
 
@@ -300,6 +305,8 @@ def _run(args: argparse.Namespace, config, context) -> int:
             print(*parts, flush=True)
 
     try:
+        if args.init_adapter:
+            read_peft_checkpoint_info(args.init_adapter)  # a broken adapter is reported before the data is read
         samples = load_folder_dataset(args.data)
         val = load_folder_dataset(args.val_data) if args.val_data else []
         if args.val_fraction:
