@@ -341,7 +341,8 @@ def test_a_crafted_project_touches_nothing_outside(tmp_path, evil):
     key = project.add_images([image])[0].key
     project.add_object(key, _pixel((32, 32), 1, 1), ObjectPrompts())
     before = _snapshot(outside)
-    manifest_path = tmp_path / "a" / "p" / "project.json"
+    root = tmp_path / "a" / "p"
+    manifest_path = root / "project.json"
     objects_path = tmp_path / "a" / "p" / "annotations" / key / "objects.json"
     manifest, objects = json.loads(manifest_path.read_text()), json.loads(objects_path.read_text())
     crafted = []
@@ -357,7 +358,7 @@ def test_a_crafted_project_touches_nothing_outside(tmp_path, evil):
     for m, o in crafted:
         manifest_path.write_text(json.dumps(m))
         objects_path.write_text(json.dumps(o))
-        root, key_in_file = tmp_path / "a" / "p", m["images"][0]["key"]
+        key_in_file = m["images"][0]["key"]
         for action in (
             lambda: Project.open(root),
             lambda k=key_in_file: Project.open(root).annotations(k),
