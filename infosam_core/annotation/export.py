@@ -68,7 +68,10 @@ def _label_image_for(project: Project, key: str) -> np.ndarray | None:
     if shape is None:  # never opened, never annotated: read the image to know its size
         from infosam_core.io.images import read_image
 
-        shape = read_image(project.image_path(key)).shape[:2]
+        try:
+            shape = read_image(project.image_path(key)).shape[:2]
+        except ImageError as exc:
+            raise ExportError(str(exc)) from None
     return np.zeros(shape, dtype=np.uint16)
 
 
@@ -200,6 +203,8 @@ def coco_to_label_images(coco: dict[str, Any] | str | Path) -> dict[str, np.ndar
     :class:`ExportError` naming the file (or "COCO data") and the entry.
     """
     where = "COCO data"
+    if not isinstance(coco, (dict, str, Path)):
+        raise ExportError(f"COCO data must be a dict or a file path, got {type(coco).__name__}")
     if not isinstance(coco, dict):
         where = str(coco)
         try:
