@@ -173,6 +173,8 @@ def soak_project(folder: Path, kills: int, max_delay_s: float, seed: int = 0) ->
             print(f"kill {i}: lost {lost}, unexpected {extra}", file=sys.stderr)
             expected = on_disk
         figures["objects_verified"] += len(on_disk)
+        if (i + 1) % 100 == 0:
+            print(f"project: {json.dumps(figures)}", file=sys.stderr, flush=True)
     figures.update(_clean_up_counts(folder))
     return figures
 
@@ -276,6 +278,8 @@ def soak_adapter(folder: Path, kills: int, max_delay_s: float, seed: int = 0) ->
             figures["losses"] += 1
         committed = max(committed, loaded)
         figures["adapters_verified"] += 1
+        if (i + 1) % 50 == 0:
+            print(f"adapter: {json.dumps(figures)}", file=sys.stderr, flush=True)
     save_peft_checkpoint(model, path)  # a save after the kills removes superseded tensor files
     figures.update(_clean_up_counts(folder))
     figures["tensor_files_left"] = len(list(folder.glob("adapter.*.safetensors")))

@@ -228,3 +228,30 @@ def test_napari_plugin_widget_and_sample_data(make_napari_viewer, qtbot, tmp_pat
         import gc
 
         gc.unfreeze()  # the widget froze the GC once its model loaded: let later tests collect this viewer
+
+
+def test_damaged_or_busy_project_is_reported_and_app_keeps_working(studio, qtbot, tmp_path, monkeypatch):
+    from infosam_core.annotation import project as project_module
+
+    s, c = studio.session, studio.prompts
+    current = s.project
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "project.json").write_text(json.dumps({"format": 1, "images": [{"key": "../../x"}]}))
+    assert s.open_project(damaged, create=False) is None
+    assert "project.json: field 'images[0].key'" in s.last_error
+    assert s.project is current  # the open project stays
+
+    # another program holds the project's lock (a second Project object: its own OS lock)
+    qtbot.waitUntil(lambda: s.embedding_ready, timeout=30_000)
+    other = Project.open(s.project.root)
+    monkeypatch.setattr(project_module, "LOCK_TIMEOUT_S", 0.2)
+    with other._locked():
+        assert prompt_until_mask(c) is not None
+        assert c.accept() is None
+        assert "busy" in s.last_error and "pid" in s.last_error
+    obj = c.accept() if c.mask is not None else None
+    if obj is None:
+        assert prompt_until_mask(c) is not None
+        obj = c.accept()
+    assert obj is not None and obj.id in Project.open(s.project.root).annotations(s.key).objects
