@@ -381,7 +381,7 @@ class Project:
         if all(state.get(k) == v for k, v in values.items()):
             return
         state.update(values)
-        tmp = self.ui_state_path.with_name(f".{UI_STATE_NAME}.{os.getpid()}.tmp")
+        tmp = self.ui_state_path.with_name(f".{UI_STATE_NAME}.{os.getpid()}.nosync.tmp")  # stale ones are removed
         try:
             tmp.write_text(json.dumps(state, indent=2) + "\n", "utf-8")
             os.replace(tmp, self.ui_state_path)
