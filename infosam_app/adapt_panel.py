@@ -161,7 +161,7 @@ class AdaptPanel(QWidget):
         if path is None:
             start = str(session.project.adapters_dir) if session.project else str(Path.home())
             path, _ = QFileDialog.getOpenFileName(
-                self, "Load adapter", start, "Adapters (*.safetensors);;All files (*)"
+                self, "Load adapter", start, "Adapters (*.json *.safetensors);;All files (*)"
             )
             if not path:
                 return

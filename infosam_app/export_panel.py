@@ -114,7 +114,7 @@ class ExportPanel(QWidget):
                 self,
                 "Export adapter",
                 str(Path(self._default_dir()) / "adapter.safetensors"),
-                "Adapter (*.safetensors)",
+                "Adapter (*.json *.safetensors)",
             )
             if not path:
                 return None
@@ -127,9 +127,9 @@ class ExportPanel(QWidget):
         ):
             summary.update(controller.last_result.summary())
         try:
-            save_peft_checkpoint(session.sams["adapted"], path, summary)
+            tensors_path, json_path = save_peft_checkpoint(session.sams["adapted"], path, summary)
         except Exception as exc:  # noqa: BLE001
             session.fail(f"Adapter export failed: {exc}")
             return None
-        self._done(f"Wrote the adapter to {path} (+ its JSON config)")
-        return Path(path)
+        self._done(f"Wrote the adapter to {json_path} + {tensors_path.name}")
+        return json_path

@@ -135,8 +135,7 @@ def _save(result, run_dir: Path, save_peft_checkpoint, n_samples: int, error: st
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = result.summary()
     summary.update(n_samples=n_samples, error=error)
-    adapter_path = run_dir / "adapter.safetensors"
-    save_peft_checkpoint(result.model, adapter_path, summary)
+    _, adapter_path = save_peft_checkpoint(result.model, run_dir / "adapter", summary)  # the JSON names the pair
     write_json_atomic(run_dir / "history.json", summary)
     return adapter_path
 

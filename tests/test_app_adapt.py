@@ -3,6 +3,8 @@ compare Base / Adapted, cancel and continue, errors, export the adapter and load
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -70,7 +72,8 @@ def test_adapt_hot_swap_compare_export_and_load(studio, qtbot, tmp_path):
     assert studio.adapted_radio.isChecked() and studio.adapted_radio.isEnabled()
     run_dir = panel.controller.last_adapter_path.parent
     assert run_dir.parent == s.project.adapters_dir
-    assert (run_dir / "adapter.safetensors").is_file() and (run_dir / "adapter.json").is_file()
+    meta = json.loads((run_dir / "adapter.json").read_text())
+    assert panel.controller.last_adapter_path == run_dir / "adapter.json" and (run_dir / meta["tensors_file"]).is_file()
     assert (run_dir / "history.json").is_file()
 
     # the preview was recomputed with the adapted model for the same prompts

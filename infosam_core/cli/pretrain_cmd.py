@@ -45,8 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from infosam_core.cli import CLIError
+    from infosam_core.cli.train_cmd import check_device, check_out_dir
     from infosam_core.training.pretraining.config import PretrainConfig
     from infosam_core.training.pretraining.pretrainer import Pretrainer
+
+    check_device(args.device)
+    check_out_dir(args.out)
 
     config = PretrainConfig(
         out_dir=args.out,

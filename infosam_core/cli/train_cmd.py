@@ -3,7 +3,7 @@
     infosam train --data my_dataset --peft adapter --distill infosam --epochs 10 --out runs/mine
     infosam train --data my_dataset --model vit_b --checkpoint sam_vit_b_01ec64.pth --preset paper --out runs/paper
 
-Writes ``<out>/adapter.safetensors`` + ``<out>/adapter.json`` (load with ``infosam eval --adapter``) and
+Writes ``<out>/adapter.json`` + the tensors file it names, ``<out>/adapter.<hash>.safetensors`` (load with ``infosam eval --adapter <out>/adapter``; saved all or nothing) and
 ``<out>/history.json`` (settings, per-epoch losses, validation mIoU, parameter counts). Ctrl-C once stops
 after the current step and still saves the adapter; twice aborts.
 
