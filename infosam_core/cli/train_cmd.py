@@ -3,8 +3,8 @@
     infosam train --data my_dataset --peft adapter --distill infosam --epochs 10 --out runs/mine
     infosam train --data my_dataset --model vit_b --checkpoint sam_vit_b_01ec64.pth --preset paper --out runs/paper
 
-Writes ``<out>/adapter.json`` + the tensors file it names, ``<out>/adapter.<hash>.safetensors`` (load with ``infosam eval --adapter <out>/adapter``; saved all or nothing) and
-``<out>/history.json`` (settings, per-epoch losses, validation mIoU, parameter counts). Ctrl-C once stops
+Writes ``<out>/adapter.json`` + the tensors file it names, ``<out>/adapter.<hash>.safetensors`` (saved all
+or nothing; load with ``infosam eval --adapter <out>/adapter``) and ``<out>/history.json`` (settings, per-epoch losses, validation mIoU, parameter counts). Ctrl-C once stops
 after the current step and still saves the adapter; twice aborts.
 
 Several GPUs or machines: launch it with ``torchrun`` (``torchrun --no-python --nproc-per-node 4 infosam
@@ -181,7 +181,6 @@ def _flag_names(message: str) -> str:
         ("max_steps", "--max-steps"),
         ("time_budget_s", "--time-budget"),
         ("distill_weight (lambda)", "--lam"),
-        ("batch_size", "--batch-size"),
         ("min_lr", "--min-lr"),
     ):
         message = message.replace(name, flag)
