@@ -136,7 +136,7 @@ def soak_project(folder: Path, kills: int, max_delay_s: float, seed: int = 0) ->
     root = folder / "project"
     key = Project.create(root).add_images([image])[0].key
     expected: dict[int, tuple[int, int]] = {}
-    figures = {"kills": 0, "changes_reported": 0, "objects_verified": 0, "losses": 0}
+    figures = {"kills": 0, "kills_mid_change": 0, "changes_reported": 0, "objects_verified": 0, "losses": 0}
     for i in range(kills):
         pid, fd = _fork(_project_child, root, key, seed * 100_003 + i)
         lines = _kill_after(pid, fd, rng.uniform(0.0, max_delay_s))
@@ -157,6 +157,7 @@ def soak_project(folder: Path, kills: int, max_delay_s: float, seed: int = 0) ->
             else:
                 in_flight = parts
         on_disk = _disk_objects(root, key)
+        figures["kills_mid_change"] += in_flight is not None
         if in_flight and in_flight[0] == "BA":  # done or not: either is fine, half is not (checked above)
             yx = (int(in_flight[1]), int(in_flight[2]))
             extra = [oid for oid, p in on_disk.items() if oid not in expected and p == yx]
@@ -251,7 +252,7 @@ def soak_adapter(folder: Path, kills: int, max_delay_s: float, seed: int = 0) ->
     _fill(model, 0)
     save_peft_checkpoint(model, path)
     committed = 0
-    figures = {"kills": 0, "saves_reported": 0, "adapters_verified": 0, "losses": 0}
+    figures = {"kills": 0, "kills_mid_save": 0, "saves_reported": 0, "adapters_verified": 0, "losses": 0}
     for i in range(kills):
         pid, fd = _fork(_adapter_child, model, path, committed)
         lines = _kill_after(pid, fd, rng.uniform(0.0, max_delay_s))
@@ -266,6 +267,7 @@ def soak_adapter(folder: Path, kills: int, max_delay_s: float, seed: int = 0) ->
                 figures["saves_reported"] += 1
             else:
                 in_flight = int(version)
+        figures["kills_mid_save"] += in_flight is not None
         try:
             loaded = _loaded_version(base, path)
         except Exception as exc:  # noqa: BLE001 - any failure to load is a loss

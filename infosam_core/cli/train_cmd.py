@@ -4,8 +4,9 @@
     infosam train --data my_dataset --model vit_b --checkpoint sam_vit_b_01ec64.pth --preset paper --out runs/paper
 
 Writes ``<out>/adapter.json`` + the tensors file it names, ``<out>/adapter.<hash>.safetensors`` (saved all
-or nothing; load with ``infosam eval --adapter <out>/adapter``) and ``<out>/history.json`` (settings, per-epoch losses, validation mIoU, parameter counts). Ctrl-C once stops
-after the current step and still saves the adapter; twice aborts.
+or nothing; load with ``infosam eval --adapter <out>/adapter``) and ``<out>/history.json`` (settings,
+per-epoch losses, validation mIoU, parameter counts). Ctrl-C once stops after the current step and still
+saves the adapter; twice aborts.
 
 Several GPUs or machines: launch it with ``torchrun`` (``torchrun --no-python --nproc-per-node 4 infosam
 train ...`` or ``torchrun --nproc-per-node 4 -m infosam_core train ...``); ``--batch-size`` is then the
