@@ -192,7 +192,7 @@ def checkpoint_seeds(tmp_path_factory) -> dict[str, bytes]:
     from safetensors.torch import save_file
 
     folder = tmp_path_factory.mktemp("ckpt")
-    state = {"a.weight": torch.randn(4, 3), "a.bias": torch.zeros(4), "n": torch.tensor([3])}
+    state = {"a.weight": torch.linspace(-1, 1, 12).reshape(4, 3), "a.bias": torch.zeros(4), "n": torch.tensor([3])}
     save_file(state, folder / "w.safetensors")
     torch.save(state, folder / "w.pth")
     torch.save({"model": state, "epoch": 3}, folder / "wrapped.pth")

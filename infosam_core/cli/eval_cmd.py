@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
             sam = load_peft_checkpoint(sam, args.adapter)
         sam.to(args.device)
     except (ValueError, CheckpointError, PeftCheckpointError, RuntimeError) as exc:
-        raise CLIError(str(exc).splitlines()[0] if isinstance(exc, RuntimeError) else str(exc)) from None
+        message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CLIError(message if isinstance(exc, RuntimeError) else str(exc)) from None
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():

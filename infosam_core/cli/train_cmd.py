@@ -166,6 +166,10 @@ def build_config(args: argparse.Namespace):
         vflip=args.vflip,
         grad_checkpoint=args.grad_checkpoint,
     )
+    if args.time_budget is not None and not args.time_budget > 0:  # NaN fails this too
+        raise CLIError(f"--time-budget must be a number of seconds > 0, got {args.time_budget}")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise CLIError(f"--max-steps must be >= 1, got {args.max_steps}")
     known = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in values.items() if k in known})
     try:

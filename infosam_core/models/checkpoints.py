@@ -42,11 +42,16 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             ) from None
         if isinstance(exc, (zipfile.BadZipFile, EOFError, RuntimeError)) or "zip" in msg.lower():
             raise CheckpointError(
-                f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: {msg.splitlines()[0][:160]}). "
+                f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: {_first_line(msg, exc)[:160]}). "
                 "Download it again and check its size."
             ) from None
-        raise CheckpointError(f"{path}: could not be read as a checkpoint: {msg.splitlines()[0][:200]}") from None
+        raise CheckpointError(f"{path}: could not be read as a checkpoint: {_first_line(msg, exc)[:200]}") from None
     return _check_finite(_unwrap_state_dict(obj, path), path)
+
+
+def _first_line(message: str, exc: BaseException) -> str:
+    """The first line of an error message, or the error's type when it has no message (e.g. EOFError)."""
+    return (message.strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _check_finite(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
@@ -67,7 +72,7 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path), device="cpu")
     except Exception as exc:  # noqa: BLE001 - whatever the parser's complaint, one message naming the file
         raise CheckpointError(
-            f"{path}: not a readable safetensors file ({str(exc).splitlines()[0][:160]}). "
+            f"{path}: not a readable safetensors file ({_first_line(str(exc), exc)[:160]}). "
             "It may be truncated: copy it again."
         ) from None
 

@@ -90,8 +90,8 @@ class TrainConfig:
             raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
         if self.max_steps is not None and (isinstance(self.max_steps, bool) or self.max_steps < 1):
             raise ValueError(f"max_steps must be >= 1 (or not given), got {self.max_steps}")
-        if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
-            raise ValueError(f"time_budget_s must be a finite number of seconds > 0, got {self.time_budget_s}")
+        if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s >= 0):
+            raise ValueError(f"time_budget_s must be a finite number of seconds >= 0, got {self.time_budget_s}")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise ValueError(f"grad_clip must be a finite number > 0 (or None), got {self.grad_clip}")
         if self.box_jitter < 0:
