@@ -3,6 +3,7 @@ importing it after Mesa's llvmpipe is loaded by a napari window segfaults)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from infosam_app.gl_safety import import_triton_first
 
 import_triton_first()  # before any GL window exists (see infosam_app.gl_safety)
 
-SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+# INFOSAM_SHARED_DIR: where ../shared is for a checkout elsewhere (e.g. a git worktree)
+SHARED_DIR = Path(os.environ.get("INFOSAM_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
 DSB_DIR = SHARED_DIR / "data" / "dsb2018_nuclei"
 
 # One intra-op thread for the whole suite. On a 2-core machine shared with other work, OpenMP's 2-thread

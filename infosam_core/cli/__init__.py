@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "infosam_core.cli.pretrain_cmd",
     "infosam_core.cli.train_cmd",
     "infosam_core.cli.eval_cmd",
+    "infosam_core.cli.segment_cmd",
 )
 ENTRY_POINT_GROUP = "infosam.commands"
 
