@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from qtpy.QtCore import Qt
@@ -53,6 +54,8 @@ class ImagePanel(QWidget):
         nav.addWidget(self.next_btn)
         lay.addLayout(nav)
         self._syncing = False
+        #: key -> text appended to the image's row (the "suggested next" rank), set by the widget
+        self.suggestion_mark: Callable[[str], str] | None = None
         session.images_changed.connect(self.refresh)
         session.project_changed.connect(self.refresh)
         session.image_changed.connect(self._on_image_changed)
@@ -107,7 +110,8 @@ class ImagePanel(QWidget):
             for i, entry in enumerate(project.images):
                 n = counts.get(entry.key, 0)
                 item = self.list.item(i)
-                item.setText(f"{entry.name}  —  {n} object{'s' if n != 1 else ''}")
+                mark = self.suggestion_mark(entry.key) if self.suggestion_mark is not None else ""
+                item.setText(f"{entry.name}  —  {n} object{'s' if n != 1 else ''}{mark}")
                 item.setToolTip(entry.path)
             if 0 <= self.session.index < self.list.count():
                 self.list.setCurrentRow(self.session.index)

@@ -39,6 +39,7 @@ OBJECTS_NAME = "objects"
 PREVIEW_NAME = "mask preview"
 BOX_NAME = "box prompt"
 POINTS_NAME = "point prompts"
+PROPOSALS_NAME = "proposals"
 
 
 class StudioLayers:
@@ -51,6 +52,7 @@ class StudioLayers:
         self.preview = None
         self.box = None
         self.points = None
+        self.proposals = None  # "Segment all": one label per proposal (created on first use)
         self.on_created = []  # callbacks(layer): the prompt controller wires events and keys
 
     # ---- helpers
@@ -168,3 +170,27 @@ class StudioLayers:
             self.preview.refresh()
         else:
             self.preview.data = mask.astype(np.uint8)
+
+    def set_proposals(self, labels: np.ndarray):
+        """Show "Segment all" proposals (0 none, i + 1 proposal i) above the objects; returns the layer."""
+        if not self.alive(self.proposals):
+            if not labels.any():
+                return None
+            from napari.utils.colormaps import CyclicLabelColormap
+
+            self.proposals = self.viewer.add_labels(
+                labels,
+                name=PROPOSALS_NAME,
+                opacity=0.4,
+                colormap=CyclicLabelColormap(colors=["transparent", *OBJECT_COLORS[::-1]], background_value=0),
+            )
+            self.proposals.editable = False  # reviewed by clicks (reject) and buttons, never painted
+            # below the prompt layers, so that clicks for prompts still reach them
+            self.viewer.layers.move(
+                self.viewer.layers.index(self.proposals), self.viewer.layers.index(self.objects) + 1
+            )
+            self._emit_created(self.proposals)
+            return self.proposals
+        self.proposals.data = labels
+        self.proposals.refresh()
+        return self.proposals

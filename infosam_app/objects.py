@@ -23,11 +23,12 @@ MIN_FREE_FRACTION = 0.05  # ... and this share of its mask once accepted objects
 class ObjectAction:
     """One undoable change: ``old``/``old_mask`` are what a replaced or deleted object was."""
 
-    kind: str  # "add" | "replace" | "delete"
+    kind: str  # "add" | "replace" | "delete" | "add_many"
     key: str
     object_id: int
     old: AnnotatedObject | None = None
     old_mask: np.ndarray | None = None
+    object_ids: tuple[int, ...] = ()  # "add_many": the objects added, in order
 
 
 class ObjectEditor:
@@ -73,6 +74,32 @@ class ObjectEditor:
         self._refresh(key)
         return obj
 
+    def accept_many(self, items: list[tuple[np.ndarray, ObjectPrompts]]) -> list[AnnotatedObject]:
+        """Save several masks as new objects (e.g. accepted proposals), in order; one undo step for all.
+
+        A mask that the rules of :meth:`acceptable` refuse (mostly covered by objects accepted before) is
+        skipped; each object is saved at once as with :meth:`accept`.
+        """
+        session, project, key = self.session, self.session.project, self.session.key
+        if project is None or key is None:
+            return []
+        info = session.infos.get(session.active)
+        added = []
+        for mask, prompts in items:
+            mask = np.asarray(mask, bool)
+            if not self.acceptable(mask):
+                continue
+            try:
+                added.append(project.add_object(key, mask, prompts, model=info.label if info else ""))
+            except (ProjectError, OSError) as exc:
+                session.fail(f"Not accepted: {exc}")
+                break
+        if added:
+            ids = tuple(obj.id for obj in added)
+            self._undo.setdefault(key, []).append(ObjectAction("add_many", key, ids[-1], object_ids=ids))
+            self._refresh(key)
+        return added
+
     def free_pixels(self, mask: np.ndarray, replace_id: int | None = None) -> int:
         """How many of ``mask``'s pixels an accept would paint (accepted objects are left untouched)."""
         ann = self.session.project.annotations(self.session.key)
@@ -115,6 +142,9 @@ class ObjectEditor:
         try:
             if action.kind == "add":
                 project.remove_object(key, action.object_id)
+            elif action.kind == "add_many":
+                for object_id in reversed(action.object_ids):
+                    project.remove_object(key, object_id)
             else:
                 project.restore_object(key, action.old, action.old_mask)
         except (ProjectError, OSError) as exc:

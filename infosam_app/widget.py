@@ -30,6 +30,8 @@ from infosam_app.gl_safety import make_triton_unimportable
 from infosam_app.image_panel import ImagePanel
 from infosam_app.model_panel import ModelPanel
 from infosam_app.prompting import PromptController
+from infosam_app.proposals import ProposalController
+from infosam_app.proposals_panel import ProposalsPanel
 from infosam_app.session import Session
 from infosam_app.shortcuts import MOUSE_HELP, TOOLTIPS, shortcut_rows
 
@@ -65,6 +67,7 @@ class StudioWidget(QWidget):
         self.viewer = napari_viewer
         self.session = Session(napari_viewer, self)
         self.prompts = PromptController(self.session, self)
+        self.proposals = ProposalController(self.session, self.prompts, self)
         self.setMinimumWidth(360)
 
         outer = QVBoxLayout(self)
@@ -78,6 +81,8 @@ class StudioWidget(QWidget):
         outer.addWidget(self.status_label)
 
         self.image_panel = ImagePanel(self.session)
+        self.image_panel.suggestion_mark = self._suggestion_mark
+        self.proposals.suggestions_changed.connect(self.image_panel.refresh)
         self.model_panel = ModelPanel(self.session)
         self.adapt_panel = AdaptPanel(self.session)
         self.export_panel = ExportPanel(self.session, self.adapt_panel)
@@ -173,12 +178,18 @@ class StudioWidget(QWidget):
         self.prompt_state_label.setWordWrap(True)
         pl.addWidget(self.prompt_state_label)
         lay.addWidget(self._boxed("Prompt", prompt))
+        self.proposals_panel = ProposalsPanel(self.proposals)
+        lay.addWidget(self._boxed("Segment all", self.proposals_panel))
         keys = QLabel(self._shortcuts_html())
         keys.setWordWrap(True)
         keys.setTextFormat(Qt.TextFormat.RichText)
         lay.addWidget(self._boxed("Keyboard shortcuts (with the mouse over the image)", keys))
         lay.addStretch(1)
         return w
+
+    def _suggestion_mark(self, key: str) -> str:
+        rank = self.proposals.rank_of(key)
+        return f"  ★{rank} (uncertainty {self.proposals.uncertainty[key]:.2f})" if rank is not None else ""
 
     @staticmethod
     def _shortcuts_html() -> str:

@@ -107,3 +107,16 @@ def test_config_checks_and_tiny_defaults():
     assert AutomaticConfig.for_model("vit_b") == AutomaticConfig()
     tiny = AutomaticConfig.for_model("tiny", points_per_side=8)
     assert tiny.points_per_side == 8 and tiny.pred_iou_thresh < AutomaticConfig().pred_iou_thresh
+
+
+def test_fork_predicts_on_its_own_image(tiny_sam, nuclei_image):
+    predictor = Predictor(tiny_sam)
+    other = np.ascontiguousarray(nuclei_image[::-1])
+    predictor.set_image(nuclei_image)
+    before = predictor.predict(np.array([[40.0, 30.0]]), np.array([1]))[0]
+    fork = predictor.fork()
+    assert not fork.is_image_set
+    fork.set_image(other)  # the fork's image: the original keeps its own
+    after = predictor.predict(np.array([[40.0, 30.0]]), np.array([1]))[0]
+    np.testing.assert_array_equal(before, after)
+    assert predictor.original_size == (96, 128) and fork.embedding.image is not predictor.embedding.image

@@ -31,6 +31,7 @@ wait for a worker's encoder pass (``set_model`` does).
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from dataclasses import replace
@@ -122,6 +123,22 @@ class Predictor(SamPredictor):
             self.reset_image()
         else:
             self.set_embedding(self.embed(image, image_format=self.model.image_format))
+
+    def fork(self) -> Predictor:
+        """A predictor for another thread: same model, cache and locks, its own current image and decoder state.
+
+        ``embed`` is thread-safe but ``set_image`` / ``predict`` belong to the owning thread; a worker
+        (e.g. automatic segmentation in the app) forks the GUI's predictor and predicts on the fork while
+        the GUI keeps prompting on the original. The fork starts with no image set.
+        """
+        other = copy.copy(self)
+        other._decoder = _interactive_decoder(self.model)
+        other.features = None
+        other.is_image_set = False
+        other.orig_h = other.orig_w = other.input_h = other.input_w = None
+        other.original_size = other.input_size = None
+        other._embedding = None
+        return other
 
     # ------------------------------------------------------------------------------------ embeddings
     def embed(self, image: np.ndarray, image_format: str = "RGB") -> ImageEmbedding:
