@@ -16,12 +16,14 @@ extra compute. Every model then segments the held-out images with
 settings) and is scored with instance F1 at IoU 0.5 pooled over the held-out objects
 (:mod:`infosam_core.evaluation.instances`).
 
-Writes ``<out>.json`` (figures, settings, seconds) and ``<out>.png`` (matplotlib, when installed).
+Writes ``<out>.json`` (figures, settings, seconds; after every model, so ``--resume`` continues an
+interrupted run) and ``<out>.png`` (matplotlib, when installed).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -84,6 +86,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=80, help="training steps per adapted model (batch 4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--resume", action="store_true", help="keep the rows of an earlier run's JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -95,13 +98,39 @@ def main() -> None:
     if len(pool) < max(args.sizes):
         raise SystemExit(f"{args.data}: {len(pool)} training images, need {max(args.sizes)}")
     config = AutomaticConfig.for_model("tiny")
-    base = load_sam("tiny")
-    rows = []
+    figures = {
+        "data": str(args.data.name),
+        "held_out_images": [name for name, _, _ in held_out],
+        "held_out_objects": int(sum(int(t.max()) for _, _, t in held_out)),
+        "automatic_config": config.__dict__,
+        "train": {"peft": "adapter", "distill": "none", "steps": args.steps, "batch_size": 4, "seed": args.seed},
+        "rows": [],
+    }
+    json_path = args.out.with_suffix(".json")
+    previous: dict = {}
+    if args.resume and json_path.exists():  # rows of an interrupted run with the same settings are kept
+        previous = json.loads(json_path.read_text("utf-8"))
+        if {k: previous.get(k) for k in ("held_out_images", "train")} == {
+            k: figures[k] for k in ("held_out_images", "train")
+        }:
+            figures["rows"] = previous["rows"]
+    rows = figures["rows"]
+    earlier_seconds = float(previous.get("total_seconds", 0.0)) if rows else 0.0
+    done = {r["images"] for r in rows}
 
-    score, seconds, unc = evaluate_f1(base, held_out, config)
-    rows.append({"images": 0, "objects": 0, **score.to_dict(), "seconds_per_image": seconds, "uncertainty": unc})
-    print(f"base: F1@0.5 {score.f1:.3f} (P {score.precision:.3f}, R {score.recall:.3f}), {seconds:.1f} s/image")
+    def save() -> None:
+        figures["total_seconds"] = earlier_seconds + time.perf_counter() - started
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(json_path, figures)
+
+    if 0 not in done:
+        score, seconds, unc = evaluate_f1(load_sam("tiny"), held_out, config)
+        rows.append({"images": 0, "objects": 0, **score.to_dict(), "seconds_per_image": seconds, "uncertainty": unc})
+        print(f"base: F1@0.5 {score.f1:.3f} (P {score.precision:.3f}, R {score.recall:.3f}), {seconds:.1f} s/image")
+        save()
     for n in args.sizes:
+        if n in done:
+            continue
         samples = object_samples(pool[:n])
         train_config = TrainConfig(
             peft="adapter", distill="none", epochs=1000, max_steps=args.steps, batch_size=4, seed=args.seed
@@ -126,18 +155,9 @@ def main() -> None:
             f"F1@0.5 {score.f1:.3f} (P {score.precision:.3f}, R {score.recall:.3f})",
             flush=True,
         )
+        save()
+    rows.sort(key=lambda r: r["images"])
 
-    figures = {
-        "data": str(args.data.name),
-        "held_out_images": [name for name, _, _ in held_out],
-        "held_out_objects": int(sum(int(t.max()) for _, _, t in held_out)),
-        "automatic_config": config.__dict__,
-        "train": {"peft": "adapter", "distill": "none", "steps": args.steps, "batch_size": 4, "seed": args.seed},
-        "rows": rows,
-        "total_seconds": time.perf_counter() - started,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out.with_suffix(".json"), figures)
     try:
         import matplotlib
 
