@@ -49,7 +49,7 @@ def bench_model(model_type: str, image: np.ndarray, runs: int, reference: bool) 
         "prompts": config.points_per_side**2,
         "proposals": len(result.proposals),
         "cold_s": cold,
-        "cached_s": float(np.median(cached)),
+        "cached_s": float(np.median(cached)) if cached else None,
     }
     if reference:
         generator = SamAutomaticMaskGenerator(
@@ -70,7 +70,7 @@ def bench_model(model_type: str, image: np.ndarray, runs: int, reference: bool) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
-    parser.add_argument("--runs", type=int, default=2, help="cached-embedding runs per model (median)")
+    parser.add_argument("--runs", type=int, default=2, help="cached-embedding runs per model (median; 0: cold only)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-vit-b", action="store_true")
     parser.add_argument("--ref-vit-b", action="store_true", help="also time segment-anything's generator on vit_b")
@@ -84,10 +84,9 @@ def main() -> None:
     print(f"{'model':8} {'image':>9} {'prompts':>7} {'proposals':>9} {'cold s':>8} {'cached s':>8} {'ref. s':>8}")
     for r in rows:
         ref = f"{r['reference_s']:8.2f}" if "reference_s" in r else f"{'-':>8}"
+        cached = f"{r['cached_s']:8.2f}" if r["cached_s"] is not None else f"{'-':>8}"
         size = "x".join(map(str, r["image"]))
-        print(
-            f"{r['model']:8} {size:>9} {r['prompts']:7d} {r['proposals']:9d} {r['cold_s']:8.2f} {r['cached_s']:8.2f} {ref}"
-        )
+        print(f"{r['model']:8} {size:>9} {r['prompts']:7d} {r['proposals']:9d} {r['cold_s']:8.2f} {cached} {ref}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"threads": args.threads, "rows": rows}, f, indent=2)
