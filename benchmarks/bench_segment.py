@@ -14,12 +14,12 @@ a CPU). Random-init ViT-B proposes nothing that passes the filters, so its figur
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 
 import numpy as np
 import torch
+from _report import add_json_argument, write_report
 from segment_anything import SamAutomaticMaskGenerator
 
 from infosam_core.inference.automatic import AutomaticConfig, segment_all
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-vit-b", action="store_true")
     parser.add_argument("--ref-vit-b", action="store_true", help="also time segment-anything's generator on vit_b")
-    parser.add_argument("--json", help="also write the rows to this JSON file")
+    add_json_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     image = np.ascontiguousarray(load_rgb(SAMPLES_DIR / "nuclei_stained_rgb.png")[: args.size[0], : args.size[1]])
@@ -87,9 +87,7 @@ def main() -> None:
         cached = f"{r['cached_s']:8.2f}" if r["cached_s"] is not None else f"{'-':>8}"
         size = "x".join(map(str, r["image"]))
         print(f"{r['model']:8} {size:>9} {r['prompts']:7d} {r['proposals']:9d} {r['cold_s']:8.2f} {cached} {ref}")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"threads": args.threads, "rows": rows}, f, indent=2)
+    write_report(args.json, "segment", {"rows": rows}, device="cpu")
 
 
 if __name__ == "__main__":

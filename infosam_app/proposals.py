@@ -22,7 +22,8 @@ import numpy as np
 from qtpy.QtCore import QObject, Signal
 
 from infosam_app.prompting import PromptController
-from infosam_app.session import Session, _read_image
+from infosam_app.session import Session
+from infosam_app.state.images import read_image_pair
 from infosam_core.annotation.records import ObjectPrompts
 from infosam_core.inference.automatic import AutomaticConfig, Proposal, segment_all
 
@@ -212,7 +213,7 @@ class ProposalController(QObject):
             for done, (key, path) in enumerate(todo, start=1):
                 if should_stop():
                     break
-                rgb = _read_image(path)[1]
+                rgb = read_image_pair(path)[1]
                 scores[key] = segment_all(fork, rgb, config).uncertainty
                 report((done, len(todo)))
             return scores
