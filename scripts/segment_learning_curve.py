@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true", help="keep the rows of an earlier run's JSON")
+    parser.add_argument("--plot-only", action="store_true", help="plot the JSON's rows (implies --resume)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -108,7 +109,9 @@ def main() -> None:
     }
     json_path = args.out.with_suffix(".json")
     previous: dict = {}
-    if args.resume and json_path.exists():  # rows of an interrupted run with the same settings are kept
+    if (
+        args.resume or args.plot_only
+    ) and json_path.exists():  # rows of an interrupted run with the same settings are kept
         previous = json.loads(json_path.read_text("utf-8"))
         if {k: previous.get(k) for k in ("held_out_images", "train")} == {
             k: figures[k] for k in ("held_out_images", "train")
@@ -123,7 +126,9 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(json_path, figures)
 
-    if 0 not in done:
+    if args.plot_only:
+        args.sizes = []
+    elif 0 not in done:
         score, seconds, unc = evaluate_f1(load_sam("tiny"), held_out, config)
         rows.append({"images": 0, "objects": 0, **score.to_dict(), "seconds_per_image": seconds, "uncertainty": unc})
         print(f"base: F1@0.5 {score.f1:.3f} (P {score.precision:.3f}, R {score.recall:.3f}), {seconds:.1f} s/image")
