@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-build-isolation sam2==1.1.0  # SAM2 models (see pyproject)
 	$(PY) -m pip install -q -e ".[test,dev]"
 	touch $(STAMP)
 

@@ -90,6 +90,28 @@ def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def check_state_matches(
+    state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], path: Path, what: str
+) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` has exactly the keys and shapes of ``expected`` (a model's
+    state dict); ``what`` names the model in the message (e.g. "SAM vit_b", "MobileSAM vit_t")."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: does not match {what}: {len(missing)} weights missing"
+            f"{' (e.g. ' + missing[0] + ')' if missing else ''}, {len(unexpected)} unexpected"
+            f"{' (e.g. ' + unexpected[0] + ')' if unexpected else ''}. Is it a {what} checkpoint?"
+        )
+    bad = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items() if state[k].shape != v.shape]
+    if bad:
+        k, got, want = bad[0]
+        raise CheckpointError(
+            f"{path}: shapes do not match {what}: {len(bad)} tensors differ, e.g. {k} is {got}, "
+            f"expected {want}. The file was made for another architecture."
+        )
+
+
 def save_sam_weights(sam: Sam, path: str | Path, half: bool = True, metadata: dict | None = None) -> Path:
     """Write SAM weights as safetensors (fp16 by default, to keep the bundled file small), atomically."""
     from safetensors.torch import save_file

@@ -10,6 +10,8 @@ SAM2 and MobileSAM go beside it) and one :class:`ModelSpec` line per model type 
 * ``vit_b`` / ``vit_l`` / ``vit_h`` -- Meta's architectures, from a checkpoint the user names
   (e.g. ``sam_vit_b_01ec64.pth``). Without a checkpoint they are randomly initialised (with a
   warning): useful for tests and benchmarks only.
+* ``vit_t`` -- MobileSAM (:mod:`.mobile_sam`): TinyViT encoder + SAM's prompt encoder and decoder, from
+  ``mobile_sam.pt``.
 
 Checkpoints are never unpickled with code: ``.pth`` files go through ``torch.load(weights_only=True)``,
 ``.safetensors`` through safetensors. Every failure raises :class:`CheckpointError` naming the file and
@@ -25,6 +27,7 @@ from pathlib import Path
 from segment_anything.modeling import Sam
 
 from infosam_core.models.checkpoints import CheckpointError
+from infosam_core.models.mobile_sam import load_mobile_sam
 from infosam_core.models.sam import load_segment_anything
 from infosam_core.resources import BUNDLED_TINY_CHECKPOINT
 
@@ -47,6 +50,7 @@ MODELS: dict[str, ModelSpec] = {
     "vit_b": ModelSpec("vit_b", "SAM ViT-B", "sam", load_segment_anything),
     "vit_l": ModelSpec("vit_l", "SAM ViT-L", "sam", load_segment_anything),
     "vit_h": ModelSpec("vit_h", "SAM ViT-H", "sam", load_segment_anything),
+    "vit_t": ModelSpec("vit_t", "MobileSAM (TinyViT)", "mobile_sam", load_mobile_sam),
 }
 MODEL_TYPES: tuple[str, ...] = tuple(MODELS)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from infosam_core.models.checkpoints import CheckpointError, load_state_dict_file
+from infosam_core.models.checkpoints import CheckpointError, check_state_matches, load_state_dict_file
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 
@@ -64,21 +64,28 @@ def build_sam(model_type: str) -> Sam:
     if model_type not in ARCHITECTURES:
         raise ValueError(f"unknown model type {model_type!r}; choose one of {', '.join(ARCHITECTURES)}")
     a = ARCHITECTURES[model_type]
+    encoder = ImageEncoderViT(
+        depth=a.encoder_depth,
+        embed_dim=a.encoder_embed_dim,
+        img_size=a.image_size,
+        mlp_ratio=4,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=a.encoder_num_heads,
+        patch_size=a.patch_size,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=a.encoder_global_attn_indexes,
+        window_size=a.window_size,
+        out_chans=a.prompt_embed_dim,
+    )
+    return sam_with_encoder(encoder, a, model_type)
+
+
+def sam_with_encoder(encoder: torch.nn.Module, a: SamArchitecture, model_type: str) -> Sam:
+    """segment-anything's :class:`Sam` around ``encoder`` (any module mapping (B, 3, S, S) to (B, 256, S/16, S/16)
+    with an ``img_size`` attribute), with the prompt encoder and mask decoder of architecture ``a``; eval mode."""
     sam = Sam(
-        image_encoder=ImageEncoderViT(
-            depth=a.encoder_depth,
-            embed_dim=a.encoder_embed_dim,
-            img_size=a.image_size,
-            mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=a.encoder_num_heads,
-            patch_size=a.patch_size,
-            qkv_bias=True,
-            use_rel_pos=True,
-            global_attn_indexes=a.encoder_global_attn_indexes,
-            window_size=a.window_size,
-            out_chans=a.prompt_embed_dim,
-        ),
+        image_encoder=encoder,
         prompt_encoder=PromptEncoder(
             embed_dim=a.prompt_embed_dim,
             image_embedding_size=(a.image_embedding_size, a.image_embedding_size),
@@ -139,26 +146,13 @@ def load_segment_anything(model_type: str, checkpoint: Path | None) -> Sam:
             f"{path}: this is a SAM {found_type} checkpoint, but model type {model_type} was asked for. "
             f"Use --model {found_type} (or pick the {model_type} checkpoint)."
         )
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if found_type is None and (len(missing) > len(expected) // 2):
+    if found_type is None and len(set(expected) - set(state)) > len(expected) // 2:
+        missing = sorted(set(expected) - set(state))
         raise CheckpointError(
             f"{path}: not a SAM checkpoint ({len(missing)} of {len(expected)} SAM weights missing, e.g. "
             f"{missing[0]!r}). Give a segment-anything checkpoint such as sam_vit_b_01ec64.pth."
         )
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: does not match SAM {model_type}: {len(missing)} weights missing"
-            f"{' (e.g. ' + missing[0] + ')' if missing else ''}, {len(unexpected)} unexpected"
-            f"{' (e.g. ' + unexpected[0] + ')' if unexpected else ''}. Is it a SAM {model_type} checkpoint?"
-        )
-    bad = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items() if state[k].shape != v.shape]
-    if bad:
-        k, got, want = bad[0]
-        raise CheckpointError(
-            f"{path}: shapes do not match SAM {model_type}: {len(bad)} tensors differ, e.g. {k} is {got}, "
-            f"expected {want}. The file was made for another architecture."
-        )
+    check_state_matches(state, expected, path, f"SAM {model_type}")
     sam.load_state_dict(state)
     sam.checkpoint_path = str(path)
     return sam.eval()

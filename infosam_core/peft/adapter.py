@@ -6,6 +6,11 @@ with hidden size ``dim * mlp_ratio`` (768 -> 192 -> 768 at ViT-B):
     x = x + adapter_attn(attn(norm1(x)))          # on the attention output, before the residual add
     x = x + adapter_mlp(mlp(norm2(x)))
 
+On MobileSAM's TinyViT and SAM2's Hiera (no ViT ``Block``) the same two adapters act on the outputs of the
+block's ``attn`` and ``mlp`` modules through forward hooks, sized per block (Hiera: 96/192/384/768 channels
+per stage at tiny, so 24/48/96/192 hidden); ``first_block`` indexes the encoder's attention blocks in order
+and the trained norms are every LayerNorm of an adapted block.
+
 The up projections are zero-initialised (the reference code used the default init, so its step 0 was
 not the pre-trained model), so each adapter is the identity at step 0. The adapted blocks' ``norm1`` /
 ``norm2`` train too (``train_norms``).
@@ -25,7 +30,17 @@ from segment_anything.modeling import Sam
 from segment_anything.modeling.image_encoder import Block
 from torch import nn
 
-from infosam_core.peft.common import Bottleneck, PeftConfig, WrappedBlock, attention_branch, block_device_dtype
+from infosam_core.peft.common import (
+    Bottleneck,
+    PeftConfig,
+    WrappedBlock,
+    add_output_hook,
+    attention_branch,
+    block_device_dtype,
+    encoder_blocks,
+    is_vit_block,
+    output_dim,
+)
 
 
 @dataclass
@@ -62,14 +77,24 @@ class AdapterBlock(WrappedBlock):
 
 
 def inject(sam: Sam, config: AdapterConfig, generator: torch.Generator | None = None) -> None:
-    blocks = sam.image_encoder.blocks
+    blocks = encoder_blocks(sam.image_encoder)
     if not 0 <= config.first_block < len(blocks):
         raise ValueError(f"first_block must be in [0, {len(blocks) - 1}] for this {len(blocks)}-block encoder")
     if config.mlp_ratio <= 0:
         raise ValueError(f"mlp_ratio must be > 0, got {config.mlp_ratio}")
+    vit_blocks = getattr(sam.image_encoder, "blocks", None)
     for i in range(config.first_block, len(blocks)):
-        dim = blocks[i].norm1.normalized_shape[0]
-        blocks[i] = AdapterBlock(blocks[i], max(1, int(dim * config.mlp_ratio)), generator)
+        block = blocks[i]
+        if is_vit_block(block):
+            dim = block.norm1.normalized_shape[0]
+            vit_blocks[i] = block = AdapterBlock(block, max(1, int(dim * config.mlp_ratio)), generator)
+        else:  # TinyViT / Hiera: adapters on the attention and MLP outputs, sized per block (per Hiera stage)
+            device, dtype = block_device_dtype(block)
+            for name, branch in (("adapter_attn", block.attn), ("adapter_mlp", block.mlp)):
+                dim = output_dim(branch)
+                adapter = SeriesAdapter(dim, max(1, int(dim * config.mlp_ratio)), nn.GELU, generator, device, dtype)
+                add_output_hook(branch, block, name, adapter, use_input=False)
         if config.train_norms:
-            for norm in (blocks[i].norm1, blocks[i].norm2):
-                norm.requires_grad_(True)
+            for module in block.modules():
+                if isinstance(module, nn.LayerNorm):
+                    module.requires_grad_(True)

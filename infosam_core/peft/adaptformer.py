@@ -3,6 +3,10 @@
     x = x + attn(norm1(x))
     x = x + mlp(norm2(x)) + scale * up(ReLU(down(x)))
 
+On TinyViT (whose ``mlp`` holds its own pre-norm, so the branch sees the block's x as in AdaptFormer) and
+Hiera (whose ``mlp`` input is ``norm2(x)``: the branch sees the normalised x there) the branch is a forward
+hook on ``mlp`` that adds ``scale * up(ReLU(down(mlp input)))`` to its output.
+
 Bottleneck 64 and scale 0.1 as in AdaptFormer; the up projection is zero-initialised (step 0 = base model).
 At ViT-B, all 12 blocks: 12 x (768*64 + 64 + 64*768 + 768) = 1,189,632 parameters.
 """
@@ -17,7 +21,17 @@ from segment_anything.modeling import Sam
 from segment_anything.modeling.image_encoder import Block
 from torch import nn
 
-from infosam_core.peft.common import Bottleneck, PeftConfig, WrappedBlock, attention_branch, block_device_dtype
+from infosam_core.peft.common import (
+    Bottleneck,
+    PeftConfig,
+    WrappedBlock,
+    add_output_hook,
+    attention_branch,
+    block_device_dtype,
+    encoder_blocks,
+    is_vit_block,
+    output_dim,
+)
 
 
 @dataclass
@@ -48,11 +62,29 @@ class AdaptFormerBlock(WrappedBlock):
         return x + self.mlp(self.norm2(x)) + self.scale * self.adaptformer(x)
 
 
+class ScaledBottleneck(Bottleneck):
+    """``scale * up(ReLU(down(x)))``: the AdaptFormer branch as a hook on a block's ``mlp`` (input -> added to output)."""
+
+    def __init__(self, dim: int, hidden: int, scale: float, generator, device, dtype) -> None:
+        super().__init__(dim, hidden, nn.ReLU, generator, device, dtype)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * super().forward(x)
+
+
 def inject(sam: Sam, config: AdaptFormerConfig, generator: torch.Generator | None = None) -> None:
-    blocks = sam.image_encoder.blocks
+    blocks = encoder_blocks(sam.image_encoder)
     if not 0 <= config.first_block < len(blocks):
         raise ValueError(f"first_block must be in [0, {len(blocks) - 1}] for this {len(blocks)}-block encoder")
     if config.bottleneck < 1:
         raise ValueError(f"bottleneck must be >= 1, got {config.bottleneck}")
     for i in range(config.first_block, len(blocks)):
-        blocks[i] = AdaptFormerBlock(blocks[i], config.bottleneck, config.scale, generator)
+        block = blocks[i]
+        if is_vit_block(block):
+            sam.image_encoder.blocks[i] = AdaptFormerBlock(block, config.bottleneck, config.scale, generator)
+            continue
+        device, dtype = block_device_dtype(block)
+        dim = output_dim(block.mlp)
+        branch = ScaledBottleneck(dim, config.bottleneck, config.scale, generator, device, dtype)
+        add_output_hook(block.mlp, block, "adaptformer", branch, use_input=True)

@@ -1,5 +1,5 @@
 """BitFit: only the bias terms of the image encoder's transformer blocks train (qkv, proj, MLP and
-LayerNorm biases), plus the mask decoder. Nothing is added, so the model is the base model at step 0."""
+LayerNorm biases; on TinyViT and Hiera the same in their attention blocks), plus the mask decoder. Nothing is added, so the model is the base model at step 0."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from segment_anything.modeling import Sam
 
-from infosam_core.peft.common import PeftConfig
+from infosam_core.peft.common import PeftConfig, encoder_blocks
 
 
 @dataclass
@@ -17,6 +17,7 @@ class BitFitConfig(PeftConfig):
 
 
 def inject(sam: Sam, config: BitFitConfig, generator: torch.Generator | None = None) -> None:
-    for name, param in sam.image_encoder.blocks.named_parameters():
-        if name.endswith("bias"):
-            param.requires_grad_(True)
+    for block in encoder_blocks(sam.image_encoder):
+        for name, param in block.named_parameters():
+            if name.endswith("bias"):
+                param.requires_grad_(True)

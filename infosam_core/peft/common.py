@@ -1,5 +1,13 @@
-"""Pieces shared by the PEFT methods: the bottleneck adapter layer, seeded initialisation, and the
-attention branch of segment-anything's ViT ``Block`` (so wrapped blocks stay numerically identical)."""
+"""Pieces shared by the PEFT methods: the bottleneck adapter layer, seeded initialisation, the attention
+branch of segment-anything's ViT ``Block`` (so wrapped blocks stay numerically identical), and the
+transformer blocks of every supported image encoder (:func:`encoder_blocks`).
+
+Encoders: segment-anything's ViT (``image_encoder.blocks``), MobileSAM's TinyViT (the attention blocks of
+``image_encoder.layers[1:]``; ``layers[0]`` is convolutional) and SAM2's Hiera
+(``image_encoder.trunk.blocks``). Every such block has an ``attn`` module with a ``qkv`` and a ``proj``
+Linear and an ``mlp`` module; segment-anything ViT blocks are wrapped (:class:`WrappedBlock`), the others get
+their added modules through forward hooks on ``attn`` / ``mlp`` (:func:`add_output_hook`), so that no base
+weight is renamed either way."""
 
 from __future__ import annotations
 
@@ -15,7 +23,17 @@ from torch import nn
 from infosam_core.models.initialization import init_linear_
 
 
-class Bottleneck(nn.Module):
+class HookedBranch(nn.Module):
+    """A module usable with :func:`add_output_hook`."""
+
+    def output_hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return self(output)
+
+    def parallel_hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return output + self(args[0])
+
+
+class Bottleneck(HookedBranch):
     """``up(act(down(x)))``: Linear(dim -> hidden) - activation - Linear(hidden -> dim), (..., dim) -> (..., dim).
 
     The up projection is zero-initialised, so the branch outputs exactly 0 at step 0.
@@ -69,6 +87,41 @@ class WrappedBlock(nn.Module):
         self.norm2 = block.norm2
         self.mlp = block.mlp
         self.window_size = block.window_size
+
+
+def encoder_blocks(encoder: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of an image encoder, input to output (see the module docstring)."""
+    if isinstance(getattr(encoder, "blocks", None), nn.ModuleList):  # segment-anything ViT
+        return list(encoder.blocks)
+    trunk = getattr(encoder, "trunk", None)
+    if trunk is not None and isinstance(getattr(trunk, "blocks", None), nn.ModuleList):  # SAM2 Hiera
+        return list(trunk.blocks)
+    layers = getattr(encoder, "layers", None)
+    if isinstance(layers, nn.ModuleList):  # MobileSAM TinyViT
+        return [block for layer in layers for block in layer.blocks if hasattr(block, "attn")]
+    raise ValueError(f"PEFT does not know the blocks of a {type(encoder).__name__} image encoder")
+
+
+def is_vit_block(block: nn.Module) -> bool:
+    """True for segment-anything's ViT ``Block`` (wrapped by the methods) rather than TinyViT's or Hiera's."""
+    return isinstance(block, Block)
+
+
+def output_dim(module: nn.Module) -> int:
+    """Channels of ``module``'s output: ``out_features`` of its last ``nn.Linear`` (attention ``proj``, MLP fc2)."""
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(module).__name__} has no Linear layer")
+    return linears[-1].out_features
+
+
+def add_output_hook(target: nn.Module, owner: nn.Module, name: str, branch: nn.Module, use_input: bool) -> None:
+    """Register ``branch`` as ``owner.<name>`` (so its weights are saved as ``...<name>.*``) and change
+    ``target``'s output y to ``branch(y)`` (``use_input=False``) or ``y + branch(x)`` with x the input of
+    ``target`` (``use_input=True``). The hook is a bound method of ``branch``, so ``copy.deepcopy`` of the
+    model keeps it pointing at the copied branch."""
+    setattr(owner, name, branch)
+    target.register_forward_hook(branch.output_hook if not use_input else branch.parallel_hook)
 
 
 def block_device_dtype(block: nn.Module) -> tuple[torch.device, torch.dtype]:

@@ -1,5 +1,9 @@
 """LoRA on every ``attn.qkv`` of the image encoder: ``qkv(x) + (alpha / rank) * B A x``.
 
+Every supported encoder has one ``attn.qkv`` Linear per transformer block: SAM ViT (all blocks), MobileSAM's
+TinyViT (10 attention blocks) and SAM2's Hiera (every ``trunk.blocks[i].attn.qkv``; (B, H, W, C) inputs,
+which ``nn.Linear`` handles as they are).
+
 A is (rank, in) kaiming-uniform(a=sqrt 5), B is (out, rank) zeros, so step 0 equals the base model.
 At ViT-B, rank 4: 12 blocks x (4 x 768 + 2304 x 4) = 147,456 parameters.
 
@@ -22,7 +26,7 @@ from segment_anything.modeling import Sam
 from torch import nn
 
 from infosam_core.models.initialization import seeded_init_
-from infosam_core.peft.common import PeftConfig
+from infosam_core.peft.common import PeftConfig, encoder_blocks
 
 
 @dataclass
@@ -57,5 +61,5 @@ class LoraLinear(nn.Linear):
 def inject(sam: Sam, config: LoraConfig, generator: torch.Generator | None = None) -> None:
     if config.rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {config.rank}")
-    for block in sam.image_encoder.blocks:
+    for block in encoder_blocks(sam.image_encoder):
         block.attn.qkv = LoraLinear(block.attn.qkv, config.rank, config.alpha, generator)

@@ -17,7 +17,10 @@ def frozen_prefix_depth(encoder: torch.nn.Module) -> int:
 
     Their output never changes during training, so it can be cached per image like the teacher's embedding
     (the ``adapter`` method leaves blocks 0 and 1 frozen: 2 of 12 blocks at ViT-B, 2 of 4 at tiny).
+    0 for encoders that are not segment-anything ViTs (MobileSAM's TinyViT, SAM2's Hiera): they run whole.
     """
+    if not _is_vit(encoder):
+        return 0
     if any(p.requires_grad for p in encoder.patch_embed.parameters()):
         return 0
     if encoder.pos_embed is not None and encoder.pos_embed.requires_grad:
@@ -28,6 +31,10 @@ def frozen_prefix_depth(encoder: torch.nn.Module) -> int:
             break
         depth += 1
     return depth
+
+
+def _is_vit(encoder: torch.nn.Module) -> bool:
+    return isinstance(getattr(encoder, "blocks", None), torch.nn.ModuleList) and hasattr(encoder, "pos_embed")
 
 
 def encoder_prefix(
@@ -179,6 +186,8 @@ class EncoderCache:
                     encoder, torch.stack([prefix_out[k] for k in need_t]), self.depth, False, self.blocks, captured
                 )
                 teacher_out = dict(zip(need_t, t))
+        elif need_t and not _is_vit(encoder):  # MobileSAM's TinyViT, SAM2's Hiera: run whole
+            teacher_out = dict(zip(need_t, encoder(batch.images[[rows[k] for k in need_t]])))
         elif need_t:
             x = encoder_prefix(encoder, batch.images[[rows[k] for k in need_t]], 0)
             teacher_out = dict(zip(need_t, encoder_suffix(encoder, x, 0, False, self.blocks, captured)))
@@ -220,6 +229,8 @@ class EncoderCache:
         if self.depth:
             h = torch.stack([prefix_out[k] if k in prefix_out else self.prefix_entries[k] for k in batch.keys])
             f_s = encoder_suffix(encoder, h, self.depth, self.checkpoint, self.blocks, captured)
+        elif not _is_vit(encoder):  # MobileSAM's TinyViT, SAM2's Hiera: run whole (no block features)
+            f_s = encoder(batch.images)
         else:
             x = encoder_prefix(encoder, batch.images, 0)
             f_s = encoder_suffix(encoder, x, 0, self.checkpoint, self.blocks, captured)
