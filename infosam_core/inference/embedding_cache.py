@@ -30,6 +30,8 @@ class ImageEmbedding:
     """The image encoder's output for one image, and what is needed to predict masks from it.
 
     features: (1, C, h, w) tensor (C = 256; h = w = 64 for SAM, 32 for tiny), on the model's device.
+    extra_features: further feature maps the decoder needs (SAM2's high-resolution features
+    (1, 32, 256, 256) and (1, 64, 128, 128)); empty for SAM.
     original_size: (H, W) of the image given. input_size: (h, w) after resizing the longest side to the
     encoder's input size (before padding). key: ``"<image sha256>-<model fingerprint>"``.
     image: the RGB uint8 (H, W, 3) image it was computed from (kept so a model swap can re-embed it).
@@ -40,6 +42,7 @@ class ImageEmbedding:
     input_size: tuple[int, int]
     key: str
     image: np.ndarray | None = field(default=None, repr=False)
+    extra_features: tuple[torch.Tensor, ...] = ()
 
     @property
     def model_fingerprint(self) -> str:
@@ -91,9 +94,11 @@ class EmbeddingCache:
             return
         from safetensors.torch import save_file
 
-        features = embedding.features.detach().to("cpu").contiguous()
-        with torch.inference_mode(False):
-            features = features.clone()  # a normal tensor: safetensors reads its storage
+        tensors = {"features": embedding.features}
+        tensors.update({f"extra_{i}": t for i, t in enumerate(embedding.extra_features)})
+        with torch.inference_mode(False):  # normal tensors: safetensors reads their storage
+            tensors = {k: t.detach().to("cpu").contiguous().clone() for k, t in tensors.items()}
+        features = tensors["features"]
         meta = {
             "format": _CACHE_FORMAT,
             "key": embedding.key,
@@ -103,7 +108,7 @@ class EmbeddingCache:
         }
         try:
             with atomic_path(self._disk_path(embedding.key)) as tmp:
-                save_file({"features": features}, str(tmp), metadata=meta)
+                save_file(tensors, str(tmp), metadata=meta)
         except OSError as exc:  # a full or read-only disk must not break segmentation
             logger.warning("could not write embedding cache file in %s: %s", self.cache_dir, exc)
 
@@ -131,6 +136,9 @@ class EmbeddingCache:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 meta = f.metadata() or {}
                 features = f.get_tensor("features")
+                stored = list(f.keys())  # safe_open is not a dict: it has keys() but no __iter__
+                names = sorted((k for k in stored if k.startswith("extra_")), key=lambda k: int(k[6:]))
+                extra = tuple(f.get_tensor(k).to(device) for k in names)
             if meta.get("format") != _CACHE_FORMAT or meta.get("key") != key:
                 raise ValueError("metadata does not match")
             if meta.get("sha256") != hashlib.sha256(features.numpy().tobytes()).hexdigest():
@@ -142,4 +150,4 @@ class EmbeddingCache:
         except Exception as exc:  # noqa: BLE001 - a bad cache file is only a cache miss
             logger.warning("ignoring unreadable embedding cache file %s (%s); recomputing", path, exc)
             return None
-        return ImageEmbedding(features.to(device), original_size, input_size, key)
+        return ImageEmbedding(features.to(device), original_size, input_size, key, extra_features=extra)

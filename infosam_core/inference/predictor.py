@@ -44,12 +44,12 @@ import torch.nn.functional as F
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
+from infosam_core.inference.backends import SamBackend, backend_for
 from infosam_core.inference.embedding_cache import EmbeddingCache, ImageEmbedding, image_hash
 from infosam_core.io.images import to_rgb_uint8
 from infosam_core.models.fingerprint import model_fingerprint, weights_stamp
 from infosam_core.models.interactive_decoder import InteractiveDecoder
 from infosam_core.models.interactive_decoder import supports as interactive_decoder_supports
-from infosam_core.models.transforms import ResizeLongestSide
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ class Predictor(SamPredictor):
         self._fingerprint_lock = threading.RLock()  # short: the fingerprint and its weights stamp
         self._embedding: ImageEmbedding | None = None
         super().__init__(sam)
-        self.transform = ResizeLongestSide(sam.image_encoder.img_size)  # thin images keep >= 1 px per side
+        self._backend = backend_for(sam)  # what differs per backbone family (SAM, SAM2)
+        self.transform = self._backend.transform
         self._decoder = _interactive_decoder(sam)
         self._fingerprint = model_fingerprint(sam.image_encoder)
         self._stamp = weights_stamp(sam.image_encoder)
@@ -98,8 +99,9 @@ class Predictor(SamPredictor):
         fingerprint, stamp = model_fingerprint(sam.image_encoder), weights_stamp(sam.image_encoder)
         with self._lock, self._fingerprint_lock:
             self.model = sam
+            self._backend = backend_for(sam)
             self._decoder = _interactive_decoder(sam)
-            self.transform = ResizeLongestSide(sam.image_encoder.img_size)
+            self.transform = self._backend.transform
             self._fingerprint, self._stamp = fingerprint, stamp
         self._reembed_current()
 
@@ -167,13 +169,10 @@ class Predictor(SamPredictor):
         return replace(embedding, image=rgb)
 
     def _encode(self, rgb: np.ndarray, key: str) -> ImageEmbedding:
-        """One encoder pass with segment-anything's own resize and preprocess (caller holds the lock)."""
-        transform = ResizeLongestSide(self.model.image_encoder.img_size)
-        input_image = torch.as_tensor(transform.apply_image(rgb), device=self.device)
-        input_image = input_image.permute(2, 0, 1).contiguous()[None, :, :, :]
+        """One encoder pass with the model family's own resize and preprocess (caller holds the lock)."""
         with torch.inference_mode():
-            features = self.model.image_encoder(self.model.preprocess(input_image))
-        return ImageEmbedding(features, (rgb.shape[0], rgb.shape[1]), tuple(input_image.shape[-2:]), key)
+            features, extra, input_size = self._backend.encode(rgb)
+        return ImageEmbedding(features, (rgb.shape[0], rgb.shape[1]), input_size, key, extra_features=extra)
 
     def set_embedding(self, embedding: ImageEmbedding) -> None:
         """Show ``embedding`` (from ``embed``): ``predict`` then segments its image.
@@ -187,6 +186,7 @@ class Predictor(SamPredictor):
             )
         SamPredictor.reset_image(self)
         self.features = embedding.features
+        self.extra_features = embedding.extra_features
         self.original_size = embedding.original_size
         self.input_size = embedding.input_size
         self.is_image_set = True
@@ -202,13 +202,16 @@ class Predictor(SamPredictor):
         self.set_embedding(self.embed(image, image_format))
 
     def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
-        """SamPredictor's: embed an already resized (1, 3, h, w) tensor (not cached)."""
+        """SamPredictor's: embed an already resized (1, 3, h, w) tensor (not cached; segment-anything models)."""
+        if not isinstance(self._backend, SamBackend):
+            raise NotImplementedError("set_torch_image is for segment-anything models; use set_image")
         with self._lock, torch.inference_mode():
             super().set_torch_image(transformed_image, original_image_size)
 
     def reset_image(self) -> None:
         """Unset the current image."""
         super().reset_image()
+        self.extra_features = ()
         self.original_size = None
         self.input_size = None
         self._embedding = None
@@ -272,18 +275,22 @@ class Predictor(SamPredictor):
         With segment-anything's stock mask decoder the decoder runs as :class:`InteractiveDecoder`
         (same outputs to float32 rounding; the image's share of the work is done once per image).
         """
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         with torch.inference_mode():
             decoder = self._decoder if self.use_interactive_decoder else None
-            if decoder is None or not self.is_image_set or self.features.shape[0] != 1:
-                return super().predict_torch(
-                    point_coords, point_labels, boxes, mask_input, multimask_output, return_logits
-                )
             points = (point_coords, point_labels) if point_coords is not None else None
-            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-            low_res_masks, iou_predictions = decoder(
-                self.features, sparse, dense if mask_input is not None else None, multimask_output
-            )
-            masks = _postprocess_masks(self.model, low_res_masks, self.input_size, self.original_size)
+            if decoder is None or self.features.shape[0] != 1:
+                low_res_masks, iou_predictions = self._backend.decode(
+                    self.features, self.extra_features, points, boxes, mask_input, multimask_output
+                )
+                masks, low_res_masks = self._backend.postprocess(low_res_masks, self.input_size, self.original_size)
+            else:
+                sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+                low_res_masks, iou_predictions = decoder(
+                    self.features, sparse, dense if mask_input is not None else None, multimask_output
+                )
+                masks = _postprocess_masks(self.model, low_res_masks, self.input_size, self.original_size)
             if not return_logits:
                 masks = masks > self.model.mask_threshold
             return masks, iou_predictions, low_res_masks

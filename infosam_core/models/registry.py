@@ -3,7 +3,8 @@
 Each backbone family has its own module (:mod:`.sam` for segment-anything's SAM and the bundled tiny model;
 SAM2 and MobileSAM go beside it) and one :class:`ModelSpec` line per model type in :data:`MODELS`.
 
-``load_sam(model_type, checkpoint)`` returns a segment-anything :class:`Sam`:
+``load_sam(model_type, checkpoint)`` returns a segment-anything :class:`Sam` (SAM2: a
+:class:`~infosam_core.models.sam2.Sam2Model` with the same part names):
 
 * ``tiny`` (default) -- the project's own small SAM, pretrained on a synthetic data engine
   (``infosam pretrain``) and bundled in ``resources/models/``. Same classes as SAM, smaller sizes.
@@ -12,6 +13,8 @@ SAM2 and MobileSAM go beside it) and one :class:`ModelSpec` line per model type 
   warning): useful for tests and benchmarks only.
 * ``vit_t`` -- MobileSAM (:mod:`.mobile_sam`): TinyViT encoder + SAM's prompt encoder and decoder, from
   ``mobile_sam.pt``.
+* ``sam2.1_hiera_tiny|small|base_plus|large`` and ``sam2_hiera_*`` -- SAM2 (:mod:`.sam2`, Meta's classes from
+  the ``sam2`` package, imported only when one of these is loaded), from Meta's checkpoint files.
 
 Checkpoints are never unpickled with code: ``.pth`` files go through ``torch.load(weights_only=True)``,
 ``.safetensors`` through safetensors. Every failure raises :class:`CheckpointError` naming the file and
@@ -29,6 +32,7 @@ from segment_anything.modeling import Sam
 from infosam_core.models.checkpoints import CheckpointError
 from infosam_core.models.mobile_sam import load_mobile_sam
 from infosam_core.models.sam import load_segment_anything
+from infosam_core.models.sam2 import SAM2_MODEL_TYPES, Sam2Model, load_sam2
 from infosam_core.resources import BUNDLED_TINY_CHECKPOINT
 
 
@@ -41,8 +45,13 @@ class ModelSpec:
     name: str
     title: str
     family: str
-    load: Callable[[str, Path | None], Sam]
+    load: Callable[[str, Path | None], Sam | Sam2Model]
     default_checkpoint: Path | None = None
+
+
+def _sam2_title(name: str) -> str:
+    version, size = name.split("_hiera_")
+    return f"SAM {version[3:]} Hiera-{size.replace('_plus', '+').replace('base', 'B').title()}"
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -51,6 +60,10 @@ MODELS: dict[str, ModelSpec] = {
     "vit_l": ModelSpec("vit_l", "SAM ViT-L", "sam", load_segment_anything),
     "vit_h": ModelSpec("vit_h", "SAM ViT-H", "sam", load_segment_anything),
     "vit_t": ModelSpec("vit_t", "MobileSAM (TinyViT)", "mobile_sam", load_mobile_sam),
+    **{
+        name: ModelSpec(name, _sam2_title(name), "sam2", load_sam2)
+        for name in SAM2_MODEL_TYPES  # sam2.1_hiera_tiny, ..., sam2_hiera_large
+    },
 }
 MODEL_TYPES: tuple[str, ...] = tuple(MODELS)
 
@@ -60,7 +73,7 @@ def model_choices() -> list[tuple[str, str]]:
     return [(spec.title, spec.name) for spec in MODELS.values()]
 
 
-def load_sam(model_type: str = "tiny", checkpoint: str | Path | None = None) -> Sam:
+def load_sam(model_type: str = "tiny", checkpoint: str | Path | None = None) -> Sam | Sam2Model:
     """Build ``model_type`` and load ``checkpoint`` into it (eval mode, CPU, float32).
 
     ``tiny`` loads the bundled weights when ``checkpoint`` is None. Other types without a checkpoint are

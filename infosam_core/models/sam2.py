@@ -1,0 +1,262 @@
+"""The SAM2 backbone (Ravi et al. 2024, "SAM 2: Segment Anything in Images and Videos"), for images.
+
+Model types are named after Meta's checkpoint files: ``sam2.1_hiera_tiny|small|base_plus|large`` and
+``sam2_hiera_tiny|small|base_plus|large``. The classes are Meta's, from the ``sam2`` package (imported only
+when a SAM2 model type is used; install with ``SAM2_BUILD_CUDA=0 pip install --no-build-isolation
+sam2==1.1.0`` after torch). The model is built from the package's own YAML config with OmegaConf and
+``hydra.utils.instantiate`` -- not through Hydra's global config search, which ``import sam2`` sets up and
+which fails when anything else initialised Hydra first -- with the options ``build_sam2`` sets by default
+(``apply_postprocessing=True``: dynamic multimask via stability in the decoder), so it predicts what
+``SAM2ImagePredictor(build_sam2(...))`` predicts.
+
+:class:`Sam2Model` is SAM2's image path only, with the parts under segment-anything's names, so the
+predictor, PEFT and the trainer see the same layout as for SAM:
+
+* ``image_encoder`` (:class:`Sam2ImageEncoder`): Hiera ``trunk`` + FPN ``neck`` (Meta's ``image_encoder``),
+  plus the decoder's ``conv_s0`` / ``conv_s1`` and ``no_mem_embed``, which SAM2 applies when an image is
+  embedded (``SAM2Base.forward_image`` and ``SAM2ImagePredictor.set_image``). Output
+  :class:`Sam2Features`: ``image_embed`` (B, 256, 64, 64) and ``high_res_feats`` [(B, 32, 256, 256),
+  (B, 64, 128, 128)];
+* ``prompt_encoder`` = Meta's ``sam_prompt_encoder`` (same API as segment-anything's);
+* ``mask_decoder`` = Meta's ``sam_mask_decoder`` (without ``conv_s0/conv_s1``, see above); it returns
+  (masks, iou, sam output tokens, object score logits).
+
+The memory attention / memory encoder (video tracking) are not kept. Checkpoints: Meta's files
+(``{"model": state_dict}``) are read with ``weights_only=True``, checked key by key against the full SAM2
+model, and loaded before the image parts are taken out.
+
+Mask token for InfoSAM. SAM2's decoder orders its output tokens ``[obj_score, iou, mask_0 .. mask_3]``
+(SAM2.1 and SAM2 alike: ``pred_obj_scores`` is on in every config), so the transformer's output
+``hs[:, 2]`` is the single-mask output token (mask 0), the analogue of SAM's ``hs[:, 1]``; that is the token
+used (:func:`sam2_decode` returns it). ``use_multimask_token_for_obj_ptr`` only changes which tokens SAM2
+hands to its video memory (the three multimask tokens when ``multimask_output``), not the masks.
+Preprocessing differs from SAM's: a plain resize to 1024 x 1024 (aspect ratio not kept, no padding) and
+ImageNet mean / std on [0, 1] pixels (:func:`sam2_preprocess`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from infosam_core.models.checkpoints import CheckpointError, check_state_matches, load_state_dict_file
+
+#: model type -> (config inside the sam2 package, Meta's checkpoint file name)
+SAM2_MODEL_TYPES: dict[str, tuple[str, str]] = {
+    "sam2.1_hiera_tiny": ("configs/sam2.1/sam2.1_hiera_t.yaml", "sam2.1_hiera_tiny.pt"),
+    "sam2.1_hiera_small": ("configs/sam2.1/sam2.1_hiera_s.yaml", "sam2.1_hiera_small.pt"),
+    "sam2.1_hiera_base_plus": ("configs/sam2.1/sam2.1_hiera_b+.yaml", "sam2.1_hiera_base_plus.pt"),
+    "sam2.1_hiera_large": ("configs/sam2.1/sam2.1_hiera_l.yaml", "sam2.1_hiera_large.pt"),
+    "sam2_hiera_tiny": ("configs/sam2/sam2_hiera_t.yaml", "sam2_hiera_tiny.pt"),
+    "sam2_hiera_small": ("configs/sam2/sam2_hiera_s.yaml", "sam2_hiera_small.pt"),
+    "sam2_hiera_base_plus": ("configs/sam2/sam2_hiera_b+.yaml", "sam2_hiera_base_plus.pt"),
+    "sam2_hiera_large": ("configs/sam2/sam2_hiera_l.yaml", "sam2_hiera_large.pt"),
+}
+
+#: (patch-embedding channels, trunk blocks) -> size name, to say which model a checkpoint is
+_HIERA_SIZES = {(96, 12): "tiny", (96, 16): "small", (112, 24): "base_plus", (144, 48): "large"}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SINGLE_MASK_TOKEN_INDEX = 2  # hs[:, 2]: after the object-score and IoU tokens
+SAM2_INSTALL_HINT = "SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2==1.1.0"
+
+
+@dataclass
+class Sam2Features:
+    """What SAM2 keeps per image: ``image_embed`` (B, 256, 64, 64) and ``high_res_feats`` [(B, 32, 256, 256),
+    (B, 64, 128, 128)] (already through ``conv_s0`` / ``conv_s1``)."""
+
+    image_embed: torch.Tensor
+    high_res_feats: list[torch.Tensor]
+
+
+def _require_sam2() -> None:
+    try:
+        import sam2  # noqa: F401 - its import sets up Hydra; the config files live in the package
+    except ImportError as exc:
+        raise ImportError(
+            f"SAM2 model types need the sam2 package ({exc}). Install it after torch with `{SAM2_INSTALL_HINT}`."
+        ) from None
+
+
+def build_sam2_base(model_type: str) -> nn.Module:
+    """Meta's full ``SAM2Base`` for ``model_type`` (random weights, eval mode), configured as ``build_sam2`` does."""
+    if model_type not in SAM2_MODEL_TYPES:
+        raise ValueError(f"unknown SAM2 model type {model_type!r}; choose one of {', '.join(SAM2_MODEL_TYPES)}")
+    _require_sam2()
+    import importlib.resources
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    config_name = SAM2_MODEL_TYPES[model_type][0]
+    config = OmegaConf.load(str(importlib.resources.files("sam2") / config_name))
+    # what build_sam2(..., apply_postprocessing=True) adds
+    config.model.sam_mask_decoder_extra_args = {
+        "dynamic_multimask_via_stability": True,
+        "dynamic_multimask_stability_delta": 0.05,
+        "dynamic_multimask_stability_thresh": 0.98,
+    }
+    OmegaConf.resolve(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = instantiate(config.model, _recursive_=True)
+    return model.eval()
+
+
+class Sam2ImageEncoder(nn.Module):
+    """SAM2's image embedding (see the module docstring): (B, 3, 1024, 1024) -> :class:`Sam2Features`."""
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.trunk = base.image_encoder.trunk
+        self.neck = base.image_encoder.neck
+        self.scalp = base.image_encoder.scalp
+        self.conv_s0 = base.sam_mask_decoder.conv_s0
+        self.conv_s1 = base.sam_mask_decoder.conv_s1
+        self.no_mem_embed = base.no_mem_embed  # (1, 1, 256), added to the 64x64 level
+        self.img_size = base.image_size
+
+    def forward(self, x: torch.Tensor) -> Sam2Features:
+        features, _ = self.neck(self.trunk(x))
+        if self.scalp > 0:
+            features = features[: -self.scalp]
+        high_res = [self.conv_s0(features[0]), self.conv_s1(features[1])]
+        embed = features[-1] + self.no_mem_embed.reshape(1, -1, 1, 1)
+        return Sam2Features(embed, high_res)
+
+
+class Sam2Model(nn.Module):
+    """SAM2 for images, with segment-anything's part names (see the module docstring)."""
+
+    image_format = "RGB"
+    mask_threshold = 0.0
+
+    def __init__(self, base: nn.Module, model_type: str) -> None:
+        super().__init__()
+        self.image_encoder = Sam2ImageEncoder(base)
+        self.prompt_encoder = base.sam_prompt_encoder
+        decoder = base.sam_mask_decoder
+        del decoder.conv_s0, decoder.conv_s1  # applied at embedding time: they belong to image_encoder here
+        self.mask_decoder = decoder
+        mean = torch.tensor(IMAGENET_MEAN).view(-1, 1, 1) * 255
+        std = torch.tensor(IMAGENET_STD).view(-1, 1, 1) * 255
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+        self.model_type = model_type
+        self.checkpoint_path: str | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise (B, 3, 1024, 1024) pixels in [0, 255] that are already resized to 1024 x 1024."""
+        return (x - self.pixel_mean) / self.pixel_std
+
+
+def sam2_preprocess(model: Sam2Model, image: np.ndarray) -> torch.Tensor:
+    """(1, 3, 1024, 1024) normalised input for an RGB uint8 (H, W, 3) image, on the model's device: the same
+    operations as ``SAM2Transforms`` -- ToTensor ([0, 1]), torchvision's ``Resize((1024, 1024))`` (aspect ratio
+    not kept, no padding), ImageNet ``Normalize``."""
+    from torchvision.transforms.functional import normalize, resize, to_tensor
+
+    size = model.image_encoder.img_size
+    x = normalize(resize(to_tensor(image), [size, size]), list(IMAGENET_MEAN), list(IMAGENET_STD))
+    return x[None].to(model.device)
+
+
+def sam2_decode(
+    model: Sam2Model,
+    features: Sam2Features,
+    sparse: torch.Tensor,
+    dense: torch.Tensor,
+    multimask_output: bool,
+    repeat_image: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Meta's decoder call as ``SAM2ImagePredictor`` makes it: low-res logits (B, C, 256, 256), IoU (B, C)."""
+    low_res, iou, _, _ = model.mask_decoder(
+        image_embeddings=features.image_embed,
+        image_pe=model.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask_output,
+        repeat_image=repeat_image,
+        high_res_features=features.high_res_feats,
+    )
+    return low_res, iou
+
+
+def sam2_prompt_points(
+    points: torch.Tensor | None, labels: torch.Tensor | None, boxes: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """SAM2's prompt layout: a box (B, 4) becomes two points labelled 2 and 3, placed before the clicks."""
+    if boxes is None:
+        return (points, labels) if points is not None else None
+    box_points = boxes.reshape(-1, 2, 2)
+    box_labels = torch.tensor([[2, 3]], dtype=torch.int, device=boxes.device).repeat(boxes.shape[0], 1)
+    if points is None:
+        return box_points, box_labels
+    return torch.cat([box_points, points], dim=1), torch.cat([box_labels, labels.to(torch.int)], dim=1)
+
+
+def guess_sam2_type(state: Mapping[str, torch.Tensor]) -> str | None:
+    """Which SAM2 model type a state dict holds (None when it is not a SAM2 one), from its keys and shapes."""
+    patch = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    if patch is None or "sam_mask_decoder.iou_token.weight" not in state:
+        return None
+    blocks = 1 + max(
+        (int(k.split(".")[3]) for k in state if k.startswith("image_encoder.trunk.blocks.")),
+        default=-1,
+    )
+    size = _HIERA_SIZES.get((int(patch.shape[0]), blocks))
+    if size is None:
+        return None
+    version = "sam2.1" if "no_obj_embed_spatial" in state else "sam2"
+    return f"{version}_hiera_{size}"
+
+
+def load_sam2(model_type: str, checkpoint: Path | None) -> Sam2Model:
+    """SAM2 ``model_type`` with the weights of ``checkpoint`` (Meta's ``{"model": state_dict}`` file or a plain
+    state dict), or random weights with a warning; every unusable file is a :class:`CheckpointError`."""
+    base = build_sam2_base(model_type)
+    if checkpoint is None:
+        warnings.warn(
+            f"no checkpoint given for {model_type}: the model is randomly initialised and will not segment "
+            f"anything useful. Pass Meta's checkpoint file ({SAM2_MODEL_TYPES[model_type][1]}).",
+            stacklevel=2,
+        )
+    else:
+        state = load_state_dict_file(checkpoint)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        found = guess_sam2_type(state)
+        if found is None and "image_encoder.pos_embed" in state:
+            raise CheckpointError(
+                f"{checkpoint}: this is a SAM (ViT) checkpoint, not a SAM2 one. Use --model vit_b, vit_l or vit_h."
+            )
+        if found is None and any(k.startswith("image_encoder.layers.") for k in state):
+            raise CheckpointError(f"{checkpoint}: this is a MobileSAM checkpoint, not a SAM2 one. Use --model vit_t.")
+        if found is not None and found != model_type:
+            raise CheckpointError(
+                f"{checkpoint}: this is a {found} checkpoint, but model type {model_type} was asked for. "
+                f"Use --model {found} (or pick {SAM2_MODEL_TYPES[model_type][1]})."
+            )
+        check_state_matches(state, base.state_dict(), checkpoint, f"SAM2 {model_type}")
+        base.load_state_dict(state)
+    model = Sam2Model(base, model_type).eval()
+    model.checkpoint_path = str(checkpoint) if checkpoint is not None else None
+    return model
+
+
+def sam2_postprocess(masks: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+    """Low-res logits (B, C, 256, 256) -> logits at the image's size, as ``SAM2Transforms.postprocess_masks``
+    without hole filling (off by default in ``SAM2ImagePredictor``)."""
+    return F.interpolate(masks.float(), tuple(original_size), mode="bilinear", align_corners=False)
