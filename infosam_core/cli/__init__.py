@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "infosam_core.cli.train_cmd",
     "infosam_core.cli.eval_cmd",
     "infosam_core.cli.segment_cmd",
+    "infosam_core.cli.info_cmd",
 )
 ENTRY_POINT_GROUP = "infosam.commands"
 

@@ -99,3 +99,49 @@ def trained_state(model: Sam) -> dict[str, torch.Tensor]:
     (``distiller.*``, e.g. InfoSAM's relation module)."""
     names = set(model.peft_state.trainable)
     return {k: v for k, v in model.state_dict().items() if k in names or k.startswith("distiller.")}
+
+
+#: top-level sub-module -> the part it is reported as by :func:`parameter_parts`
+PART_TITLES = {
+    "image_encoder": "image encoder",
+    "prompt_encoder": "prompt encoder",
+    "mask_decoder": "mask decoder",
+    "distiller": "relation module",
+}
+
+
+@dataclass
+class PartCounts:
+    """Parameters of one part of a model: ``trainable`` (of which ``added`` by the PEFT method) and ``total``."""
+
+    trainable: int = 0
+    added: int = 0
+    total: int = 0
+
+
+def parameter_parts(model: nn.Module) -> dict[str, PartCounts]:
+    """Parameter counts by part (image encoder, prompt encoder, mask decoder, relation module -- the distiller's
+    own parts --, other), each parameter counted in the part it sits in (an HQ-SAM token added to the decoder
+    counts in the mask decoder, as trainable and added), plus ``"total"``; like peft's
+    ``print_trainable_parameters`` by part."""
+    state: PeftState | None = getattr(model, "peft_state", None)
+    added = set(state.added) if state else set()
+    parts = {title: PartCounts() for title in (*PART_TITLES.values(), "other", "total")}
+    for name, param in model.named_parameters():
+        for title in (PART_TITLES.get(name.split(".", 1)[0], "other"), "total"):
+            counts = parts[title]
+            counts.total += param.numel()
+            counts.trainable += param.numel() if param.requires_grad else 0
+            counts.added += param.numel() if name in added else 0
+    return parts
+
+
+def format_parameter_parts(parts: dict[str, PartCounts]) -> str:
+    """:func:`parameter_parts` as a table (parts without parameters are left out)."""
+    lines = [f"  {'part':<16}{'trainable':>14}{'added':>14}{'of':>14}"]
+    for title, c in parts.items():
+        if c.total or title == "total":
+            lines.append(f"  {title:<16}{c.trainable:>14,}{c.added:>14,}{c.total:>14,}")
+    total = parts["total"]
+    lines.append(f"  trainable: {100 * total.trainable / max(total.total, 1):.4f}% of all parameters")
+    return "\n".join(lines)
