@@ -124,6 +124,16 @@ def add_output_hook(target: nn.Module, owner: nn.Module, name: str, branch: nn.M
     target.register_forward_hook(branch.output_hook if not use_input else branch.parallel_hook)
 
 
+def auxiliary_loss(model: nn.Module) -> torch.Tensor | None:
+    """The sum of the training losses that injected modules report (e.g. ConvLoRA's load balancing) through an
+    ``auxiliary_loss()`` method, for the last forward pass; None when no module reports one. The trainer adds it
+    to the step's loss without knowing which method produced it."""
+    losses = [
+        loss for m in model.modules() if hasattr(m, "auxiliary_loss") and (loss := m.auxiliary_loss()) is not None
+    ]
+    return torch.stack([loss.float() for loss in losses]).sum() if losses else None
+
+
 def block_device_dtype(block: nn.Module) -> tuple[torch.device, torch.dtype]:
     """Where new modules for ``block`` should live, so injection works on a model already on CUDA."""
     p = next(block.parameters())

@@ -7,7 +7,8 @@ uses to save only the trained tensors and to rebuild the method on load.
 
 Methods (:data:`PEFT_METHODS`): ``decoder`` (decoder only), ``bitfit`` (encoder-block biases), ``lora``
 (on every ``attn.qkv``), ``adapter`` (series adapters in blocks[2:], the paper's setup), ``adaptformer``
-(parallel MLP bottleneck). Every method is the identity at step 0 (zero-initialised up projections or
+(parallel MLP bottleneck), ``convlora`` (LoRA with convolutional experts, a load-balancing loss through
+``auxiliary_loss()``), ``su_sam`` (SU-SAM's adapters). Every method is the identity at step 0 (zero-initialised up projections or
 B matrices), and injected modules wrap or replace base modules without renaming base weights. Adding a
 method = adding a module with a dataclass ``*Config(PeftConfig)`` and ``inject(sam, config, generator)``,
 then one registry line here.
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 from segment_anything.modeling import Sam
 
-from infosam_core.peft import adapter, adaptformer, bitfit, decoder_only, lora
+from infosam_core.peft import adapter, adaptformer, bitfit, convlora, decoder_only, lora, su_sam
 from infosam_core.peft.common import PeftConfig
 from infosam_core.peft.state import PeftReport, PeftState
 
@@ -47,6 +48,12 @@ PEFT_METHODS: dict[str, PeftMethod] = {
     ),
     "adaptformer": PeftMethod(
         "adaptformer", adaptformer.AdaptFormerConfig, adaptformer.inject, "parallel MLP bottleneck + decoder"
+    ),
+    "convlora": PeftMethod(
+        "convlora", convlora.ConvLoraConfig, convlora.inject, "LoRA with a mixture of conv experts (ConvLoRA) + decoder"
+    ),
+    "su_sam": PeftMethod(
+        "su_sam", su_sam.SuSamConfig, su_sam.inject, "SU-SAM adapters (series / parallel / mixed) + decoder"
     ),
 }
 
