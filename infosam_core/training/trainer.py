@@ -57,6 +57,7 @@ from infosam_core.distill import Distiller, DistillInputs, ModelDims, make_disti
 from infosam_core.evaluation.prompted import evaluate
 from infosam_core.models.batched_decoder import decode, mask_token
 from infosam_core.models.fingerprint import model_fingerprint
+from infosam_core.peft.common import auxiliary_loss
 from infosam_core.peft.registry import apply_peft
 from infosam_core.peft.state import PeftReport, trained_state
 from infosam_core.training.batches import (
@@ -214,6 +215,9 @@ class Trainer:
             low_res, _, tok_s = decode(self.student.mask_decoder, f_s, self.image_pe, sparse, dense)
             logits = F.interpolate(low_res.float(), (self.size, self.size), mode="bilinear", align_corners=False)
             seg = structure_loss(logits, batch.masks, kernel_size=self.edge_kernel)
+            aux = auxiliary_loss(self.student)  # losses PEFT modules report (ConvLoRA's load balancing)
+            if aux is not None:
+                seg = seg + aux
             if self.distiller is None:
                 return StepLosses(seg, seg, {})
             inputs = DistillInputs(
