@@ -153,3 +153,34 @@ def test_missing_sam2_package_is_named(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_sam2)
     with pytest.raises(ImportError, match="SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2==1.1.0"):
         load_sam("sam2.1_hiera_tiny")
+
+
+def test_training_on_sam2_is_refused_clearly(sam2_tiny):
+    from infosam_core.data.datasets import SegmentationSample
+    from infosam_core.training.config import TrainConfig
+    from infosam_core.training.trainer import train
+
+    mask = np.zeros((32, 32), bool)
+    mask[8:20, 8:20] = True
+    samples = [SegmentationSample(np.zeros((32, 32, 3), np.uint8), mask, f"s{i}") for i in range(2)]
+    with pytest.raises(ValueError, match="not yet for sam2.1_hiera_tiny"):
+        train(TrainConfig(peft="lora", epochs=1, batch_size=2), sam2_tiny, samples)
+
+
+@pytest.mark.parametrize("method", ["lora", "adapter", "bitfit", "adaptformer", "convlora", "su_sam", "decoder"])
+def test_peft_methods_apply_to_hiera(method):
+    from infosam_core.peft.registry import apply_peft
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_sam("sam2.1_hiera_tiny")
+    report = apply_peft(model, method, generator=torch.Generator().manual_seed(0))
+    added = report.added
+    if method == "lora":  # r=4 on the 12 trunk qkv: (in + 3 * out) * 4
+        dims = [(96, 96), (96, 192), (192, 192), (192, 384)] + [(384, 384)] * 6 + [(384, 768), (768, 768)]
+        assert added == sum(4 * (i + 3 * o) for i, o in dims)
+    elif method in ("bitfit", "decoder"):
+        assert added == 0
+    else:
+        assert added > 0
+    assert report.mask_decoder > 0

@@ -146,6 +146,11 @@ class Trainer:
         init_model: Sam | None = None,
     ) -> None:
         config.validate()
+        if not isinstance(base_sam, Sam):  # SAM2's Sam2Model: its decoder needs the high-resolution features
+            raise ValueError(
+                f"training is implemented for segment-anything models (tiny, vit_b/l/h, MobileSAM vit_t), not yet for "
+                f"{getattr(base_sam, 'model_type', type(base_sam).__name__)}"
+            )
         self.config, self.base_sam, self.val_samples = config, base_sam, val_samples
         self.progress_callback, self.stop_requested = progress, should_stop
         self.device = resolve_device(config.device)
