@@ -1,7 +1,7 @@
 """Interactive prediction speed: encoder time per image, and prompt -> mask time on a cached embedding.
 
-    python benchmarks/bench_predict.py              # tiny (bundled weights) and random-init vit_b
-    python benchmarks/bench_predict.py --runs 100 --skip-vit-b --threads 1
+    python benchmarks/bench_predict.py              # tiny (bundled), random-init MobileSAM (vit_t) and vit_b
+    python benchmarks/bench_predict.py --runs 100 --skip-vit-b --skip-mobile-sam --threads 1
     python benchmarks/bench_predict.py --skip-vit-b --runs 20 --json benchmarks/results/predict.json
 
 Prints one row per model: parameter count, model-fingerprint time (paid once per model swap), image
@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=50, help="prompts per model (default 50)")
     parser.add_argument("--encoder-runs", type=int, default=5, help="images for tiny's encoder (default 5)")
     parser.add_argument("--vit-b-encoder-runs", type=int, default=1, help="images for vit_b (~15 s each)")
-    parser.add_argument("--skip-vit-b", action="store_true", help="only the tiny model")
+    parser.add_argument("--skip-vit-b", action="store_true", help="leave ViT-B out")
+    parser.add_argument("--mobile-sam-encoder-runs", type=int, default=2, help="images for vit_t (~2-3 s each)")
+    parser.add_argument("--skip-mobile-sam", action="store_true", help="leave MobileSAM (vit_t) out")
     parser.add_argument("--size", default="768x1024", help="image HxW (default 768x1024)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's)")
     add_json_argument(parser)
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     height, width = (int(v) for v in args.size.lower().split("x"))
 
     rows = [bench_model("tiny", args.encoder_runs, args.runs, height, width)]
+    if not args.skip_mobile_sam:
+        rows.append(bench_model("vit_t", args.mobile_sam_encoder_runs, args.runs, height, width))
     if not args.skip_vit_b:
         rows.append(bench_model("vit_b", args.vit_b_encoder_runs, args.runs, height, width))
 
@@ -127,12 +131,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"(prompt times over {args.runs} prompts: alternating 1-3 points and boxes, single mask;")
     print(" 'prompt' = Predictor.predict as shipped (InteractiveDecoder), 'ref.' = the same prompts through")
     print(" segment-anything's MaskDecoder.forward and Sam.postprocess_masks, same run)")
+    encoder = {r["model"]: r["encoder_s"] for r in rows}
+    if "vit_t" in encoder:
+        ratios = ", ".join(f"{m} {encoder[m] / encoder['vit_t']:.2f}x" for m in encoder if m != "vit_t")
+        print(f"encoder time relative to MobileSAM (vit_t): {ratios}")
     figures = {
         "image_size": [height, width],
         "prompts": "alternating 1-3 random points and random boxes, single mask",
         "rows": rows,
         "interactive_over_reference": {r["model"]: r["prompt_median_ms"] / r["reference_median_ms"] for r in rows},
     }
+    if "vit_t" in encoder:
+        figures["encoder_over_mobile_sam"] = {m: encoder[m] / encoder["vit_t"] for m in encoder if m != "vit_t"}
     write_report(args.json, "predict", figures, device="cpu")
 
 
