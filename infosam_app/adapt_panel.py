@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
 )
 
 from infosam_app.loss_plot import TERM_LABELS, LossPlot
+from infosam_app.relation_overlay import RelationOverlay
 from infosam_app.session import Session
 from infosam_app.shortcuts import TOOLTIPS
 from infosam_app.state.models import ModelInfo, device_name
@@ -60,6 +61,7 @@ class AdaptPanel(QWidget):
         self._add_run_controls(lay)
         self._connect_signals()
         self._sync_buttons()
+        self._sync_relation_check()
 
     def _settings_form(self) -> QFormLayout:
         """Method, InfoSAM, low memory, epochs, time budget."""
@@ -119,6 +121,10 @@ class AdaptPanel(QWidget):
         self.load_btn = QPushButton("Load adapter…")
         self.load_btn.setToolTip(TOOLTIPS["load_adapter"])
         lay.addWidget(self.load_btn)
+        self.relation_overlay = RelationOverlay(self.session, self)
+        self.relation_check = QCheckBox("Show relation map")
+        self.relation_check.setToolTip(TOOLTIPS["relation_map"])
+        lay.addWidget(self.relation_check)
         lay.addStretch(1)
 
     def _connect_signals(self) -> None:
@@ -126,6 +132,9 @@ class AdaptPanel(QWidget):
         self.cancel_btn.clicked.connect(self.controller.cancel)
         self.continue_btn.clicked.connect(lambda: self.start(continue_run=True))
         self.load_btn.clicked.connect(lambda: self.load_peft_checkpoint())
+        self.relation_check.toggled.connect(self.relation_overlay.set_visible)
+        self.relation_overlay.changed.connect(self._sync_relation_check)
+        self.session.model_changed.connect(self._sync_relation_check)
         c = self.controller
         c.started.connect(self._on_started)
         c.progress.connect(self._on_progress)
@@ -208,6 +217,15 @@ class AdaptPanel(QWidget):
                 self.info_label.setText(f"Accept at least {MIN_OBJECTS} objects to adapt ({n} so far).")
             elif not self.info_label.text() or self.info_label.text().startswith("Accept at least"):
                 self.info_label.setText(f"{n} objects ready for adaptation.")
+
+    def _sync_relation_check(self) -> None:
+        """Enabled only when the adapted model has InfoSAM's relation module; unchecked when the layer went."""
+        available = self.relation_overlay.available
+        self.relation_check.setEnabled(available)
+        if self.relation_check.isChecked() != self.relation_overlay.wanted:
+            self.relation_check.blockSignals(True)
+            self.relation_check.setChecked(self.relation_overlay.wanted)
+            self.relation_check.blockSignals(False)
 
     def _on_started(self) -> None:
         self._last_val = None

@@ -56,6 +56,8 @@ TOOLTIPS: dict[str, str] = {
     "continue": "Train the last adapter further",
     "compare": "Which model predicts the masks: the base SAM or the adapted one (key C)",
     "load_adapter": "Load an adapter (.safetensors + .json) trained before",
+    "relation_map": "Overlay the adapted model's InfoSAM relation map of this image (for the box prompt, or the "
+    "whole image): where its relation module links image features to the mask. Needs an adapter trained with InfoSAM",
     "export_masks": "Write one label image per image (0 = background, 1..N objects)",
     "export_coco": "Write all objects as COCO instance annotations (RLE masks) with their prompts",
     "export_adapter": "Write the adapted model's trained tensors (safetensors) and its config (JSON)",

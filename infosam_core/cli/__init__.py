@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "infosam_core.cli.eval_cmd",
     "infosam_core.cli.segment_cmd",
     "infosam_core.cli.info_cmd",
+    "infosam_core.cli.experiment_cmd",
 )
 ENTRY_POINT_GROUP = "infosam.commands"
 

@@ -121,6 +121,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--init-adapter", type=Path, help="continue training from this adapter (same base model and method)"
     )
+    parser.add_argument(
+        "--relation-maps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after every epoch, draw the teacher's and student's InfoSAM relation maps of N fixed training "
+        "images (with their histogram) to OUT/relation_maps/epoch_NNN.png",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.set_defaults(func=run)
 
@@ -308,6 +316,10 @@ def _run(args: argparse.Namespace, config, context) -> int:
         if context.is_main:
             print(*parts, flush=True)
 
+    if args.relation_maps < 0:
+        raise CLIError("--relation-maps must be >= 0")
+    if args.relation_maps and config.distill != "infosam":
+        raise CLIError(f"--relation-maps draws InfoSAM's relation module; --distill {config.distill} has none")
     try:
         if args.init_adapter:
             read_peft_checkpoint_info(args.init_adapter)  # a broken adapter is reported before the data is read
@@ -336,6 +348,11 @@ def _run(args: argparse.Namespace, config, context) -> int:
 
         previous = signal.signal(signal.SIGINT, on_interrupt)
 
+    callbacks = []
+    if args.relation_maps and context.is_main:
+        from infosam_core.evaluation.relation_maps import RelationMapRecorder
+
+        callbacks.append(RelationMapRecorder(args.out / "relation_maps", samples, args.relation_maps))
     reporter = _Reporter()
     processes = f" over {context.world_size} processes" if context.enabled else ""
     say(
@@ -351,6 +368,7 @@ def _run(args: argparse.Namespace, config, context) -> int:
             should_stop=stop.is_set,
             val_samples=val or None,
             init_model=init_model,
+            callbacks=callbacks,
         )
     except TrainingError as exc:
         raise CLIError(str(exc)) from None

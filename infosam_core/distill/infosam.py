@@ -10,6 +10,10 @@ relation vector per sample. With Gram matrices across the batch and the matrix R
 * total = alpha * L_r + beta * L_d (the paper: alpha = 1, beta = 0.5; the trainer adds lambda * total).
 
 With several processes the Gram matrices are taken over the global batch (``DistillInputs.gather``).
+
+``warmup_steps`` (not in the paper; default 0 = the paper): for the first N training steps the student's
+embeddings and token enter L_d detached, so the relation module (randomly initialised) learns from L_r and
+L_d while the student learns from the segmentation loss alone; afterwards L_d reaches the student.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ from infosam_core.distill.renyi import relation_compression_loss, relation_disti
 
 @dataclass
 class InfosamConfig:
-    """``alpha``: weight of L_r (relation compression); ``beta``: weight of L_d (relation distillation)."""
+    """``alpha``: weight of L_r (relation compression); ``beta``: weight of L_d (relation distillation);
+    ``warmup_steps``: relation-module warm-up (see the module docstring; 0 = the paper)."""
 
     alpha: float = 1.0
     beta: float = 0.5
+    warmup_steps: int = 0  # relation-module warm-up: L_d trains only R for this many training steps
 
 
 class InfosamDistiller(Distiller):
@@ -40,6 +46,7 @@ class InfosamDistiller(Distiller):
         super().__init__(config)
         embed_dim = dims if isinstance(dims, int) else dims.embed_dim
         self.relation = RelationModule(embed_dim, generator)
+        self.training_steps = 0  # forward calls in training mode (not saved: the warm-up is a training setting)
 
     def relation_vectors(self, embeddings: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) image embeddings and (B, C) mask tokens -> (B, hw) unit relation vectors."""
@@ -50,7 +57,12 @@ class InfosamDistiller(Distiller):
         (with their gradients), the teacher's embeddings and tokens go through ``inputs.gather``."""
         f_t, tok_t = inputs.teacher_embeddings, inputs.teacher_token()
         rel_t = inputs.gather(self.relation(f_t, tok_t))
-        rel_s = inputs.gather(self.relation(inputs.student_embeddings, inputs.student_token))
+        f_s, tok_s = inputs.student_embeddings, inputs.student_token
+        if self.training:
+            if self.training_steps < self.config.warmup_steps:
+                f_s, tok_s = f_s.detach(), tok_s.detach()
+            self.training_steps += 1
+        rel_s = inputs.gather(self.relation(f_s, tok_s))
         l_r = relation_compression_loss(inputs.gather(f_t), inputs.gather(tok_t), rel_t)
         l_d = relation_distillation_loss(rel_t, rel_s)
         return DistillLoss(self.config.alpha * l_r + self.config.beta * l_d, {"l_r": l_r, "l_d": l_d})

@@ -13,8 +13,9 @@ copied only when it has to move to another device, so the caller's model is neve
   the distiller's name: it hands each step's outputs to the distiller (:class:`~infosam_core.distill.DistillInputs`).
 
 :class:`Trainer` runs in visible phases: build the student (and distiller), build the caches, then per
-step: stop check, batch, :meth:`Trainer.step`; per epoch: :meth:`Trainer.validate`; :func:`train` is the
-one-call form.
+step: stop check, batch, :meth:`Trainer.step`; per epoch: :meth:`Trainer.validate`, then the epoch-end
+callbacks (``callbacks``: each ``callback(trainer, epoch)``, e.g. the relation-map figures of
+:mod:`infosam_core.evaluation.relation_maps`); :func:`train` is the one-call form.
 
 Efficiency (:class:`~infosam_core.training.encoder_cache.EncoderCache`): the teacher's image embeddings are computed
 once per (image, flip variant) and cached (the reference code re-ran the teacher encoder every step;
@@ -76,6 +77,11 @@ from infosam_core.training.encoder_cache import EncoderCache
 from infosam_core.training.losses import structure_loss
 from infosam_core.training.results import TrainingError, TrainProgress, TrainResult
 from infosam_core.training.schedules import cosine_lr
+
+EpochCallback = Callable[["Trainer", int], None]
+"""Called after every epoch (after validation) with the trainer and the epoch number (1-based). It may read
+``trainer.student`` / ``trainer.teacher`` / ``trainer.distiller``; it must leave the student in training mode
+and its weights unchanged."""
 
 
 @dataclass
@@ -144,6 +150,7 @@ class Trainer:
         should_stop: Callable[[], bool] | None = None,
         val_samples: list[SegmentationSample] | None = None,
         init_model: Sam | None = None,
+        callbacks: list[EpochCallback] | None = None,
     ) -> None:
         config.validate()
         if not isinstance(base_sam, Sam):  # SAM2's Sam2Model: its decoder needs the high-resolution features
@@ -152,6 +159,7 @@ class Trainer:
                 f"{getattr(base_sam, 'model_type', type(base_sam).__name__)}"
             )
         self.config, self.base_sam, self.val_samples = config, base_sam, val_samples
+        self.callbacks = list(callbacks or [])
         self.progress_callback, self.stop_requested = progress, should_stop
         self.device = resolve_device(config.device)
         self.use_bf16 = config.bf16 and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -393,6 +401,9 @@ class Trainer:
                 self._report(epoch, means, val)
             record["elapsed_s"] = round(time.monotonic() - self.t0, 3)
             self.history.append(record)
+            for callback in self.callbacks:
+                callback(self, epoch)
+                self.student.train()
             if stop_reason is not None:
                 break
         return self._finish(stop_reason or "completed")
@@ -406,6 +417,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     val_samples: list[SegmentationSample] | None = None,
     init_model: Sam | None = None,
+    callbacks: list[EpochCallback] | None = None,
 ) -> TrainResult:
     """Train a PEFT (+ distiller) student of ``base_sam`` on ``samples``; see the module docstring.
 
@@ -413,8 +425,9 @@ def train(
     step (True -> stop, ``cancelled=True``). With ``val_samples``, the mean IoU (``config.val_prompt``) is
     measured after every epoch and, with ``keep_best``, the best epoch's weights are returned (also when
     cancelled). ``init_model`` (a previous ``TrainResult.model``, or an adapter loaded with
-    :func:`~infosam_core.peft.checkpoint.load_peft_checkpoint`) continues an earlier run.
+    :func:`~infosam_core.peft.checkpoint.load_peft_checkpoint`) continues an earlier run. ``callbacks`` are
+    called after every epoch as ``callback(trainer, epoch)`` (:data:`EpochCallback`).
     Raises ValueError for unusable settings/data and :class:`TrainingError` when the loss or gradients stop
     being finite (``error.result`` holds the last good weights: a bad step is never applied).
     """
-    return Trainer(config, base_sam, samples, progress, should_stop, val_samples, init_model).run()
+    return Trainer(config, base_sam, samples, progress, should_stop, val_samples, init_model, callbacks).run()

@@ -1,0 +1,115 @@
+"""`infosam experiment`: train and evaluate every (dataset, method, seed) of a plan; resumable.
+
+    infosam experiment experiments/peft_table.toml --data-root /data --out runs/peft
+    infosam experiment experiments/distill_table.toml --dry-run
+
+Writes ``OUT/runs/<dataset>__<method>__seed<k>.json`` per run, ``OUT/results.csv`` (one row per run) and
+``OUT/table.md`` (the paper's layout, mean ± std x100). Calling it again skips finished runs; an
+interrupted run starts again. The plan format: :mod:`infosam_core.experiments.plan` and docs/EXPERIMENTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+
+from infosam_core.cli import CLIError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "experiment",
+        help="run a plan of (dataset, method, seed) trainings + evaluations; writes results.csv and table.md",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("plan", type=Path, help="plan file (TOML), e.g. experiments/peft_table.toml")
+    parser.add_argument("--out", type=Path, help="output folder (required unless --dry-run)")
+    parser.add_argument(
+        "--data-root", type=Path, help="folder the plan's relative dataset paths resolve against (default: .)"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="list the runs (and what is finished) and stop")
+    parser.add_argument(
+        "--relation-maps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="draw InfoSAM relation maps of N training images after every epoch, to OUT/relation_maps/<run>/",
+    )
+    parser.set_defaults(func=run)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def run(args: argparse.Namespace) -> int:
+    from infosam_core.experiments.plan import PlanError, load_plan
+    from infosam_core.experiments.runner import finished_record, run_experiment
+
+    try:
+        plan = load_plan(args.plan)
+    except PlanError as exc:
+        raise CLIError(str(exc)) from None
+    runs = plan.runs(args.data_root)
+    unavailable = plan.unavailable()
+    if args.dry_run:
+        print(
+            f"{args.plan}: {len(plan.datasets)} dataset(s) x {len(plan.methods)} method(s) x {len(plan.seeds)} seed(s)"
+        )
+        for r in runs:
+            done = args.out is not None and finished_record(args.out, r) is not None
+            what = "zero-shot" if r.config is None else f"{r.config.peft} + {r.config.distill}, {r.config.epochs} ep"
+            print(f"  {'done' if done else 'todo'}  {r.key}  ({what}, {r.dataset.prompt}, {r.model})")
+        for name, why in unavailable.items():
+            print(f"  n/a   {name}: {why}")
+        print(f"{len(runs)} run(s); {len(unavailable)} method(s) not available yet")
+        return 0
+    if args.out is None:
+        raise CLIError("--out is required (the folder for results.csv, table.md and the per-run files)")
+    if args.relation_maps < 0:
+        raise CLIError("--relation-maps must be >= 0")
+    for name, why in unavailable.items():
+        print(f"skipping {name}: {why}", flush=True)
+
+    stop = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+
+        def on_interrupt(signum, frame):  # first Ctrl-C: stop after this run; second: abort
+            if stop.is_set():
+                raise KeyboardInterrupt
+            stop.set()
+            print("\nstopping after this run (Ctrl-C again to abort; the current run then restarts next time)")
+
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+
+    def report(p) -> None:
+        label = f"{p.run.dataset.name} / {p.run.method.name} / seed {p.run.seed}"
+        if not p.finished:
+            print(f"[{p.done + 1}/{p.total}] {label} ... (ETA {_duration(p.eta_s)})", flush=True)
+            return
+        metrics = ", ".join(f"{k} {100 * v:.1f}" for k, v in p.record["metrics"].items())
+        took = p.record["train_s"] + p.record["eval_s"]
+        print(f"[{p.done}/{p.total}] done in {_duration(took)}: {metrics}; ETA {_duration(p.eta_s)}", flush=True)
+
+    callbacks_for = None
+    if args.relation_maps:
+        from infosam_core.evaluation.relation_maps import RelationMapRecorder
+
+        def callbacks_for(run_spec, train_samples):
+            return [RelationMapRecorder(args.out / "relation_maps" / run_spec.key, train_samples, args.relation_maps)]
+
+    try:
+        records = run_experiment(plan, args.out, args.data_root, report, stop.is_set, callbacks_for)
+    except (ValueError, OSError) as exc:  # DatasetError, CheckpointError, unwritable output
+        raise CLIError(str(exc)) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    print(f"{len(records)}/{len(runs)} runs finished -> {args.out / 'results.csv'}, {args.out / 'table.md'}")
+    return 0 if len(records) == len(runs) else 1

@@ -1,0 +1,176 @@
+"""`infosam experiment`: plan parsing, run expansion, resumable execution, results.csv / table.md, dry runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from skimage import draw
+
+import infosam_core.experiments.runner as runner_module
+from infosam_core.cli import main
+from infosam_core.experiments.plan import PlanError, load_plan
+from infosam_core.experiments.tables import mean_std
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_PLANS = sorted((ROOT / "experiments").glob("*.toml"))
+
+SMALL_PLAN = """
+seeds = [3, 4]
+[train]
+epochs = 1
+batch_size = 2
+max_steps = 1
+[[datasets]]
+name = "Blobs"
+train = "blobs"
+test = "blobs"
+prompt = "box"
+metrics = ["iou", "dice"]
+[[methods]]
+name = "Decoder-only"
+peft = "decoder"
+[[methods]]
+name = "Decoder+InfoSAM"
+peft = "decoder"
+distill = "infosam"
+[[methods]]
+name = "Adapter+Future"
+peft = "adapter"
+distill = "not_a_distiller_yet"
+"""
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        image = rng.integers(0, 90, (48, 64, 3), dtype=np.uint8)
+        mask = np.zeros((48, 64), np.uint8)
+        rr, cc = draw.ellipse(24, 30 + i, 10, 14, shape=mask.shape)
+        mask[rr, cc] = 255
+        image[mask > 0] += 140
+        for kind, array in (("images", image), ("masks", mask)):
+            (root / "blobs" / kind).mkdir(parents=True, exist_ok=True)
+            iio.imwrite(root / "blobs" / kind / f"im{i}.png", array)
+    return root
+
+
+def test_small_plan_runs_tabulates_and_resumes(data_root, tmp_path, monkeypatch, capsys):
+    plan_path = tmp_path / "plan.toml"
+    plan_path.write_text(SMALL_PLAN)
+    out = tmp_path / "out"
+    argv = ["experiment", str(plan_path), "--data-root", str(data_root), "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "skipping Adapter+Future: distiller 'not_a_distiller_yet' not implemented yet" in printed
+    assert "[4/4]" in printed and "ETA" in printed
+
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["dataset"], r["method"], r["seed"]) for r in rows] == [
+        ("Blobs", "Decoder-only", "3"),
+        ("Blobs", "Decoder-only", "4"),
+        ("Blobs", "Decoder+InfoSAM", "3"),
+        ("Blobs", "Decoder+InfoSAM", "4"),
+    ]
+    assert all(0 <= float(r["iou"]) <= 1 and float(r["dice"]) >= float(r["iou"]) for r in rows)
+    assert all(r["steps"] == "1" for r in rows)
+
+    table = (out / "table.md").read_text().splitlines()
+    for method in ("Decoder-only", "Decoder+InfoSAM"):
+        line = next(x for x in table if x.startswith(f"| {method} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")][1:]
+        for cell, metric in zip(cells, ("iou", "dice")):
+            mean, std = mean_std([float(r[metric]) for r in rows if r["method"] == method])
+            assert cell == f"{100 * mean:.1f} ± {100 * std:.1f}"
+    assert any(x.startswith("| Adapter+Future ¹ | n/a | n/a |") for x in table)
+
+    # a second call retrains nothing and leaves the results as they were
+    before = (out / "results.csv").read_text()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was retrained")
+
+    monkeypatch.setattr(runner_module, "train", no_training)
+    assert main(argv) == 0
+    assert (out / "results.csv").read_text() == before
+    assert main(["experiment", str(plan_path), "--out", str(out), "--dry-run", "--data-root", str(data_root)]) == 0
+    assert capsys.readouterr().out.count("  done  ") == 4
+
+
+def test_interrupted_or_changed_run_is_redone(data_root, tmp_path, monkeypatch):
+    plan_path = tmp_path / "plan.toml"
+    plan_path.write_text(SMALL_PLAN.replace("seeds = [3, 4]", "seeds = [3]"))
+    out = tmp_path / "out"
+    argv = ["experiment", str(plan_path), "--data-root", str(data_root), "--out", str(out)]
+    assert main(argv) == 0
+    files = sorted((out / "runs").glob("*.json"))
+    assert len(files) == 2
+    files[0].unlink()  # as if the process died before writing it
+    record = json.loads(files[1].read_text())
+    record["fingerprint"] = "0" * 16  # as if its settings changed in the plan
+    files[1].write_text(json.dumps(record))
+    calls = []
+    real_train = runner_module.train
+    monkeypatch.setattr(runner_module, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    assert main(argv) == 0
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("plan_path", SHIPPED_PLANS, ids=[p.stem for p in SHIPPED_PLANS])
+def test_shipped_plans_expand_with_dry_run(plan_path, capsys):
+    assert main(["experiment", str(plan_path), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    plan = load_plan(plan_path)
+    n_runs = len(plan.runs())
+    assert f"{n_runs} run(s); {len(plan.unavailable())} method(s) not available yet" in printed
+    assert printed.count("  todo  ") == n_runs
+    assert n_runs + len(plan.unavailable()) * len(plan.datasets) * len(plan.seeds) == (
+        len(plan.datasets) * len(plan.methods) * len(plan.seeds)
+    )
+
+
+def test_paper_protocol_in_shipped_plans():
+    plan = load_plan(ROOT / "experiments" / "peft_table.toml")
+    by_name = {d.name: d for d in plan.datasets}
+    assert by_name["CAMO"].metrics == ("s_measure", "e_measure", "weighted_f")
+    assert by_name["Kvasir"].metrics == ("s_measure", "e_measure")
+    assert by_name["Road"].prompt == "points5" and by_name["Road"].train_overrides == {"epochs": 20}
+    road_run = next(r for r in plan.runs() if r.dataset.name == "Road" and r.config is not None)
+    assert road_run.config.epochs == 20 and road_run.config.batch_size == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("seeds = []", "'seeds' must be a non-empty list"),
+        ('bogus = 1\n[[datasets]]\nname="a"\ntrain="a"\ntest="a"', "unknown top-level key(s) bogus"),
+        ('[[datasets]]\nname="a"\ntrain="a"\ntest="a"\nprompt="lasso"\n[[methods]]\nname="m"\npeft="lora"', "prompt"),
+        ('[[datasets]]\nname="a"\ntrain="a"\ntest="a"\n[[methods]]\nname="m"\npeft="lora"\nepoch=3', "epoch"),
+        ('[[datasets]]\nname="a"\ntrain="a"\ntest="a"\n[[methods]]\nname="m"\npeft="lora"\nbatch_size=0', ">= 1"),
+        (
+            '[[datasets]]\nname="a"\ntrain="a"\ntest="a"\n[[methods]]\nname="m"\npeft="lora"\npeft_options={rnk=2}',
+            "rnk",
+        ),
+        ("seeds = [1", "not valid TOML"),
+    ],
+)
+def test_bad_plans_are_refused_with_the_reason(tmp_path, text, message):
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    with pytest.raises(PlanError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_plan(path)
+
+
+def test_missing_dataset_fails_before_any_training(tmp_path, capsys):
+    path = tmp_path / "plan.toml"
+    path.write_text(
+        '[[datasets]]\nname="a"\ntrain="nowhere/train"\ntest="nowhere/test"\n[[methods]]\nname="m"\npeft="decoder"'
+    )
+    assert main(["experiment", str(path), "--out", str(tmp_path / "o"), "--data-root", str(tmp_path)]) == 2
+    assert "nowhere" in capsys.readouterr().err
