@@ -98,3 +98,17 @@ def test_relation_module_warm_up_keeps_l_d_off_the_student_for_n_steps():
     distiller.zero_grad()
     f_grad, _ = grads()
     assert f_grad is not None and f_grad.abs().sum() > 0  # step 2: L_d reaches the student
+
+
+def test_centred_relation_vectors_have_zero_mean_and_unit_norm():
+    torch.manual_seed(0)
+    f, tok = torch.randn(3, 8, 4, 4) + 5.0, torch.randn(3, 8)
+    plain = InfosamDistiller(InfosamConfig(), embed_dim=8)
+    centred = InfosamDistiller(InfosamConfig(center=True), embed_dim=8)
+    centred.load_state_dict(plain.state_dict())
+    rel = centred.relation_vectors(f, tok)
+    assert torch.allclose(rel.mean(1), torch.zeros(3), atol=1e-6)
+    assert torch.allclose(rel.norm(dim=1), torch.ones(3), atol=1e-5)
+    raw = plain.relation_vectors(f, tok)
+    expected = torch.nn.functional.normalize(raw - raw.mean(1, keepdim=True), dim=1)
+    assert torch.allclose(rel, expected, atol=1e-6)
