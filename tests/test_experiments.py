@@ -101,6 +101,9 @@ def test_small_plan_runs_tabulates_and_resumes(data_root, tmp_path, monkeypatch,
     assert (out / "results.csv").read_text() == before
     assert main(["experiment", str(plan_path), "--out", str(out), "--dry-run", "--data-root", str(data_root)]) == 0
     assert capsys.readouterr().out.count("  done  ") == 4
+    (out / "table.md").unlink()
+    assert main([*argv, "--report"]) == 0  # tables rewritten from the finished runs, nothing trained
+    assert (out / "results.csv").read_text() == before and (out / "table.md").exists()
 
 
 def test_interrupted_or_changed_run_is_redone(data_root, tmp_path, monkeypatch):

@@ -80,7 +80,7 @@ def test_train_relation_maps_2_over_2_epochs_gives_two_non_blank_figures(tmp_pat
 
 def test_relation_module_warm_up_keeps_l_d_off_the_student_for_n_steps():
     torch.manual_seed(0)
-    distiller = InfosamDistiller(InfosamConfig(alpha=0.0, beta=1.0, warmup_steps=1), embed_dim=8)
+    distiller = InfosamDistiller(InfosamConfig(alpha=0.0, beta=1.0, warmup_steps=1), 8)
     distiller.train()
     f_t, tok_t = torch.randn(3, 8, 4, 4), torch.randn(3, 8)
 
@@ -103,8 +103,8 @@ def test_relation_module_warm_up_keeps_l_d_off_the_student_for_n_steps():
 def test_centred_relation_vectors_have_zero_mean_and_unit_norm():
     torch.manual_seed(0)
     f, tok = torch.randn(3, 8, 4, 4) + 5.0, torch.randn(3, 8)
-    plain = InfosamDistiller(InfosamConfig(), embed_dim=8)
-    centred = InfosamDistiller(InfosamConfig(center=True), embed_dim=8)
+    plain = InfosamDistiller(InfosamConfig(), 8)
+    centred = InfosamDistiller(InfosamConfig(center=True), 8)
     centred.load_state_dict(plain.state_dict())
     rel = centred.relation_vectors(f, tok)
     assert torch.allclose(rel.mean(1), torch.zeros(3), atol=1e-6)

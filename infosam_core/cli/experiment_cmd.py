@@ -31,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dry-run", action="store_true", help="list the runs (and what is finished) and stop")
     parser.add_argument(
+        "--report",
+        action="store_true",
+        help="only rewrite results.csv and table.md from the runs already finished in --out (runs nothing)",
+    )
+    parser.add_argument(
         "--relation-maps",
         type=int,
         default=0,
@@ -49,7 +54,7 @@ def _duration(seconds: float | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from infosam_core.experiments.plan import PlanError, load_plan
-    from infosam_core.experiments.runner import finished_record, run_experiment
+    from infosam_core.experiments.runner import finished_record, run_experiment, write_report
 
     try:
         plan = load_plan(args.plan)
@@ -73,6 +78,13 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--out is required (the folder for results.csv, table.md and the per-run files)")
     if args.relation_maps < 0:
         raise CLIError("--relation-maps must be >= 0")
+    if args.report:
+        try:
+            records = write_report(plan, args.out, args.data_root)
+        except OSError as exc:
+            raise CLIError(f"{args.out}: cannot write the tables ({exc.strerror or exc})") from None
+        print(f"{len(records)}/{len(runs)} runs finished -> {args.out / 'results.csv'}, {args.out / 'table.md'}")
+        return 0
     for name, why in unavailable.items():
         print(f"skipping {name}: {why}", flush=True)
 

@@ -109,6 +109,7 @@ class RunSpec:
     model: str
     checkpoint: str | None
     config: TrainConfig | None  # None for zero-shot runs
+    plan_settings: dict[str, Any] = field(default_factory=dict)  # the TrainConfig values the plan sets
 
     @property
     def key(self) -> str:
@@ -116,14 +117,16 @@ class RunSpec:
         return f"{slug(self.dataset.name)}__{slug(self.method.name)}__seed{self.seed}"
 
     def settings(self) -> dict[str, Any]:
-        """Everything the result depends on (stored with it; a changed setting means the run is redone)."""
+        """What the plan says about this run: dataset, method, seed, model and the training settings the plan
+        sets (not TrainConfig's defaults, so a new setting added to TrainConfig does not invalidate finished
+        runs). Its :meth:`fingerprint` decides whether a stored result is still this run's."""
         return {
             "dataset": dataclasses.asdict(self.dataset),
             "method": self.method.name,
             "seed": self.seed,
             "model": self.model,
             "checkpoint": self.checkpoint,
-            "config": dataclasses.asdict(self.config) if self.config is not None else None,
+            "train": dict(sorted(self.plan_settings.items())),
         }
 
     def fingerprint(self) -> str:
@@ -182,7 +185,7 @@ class Plan:
             make_config(config.peft, config.peft_options)
         except ValueError as exc:
             raise PlanError(f"{self.path}: method {method.name!r} on dataset {dataset.name!r}: {exc}") from None
-        return RunSpec(dataset, method, seed, model, checkpoint, config)
+        return RunSpec(dataset, method, seed, model, checkpoint, config, values)
 
 
 def slug(name: str) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +89,28 @@ def execute_run(
         "history": history,
         "fingerprint": run.fingerprint(),
         "settings": run.settings(),
+        "config": asdict(run.config) if run.config is not None else None,
     }
 
 
 def _spec(plan: Plan, run: RunSpec):
     """The plan's dataset entry of ``run`` (whose paths were resolved against the data root)."""
     return next(d for d in plan.datasets if d.name == run.dataset.name)
+
+
+def table_order(plan: Plan, runs: list[RunSpec]) -> list[RunSpec]:
+    """``runs`` in the tables' order: dataset, method, seed (as the plan lists them)."""
+    return sorted(
+        runs,
+        key=lambda r: (plan.datasets.index(_spec(plan, r)), plan.methods.index(r.method), plan.seeds.index(r.seed)),
+    )
+
+
+def write_report(plan: Plan, out_dir: str | Path, data_root: str | Path | None = None) -> list[dict[str, Any]]:
+    """Rewrite ``results.csv`` and ``table.md`` from the finished runs without running anything; returns them."""
+    records = [rec for r in table_order(plan, plan.runs(data_root)) if (rec := finished_record(out_dir, r))]
+    write_outputs(plan, records, out_dir)
+    return records
 
 
 def run_experiment(
@@ -127,13 +143,10 @@ def run_experiment(
             samples(run.dataset.train)
             samples(run.dataset.test)
 
-    table_order = sorted(
-        runs,
-        key=lambda r: (plan.datasets.index(_spec(plan, r)), plan.methods.index(r.method), plan.seeds.index(r.seed)),
-    )
+    in_table_order = table_order(plan, runs)
 
-    def ordered() -> list[dict[str, Any]]:  # table order: dataset, method, seed
-        return [records[r.key] for r in table_order if r.key in records]
+    def ordered() -> list[dict[str, Any]]:
+        return [records[r.key] for r in in_table_order if r.key in records]
 
     if records:
         write_outputs(plan, ordered(), out_dir)

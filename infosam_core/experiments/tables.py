@@ -2,8 +2,8 @@
 
 ``table.md``: one row per method (plan order), the datasets as column groups (one column per metric, named
 ``<dataset> <metric>``), each cell ``mean ± std`` over the seeds, x100 like the paper, with one decimal. The
-std is the sample standard deviation (ddof = 1; 0 for a single seed). A cell with fewer finished seeds
-than planned says ``(n=k)``; a method that cannot run yet shows ``n/a`` and the reason below the table.
+std is the sample standard deviation (ddof = 1; a single seed shows the value alone). A cell with fewer
+finished seeds than planned says ``(n=k)``; a method that cannot run yet shows ``n/a`` and the reason below the table.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def format_cell(values: list[float], planned: int) -> str:
     if not values:
         return "–"
     mean, std = mean_std(values)
-    text = f"{100 * mean:.1f} ± {100 * std:.1f}"
+    text = f"{100 * mean:.1f} ± {100 * std:.1f}" if len(values) > 1 else f"{100 * mean:.1f}"
     if any(math.isnan(v) for v in values):
         text = "nan"
     return text if len(values) == planned else f"{text} (n={len(values)})"
