@@ -47,7 +47,7 @@ TOOLTIPS: dict[str, str] = {
     "the pre-trained model sees between image and mask (costs one teacher pass per step; the paper measured +1 "
     "IoU over plain Adapter with SAM ViT-B). With the bundled tiny model we measured no reliable gain: level "
     "within the seed spread on nuclei, 2.3 IoU below plain Adapter on one held-out domain (docs/results). "
-    "None: plain PEFT, about 1/3 faster. "
+    "None: plain PEFT. "
     "Advanced: the paper's baselines (logit, pkd, pkt, ibd, vid, semckd, reviewkd, tinysam, mobilesam) with "
     "their default options, for comparison",
     "low_memory": "Recompute the image encoder's activations in the backward pass instead of keeping them: "
