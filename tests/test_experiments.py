@@ -177,3 +177,60 @@ def test_missing_dataset_fails_before_any_training(tmp_path, capsys):
     )
     assert main(["experiment", str(path), "--out", str(tmp_path / "o"), "--data-root", str(tmp_path)]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------- several GPUs
+def test_claims_give_each_run_to_one_worker_and_stale_claims_are_taken_over(tmp_path, data_root):
+    import os
+    import subprocess
+    import sys
+
+    from infosam_core.experiments.runner import claim_path, claim_run, release_run
+
+    plan_path = tmp_path / "plan.toml"
+    plan_path.write_text(SMALL_PLAN)
+    run = load_plan(plan_path).runs(data_root)[0]
+    assert claim_run(tmp_path, run) is True
+    assert claim_run(tmp_path, run) is False  # held by a live process (this one)
+    release_run(tmp_path, run)
+    assert not claim_path(tmp_path, run).exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    claim_path(tmp_path, run).write_text(json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename}))
+    assert claim_run(tmp_path, run) is True  # the dead worker's claim is taken over
+    claim_path(tmp_path, run).write_text(json.dumps({"pid": 1, "host": "another-machine"}))
+    assert claim_run(tmp_path, run) is False  # another host's worker: left alone
+
+
+def test_gpus_refused_without_those_gpus_and_on_bad_lists(tmp_path, data_root, capsys):
+    plan_path = tmp_path / "plan.toml"
+    plan_path.write_text(SMALL_PLAN)
+    base = ["experiment", str(plan_path), "--data-root", str(data_root), "--out", str(tmp_path / "o")]
+    assert main([*base, "--gpus", "0,x"]) == 2
+    assert "distinct GPU numbers" in capsys.readouterr().err
+    assert main([*base, "--gpus", "1,1"]) == 2
+    capsys.readouterr()
+    import torch
+
+    if not torch.cuda.is_available():
+        assert main([*base, "--gpus", "0"]) == 2
+        assert "no GPU 0 here" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "runs").exists()  # refused before any run started
+
+
+@pytest.mark.slow
+def test_gpus_spread_runs_over_workers_each_run_once(tmp_path, data_root, monkeypatch, capsys):
+    import infosam_core.cli.experiment_cmd as experiment_cmd
+
+    monkeypatch.setattr(experiment_cmd, "check_gpus", lambda ids: None)  # the workers run on the CPU here
+    plan_path = tmp_path / "plan.toml"
+    plan_path.write_text(SMALL_PLAN)
+    out = tmp_path / "out"
+    argv = ["experiment", str(plan_path), "--data-root", str(data_root), "--out", str(out), "--gpus", "0,1"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    trained = [line for line in printed.splitlines() if "] done in " in line]
+    assert len(trained) == 4  # 2 methods x 2 seeds, each trained by exactly one worker
+    assert {line.split("]")[0] for line in trained} <= {"[gpu 0", "[gpu 1"}
+    assert "4/4 runs finished on GPUs 0,1" in printed
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 4 and not list((out / "runs").glob("*.claim"))

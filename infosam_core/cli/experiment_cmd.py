@@ -2,16 +2,22 @@
 
     infosam experiment experiments/peft_table.toml --data-root /data --out runs/peft
     infosam experiment experiments/distill_table.toml --dry-run
+    infosam experiment experiments/peft_table.toml --data-root /data --out runs/peft --gpus 0,1,2,3
 
 Writes ``OUT/runs/<dataset>__<method>__seed<k>.json`` per run, ``OUT/results.csv`` (one row per run) and
 ``OUT/table.md`` (the paper's layout, mean ± std x100). Calling it again skips finished runs; an
-interrupted run starts again. The plan format: :mod:`infosam_core.experiments.plan` and docs/EXPERIMENTS.md.
+interrupted run starts again. ``--gpus`` spreads the independent runs over GPUs: one worker process per GPU
+(``CUDA_VISIBLE_DEVICES`` set to it), each taking the next unclaimed run, so one run per GPU at a time. The
+plan format: :mod:`infosam_core.experiments.plan` and docs/EXPERIMENTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -42,7 +48,69 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="draw InfoSAM relation maps of N training images after every epoch, to OUT/relation_maps/<run>/",
     )
+    parser.add_argument(
+        "--gpus",
+        metavar="IDS",
+        help="spread the runs over these GPUs, one run per GPU at a time (e.g. 0,1,2,3; one worker process each)",
+    )
+    parser.add_argument("--claim-runs", action="store_true", help=argparse.SUPPRESS)  # set on --gpus workers
     parser.set_defaults(func=run)
+
+
+def parse_gpus(text: str) -> list[str]:
+    """``"0,1,3"`` -> ``["0", "1", "3"]``: distinct non-negative integers, else CLIError."""
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if not ids or not all(i.isdigit() for i in ids) or len(set(ids)) != len(ids):
+        raise CLIError(f"--gpus {text!r}: expected distinct GPU numbers separated by commas, e.g. 0,1,2,3")
+    return ids
+
+
+def check_gpus(ids: list[str]) -> None:
+    """Refuse GPU numbers this machine does not have, before any run starts."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [i for i in ids if int(i) >= count]
+    if missing:
+        raise CLIError(f"--gpus: no GPU {', '.join(missing)} here ({count} CUDA device(s) visible)")
+
+
+def run_on_gpus(args: argparse.Namespace, ids: list[str]) -> int:
+    """One worker process per GPU over the same --out (runs are claimed, so each trains once); then the
+    tables from every worker's results. Each worker's lines are prefixed with its GPU."""
+    argv = [sys.executable, "-m", "infosam_core", "experiment", str(args.plan), "--out", str(args.out), "--claim-runs"]
+    if args.data_root is not None:
+        argv += ["--data-root", str(args.data_root)]
+    if args.relation_maps:
+        argv += ["--relation-maps", str(args.relation_maps)]
+    workers = []
+    for gpu in ids:
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu)
+        workers.append(
+            (gpu, subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        )
+
+    def relay(gpu: str, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            print(f"[gpu {gpu}] {line}", end="", flush=True)
+
+    relays = [threading.Thread(target=relay, args=w, daemon=True) for w in workers]
+    for t in relays:
+        t.start()
+    try:
+        codes = [proc.wait() for _, proc in workers]
+    except KeyboardInterrupt:  # the workers got the same Ctrl-C: wait for them to stop after their run
+        codes = [proc.wait() for _, proc in workers]
+    for t in relays:
+        t.join(timeout=5)
+    from infosam_core.experiments.plan import load_plan
+    from infosam_core.experiments.runner import write_report
+
+    plan = load_plan(args.plan)
+    records = write_report(plan, args.out, args.data_root)
+    total = len(plan.runs(args.data_root))
+    print(f"{len(records)}/{total} runs finished on GPUs {','.join(ids)} -> {args.out / 'table.md'}")
+    return 0 if len(records) == total and not any(codes) else 1
 
 
 def _duration(seconds: float | None) -> str:
@@ -85,6 +153,10 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"{args.out}: cannot write the tables ({exc.strerror or exc})") from None
         print(f"{len(records)}/{len(runs)} runs finished -> {args.out / 'results.csv'}, {args.out / 'table.md'}")
         return 0
+    if args.gpus is not None:
+        ids = parse_gpus(args.gpus)
+        check_gpus(ids)
+        return run_on_gpus(args, ids)
     for name, why in unavailable.items():
         print(f"skipping {name}: {why}", flush=True)
 
@@ -117,11 +189,15 @@ def run(args: argparse.Namespace) -> int:
             return [RelationMapRecorder(args.out / "relation_maps" / run_spec.key, train_samples, args.relation_maps)]
 
     try:
-        records = run_experiment(plan, args.out, args.data_root, report, stop.is_set, callbacks_for)
+        records = run_experiment(
+            plan, args.out, args.data_root, report, stop.is_set, callbacks_for, claim_runs=args.claim_runs
+        )
     except (ValueError, OSError) as exc:  # DatasetError, CheckpointError, unwritable output
         raise CLIError(str(exc)) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     print(f"{len(records)}/{len(runs)} runs finished -> {args.out / 'results.csv'}, {args.out / 'table.md'}")
+    if args.claim_runs:  # a --gpus worker: the others may still be finishing theirs
+        return 0
     return 0 if len(records) == len(runs) else 1

@@ -9,11 +9,17 @@ Resuming: a run whose result file exists with the same settings fingerprint is n
 interrupted before its file was written starts again from scratch; a run whose settings changed in the
 plan is redone. After every run ``OUT/results.csv`` and ``OUT/table.md`` are rewritten from all finished
 runs (:mod:`infosam_core.experiments.tables`).
+
+Several workers (``infosam experiment --gpus 0,1,...``: one process per GPU) share one output folder: with
+``claim_runs=True`` a worker takes a run only after creating its claim file ``OUT/runs/<key>.claim``
+exclusively (:func:`claim_run`), so each run is trained once; a claim left by a dead worker is taken over.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -57,6 +63,51 @@ def finished_record(out_dir: str | Path, run: RunSpec) -> dict[str, Any] | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return record if record.get("fingerprint") == run.fingerprint() else None
+
+
+def claim_path(out_dir: str | Path, run: RunSpec) -> Path:
+    return Path(out_dir) / "runs" / f"{run.key}.claim"
+
+
+def _claim_is_stale(path: Path) -> bool:
+    """A claim whose worker process (on this host) is gone."""
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+        pid, host = int(holder["pid"]), str(holder["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return True  # unreadable or half-written: its writer died before finishing a 50-byte write
+    if host != socket.gethostname():
+        return False  # another machine's worker: cannot tell, leave it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def claim_run(out_dir: str | Path, run: RunSpec) -> bool:
+    """Take ``run`` for this process: True when its claim file was created here (or a dead worker's claim was
+    taken over), False when another live worker holds it."""
+    path = claim_path(out_dir, run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if not _claim_is_stale(path):
+                return False
+            path.unlink(missing_ok=True)  # the dead worker's claim; the next round creates ours
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}, f)
+        return True
+    return False
+
+
+def release_run(out_dir: str | Path, run: RunSpec) -> None:
+    claim_path(out_dir, run).unlink(missing_ok=True)
 
 
 def execute_run(
@@ -120,9 +171,12 @@ def run_experiment(
     progress: Callable[[ExperimentProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     callbacks_for: Callable[[RunSpec, list[SegmentationSample]], list[EpochCallback]] | None = None,
+    claim_runs: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every unfinished run of ``plan`` into ``out_dir`` (see the module docstring); returns the records
-    of all finished runs in table order (dataset, method, seed; runs execute seed by seed). ``should_stop()`` is checked between runs; ``callbacks_for(run, train_samples)`` gives a run's epoch-end callbacks (e.g. relation-map figures)."""
+    of all finished runs in table order (dataset, method, seed; runs execute seed by seed). ``should_stop()`` is
+    checked between runs; ``callbacks_for(run, train_samples)`` gives a run's epoch-end callbacks (e.g.
+    relation-map figures); ``claim_runs``: share ``out_dir`` with other workers (see the module docstring)."""
     out_dir = Path(out_dir)
     runs = plan.runs(data_root)
     records: dict[str, dict[str, Any]] = {}
@@ -156,6 +210,12 @@ def run_experiment(
             continue
         if should_stop is not None and should_stop():
             break
+        if claim_runs:
+            if (record := finished_record(out_dir, run)) is not None:  # another worker finished it meanwhile
+                records[run.key] = record
+                continue
+            if not claim_run(out_dir, run):
+                continue  # another worker is on it
         left = len(runs) - len(records)
         eta = spent / ran * left if ran else None
         if progress is not None:
@@ -165,8 +225,14 @@ def run_experiment(
         if model_key not in models:
             models[model_key] = load_sam(run.model, run.checkpoint)
         callbacks = callbacks_for(run, samples(run.dataset.train)) if callbacks_for is not None else None
-        record = execute_run(run, models[model_key], samples(run.dataset.train), samples(run.dataset.test), callbacks)
-        write_json_atomic(result_path(out_dir, run), record)
+        try:
+            record = execute_run(
+                run, models[model_key], samples(run.dataset.train), samples(run.dataset.test), callbacks
+            )
+            write_json_atomic(result_path(out_dir, run), record)
+        finally:
+            if claim_runs:
+                release_run(out_dir, run)
         records[run.key] = record
         spent += time.monotonic() - t0
         ran += 1
