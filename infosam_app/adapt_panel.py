@@ -75,6 +75,10 @@ class AdaptPanel(QWidget):
             self.distill_combo.addItem(text, value)
         self.distill_combo.setCurrentIndex(self.distill_combo.findData(DISTILL_DEFAULT))
         self.distill_combo.setToolTip(TOOLTIPS["distill"])
+        for combo in (self.method_combo, self.distill_combo):  # long entries must not widen the dock
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(12)
+            combo.view().setMinimumWidth(combo.view().sizeHintForColumn(0) + 24)  # the open list shows it all
         self.low_memory_check = QCheckBox("Low memory (slower)")
         self.low_memory_check.setToolTip(TOOLTIPS["low_memory"])
         self.epochs_spin = QSpinBox()

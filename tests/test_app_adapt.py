@@ -49,6 +49,8 @@ def test_adapt_hot_swap_compare_export_and_load(studio, qtbot, tmp_path):
     assert panel.distill_combo.currentData() == "infosam"  # InfoSAM is the default
     listed = [panel.distill_combo.itemData(i) for i in range(panel.distill_combo.count())]
     assert listed[:2] == ["infosam", "none"] and {"vid", "mobilesam", "tinysam"} <= set(listed)  # advanced choices
+    # the long "Advanced: ..." entries must not widen the dock (they did: the panel was clipped on the right)
+    assert panel.distill_combo.minimumSizeHint().width() < 300 and panel.minimumSizeHint().width() < 460
     panel.method_combo.setCurrentIndex(panel.method_combo.findData("lora"))
     panel.max_steps = 3
     # prompts on the canvas while training: they are re-predicted with the student when it is swapped in
