@@ -91,7 +91,7 @@ def test_su_sam_rejects_unknown_variant(random_tiny_sam):
         apply_peft(copy.deepcopy(random_tiny_sam), "su_sam", variant="zigzag")
 
 
-@pytest.mark.parametrize(("method", "distill"), [("convlora", "infosam"), ("su_sam", "none")])
+@pytest.mark.parametrize(("method", "distill"), [("convlora", "infosam"), ("convlora", "none"), ("su_sam", "none")])
 def test_training_steps(random_tiny_sam, method, distill, monkeypatch):
     rng = np.random.default_rng(0)
     samples = []
@@ -114,6 +114,9 @@ def test_training_steps(random_tiny_sam, method, distill, monkeypatch):
     result = train(config, random_tiny_sam, samples)
     assert result.steps == 1 and np.isfinite(result.history[0]["loss"])
     assert (reported[0] is not None) == (method == "convlora")
+    if reported[0] is not None and distill == "none":  # the balancing loss is in the total, not in the seg loss
+        record = result.history[0]
+        assert record["loss"] == pytest.approx(record["seg_loss"] + float(reported[0]), rel=1e-4, abs=1e-6)
 
 
 def test_info_command(capsys):

@@ -229,10 +229,9 @@ class Trainer:
             logits = F.interpolate(low_res.float(), (self.size, self.size), mode="bilinear", align_corners=False)
             seg = structure_loss(logits, batch.masks, kernel_size=self.edge_kernel)
             aux = auxiliary_loss(self.student)  # losses PEFT modules report (ConvLoRA's load balancing)
-            if aux is not None:
-                seg = seg + aux
+            total = seg if aux is None else seg + aux  # in the total; the reported seg loss stays the segmentation's
             if self.distiller is None:
-                return StepLosses(seg, seg, {})
+                return StepLosses(total, seg, {})
             inputs = DistillInputs(
                 f_t,
                 f_s,
@@ -245,7 +244,7 @@ class Trainer:
                 gather=self.dist.gather,
             )
             out = self.distiller(inputs)
-            return StepLosses(seg + self.config.distill_weight * out.total, seg, out.terms)
+            return StepLosses(total + self.config.distill_weight * out.total, seg, out.terms)
 
     @torch.no_grad()
     def _decode_teacher(self, batch: Batch, f_t: torch.Tensor, with_logits: bool):
