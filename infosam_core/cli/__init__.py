@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
@@ -24,6 +26,31 @@ SUBCOMMAND_MODULES = (
     "infosam_core.cli.experiment_cmd",
 )
 ENTRY_POINT_GROUP = "infosam.commands"
+
+
+class InterruptToStop:
+    """Ctrl-C for long commands: the first one sets ``stop`` (the work checks ``stop.is_set()`` at its next safe
+    point and ends cleanly, printing ``message`` to stderr when given); a second one aborts with
+    KeyboardInterrupt. Installed only on the main thread; :meth:`restore` puts the previous handler back."""
+
+    def __init__(self, message: str | None) -> None:
+        self.stop = threading.Event()
+        self.message = message
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
+
+    def _on_interrupt(self, signum, frame) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        self.stop.set()
+        if self.message:
+            print(f"\n{self.message}", file=sys.stderr, flush=True)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 class CLIError(Exception):

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
-from infosam_core.cli import CLIError
+from infosam_core.cli import CLIError, InterruptToStop
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -160,17 +159,9 @@ def run(args: argparse.Namespace) -> int:
     for name, why in unavailable.items():
         print(f"skipping {name}: {why}", flush=True)
 
-    stop = threading.Event()
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-
-        def on_interrupt(signum, frame):  # first Ctrl-C: stop after this run; second: abort
-            if stop.is_set():
-                raise KeyboardInterrupt
-            stop.set()
-            print("\nstopping after this run (Ctrl-C again to abort; the current run then restarts next time)")
-
-        previous = signal.signal(signal.SIGINT, on_interrupt)
+    interrupts = InterruptToStop(
+        "stopping after this run (Ctrl-C again to abort; the current run then restarts next time)"
+    )
 
     def report(p) -> None:
         label = f"{p.run.dataset.name} / {p.run.method.name} / seed {p.run.seed}"
@@ -190,13 +181,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         records = run_experiment(
-            plan, args.out, args.data_root, report, stop.is_set, callbacks_for, claim_runs=args.claim_runs
+            plan, args.out, args.data_root, report, interrupts.stop.is_set, callbacks_for, claim_runs=args.claim_runs
         )
     except (ValueError, OSError) as exc:  # DatasetError, CheckpointError, unwritable output
         raise CLIError(str(exc)) from None
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        interrupts.restore()
     print(f"{len(records)}/{len(runs)} runs finished -> {args.out / 'results.csv'}, {args.out / 'table.md'}")
     if args.claim_runs:  # a --gpus worker: the others may still be finishing theirs
         return 0

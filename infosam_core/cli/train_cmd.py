@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from infosam_core.cli import CLIError
+from infosam_core.cli import CLIError, InterruptToStop
 from infosam_core.distill.registry import DISTILLERS, distiller_names
 from infosam_core.models.registry import MODEL_TYPES
 from infosam_core.peft.registry import PEFT_METHODS
@@ -335,18 +333,7 @@ def _run(args: argparse.Namespace, config, context) -> int:
     except MemoryError:
         raise CLIError(f"{args.data}: not enough memory to load this dataset; use fewer or smaller images") from None
 
-    stop = threading.Event()
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-
-        def on_interrupt(signum, frame):  # first Ctrl-C: stop after this step; second: abort
-            if stop.is_set():
-                raise KeyboardInterrupt
-            stop.set()
-            if context.is_main:
-                print("\nstopping after this step (Ctrl-C again to abort) ...", file=sys.stderr)
-
-        previous = signal.signal(signal.SIGINT, on_interrupt)
+    interrupts = InterruptToStop("stopping after this step (Ctrl-C again to abort) ..." if context.is_main else None)
 
     callbacks = []
     if args.relation_maps and context.is_main:
@@ -365,7 +352,7 @@ def _run(args: argparse.Namespace, config, context) -> int:
             sam,
             samples,
             progress=reporter if context.is_main else None,
-            should_stop=stop.is_set,
+            should_stop=interrupts.stop.is_set,
             val_samples=val or None,
             init_model=init_model,
             callbacks=callbacks,
@@ -376,8 +363,7 @@ def _run(args: argparse.Namespace, config, context) -> int:
         raise CLIError(str(exc)) from None
     finally:
         reporter.close()
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        interrupts.restore()
     if not context.is_main:
         return 0
     print(result.report)
