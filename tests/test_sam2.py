@@ -155,18 +155,6 @@ def test_missing_sam2_package_is_named(monkeypatch):
         load_sam("sam2.1_hiera_tiny")
 
 
-def test_training_on_sam2_is_refused_clearly(sam2_tiny):
-    from infosam_core.data.datasets import SegmentationSample
-    from infosam_core.training.config import TrainConfig
-    from infosam_core.training.trainer import train
-
-    mask = np.zeros((32, 32), bool)
-    mask[8:20, 8:20] = True
-    samples = [SegmentationSample(np.zeros((32, 32, 3), np.uint8), mask, f"s{i}") for i in range(2)]
-    with pytest.raises(ValueError, match="not yet for sam2.1_hiera_tiny"):
-        train(TrainConfig(peft="lora", epochs=1, batch_size=2), sam2_tiny, samples)
-
-
 @pytest.mark.parametrize("method", ["lora", "adapter", "bitfit", "adaptformer", "convlora", "su_sam", "decoder"])
 def test_peft_methods_apply_to_hiera(method):
     from infosam_core.peft.registry import apply_peft

@@ -150,11 +150,15 @@ class Distiller(nn.Module):
     plots and history columns are known before the first step; an instance may extend it in ``__init__``).
     ``min_batch_size``: batch statistics (InfoSAM's and PKT's B x B matrices) need at least 2 samples.
     ``encoder_blocks``: the image-encoder blocks whose outputs :meth:`forward` reads (see the module docstring).
+    ``reads_encoder_blocks``: the method distils ViT block outputs (one width, one grid for all blocks), so it
+    applies only to encoders made of such blocks (SAM ViT, the tiny model; not SAM2's Hiera nor MobileSAM's
+    TinyViT): :func:`~infosam_core.distill.registry.make_distiller` refuses it otherwise.
     """
 
     name: ClassVar[str] = ""
     term_names: tuple[str, ...] = ()
     min_batch_size: ClassVar[int] = 1
+    reads_encoder_blocks: ClassVar[bool] = False
     encoder_blocks: tuple[int, ...] = ()
 
     def __init__(self, config: Any) -> None:

@@ -104,6 +104,7 @@ class IbdConfig:
 
 class IbdDistiller(Distiller):
     name = "ibd"
+    reads_encoder_blocks = True
     term_names = ("kd", "feat")
     min_batch_size = 2  # batch norm over the batch
 

@@ -121,4 +121,17 @@ def make_distiller(
     config = make_distiller_config(name, options)
     if isinstance(dims, int):
         dims = ModelDims(embed_dim=dims)
-    return DISTILLERS[name].distiller_cls(config, dims, generator)
+    cls = DISTILLERS[name].distiller_cls
+    if cls.reads_encoder_blocks and not dims.encoder_depth:
+        raise ValueError(
+            f"distiller {name!r} distils the outputs of the image encoder's ViT blocks (one width and one grid for "
+            "every block); this model's encoder has no such blocks (SAM2's Hiera: four stages of different widths "
+            "and grids; MobileSAM's TinyViT likewise). Choose a distiller that reads the image embedding, mask "
+            f"token or logits: {', '.join(single_level_distillers())}."
+        )
+    return cls(config, dims, generator)
+
+
+def single_level_distillers() -> tuple[str, ...]:
+    """The distillers that apply to any image encoder (they read no encoder block outputs)."""
+    return tuple(n for n, spec in DISTILLERS.items() if not spec.distiller_cls.reads_encoder_blocks)

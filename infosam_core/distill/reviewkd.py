@@ -84,6 +84,7 @@ class ReviewkdConfig:
 
 class ReviewkdDistiller(Distiller):
     name = "reviewkd"
+    reads_encoder_blocks = True
     term_names = ("hcl",)
 
     def __init__(self, config: ReviewkdConfig, dims: ModelDims, generator: torch.Generator | None = None) -> None:

@@ -72,6 +72,7 @@ class SemckdConfig:
 
 class SemckdDistiller(Distiller):
     name = "semckd"
+    reads_encoder_blocks = True
     term_names = ("feat", "kd")
 
     @classmethod

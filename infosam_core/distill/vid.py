@@ -86,6 +86,7 @@ class VidConfig:
 
 class VidDistiller(Distiller):
     name = "vid"
+    reads_encoder_blocks = True
     term_names = ("vid",)
 
     def __init__(self, config: VidConfig, dims: ModelDims, generator: torch.Generator | None = None) -> None:

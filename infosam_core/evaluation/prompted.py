@@ -2,8 +2,10 @@
 
 Per image: one seeded prompt drawn from the ground truth (:func:`infosam_core.data.prompt_sampling.eval_prompt`:
 ``box`` = one jittered box, the paper's protocol; ``point``; ``points5`` = 2 foreground + 3 background
-points, the roads protocol), a single-mask prediction with segment-anything's ``SamPredictor`` at the
-image's original size, and the metrics of ``sigmoid(logits)`` against the mask. The prompt's generator is
+points, the roads protocol), a single-mask prediction at the image's original size (segment-anything's
+``SamPredictor`` for segment-anything models, the reference protocol bit for bit; other families, e.g. SAM2,
+through :class:`~infosam_core.inference.predictor.Predictor` and their prediction backend, as
+``SAM2ImagePredictor`` predicts), and the metrics of ``sigmoid(logits)`` against the mask. The prompt's generator is
 seeded by ``(seed, crc32(name))``, so an image gets the same prompt whatever the dataset's order or subset.
 """
 
@@ -26,6 +28,8 @@ from segment_anything.modeling import Sam
 from infosam_core.data.datasets import SegmentationSample
 from infosam_core.data.prompt_sampling import PROTOCOLS, eval_prompt
 from infosam_core.evaluation.metrics import METRICS, MetricSummary
+from infosam_core.inference.backends import SamBackend, backend_for
+from infosam_core.inference.predictor import Predictor
 
 
 @dataclass
@@ -99,7 +103,7 @@ def evaluate(
     skipped: list[str] = []
     was_training = sam.training
     sam.eval()
-    predictor = SamPredictor(sam)
+    predictor = _predictor(sam)
     try:
         for i, sample in enumerate(samples):
             if not sample.mask.any():
@@ -115,6 +119,14 @@ def evaluate(
     finally:
         sam.train(was_training)
     return EvalResult(prompt=prompt, seed=seed, rows=summary.rows, mean=summary.mean, skipped=skipped)
+
+
+def _predictor(sam: torch.nn.Module) -> SamPredictor:
+    """segment-anything's own predictor where its backend applies; otherwise the project's :class:`Predictor`
+    (no embedding cache: every image is embedded once) with the model family's backend."""
+    if isinstance(backend_for(sam), SamBackend):
+        return SamPredictor(sam)
+    return Predictor(sam, cache_size=0, use_interactive_decoder=False)
 
 
 def save_eval(result: EvalResult, out_dir: str | Path, stem: str = "metrics") -> tuple[Path, Path]:

@@ -41,7 +41,7 @@ import tomllib
 from infosam_core.data.prompt_sampling import PROTOCOLS
 from infosam_core.distill.registry import DISTILLERS, NO_DISTILLATION
 from infosam_core.evaluation.metrics import METRICS
-from infosam_core.models.registry import MODEL_TYPES
+from infosam_core.models.registry import MODEL_TYPES, MODELS
 from infosam_core.peft.registry import PEFT_METHODS, make_config
 from infosam_core.training.config import TrainConfig
 
@@ -96,6 +96,12 @@ class MethodSpec:
         model = self.model or plan_model
         if model not in MODEL_TYPES:
             reasons.append(f"model type {model!r} not implemented yet")
+        elif (
+            self.distill in DISTILLERS
+            and DISTILLERS[self.distill].distiller_cls.reads_encoder_blocks
+            and not MODELS[model].vit_blocks
+        ):
+            reasons.append(f"distiller {self.distill!r} reads ViT block outputs, which {model}'s encoder does not have")
         return "; ".join(reasons) or None
 
 

@@ -39,14 +39,16 @@ from infosam_core.resources import BUNDLED_TINY_CHECKPOINT
 @dataclass(frozen=True)
 class ModelSpec:
     """One model type: ``title`` (shown in the app), its backbone ``family`` (which module builds it), the
-    loader ``load(model_type, checkpoint or None) -> model`` and the file used when no checkpoint is given
-    (None: random weights, with a warning)."""
+    loader ``load(model_type, checkpoint or None) -> model``, the file used when no checkpoint is given
+    (None: random weights, with a warning) and ``vit_blocks``: whether the image encoder is a stack of ViT
+    blocks of one width and grid (what multi-level distillers read; not TinyViT, not Hiera)."""
 
     name: str
     title: str
     family: str
     load: Callable[[str, Path | None], Sam | Sam2Model]
     default_checkpoint: Path | None = None
+    vit_blocks: bool = True
 
 
 def _sam2_title(name: str) -> str:
@@ -59,9 +61,9 @@ MODELS: dict[str, ModelSpec] = {
     "vit_b": ModelSpec("vit_b", "SAM ViT-B", "sam", load_segment_anything),
     "vit_l": ModelSpec("vit_l", "SAM ViT-L", "sam", load_segment_anything),
     "vit_h": ModelSpec("vit_h", "SAM ViT-H", "sam", load_segment_anything),
-    "vit_t": ModelSpec("vit_t", "MobileSAM (TinyViT)", "mobile_sam", load_mobile_sam),
+    "vit_t": ModelSpec("vit_t", "MobileSAM (TinyViT)", "mobile_sam", load_mobile_sam, vit_blocks=False),
     **{
-        name: ModelSpec(name, _sam2_title(name), "sam2", load_sam2)
+        name: ModelSpec(name, _sam2_title(name), "sam2", load_sam2, vit_blocks=False)
         for name in SAM2_MODEL_TYPES  # sam2.1_hiera_tiny, ..., sam2_hiera_large
     },
 }

@@ -87,8 +87,12 @@ def _require_sam2() -> None:
         ) from None
 
 
-def build_sam2_base(model_type: str) -> nn.Module:
-    """Meta's full ``SAM2Base`` for ``model_type`` (random weights, eval mode), configured as ``build_sam2`` does."""
+def build_sam2_base(model_type: str, image_size: int | None = None) -> nn.Module:
+    """Meta's full ``SAM2Base`` for ``model_type`` (random weights, eval mode), configured as ``build_sam2`` does.
+
+    ``image_size`` (a multiple of 64; default the config's 1024) changes the input side only -- the weights'
+    shapes do not depend on it (Hiera interpolates its position embedding; the embedding grid is
+    ``image_size // 16``). Meta's checkpoints are trained at 1024: smaller sizes are for fast tests."""
     if model_type not in SAM2_MODEL_TYPES:
         raise ValueError(f"unknown SAM2 model type {model_type!r}; choose one of {', '.join(SAM2_MODEL_TYPES)}")
     _require_sam2()
@@ -99,6 +103,10 @@ def build_sam2_base(model_type: str) -> nn.Module:
 
     config_name = SAM2_MODEL_TYPES[model_type][0]
     config = OmegaConf.load(str(importlib.resources.files("sam2") / config_name))
+    if image_size is not None:
+        if image_size <= 0 or image_size % 64:
+            raise ValueError(f"image_size must be a positive multiple of 64, got {image_size}")
+        config.model.image_size = image_size
     # what build_sam2(..., apply_postprocessing=True) adds
     config.model.sam_mask_decoder_extra_args = {
         "dynamic_multimask_via_stability": True,

@@ -34,7 +34,8 @@ class HookedBranch(nn.Module):
 
 
 class Bottleneck(HookedBranch):
-    """``up(act(down(x)))``: Linear(dim -> hidden) - activation - Linear(hidden -> dim), (..., dim) -> (..., dim).
+    """``up(act(down(x)))``: Linear(dim -> hidden) - activation - Linear(hidden -> out_dim), (..., dim) ->
+    (..., out_dim); ``out_dim`` defaults to ``dim``.
 
     The up projection is zero-initialised, so the branch outputs exactly 0 at step 0.
     """
@@ -47,11 +48,12 @@ class Bottleneck(HookedBranch):
         generator: torch.Generator | None = None,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
+        out_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.down = nn.utils.skip_init(nn.Linear, dim, hidden, device=device, dtype=dtype)
         self.act = act()
-        self.up = nn.utils.skip_init(nn.Linear, hidden, dim, device=device, dtype=dtype)
+        self.up = nn.utils.skip_init(nn.Linear, hidden, out_dim or dim, device=device, dtype=dtype)
         init_linear_(self.down, generator)
         with torch.no_grad():
             nn.init.zeros_(self.up.weight)

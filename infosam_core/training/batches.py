@@ -1,9 +1,12 @@
 """Training batches: resizing once, flip augmentation, the paper's per-sample prompts, batched prompt encoding.
 
-Samples are resized once (longest side = the model's input size, as ``SamPredictor``) and kept as uint8;
-each step flips the chosen ones, normalises and pads them with SAM's own ``preprocess`` (normalise, then
-pad bottom/right), and draws one prompt per sample from the flipped, resized mask -- in input-frame pixels,
-so the box jitter (5 px) is measured at the model's input resolution, as the reference code did at 1024.
+Samples are resized once (as the model's family resizes: SAM's longest side = the model's input size, as
+``SamPredictor``; SAM2's plain resize to S x S -- :meth:`TrainingBackbone.resize
+<infosam_core.models.training_backbone.TrainingBackbone.resize>`) and kept as uint8; each step flips the chosen
+ones, normalises and pads them with the model's own ``preprocess`` (SAM: normalise, then pad bottom/right),
+and draws one prompt per sample from the flipped, resized mask -- in input-frame pixels, so the box jitter
+(5 px) is measured at the model's input resolution, as the reference code did at 1024. The prompts are
+encoded by the family's backbone (:mod:`infosam_core.models.training_backbone`).
 
 Randomness is a pure function of (seed, epoch, sample index): the epoch's order comes from
 :func:`epoch_order` and each sample's flip and prompt from its own generator (:func:`sample_rng`), so a
@@ -16,13 +19,13 @@ Flip variants: 0 = none, 1 = horizontal, 2 = vertical, 3 = both. An (image, vari
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.utils.checkpoint
-from segment_anything.modeling import PromptEncoder, Sam
+from segment_anything.modeling import Sam
 
 from infosam_core.data.datasets import SegmentationSample
 from infosam_core.data.masks import resize_mask
@@ -63,16 +66,23 @@ class Batch:
 
 
 def prepare_samples(
-    samples: list[SegmentationSample], image_size: int, drop_empty: bool = True
+    samples: list[SegmentationSample],
+    image_size: int,
+    drop_empty: bool = True,
+    resize: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[PreparedSample]:
-    """Resize every image once (samples sharing an image array share the result). Samples whose mask is empty
+    """Resize every image once (samples sharing an image array share the result) with ``resize`` (the model
+    family's, :meth:`TrainingBackbone.resize <infosam_core.models.training_backbone.TrainingBackbone.resize>`;
+    default: SAM's longest side to ``image_size``), each mask to its image's shape. Samples whose mask is empty
     (no prompt can be drawn) are dropped with a warning."""
-    transform = ResizeLongestSide(image_size)
+    if resize is None:
+        transform = ResizeLongestSide(image_size)
+        resize = transform.apply_image
     prepared, empty = [], []
     resized: dict[int, tuple[int, np.ndarray]] = {}  # id(original array) -> (image key, resized image)
     for s in samples:
         if id(s.image) not in resized:
-            resized[id(s.image)] = (len(resized), np.ascontiguousarray(transform.apply_image(s.image)))
+            resized[id(s.image)] = (len(resized), np.ascontiguousarray(resize(s.image)))
         key, image = resized[id(s.image)]
         mask = resize_mask(s.mask, image.shape[:2])
         if drop_empty and not mask.any():
@@ -156,12 +166,3 @@ def make_batch(
         is_box=torch.as_tensor(is_box, device=device),
         keys=image_keys,
     )
-
-
-def encode_prompts(prompt_encoder: PromptEncoder, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sparse (B, 2, C) and dense (B, C, h, w) prompt embeddings: a box gives 2 corner tokens, a point gives
-    the point plus segment-anything's padding token, so both kinds stack in one batch."""
-    sparse_box, dense = prompt_encoder(points=None, boxes=batch.boxes, masks=None)
-    sparse_point, _ = prompt_encoder(points=(batch.points, batch.labels), boxes=None, masks=None)
-    sparse = torch.where(batch.is_box[:, None, None], sparse_box, sparse_point)
-    return sparse, dense

@@ -1,4 +1,9 @@
-"""Caching what does not change during fine-tuning: the teacher's image embeddings and the student's frozen leading encoder blocks."""
+"""Caching what does not change during fine-tuning: the teacher's image features and the student's frozen leading encoder blocks.
+
+Model families differ behind :class:`~infosam_core.models.training_backbone.TrainingBackbone`: an encoder that
+is not a segment-anything ViT (MobileSAM's TinyViT, SAM2's Hiera) runs whole through its backbone's
+``encode``, and its extra decoder inputs (SAM2's high-resolution features) are cached with the embedding.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import torch
 import torch.utils.checkpoint
 from segment_anything.modeling import Sam
 
+from infosam_core.models.training_backbone import ImageFeatures, TrainingBackbone, training_backbone_for
 from infosam_core.training.batches import Batch
 
 
@@ -96,13 +102,25 @@ def _compact(x: torch.Tensor) -> torch.Tensor:
 @dataclass
 class EncoderFeatures:
     """One batch's encoder outputs: ``teacher`` / ``student`` embeddings (B, C, h, w) (teacher None without
-    distillation) and, for the requested blocks, ``teacher_blocks`` / ``student_blocks`` by block index,
-    (B, D, h, w) channels first."""
+    distillation), ``teacher_extra`` / ``student_extra`` the other decoder inputs of the family
+    (:class:`~infosam_core.models.training_backbone.ImageFeatures`; SAM2's high-resolution features, empty for
+    SAM) and, for the requested blocks, ``teacher_blocks`` / ``student_blocks`` by block index, (B, D, h, w)
+    channels first."""
 
     teacher: torch.Tensor | None
     student: torch.Tensor
     teacher_blocks: dict[int, torch.Tensor] = field(default_factory=dict)
     student_blocks: dict[int, torch.Tensor] = field(default_factory=dict)
+    teacher_extra: tuple[torch.Tensor, ...] = ()
+    student_extra: tuple[torch.Tensor, ...] = ()
+
+    def teacher_features(self) -> ImageFeatures:
+        """The teacher's embedding and extra decoder inputs (what its decoder reads)."""
+        return ImageFeatures(self.teacher, self.teacher_extra)
+
+    def student_features(self) -> ImageFeatures:
+        """The student's embedding and extra decoder inputs (what its decoder reads)."""
+        return ImageFeatures(self.student, self.student_extra)
 
 
 class EncoderCache:
@@ -120,6 +138,11 @@ class EncoderCache:
     cached with its embedding (one entry: both or neither; float16 when in range, see :func:`_compact`); the
     student's are captured during its forward (blocks inside the frozen prefix are the teacher's, which
     went through the same frozen blocks).
+
+    A family's extra decoder inputs (SAM2: 32 x 4h x 4w + 64 x 2h x 2w floats per image, 3x the embedding) are
+    cached with the teacher's embedding, in float32 (the teacher's decoder reads them exactly), and counted in
+    ``max_bytes`` like everything else. ``backbones``: the (teacher, student) training backbones (made from the
+    models when not given).
     """
 
     def __init__(
@@ -131,29 +154,33 @@ class EncoderCache:
         max_bytes: float,
         checkpoint: bool = False,
         blocks: tuple[int, ...] = (),
+        backbones: tuple[TrainingBackbone, TrainingBackbone] | None = None,
     ) -> None:
         self.teacher, self.student = teacher, student
+        if backbones is None:
+            backbones = (training_backbone_for(teacher), training_backbone_for(student))
+        self.teacher_backbone, self.student_backbone = backbones
         self.checkpoint = checkpoint  # activation checkpointing of the student's trainable blocks
         self.student_frozen = not any(p.requires_grad for p in student.image_encoder.parameters())
         self.need_teacher = need_teacher or self.student_frozen
         self.blocks = tuple(blocks) if need_teacher else ()
         self.depth = 0 if self.student_frozen or not enabled else frozen_prefix_depth(student.image_encoder)
         self.enabled, self.max_bytes = enabled, max_bytes
-        # key -> teacher embedding (C, h, w), or (embedding, {block: (h, w, D)}) with ``blocks``
+        # key -> (teacher embedding (C, h, w), extra decoder inputs (tuple), {block: (h, w, D)} with ``blocks``)
         self.teacher_entries: dict[tuple[int, int], Any] = {}
         self.prefix_entries: dict[tuple[int, int], torch.Tensor] = {}
         self.bytes = 0
         self.teacher_images = 0  # images the teacher encoder ran on (tests and benchmarks read it)
 
     def _store(self, entries: dict, key: tuple[int, int], value: Any) -> None:
-        tensors = [value] if isinstance(value, torch.Tensor) else [value[0], *value[1].values()]
+        tensors = [value] if isinstance(value, torch.Tensor) else [value[0], *value[1], *value[2].values()]
         size = sum(t.numel() * t.element_size() for t in tensors)
         if self.enabled and self.bytes + size <= self.max_bytes:
             # not a view: a view would keep its whole batch tensor alive
             if isinstance(value, torch.Tensor):
                 entries[key] = value.clone()
-            else:
-                entries[key] = (value[0].clone(), value[1])  # the blocks are fresh copies (_compact)
+            else:  # the blocks are fresh copies (_compact)
+                entries[key] = (value[0].clone(), tuple(t.clone() for t in value[1]), value[2])
             self.bytes += size
 
     @torch.no_grad()
@@ -187,13 +214,16 @@ class EncoderCache:
                 )
                 teacher_out = dict(zip(need_t, t))
         elif need_t and not _is_vit(encoder):  # MobileSAM's TinyViT, SAM2's Hiera: run whole
-            teacher_out = dict(zip(need_t, encoder(batch.images[[rows[k] for k in need_t]])))
+            encoded = self.teacher_backbone.encode(batch.images[[rows[k] for k in need_t]])
+            teacher_out = dict(zip(need_t, encoded.unbind()))
         elif need_t:
             x = encoder_prefix(encoder, batch.images[[rows[k] for k in need_t]], 0)
             teacher_out = dict(zip(need_t, encoder_suffix(encoder, x, 0, False, self.blocks, captured)))
-        if self.blocks:
-            blocks = {i: _compact(v) for i, v in captured.items()}
-            teacher_out = {k: (e, {i: v[n] for i, v in blocks.items()}) for n, (k, e) in enumerate(teacher_out.items())}
+        blocks = {i: _compact(v) for i, v in captured.items()} if self.blocks else {}
+        teacher_out = {  # (embedding, extra decoder inputs, {block: output})
+            k: (*(e if isinstance(e, tuple) else (e, ())), {i: v[n] for i, v in blocks.items()})
+            for n, (k, e) in enumerate(teacher_out.items())
+        }
         self.teacher_images += len(teacher_out)
         for k, value in teacher_out.items():
             self._store(self.teacher_entries, k, value)
@@ -212,27 +242,28 @@ class EncoderCache:
     def features(self, batch: Batch) -> EncoderFeatures:
         """The batch's embeddings and, with ``blocks``, block outputs (see :class:`EncoderFeatures`)."""
         teacher_out, prefix_out = self._fill(batch)
-        f_t, blocks_t = None, {}
+        f_t, extra_t, blocks_t = None, (), {}
         if self.need_teacher:
             entries = [teacher_out[k] if k in teacher_out else self.teacher_entries[k] for k in batch.keys]
+            stacked = ImageFeatures.stack([(e, x) for e, x, _ in entries])
+            f_t, extra_t = stacked.embed, stacked.extra
             if self.blocks:
-                f_t = torch.stack([e for e, _ in entries])
                 blocks_t = {
-                    i: _channels_first(torch.stack([b[i] for _, b in entries]).to(f_t.dtype)) for i in self.blocks
+                    i: _channels_first(torch.stack([b[i] for _, _, b in entries]).to(f_t.dtype)) for i in self.blocks
                 }
-            else:
-                f_t = torch.stack(entries)
         if self.student_frozen:
-            return EncoderFeatures(f_t, f_t, blocks_t, dict(blocks_t))
+            return EncoderFeatures(f_t, f_t, blocks_t, dict(blocks_t), extra_t, extra_t)
         encoder = self.student.image_encoder
         captured: dict[int, torch.Tensor] = {}
+        extra_s: tuple[torch.Tensor, ...] = ()
         if self.depth:
             h = torch.stack([prefix_out[k] if k in prefix_out else self.prefix_entries[k] for k in batch.keys])
             f_s = encoder_suffix(encoder, h, self.depth, self.checkpoint, self.blocks, captured)
         elif not _is_vit(encoder):  # MobileSAM's TinyViT, SAM2's Hiera: run whole (no block features)
-            f_s = encoder(batch.images)
+            encoded = self.student_backbone.encode(batch.images)
+            f_s, extra_s = encoded.embed, encoded.extra
         else:
             x = encoder_prefix(encoder, batch.images, 0)
             f_s = encoder_suffix(encoder, x, 0, self.checkpoint, self.blocks, captured)
         blocks_s = {i: _channels_first(captured[i]) if i in captured else blocks_t[i] for i in self.blocks}
-        return EncoderFeatures(f_t, f_s, blocks_t, blocks_s)
+        return EncoderFeatures(f_t, f_s, blocks_t, blocks_s, extra_t, extra_s)

@@ -9,8 +9,15 @@ copied only when it has to move to another device, so the caller's model is neve
   input size (its 31 px edge-weight window at 1024 px is scaled with the input size: 9 px for tiny);
 * with a distiller (``config.distill``, see :mod:`infosam_core.distill`): + ``distill_weight * distiller``;
   for InfoSAM ``lambda * (alpha * L_r + beta * L_d)``, where the teacher's image embedding and mask token
-  (``hs[:, 1]``) and the student's go through one shared relation module. The trainer never branches on
-  the distiller's name: it hands each step's outputs to the distiller (:class:`~infosam_core.distill.DistillInputs`).
+  (SAM: ``hs[:, 1]``; SAM2: ``hs[:, 2]``) and the student's go through one shared relation module. The
+  trainer never branches on the distiller's name: it hands each step's outputs to the distiller
+  (:class:`~infosam_core.distill.DistillInputs`).
+
+Model families (segment-anything's SAM / MobileSAM, SAM2) differ behind one interface,
+:class:`~infosam_core.models.training_backbone.TrainingBackbone`, chosen by the model's type: how samples are
+resized, how the encoder runs and what it returns (:class:`~infosam_core.models.training_backbone.ImageFeatures`:
+the embedding plus extra decoder inputs such as SAM2's high-resolution features), how prompts are encoded
+and how the decoder gives the single-mask output and its token. The trainer never branches on a family.
 
 :class:`Trainer` runs in visible phases: build the student (and distiller), build the caches, then per
 step: stop check, batch, :meth:`Trainer.step`; per epoch: :meth:`Trainer.validate`, then the epoch-end
@@ -56,14 +63,13 @@ from segment_anything.modeling import Sam
 from infosam_core.data.datasets import SegmentationSample
 from infosam_core.distill import Distiller, DistillInputs, ModelDims, make_distiller
 from infosam_core.evaluation.prompted import evaluate
-from infosam_core.models.batched_decoder import decode, mask_token
 from infosam_core.models.fingerprint import model_fingerprint
+from infosam_core.models.training_backbone import ImageFeatures, training_backbone_for
 from infosam_core.peft.common import auxiliary_loss
 from infosam_core.peft.registry import apply_peft
 from infosam_core.peft.state import PeftReport, trained_state
 from infosam_core.training.batches import (
     Batch,
-    encode_prompts,
     epoch_order,
     flip_variants,
     make_batch,
@@ -153,11 +159,6 @@ class Trainer:
         callbacks: list[EpochCallback] | None = None,
     ) -> None:
         config.validate()
-        if not isinstance(base_sam, Sam):  # SAM2's Sam2Model: its decoder needs the high-resolution features
-            raise ValueError(
-                f"training is implemented for segment-anything models (tiny, vit_b/l/h, MobileSAM vit_t), not yet for "
-                f"{getattr(base_sam, 'model_type', type(base_sam).__name__)}"
-            )
         self.config, self.base_sam, self.val_samples = config, base_sam, val_samples
         self.callbacks = list(callbacks or [])
         self.progress_callback, self.stop_requested = progress, should_stop
@@ -171,7 +172,8 @@ class Trainer:
                 f"{max(1, round(config.batch_size / self.dist.world_size)) * self.dist.world_size}"
             )
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.prepared = prepare_samples(samples, base_sam.image_encoder.img_size)
+        base_backbone = training_backbone_for(base_sam)
+        self.prepared = prepare_samples(samples, base_backbone.input_size, resize=base_backbone.resize)
         if len(self.prepared) < config.batch_size:
             raise ValueError(
                 f"need at least batch_size={config.batch_size} samples with a non-empty mask, got {len(self.prepared)}"
@@ -202,6 +204,11 @@ class Trainer:
         if self.distiller is not None:
             on_device = next(self.base_sam.parameters()).device == self.device
             self.teacher = self.base_sam if on_device else copy.deepcopy(self.base_sam).to(self.device)
+        # what differs per model family (resizing, encoder outputs, prompts, decoding): chosen by the model's type
+        self.student_backbone = training_backbone_for(self.student)
+        self.teacher_backbone = (
+            self.student_backbone if self.teacher is self.student else training_backbone_for(self.teacher)
+        )
 
     def _build_caches(self) -> None:
         c = self.config
@@ -213,10 +220,9 @@ class Trainer:
             c.teacher_cache_max_mb * 2**20,
             checkpoint=c.grad_checkpoint,
             blocks=self.distiller.encoder_blocks if self.distiller is not None else (),
+            backbones=(self.teacher_backbone, self.student_backbone),
         )
-        self.image_pe = self.student.prompt_encoder.get_dense_pe()
-        self.teacher_pe = self.teacher.prompt_encoder.get_dense_pe()
-        self.size = self.student.image_encoder.img_size
+        self.size = self.student_backbone.input_size
         self.edge_kernel = max(3, round(31 * self.size / 1024) | 1)  # the paper's 31 px edge band at 1024 px (tiny: 9)
 
     def step_losses(self, batch: Batch) -> StepLosses:
@@ -224,8 +230,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             encoded = self.cache.features(batch)
             f_t, f_s = encoded.teacher, encoded.student
-            sparse, dense = encode_prompts(self.student.prompt_encoder, batch)
-            low_res, _, tok_s = decode(self.student.mask_decoder, f_s, self.image_pe, sparse, dense)
+            low_res, _, tok_s = self.student_backbone.decode(encoded.student_features(), batch)
             logits = F.interpolate(low_res.float(), (self.size, self.size), mode="bilinear", align_corners=False)
             seg = structure_loss(logits, batch.masks, kernel_size=self.edge_kernel)
             aux = auxiliary_loss(self.student)  # losses PEFT modules report (ConvLoRA's load balancing)
@@ -238,7 +243,7 @@ class Trainer:
                 tok_s,
                 low_res,
                 batch.masks,
-                lambda with_logits: self._decode_teacher(batch, f_t, with_logits),
+                lambda with_logits: self._decode_teacher(batch, encoded.teacher_features(), with_logits),
                 teacher_features=encoded.teacher_blocks,
                 student_features=encoded.student_blocks,
                 gather=self.dist.gather,
@@ -247,12 +252,11 @@ class Trainer:
             return StepLosses(total + self.config.distill_weight * out.total, seg, out.terms)
 
     @torch.no_grad()
-    def _decode_teacher(self, batch: Batch, f_t: torch.Tensor, with_logits: bool):
-        sparse, dense = encode_prompts(self.teacher.prompt_encoder, batch)
+    def _decode_teacher(self, batch: Batch, f_t: ImageFeatures, with_logits: bool):
         if with_logits:
-            logits, _, token = decode(self.teacher.mask_decoder, f_t, self.teacher_pe, sparse, dense)
+            logits, _, token = self.teacher_backbone.decode(f_t, batch)
             return logits, token
-        return None, mask_token(self.teacher.mask_decoder, f_t, self.teacher_pe, sparse, dense)
+        return None, self.teacher_backbone.mask_token(f_t, batch)
 
     _STOP_CODES = (None, "cancelled", "time_budget")  # agreed across processes: the largest code wins
 
