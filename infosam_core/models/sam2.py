@@ -32,6 +32,16 @@ used (:func:`sam2_decode` returns it). ``use_multimask_token_for_obj_ptr`` only 
 hands to its video memory (the three multimask tokens when ``multimask_output``), not the masks.
 Preprocessing differs from SAM's: a plain resize to 1024 x 1024 (aspect ratio not kept, no padding) and
 ImageNet mean / std on [0, 1] pixels (:func:`sam2_preprocess`).
+
+Training (PEFT + distillation through the same ``Trainer`` as SAM): what differs is in
+:class:`~infosam_core.models.training_backbone.Sam2TrainingBackbone` -- the plain resize, boxes as two points
+labelled 2 and 3 (plus SAM2's padding point), the decoder's ``predict_masks`` with the high-resolution
+features and always mask output 0 (the ``dynamic_multimask_via_stability`` replacement is for interactive
+prediction only), and the token ``hs[:, 2]`` above. ``conv_s0`` / ``conv_s1`` belong to ``image_encoder``
+here and are not trained by ``train_decoder`` (they shape the cached features; a decoder-only student's
+features stay the teacher's). Hiera's blocks are what PEFT adapts (``image_encoder.trunk.blocks``); the
+distillers that read ViT block outputs do not apply (four stages of different widths and grids).
+``build_sam2_base(model_type, image_size=256)`` builds a smaller-input model for fast tests.
 """
 
 from __future__ import annotations
