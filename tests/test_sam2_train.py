@@ -21,6 +21,7 @@ pytest.importorskip("sam2")
 
 from infosam_core.data.datasets import SegmentationSample
 from infosam_core.evaluation.prompted import evaluate
+from infosam_core.evaluation.relation_maps import relation_maps
 from infosam_core.models.sam2 import SINGLE_MASK_TOKEN_INDEX, Sam2Model, build_sam2_base
 from infosam_core.models.training_backbone import Sam2TrainingBackbone, training_backbone_for
 from infosam_core.peft.checkpoint import load_peft_checkpoint, save_peft_checkpoint
@@ -115,7 +116,8 @@ def test_batched_decode_equals_sam2_decoder_pass(sam2_small):
 @pytest.mark.parametrize("method", ["adapter", "lora"])
 def test_peft_infosam_steps_on_sam2(sam2_small, samples, tmp_path, method):
     """2 epochs x 1 step: finite losses, only trainable parameters move, the teacher encoder runs once per image,
-    validation runs on the SAM2 student, and the saved adapter predicts the same after loading."""
+    validation runs on the SAM2 student, relation maps work, and the saved adapter predicts the same after
+    loading."""
     before = {k: v.clone() for k, v in sam2_small.state_dict().items()}
     trainer = Trainer(quick(peft=method, distill="infosam"), sam2_small, samples[:2], val_samples=samples[2:])
     result = trainer.run()
@@ -134,6 +136,10 @@ def test_peft_infosam_steps_on_sam2(sam2_small, samples, tmp_path, method):
             changed.add(name)
             assert name in trainable, name
     assert changed and any(k.startswith("image_encoder.") for k in trained_state(student)), "encoder trains"
+
+    maps = relation_maps(sam2_small, student, samples[0])  # the epoch-end figure's computation
+    assert maps.teacher.shape == maps.student.shape == (16, 16)  # no padding on SAM2: every cell
+    assert np.isfinite(maps.teacher).all() and np.isfinite(maps.student).all()
 
     path = tmp_path / "sam2_adapter"
     save_peft_checkpoint(student, path)

@@ -26,12 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from segment_anything.modeling import Sam
-from segment_anything.utils.transforms import ResizeLongestSide
 
 from infosam_core.data.datasets import SegmentationSample
 from infosam_core.data.prompt_sampling import box_from_mask
 from infosam_core.io.atomic import write_bytes_atomic
-from infosam_core.models.batched_decoder import mask_token
+from infosam_core.models.training_backbone import training_backbone_for
 
 
 class RelationMapError(ValueError):
@@ -58,17 +57,32 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def _embedding_and_token(sam: Sam, image: np.ndarray, box: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(1, C, h, w) image embedding and (1, C) single-mask token of ``sam`` for ``box`` (XYXY, image pixels)."""
+def _embedding_and_token(
+    sam: Sam, image: np.ndarray, box: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """(1, C, h, w) image embedding and (1, C) single-mask token of ``sam`` for ``box`` (XYXY, image pixels),
+    as training computes them (the model family's :class:`~infosam_core.models.training_backbone.TrainingBackbone`),
+    and the image's size in the encoder's input frame."""
     device = _device(sam)
-    transform = ResizeLongestSide(sam.image_encoder.img_size)
-    resized = transform.apply_image(image)
+    backbone = training_backbone_for(sam)
+    resized = backbone.resize(image)
     x = torch.as_tensor(resized, device=device).permute(2, 0, 1).contiguous()[None].float()
-    embedding = sam.image_encoder(sam.preprocess(x))
-    boxes = torch.as_tensor(transform.apply_boxes(box[None], image.shape[:2]), dtype=torch.float32, device=device)
-    sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
-    token = mask_token(sam.mask_decoder, embedding, sam.prompt_encoder.get_dense_pe(), sparse, dense)
-    return embedding, token
+    features = backbone.encode(sam.preprocess(x))
+    (h, w), (rh, rw) = image.shape[:2], resized.shape[:2]
+    scaled = np.asarray(box, dtype=np.float64) * np.array([rw / w, rh / h, rw / w, rh / h])
+    prompts = _BoxPrompt(torch.as_tensor(scaled[None], dtype=torch.float32, device=device))
+    return features.embed, backbone.mask_token(features, prompts), (rh, rw)
+
+
+class _BoxPrompt:
+    """One box prompt per image (a :class:`~infosam_core.models.training_backbone.PromptBatch`)."""
+
+    def __init__(self, boxes: torch.Tensor) -> None:
+        n, device = boxes.shape[0], boxes.device
+        self.boxes = boxes
+        self.points = torch.zeros(n, 1, 2, device=device)
+        self.labels = torch.ones(n, 1, dtype=torch.int64, device=device)
+        self.is_box = torch.ones(n, dtype=torch.bool, device=device)
 
 
 def valid_cells(image_shape: tuple[int, int], input_size: int, grid: tuple[int, int]) -> tuple[int, int]:
@@ -95,10 +109,10 @@ def relation_maps_for_box(
         teacher.eval()
         student.eval()
         box = np.asarray(box, dtype=np.float64)
-        f_t, tok_t = _embedding_and_token(teacher, image, box)
-        f_s, tok_s = _embedding_and_token(student, image, box)
+        f_t, tok_t, _ = _embedding_and_token(teacher, image, box)
+        f_s, tok_s, input_shape = _embedding_and_token(student, image, box)
         grid = tuple(f_t.shape[-2:])
-        rows, cols = valid_cells(image.shape[:2], student.image_encoder.img_size, grid)
+        rows, cols = valid_cells(input_shape, student.image_encoder.img_size, grid)  # SAM: the unpadded part
         maps = []
         for f, tok in ((f_t, tok_t), (f_s, tok_s)):
             rel = distiller.relation_vectors(f.to(_device(distiller)), tok.to(_device(distiller)))

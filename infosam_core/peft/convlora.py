@@ -2,7 +2,9 @@
 Anything Model"), in the form InfoSAM compares with: LoRA on every block's ``attn.qkv`` whose low-rank
 bottleneck holds a mixture of convolutional experts.
 
-For a block input x (B, H, W, C) (or (B, N, C) token windows with N a square, as in TinyViT):
+For a block input x (B, H, W, C) (or (B, N, C) token windows with N a square, as in TinyViT; SAM2's Hiera
+feeds ``qkv`` (B * windows, ws, ws, C) in windowed blocks and (B, H, W, C) in global ones, before any query
+pooling, so the experts see each window's grid as on SAM's windowed ViT blocks):
 
     a = A x                                   (B, H, W, r), r = rank
     g = top1(softmax-free noisy gate(mean_hw a))   one expert per image (window), weight 1
