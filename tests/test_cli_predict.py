@@ -129,3 +129,38 @@ def test_missing_out_is_an_argparse_error(image_path):
     with pytest.raises(SystemExit) as exc:
         main(["predict", str(image_path), "--point", "1,1"])
     assert exc.value.code == 2
+
+
+def test_adapter_option_predicts_with_the_adapted_model(image_path, tmp_path, capsys):
+    from infosam_core.peft.checkpoint import save_peft_checkpoint
+    from infosam_core.peft.registry import apply_peft
+
+    adapted = load_sam("tiny")
+    apply_peft(adapted, "lora", generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for name, p in adapted.named_parameters():
+            if name.endswith("lora_B"):
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    save_peft_checkpoint(adapted, tmp_path / "adapter")
+    out = tmp_path / "mask.png"
+    argv = [
+        "predict",
+        str(image_path),
+        "--box",
+        "15,10,65,50",
+        "--adapter",
+        str(tmp_path / "adapter"),
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    predictor = Predictor(adapted)
+    predictor.set_image(iio.imread(image_path))
+    masks, scores, _ = predictor.predict(box=np.array([15.0, 10, 65, 50]), multimask_output=False)
+    np.testing.assert_array_equal(iio.imread(out) == 255, masks[0])
+    assert f"score {float(scores[0]):.3f}" in capsys.readouterr().out
+    _, base_score = _expected(iio.imread(image_path), box=np.array([15.0, 10, 65, 50]), multimask_output=False)
+    assert abs(base_score - float(scores[0])) > 1e-3  # the adapter changed the prediction
+    missing = ["predict", str(image_path), "--box", "1,1,5,5", "--adapter", str(tmp_path / "nope"), "--out", str(out)]
+    assert main(missing) == 2
+    assert "nope.json: adapter description not found" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
     infosam predict cells.tif --point 120,80 --point 10,10,0 --out cell.png
     infosam predict photo.jpg --model vit_b --checkpoint sam_vit_b_01ec64.pth --box 30,40,200,180 --out m.png
+    infosam predict cells.tif --model sam2.1_hiera_tiny --checkpoint sam2.1_hiera_tiny.pt \
+        --adapter runs/mine/adapter --box 30,40,200,180 --out m.png
 
 The mask is written atomically as an 8-bit PNG (0 background, 255 object) of the image's size, and the
 model's predicted quality score is printed.
@@ -27,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("image", type=Path, help="image file (PNG, JPEG, TIFF incl. 16-bit, ...)")
     parser.add_argument("--model", choices=MODEL_TYPES, default="tiny", help="SAM variant (default: tiny, bundled)")
     parser.add_argument("--checkpoint", type=Path, help="weights file (.pth or .safetensors) for --model")
+    parser.add_argument("--adapter", type=Path, help="adapter saved by `infosam train` or the app (for --model)")
     parser.add_argument(
         "--point",
         action="append",
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.io.images import ImageError, load_rgb
     from infosam_core.models.checkpoints import CheckpointError
     from infosam_core.models.registry import load_sam
+    from infosam_core.peft.checkpoint import PeftCheckpointError, load_peft_checkpoint, read_peft_checkpoint_info
 
     if not args.point and args.box is None:
         raise CLIError("give a prompt: --point X,Y (repeatable) and/or --box X0,Y0,X1,Y1")
@@ -96,8 +100,12 @@ def run(args: argparse.Namespace) -> int:
     if box is not None and (box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height):
         raise CLIError(f"--box {args.box} reaches outside the {width}x{height} image (0..{width}, 0..{height})")
     try:
+        if args.adapter is not None:
+            read_peft_checkpoint_info(args.adapter)  # a broken adapter is reported before the model is built
         sam = load_sam(args.model, args.checkpoint)
-    except CheckpointError as exc:
+        if args.adapter is not None:
+            sam = load_peft_checkpoint(sam, args.adapter)
+    except (CheckpointError, PeftCheckpointError) as exc:
         raise CLIError(str(exc)) from None
 
     predictor = Predictor(sam, cache_size=0)
