@@ -280,7 +280,7 @@ class PromptController(QObject):
             if multi:
                 if self.candidate == -1:
                     self.candidate = int(np.argmax(scores))
-                mask = masks[self.candidate]
+                mask = masks[min(self.candidate, len(masks) - 1)]  # HQ-SAM gives one mask, not three
             else:
                 mask = masks[0]
         except Exception as exc:  # noqa: BLE001 - a bad prompt or model must not break the app

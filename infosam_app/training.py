@@ -29,6 +29,7 @@ METHOD_CHOICES = [  # (shown, infosam_core.peft.registry name)
     ("BitFit", "bitfit"),
     ("AdaptFormer", "adaptformer"),
     ("Decoder-only", "decoder"),
+    ("HQ-SAM", "hq_sam"),
 ]
 DISTILL_DEFAULT = "infosam"  # the recommended distiller; the rest of the registry is an "advanced" choice
 MIN_OBJECTS = 2

@@ -186,3 +186,25 @@ def test_invalid_learning_rate_is_refused_with_a_message(studio, qtbot):
     _wait_done(qtbot, panel)
     assert errors and "lr" in errors[0] and "previous model stays in use" in errors[0]
     assert not s.has_adapted and not panel.continue_btn.isEnabled()
+
+
+def test_hq_sam_from_the_method_combo_trains_and_predicts(studio, qtbot):
+    """HQ-SAM is offered, trains, is swapped in, and its single mask per prompt serves every candidate."""
+    s, c, panel = studio.session, studio.prompts, studio.adapt_panel
+    _accept_on(qtbot, studio, [0, 1])
+    index = panel.method_combo.findData("hq_sam")
+    assert index >= 0
+    panel.method_combo.setCurrentIndex(index)
+    panel.max_steps = 2
+    settings = panel.settings()
+    assert settings.method == "hq_sam"
+    assert panel.controller.start(settings)
+    _wait_done(qtbot, panel)
+    qtbot.waitUntil(lambda: s.active == "adapted" and s.embedding_ready, timeout=60_000)
+    assert panel.controller.last_result.steps == 2 and s.sams["adapted"].peft_state.method == "hq_sam"
+    h, w = s.rgb.shape[:2]
+    c.add_point(w / 2, h / 2, positive=True)  # one click: multimask candidates
+    qtbot.waitUntil(lambda: c.mask is not None, timeout=30_000)
+    for _ in range(3):  # cycling the candidates of a one-mask model stays on its mask, without an error
+        c.next_candidate()
+        assert c.mask is not None

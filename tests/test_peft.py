@@ -12,6 +12,9 @@ from infosam_core.peft.registry import PEFT_METHODS, apply_peft
 from infosam_core.peft.state import PeftReport
 
 ALL_METHODS = sorted(PEFT_METHODS)
+# hq_sam adds an output (HQ-SAM's HQ token and its mask) rather than a zero-initialised residual: not the identity
+# at step 0 (its own tests: test_peft_hq_sam.py)
+IDENTITY_METHODS = [m for m in ALL_METHODS if m != "hq_sam"]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,7 @@ def test_lora_counts_at_vit_b(vit_b):
     assert qkv.lora_A.abs().max() <= 1 / 768**0.5 + 1e-7 and qkv.lora_A.std() > 0
 
 
-@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("method", IDENTITY_METHODS)
 def test_identity_at_init(random_tiny_sam, method):
     base = random_tiny_sam
     sam = copy.deepcopy(base)
@@ -76,7 +79,8 @@ def test_only_method_parameters_train_and_base_keys_stay(random_tiny_sam, method
     trainable = {n for n, p in sam.named_parameters() if p.requires_grad}
     assert trainable == set(sam.peft_state.trainable)
     assert not any(n.startswith("prompt_encoder.") for n in trainable)
-    assert all(p.requires_grad for p in sam.mask_decoder.parameters())
+    if sam.peft_state.options["train_decoder"]:  # the default of every method but hq_sam (HQ-SAM: decoder frozen)
+        assert all(p.requires_grad for p in sam.mask_decoder.parameters())
     assert not sam.image_encoder.patch_embed.proj.weight.requires_grad
     encoder_base = {n for n in trainable if n.startswith("image_encoder.") and n not in sam.peft_state.added}
     if method == "bitfit":

@@ -4,6 +4,7 @@
     infosam predict photo.jpg --model vit_b --checkpoint sam_vit_b_01ec64.pth --box 30,40,200,180 --out m.png
     infosam predict cells.tif --model sam2.1_hiera_tiny --checkpoint sam2.1_hiera_tiny.pt \
         --adapter runs/mine/adapter --box 30,40,200,180 --out m.png
+    infosam predict photo.jpg --model vit_b --checkpoint sam_hq_vit_b.pth --box 30,40,200,180 --out m.png  # HQ-SAM
 
 The mask is written atomically as an 8-bit PNG (0 background, 255 object) of the image's size, and the
 model's predicted quality score is printed.
@@ -42,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--multimask",
         action="store_true",
         help="let SAM propose 3 masks and keep the best-scored one (good for a single ambiguous click)",
+    )
+    parser.add_argument(
+        "--hq-token-only",
+        action="store_true",
+        help="HQ-SAM models (a sam-hq checkpoint such as sam_hq_vit_b.pth, or an hq_sam adapter): the HQ token's mask alone, as sam-hq's "
+        "hq_token_only=True (default: SAM's mask + the HQ mask, sam-hq's default)",
     )
     parser.add_argument("--out", type=Path, required=True, metavar="MASK.png", help="where to write the mask")
     parser.set_defaults(func=run)
@@ -108,6 +115,14 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, PeftCheckpointError) as exc:
         raise CLIError(str(exc)) from None
 
+    if args.hq_token_only:
+        if not hasattr(sam.mask_decoder, "hq_token_only"):
+            raise CLIError(
+                f"--hq-token-only needs an HQ-SAM model (a sam-hq checkpoint such as sam_hq_vit_b.pth, or an hq_sam "
+                "adapter); "
+                f"{args.checkpoint or args.model} has SAM's plain decoder"
+            )
+        sam.mask_decoder.hq_token_only = True
     predictor = Predictor(sam, cache_size=0)
     predictor.set_image(image)
     coords = np.array([p[:2] for p in points], dtype=np.float64) if points else None

@@ -5,7 +5,7 @@ Per image: one seeded prompt drawn from the ground truth (:func:`infosam_core.da
 points, the roads protocol), a single-mask prediction at the image's original size (segment-anything's
 ``SamPredictor`` for segment-anything models, the reference protocol bit for bit; other families, e.g. SAM2,
 through :class:`~infosam_core.inference.predictor.Predictor` and their prediction backend, as
-``SAM2ImagePredictor`` predicts), and the metrics of ``sigmoid(logits)`` against the mask. The prompt's generator is
+``SAM2ImagePredictor`` predicts; HQ-SAM as sam-hq's ``SamPredictor``), and the metrics of ``sigmoid(logits)`` against the mask. The prompt's generator is
 seeded by ``(seed, crc32(name))``, so an image gets the same prompt whatever the dataset's order or subset.
 """
 
@@ -30,6 +30,7 @@ from infosam_core.data.prompt_sampling import PROTOCOLS, eval_prompt
 from infosam_core.evaluation.metrics import METRICS, MetricSummary
 from infosam_core.inference.backends import SamBackend, backend_for
 from infosam_core.inference.predictor import Predictor
+from infosam_core.models.decoder_features import decoder_encoder_blocks
 
 
 @dataclass
@@ -123,8 +124,9 @@ def evaluate(
 
 def _predictor(sam: torch.nn.Module) -> SamPredictor:
     """segment-anything's own predictor where its backend applies; otherwise the project's :class:`Predictor`
-    (no embedding cache: every image is embedded once) with the model family's backend."""
-    if isinstance(backend_for(sam), SamBackend):
+    (no embedding cache: every image is embedded once) with the model family's backend -- also for a decoder
+    that reads encoder blocks besides the embedding (HQ-SAM's: sam-hq's single mask per prompt)."""
+    if isinstance(backend_for(sam), SamBackend) and not decoder_encoder_blocks(sam.mask_decoder):
         return SamPredictor(sam)
     return Predictor(sam, cache_size=0, use_interactive_decoder=False)
 

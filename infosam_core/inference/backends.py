@@ -7,7 +7,10 @@ encoder's input frame; segment-anything's ``apply_coords`` / ``apply_boxes`` API
 ``postprocess`` (low-res logits -> logits at the image's size).
 
 * :class:`SamBackend` -- segment-anything's ``Sam`` (SAM ViT-B/L/H, the bundled tiny model, MobileSAM):
-  longest-side resize + padding, the decoder called as ``SamPredictor`` calls it.
+  longest-side resize + padding, the decoder called as ``SamPredictor`` calls it. A decoder that declares
+  ``encoder_blocks`` (HQ-SAM's, :mod:`~infosam_core.models.hq_decoder`) gets those blocks' outputs, captured
+  at encode time and returned as the extra features -- so they are cached with the embedding -- and passed
+  to it as ``encoder_features`` (sam-hq's ``SamPredictor`` does the same with ``interm_features``).
 * :class:`Sam2Backend` -- :class:`~infosam_core.models.sam2.Sam2Model`: plain resize to 1024 x 1024,
   boxes as two labelled points, the high-resolution features passed to the decoder, logits clamped to
   [-32, 32] -- as ``SAM2ImagePredictor``.
@@ -21,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from infosam_core.models.decoder_features import decoder_encoder_blocks, encode_with_blocks
+from infosam_core.models.fingerprint import model_fingerprint
 from infosam_core.models.sam2 import Sam2Features, Sam2Model, sam2_decode, sam2_postprocess, sam2_preprocess
 from infosam_core.models.sam2 import sam2_prompt_points as _sam2_prompt_points
 from infosam_core.models.transforms import ResizeLongestSide
@@ -64,17 +69,20 @@ class SamBackend:
     def encode(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[int, int]]:
         input_image = torch.as_tensor(self.transform.apply_image(rgb), device=self.model.device)
         input_image = input_image.permute(2, 0, 1).contiguous()[None, :, :, :]
-        features = self.model.image_encoder(self.model.preprocess(input_image))
-        return features, (), tuple(input_image.shape[-2:])
+        blocks = decoder_encoder_blocks(self.model.mask_decoder)
+        features, extra = encode_with_blocks(self.model.image_encoder, self.model.preprocess(input_image), blocks)
+        return features, extra, tuple(input_image.shape[-2:])
 
     def decode(self, features, extra, points, boxes, mask_input, multimask_output):
         sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        more = {"encoder_features": extra} if decoder_encoder_blocks(self.model.mask_decoder) else {}
         return self.model.mask_decoder(
             image_embeddings=features,
             image_pe=self.model.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
+            **more,
         )
 
     def postprocess(self, low_res, input_size, original_size):
@@ -120,6 +128,15 @@ class Sam2Backend:
 
     def postprocess(self, low_res, input_size, original_size):
         return sam2_postprocess(low_res, original_size), torch.clamp(low_res, -32.0, 32.0)
+
+
+def embedding_fingerprint(model: nn.Module) -> str:
+    """What an image's cached features depend on besides the image: the encoder's weights
+    (:func:`~infosam_core.models.fingerprint.model_fingerprint`) and, for a decoder that reads encoder blocks,
+    which blocks (``_b2`` for HQ-SAM at ViT-B) -- so an embedding cached without them (the base SAM, same
+    encoder) is never handed to a decoder that needs them."""
+    blocks = decoder_encoder_blocks(model.mask_decoder)
+    return model_fingerprint(model.image_encoder) + "".join(f"_b{i}" for i in blocks)
 
 
 def backend_for(model: nn.Module) -> Backend:

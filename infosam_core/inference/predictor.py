@@ -7,9 +7,10 @@ mask post-processing are segment-anything's own. On top of it:
 * ``set_image`` accepts any image :func:`infosam_core.io.images.to_rgb_uint8` accepts (gray, RGBA,
   16-bit, float, ...).
 * Image embeddings are cached (:class:`~infosam_core.inference.embedding_cache.EmbeddingCache`) under
-  ``key = sha256(image) + model_fingerprint(sam.image_encoder)``: in memory (LRU, ``cache_size`` entries)
-  and optionally on disk (``cache_dir``). Because the key hashes the encoder's actual weights, an adapted
-  or swapped encoder never reuses a stale embedding.
+  ``key = sha256(image) + model_fingerprint(sam.image_encoder)`` (+ the encoder blocks a decoder such as
+  HQ-SAM's reads, whose outputs are cached with the embedding: ``backends.embedding_fingerprint``): in memory
+  (LRU, ``cache_size`` entries) and optionally on disk (``cache_dir``). Because the key hashes the encoder's
+  actual weights, an adapted or swapped encoder never reuses a stale embedding.
 * ``embed(image) -> ImageEmbedding`` may run in a worker thread while the owning (GUI) thread keeps
   predicting on the current image; ``set_embedding`` then shows the result.
 * ``set_model(sam)`` swaps the model and re-embeds the current image (or takes it from the cache).
@@ -44,10 +45,11 @@ import torch.nn.functional as F
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
-from infosam_core.inference.backends import SamBackend, backend_for
+from infosam_core.inference.backends import SamBackend, backend_for, embedding_fingerprint
 from infosam_core.inference.embedding_cache import EmbeddingCache, ImageEmbedding, image_hash
 from infosam_core.io.images import to_rgb_uint8
-from infosam_core.models.fingerprint import model_fingerprint, weights_stamp
+from infosam_core.models.decoder_features import decoder_encoder_blocks, encode_with_blocks
+from infosam_core.models.fingerprint import weights_stamp
 from infosam_core.models.interactive_decoder import InteractiveDecoder
 from infosam_core.models.interactive_decoder import supports as interactive_decoder_supports
 
@@ -77,7 +79,7 @@ class Predictor(SamPredictor):
         self._backend = backend_for(sam)  # what differs per backbone family (SAM, SAM2)
         self.transform = self._backend.transform
         self._decoder = _interactive_decoder(sam)
-        self._fingerprint = model_fingerprint(sam.image_encoder)
+        self._fingerprint = embedding_fingerprint(sam)
         self._stamp = weights_stamp(sam.image_encoder)
 
     # ----------------------------------------------------------------------------------------- model
@@ -87,7 +89,7 @@ class Predictor(SamPredictor):
         with self._fingerprint_lock:
             stamp = weights_stamp(self.model.image_encoder)
             if stamp != self._stamp:
-                self._fingerprint = model_fingerprint(self.model.image_encoder)
+                self._fingerprint = embedding_fingerprint(self.model)
                 self._stamp = stamp
             return self._fingerprint
 
@@ -96,7 +98,7 @@ class Predictor(SamPredictor):
 
         An image set with ``set_torch_image`` (no RGB image kept) is unset instead.
         """
-        fingerprint, stamp = model_fingerprint(sam.image_encoder), weights_stamp(sam.image_encoder)
+        fingerprint, stamp = embedding_fingerprint(sam), weights_stamp(sam.image_encoder)
         with self._lock, self._fingerprint_lock:
             self.model = sam
             self._backend = backend_for(sam)
@@ -112,7 +114,7 @@ class Predictor(SamPredictor):
         ``predict`` uses them. Returns the new fingerprint.
         """
         with self._fingerprint_lock:
-            self._fingerprint = model_fingerprint(self.model.image_encoder)
+            self._fingerprint = embedding_fingerprint(self.model)
             self._stamp = weights_stamp(self.model.image_encoder)
             fingerprint = self._fingerprint
         if self._embedding is not None and self._embedding.model_fingerprint != fingerprint:
@@ -205,8 +207,26 @@ class Predictor(SamPredictor):
         """SamPredictor's: embed an already resized (1, 3, h, w) tensor (not cached; segment-anything models)."""
         if not isinstance(self._backend, SamBackend):
             raise NotImplementedError("set_torch_image is for segment-anything models; use set_image")
+        blocks = decoder_encoder_blocks(self.model.mask_decoder)
         with self._lock, torch.inference_mode():
-            super().set_torch_image(transformed_image, original_image_size)
+            if not blocks:
+                super().set_torch_image(transformed_image, original_image_size)
+                return
+            # a decoder that reads encoder blocks (HQ-SAM): SamPredictor's steps, capturing the blocks' outputs
+            size = self.model.image_encoder.img_size
+            if (
+                transformed_image.ndim != 4
+                or transformed_image.shape[1] != 3
+                or max(transformed_image.shape[2:]) != size
+            ):
+                raise ValueError(f"set_torch_image input must be BCHW with long side {size}.")
+            self.reset_image()
+            self.original_size = original_image_size
+            self.input_size = tuple(transformed_image.shape[-2:])
+            self.features, self.extra_features = encode_with_blocks(
+                self.model.image_encoder, self.model.preprocess(transformed_image), blocks
+            )
+            self.is_image_set = True
 
     def reset_image(self) -> None:
         """Unset the current image."""

@@ -6,9 +6,17 @@ B images with one prompt each cannot go through it, and it does not return the t
 :func:`decode` runs the same computation for B images x 1 prompt and returns the single-mask output
 (mask token 0) with its token, ``hs[:, 1, :]``, which InfoSAM relates to the image features;
 :func:`decode_all` gives all four outputs (single-mask + three multimask) for B prompts on B embeddings.
+
+Other decoders: a decoder module that defines ``batched_decode`` / ``batched_mask_token`` (HQ-SAM's,
+:class:`~infosam_core.models.hq_decoder.HqMaskDecoder`) runs its own; :func:`decode` and :func:`mask_token`
+dispatch to them and hand over ``encoder_features`` (the outputs of the encoder blocks the decoder declares,
+:mod:`~infosam_core.models.decoder_features`). Such a decoder returns the mask it is trained on and the token
+that makes that mask.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 from segment_anything.modeling import MaskDecoder
@@ -20,6 +28,7 @@ def decode(
     image_pe: torch.Tensor,
     sparse_prompt_embeddings: torch.Tensor,
     dense_prompt_embeddings: torch.Tensor,
+    encoder_features: Mapping[int, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Single-mask decoding of B images with one prompt each.
 
@@ -28,10 +37,15 @@ def decode(
       image_pe: (1, C, h, w) dense positional encoding (``prompt_encoder.get_dense_pe()``)
       sparse_prompt_embeddings: (B, N, C)
       dense_prompt_embeddings: (B, C, h, w)
+      encoder_features: block index -> (B, D, h, w), for decoders that declare ``encoder_blocks``
     Returns:
       low-res mask logits (B, 1, 4h, 4w), predicted IoU (B, 1), mask token (B, C) -- equal to what
-      ``decoder(..., multimask_output=False)`` gives image by image.
+      ``decoder(..., multimask_output=False)`` gives image by image (HQ-SAM: its HQ mask and HQ token).
     """
+    if hasattr(decoder, "batched_decode"):
+        return decoder.batched_decode(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, encoder_features or {}
+        )
     masks, iou, tokens = _decode(
         decoder, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, outputs=1
     )
@@ -67,9 +81,14 @@ def mask_token(
     image_pe: torch.Tensor,
     sparse_prompt_embeddings: torch.Tensor,
     dense_prompt_embeddings: torch.Tensor,
+    encoder_features: Mapping[int, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Only the single-mask output's token (B, C) of :func:`decode`: the two-way transformer without the mask
     upscaling and hypernetwork (what the frozen teacher contributes to InfoSAM; ~40% of a decoder pass less)."""
+    if hasattr(decoder, "batched_mask_token"):
+        return decoder.batched_mask_token(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, encoder_features or {}
+        )
     hs, _ = _two_way(decoder, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings)
     return hs[:, 1, :]
 

@@ -28,6 +28,7 @@ import torch
 from segment_anything.modeling import Sam
 
 from infosam_core.models.checkpoints import CheckpointError, check_state_matches, load_state_dict_file
+from infosam_core.models.hq_decoder import has_hq_tensors
 from infosam_core.models.sam import SamArchitecture, sam_with_encoder
 
 #: MobileSAM's prompt encoder and decoder are SAM's at 1024 px (ViT-B sizes for the decoder)
@@ -99,6 +100,11 @@ def load_mobile_sam(model_type: str, checkpoint: Path | None) -> Sam:
         raise CheckpointError(
             f"{checkpoint}: this is a SAM2 checkpoint, not MobileSAM's. Use a sam2.1_hiera_* / sam2_hiera_* "
             "model type for it, or give mobile_sam.pt for vit_t."
+        )
+    if has_hq_tensors(state):
+        raise CheckpointError(
+            f"{checkpoint}: this is an HQ-SAM checkpoint for MobileSAM's TinyViT (sam-hq's vit_tiny), which is not "
+            "supported: HQ-SAM runs on SAM ViT-B/L/H (sam_hq_vit_b.pth, ...). Give mobile_sam.pt for vit_t."
         )
     check_state_matches(state, expected, checkpoint, "MobileSAM vit_t")
     sam.load_state_dict(state)

@@ -13,6 +13,7 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from infosam_core.models.checkpoints import CheckpointError, check_state_matches, load_state_dict_file
+from infosam_core.models.hq_decoder import add_hq_decoder, has_hq_tensors
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 
@@ -126,7 +127,11 @@ def guess_model_type(state_dict: Mapping[str, torch.Tensor]) -> str | None:
 
 def load_segment_anything(model_type: str, checkpoint: Path | None) -> Sam:
     """SAM ``model_type`` (segment-anything's classes) with the weights of ``checkpoint`` (random without one,
-    with a warning): checked against the architecture first, every failure a :class:`CheckpointError`."""
+    with a warning): checked against the architecture first, every failure a :class:`CheckpointError`.
+
+    An HQ-SAM checkpoint (sam-hq's ``sam_hq_vit_b.pth``: SAM's weights + the HQ decoder's parts) gives SAM with
+    :class:`~infosam_core.models.hq_decoder.HqMaskDecoder` (predicting as sam-hq's ``SamPredictor`` with
+    ``hq_token_only=False``; set ``sam.mask_decoder.hq_token_only`` to change that)."""
     sam = build_sam(model_type)
     if checkpoint is None:
         warnings.warn(
@@ -152,7 +157,11 @@ def load_segment_anything(model_type: str, checkpoint: Path | None) -> Sam:
             f"{path}: not a SAM checkpoint ({len(missing)} of {len(expected)} SAM weights missing, e.g. "
             f"{missing[0]!r}). Give a segment-anything checkpoint such as sam_vit_b_01ec64.pth."
         )
-    check_state_matches(state, expected, path, f"SAM {model_type}")
+    what = f"SAM {model_type}"
+    if has_hq_tensors(state):  # an HQ-SAM checkpoint (sam-hq's sam_hq_vit_b.pth): SAM + the HQ decoder's parts
+        add_hq_decoder(sam, torch.Generator())  # initial values are overwritten (and the global RNG untouched)
+        expected, what = sam.state_dict(), f"HQ-SAM {model_type}"
+    check_state_matches(state, expected, path, what)
     sam.load_state_dict(state)
     sam.checkpoint_path = str(path)
     return sam.eval()

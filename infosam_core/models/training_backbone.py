@@ -23,7 +23,9 @@ Families (chosen by the model's type in :func:`training_backbone_for`, as ``infe
 * :class:`SamTrainingBackbone` -- segment-anything's ``Sam`` (SAM ViT-B/L/H, the bundled tiny model,
   MobileSAM): longest-side resize, prompts as ``SamPredictor`` encodes them (a box = 2 corner tokens, a point
   = the point + SAM's padding token, so both kinds stack in one batch), the batched decoder of
-  :mod:`infosam_core.models.batched_decoder` (token ``hs[:, 1]``).
+  :mod:`infosam_core.models.batched_decoder` (token ``hs[:, 1]``). A decoder that reads encoder blocks
+  (HQ-SAM's, ``decoder_blocks``) gets their outputs as the extra inputs (channels first; the HQ mask and the
+  HQ token come back).
 * :class:`Sam2TrainingBackbone` -- :class:`~infosam_core.models.sam2.Sam2Model`: plain resize to S x S
   (aspect ratio not kept, no padding; ``SAM2Transforms``' bilinear, anti-aliased resize, rounded to uint8),
   ImageNet mean / std (``Sam2Model.preprocess``); a box goes in as two points labelled 2 and 3 and SAM2's
@@ -48,6 +50,7 @@ from segment_anything.modeling import PromptEncoder
 from torch import nn
 
 from infosam_core.models.batched_decoder import decode, mask_token
+from infosam_core.models.decoder_features import decoder_encoder_blocks, encode_with_blocks
 from infosam_core.models.sam2 import Sam2Model
 from infosam_core.models.transforms import ResizeLongestSide
 
@@ -121,21 +124,27 @@ class SamTrainingBackbone:
         self.input_size = int(model.image_encoder.img_size)
         self._transform = ResizeLongestSide(self.input_size)
         self.image_pe = model.prompt_encoder.get_dense_pe()  # (1, C, h, w): a buffer's function, computed once
+        #: encoder blocks the decoder reads (HQ-SAM's: the first global-attention block); their outputs are the
+        #: extra decoder inputs, (B, D, h, w) each, in this order
+        self.decoder_blocks = decoder_encoder_blocks(model.mask_decoder)
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """Longest side to S (as ``SamPredictor``); ``preprocess`` pads bottom / right."""
         return np.ascontiguousarray(self._transform.apply_image(image))
 
     def encode(self, images: torch.Tensor) -> ImageFeatures:
-        return ImageFeatures(self.model.image_encoder(images))
+        return ImageFeatures(*encode_with_blocks(self.model.image_encoder, images, self.decoder_blocks))
+
+    def _blocks(self, features: ImageFeatures) -> dict[int, torch.Tensor]:
+        return dict(zip(self.decoder_blocks, features.extra))
 
     def decode(self, features: ImageFeatures, prompts: PromptBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         sparse, dense = encode_prompts(self.model.prompt_encoder, prompts)
-        return decode(self.model.mask_decoder, features.embed, self.image_pe, sparse, dense)
+        return decode(self.model.mask_decoder, features.embed, self.image_pe, sparse, dense, self._blocks(features))
 
     def mask_token(self, features: ImageFeatures, prompts: PromptBatch) -> torch.Tensor:
         sparse, dense = encode_prompts(self.model.prompt_encoder, prompts)
-        return mask_token(self.model.mask_decoder, features.embed, self.image_pe, sparse, dense)
+        return mask_token(self.model.mask_decoder, features.embed, self.image_pe, sparse, dense, self._blocks(features))
 
 
 class Sam2TrainingBackbone:

@@ -8,8 +8,9 @@ uses to save only the trained tensors and to rebuild the method on load.
 Methods (:data:`PEFT_METHODS`): ``decoder`` (decoder only), ``bitfit`` (encoder-block biases), ``lora``
 (on every ``attn.qkv``), ``adapter`` (series adapters in blocks[2:], the paper's setup), ``adaptformer``
 (parallel MLP bottleneck), ``convlora`` (LoRA with convolutional experts, a load-balancing loss through
-``auxiliary_loss()``), ``su_sam`` (SU-SAM's adapters). Every method is the identity at step 0 (zero-initialised up projections or
-B matrices), and injected modules wrap or replace base modules without renaming base weights. Adding a
+``auxiliary_loss()``), ``su_sam`` (SU-SAM's adapters), ``hq_sam`` (HQ-SAM's output token and feature fusion in
+the decoder; SAM frozen). Every method but ``hq_sam`` (which adds an output) is the identity at step 0
+(zero-initialised up projections or B matrices), and injected modules wrap or replace base modules without renaming base weights. Adding a
 method = adding a module with a dataclass ``*Config(PeftConfig)`` and ``inject(sam, config, generator)``,
 then one registry line here.
 """
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from segment_anything.modeling import Sam
 
-from infosam_core.peft import adapter, adaptformer, bitfit, convlora, decoder_only, lora, su_sam
+from infosam_core.peft import adapter, adaptformer, bitfit, convlora, decoder_only, hq_sam, lora, su_sam
 from infosam_core.peft.common import PeftConfig
 from infosam_core.peft.state import PeftReport, PeftState
 
@@ -54,6 +55,9 @@ PEFT_METHODS: dict[str, PeftMethod] = {
     ),
     "su_sam": PeftMethod(
         "su_sam", su_sam.SuSamConfig, su_sam.inject, "SU-SAM adapters (series / parallel / mixed) + decoder"
+    ),
+    "hq_sam": PeftMethod(
+        "hq_sam", hq_sam.HqSamConfig, hq_sam.inject, "HQ-SAM: HQ output token + early-feature fusion (SAM frozen)"
     ),
 }
 

@@ -139,6 +139,11 @@ class EncoderCache:
     student's are captured during its forward (blocks inside the frozen prefix are the teacher's, which
     went through the same frozen blocks).
 
+    Encoder blocks a decoder reads (HQ-SAM's, the backbones' ``decoder_blocks``) are that decoder's extra
+    inputs: captured like the distiller's (by the teacher's pass -- cached with its embedding, in float32 --
+    when the student's encoder is frozen or for the teacher's own decoder; in the student's forward otherwise,
+    the frozen prefix then ending at the first such block) and appended to ``teacher_extra`` / ``student_extra``.
+
     A family's extra decoder inputs (SAM2: 32 x 4h x 4w + 64 x 2h x 2w floats per image, 3x the embedding) are
     cached with the teacher's embedding, in float32 (the teacher's decoder reads them exactly), and counted in
     ``max_bytes`` like everything else. ``backbones``: the (teacher, student) training backbones (made from the
@@ -164,7 +169,16 @@ class EncoderCache:
         self.student_frozen = not any(p.requires_grad for p in student.image_encoder.parameters())
         self.need_teacher = need_teacher or self.student_frozen
         self.blocks = tuple(blocks) if need_teacher else ()
+        # encoder blocks the decoders read (HQ-SAM): the teacher's pass captures the teacher's, and the student's
+        # too when the student's encoder is frozen (its features are then the teacher's)
+        self.decoder_blocks_t = tuple(getattr(self.teacher_backbone, "decoder_blocks", ())) if self.need_teacher else ()
+        self.decoder_blocks_s = tuple(getattr(self.student_backbone, "decoder_blocks", ()))
+        from_teacher = self.decoder_blocks_t + (self.decoder_blocks_s if self.student_frozen else ())
+        self.capture_t = tuple(dict.fromkeys(self.blocks + from_teacher)) if self.need_teacher else ()
+        self.capture_s = tuple(dict.fromkeys(self.blocks + self.decoder_blocks_s))
         self.depth = 0 if self.student_frozen or not enabled else frozen_prefix_depth(student.image_encoder)
+        if self.decoder_blocks_s and not self.student_frozen:  # the student's decoder reads its own blocks
+            self.depth = min(self.depth, *self.decoder_blocks_s)
         self.enabled, self.max_bytes = enabled, max_bytes
         # key -> (teacher embedding (C, h, w), extra decoder inputs (tuple), {block: (h, w, D)} with ``blocks``)
         self.teacher_entries: dict[tuple[int, int], Any] = {}
@@ -203,14 +217,14 @@ class EncoderCache:
         captured: dict[int, torch.Tensor] = {}
         if self.depth:
             h = encoder_prefix(
-                self.student.image_encoder, batch.images[[rows[k] for k in run]], self.depth, self.blocks, captured
+                self.student.image_encoder, batch.images[[rows[k] for k in run]], self.depth, self.capture_t, captured
             )
             prefix_out = dict(zip(run, h))
             if need_t:
                 picked = [run.index(k) for k in need_t]
                 captured = {i: v[picked] for i, v in captured.items()}
                 t = encoder_suffix(
-                    encoder, torch.stack([prefix_out[k] for k in need_t]), self.depth, False, self.blocks, captured
+                    encoder, torch.stack([prefix_out[k] for k in need_t]), self.depth, False, self.capture_t, captured
                 )
                 teacher_out = dict(zip(need_t, t))
         elif need_t and not _is_vit(encoder):  # MobileSAM's TinyViT, SAM2's Hiera: run whole
@@ -218,8 +232,9 @@ class EncoderCache:
             teacher_out = dict(zip(need_t, encoded.unbind()))
         elif need_t:
             x = encoder_prefix(encoder, batch.images[[rows[k] for k in need_t]], 0)
-            teacher_out = dict(zip(need_t, encoder_suffix(encoder, x, 0, False, self.blocks, captured)))
-        blocks = {i: _compact(v) for i, v in captured.items()} if self.blocks else {}
+            teacher_out = dict(zip(need_t, encoder_suffix(encoder, x, 0, False, self.capture_t, captured)))
+        # the distiller's blocks in float16 when in range; decoder inputs exact
+        blocks = {i: v.clone() if i not in self.blocks else _compact(v) for i, v in captured.items()}
         teacher_out = {  # (embedding, extra decoder inputs, {block: output})
             k: (*(e if isinstance(e, tuple) else (e, ())), {i: v[n] for i, v in blocks.items()})
             for n, (k, e) in enumerate(teacher_out.items())
@@ -247,23 +262,29 @@ class EncoderCache:
             entries = [teacher_out[k] if k in teacher_out else self.teacher_entries[k] for k in batch.keys]
             stacked = ImageFeatures.stack([(e, x) for e, x, _ in entries])
             f_t, extra_t = stacked.embed, stacked.extra
-            if self.blocks:
+            if self.capture_t:
                 blocks_t = {
-                    i: _channels_first(torch.stack([b[i] for _, _, b in entries]).to(f_t.dtype)) for i in self.blocks
+                    i: _channels_first(torch.stack([b[i] for _, _, b in entries]).to(f_t.dtype)) for i in self.capture_t
                 }
         if self.student_frozen:
-            return EncoderFeatures(f_t, f_t, blocks_t, dict(blocks_t), extra_t, extra_t)
+            extra_s = extra_t + tuple(blocks_t[i] for i in self.decoder_blocks_s)
+            extra_t = extra_t + tuple(blocks_t[i] for i in self.decoder_blocks_t)
+            blocks_t = {i: blocks_t[i] for i in self.blocks}
+            return EncoderFeatures(f_t, f_t, blocks_t, dict(blocks_t), extra_t, extra_s)
+        extra_t = extra_t + tuple(blocks_t[i] for i in self.decoder_blocks_t)
         encoder = self.student.image_encoder
         captured: dict[int, torch.Tensor] = {}
         extra_s: tuple[torch.Tensor, ...] = ()
         if self.depth:
             h = torch.stack([prefix_out[k] if k in prefix_out else self.prefix_entries[k] for k in batch.keys])
-            f_s = encoder_suffix(encoder, h, self.depth, self.checkpoint, self.blocks, captured)
+            f_s = encoder_suffix(encoder, h, self.depth, self.checkpoint, self.capture_s, captured)
         elif not _is_vit(encoder):  # MobileSAM's TinyViT, SAM2's Hiera: run whole (no block features)
             encoded = self.student_backbone.encode(batch.images)
             f_s, extra_s = encoded.embed, encoded.extra
         else:
             x = encoder_prefix(encoder, batch.images, 0)
-            f_s = encoder_suffix(encoder, x, 0, self.checkpoint, self.blocks, captured)
+            f_s = encoder_suffix(encoder, x, 0, self.checkpoint, self.capture_s, captured)
+        extra_s = extra_s + tuple(_channels_first(captured[i]) for i in self.decoder_blocks_s)
         blocks_s = {i: _channels_first(captured[i]) if i in captured else blocks_t[i] for i in self.blocks}
+        blocks_t = {i: blocks_t[i] for i in self.blocks}
         return EncoderFeatures(f_t, f_s, blocks_t, blocks_s, extra_t, extra_s)
