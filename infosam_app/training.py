@@ -23,12 +23,14 @@ from infosam_app.state.models import ModelInfo, device_name
 from infosam_core.annotation.training_samples import ObjectSource, snapshot_objects
 from infosam_core.io.atomic import write_json_atomic
 
-METHOD_CHOICES = [  # (shown, infosam_core.peft.registry name)
+METHOD_CHOICES = [  # (shown, infosam_core.peft.registry name): every registered method, the paper's setup first
     ("Adapter", "adapter"),
     ("LoRA", "lora"),
     ("BitFit", "bitfit"),
     ("AdaptFormer", "adaptformer"),
     ("Decoder-only", "decoder"),
+    ("SU-SAM", "su_sam"),
+    ("ConvLoRA", "convlora"),
     ("HQ-SAM", "hq_sam"),
 ]
 DISTILL_DEFAULT = "infosam"  # the recommended distiller; the rest of the registry is an "advanced" choice

@@ -208,3 +208,13 @@ def test_hq_sam_from_the_method_combo_trains_and_predicts(studio, qtbot):
     for _ in range(3):  # cycling the candidates of a one-mask model stays on its mask, without an error
         c.next_candidate()
         assert c.mask is not None
+
+
+def test_method_combo_offers_every_registered_peft_method():
+    """A method added to the PEFT registry must be offered in the Adapt panel (the combo is a curated,
+    ordered list, so this keeps it complete)."""
+    from infosam_app.training import METHOD_CHOICES
+    from infosam_core.peft.registry import PEFT_METHODS
+
+    offered = [name for _, name in METHOD_CHOICES]
+    assert sorted(offered) == sorted(PEFT_METHODS) and len(set(offered)) == len(offered)
