@@ -54,14 +54,7 @@ def test_added_parameters_and_keys_match_sam_hq(model_type):
     # the reference decoder of the same size: same keys and shapes, SAM's and the HQ parts'
     vit_dim = ARCHITECTURES[model_type].encoder_embed_dim
     with torch.device("meta"):
-        ref = hq.modeling.MaskDecoderHQ(
-            num_multimask_outputs=3,
-            transformer=hq.modeling.TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-            transformer_dim=256,
-            iou_head_depth=3,
-            iou_head_hidden_dim=256,
-            vit_dim=vit_dim,
-        )
+        ref = _reference_decoder(hq, vit_dim)
     ours = {k: tuple(v.shape) for k, v in sam.mask_decoder.state_dict().items()}
     assert ours == {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     # base weights keep their keys: the model's keys are SAM's plus the HQ parts'
@@ -85,6 +78,18 @@ def test_refuses_encoders_without_vit_global_blocks(random_tiny_sam):
     model.image_encoder.img_size = 256
     with pytest.raises(ValueError, match="hq_sam is not available.*segment-anything ViT"):
         apply_peft(model, "hq_sam", base_fingerprint="x")
+
+
+def _reference_decoder(hq, vit_dim: int):
+    """sam-hq's ``MaskDecoderHQ`` as its builder makes it, for an encoder of width ``vit_dim``."""
+    return hq.modeling.MaskDecoderHQ(
+        num_multimask_outputs=3,
+        transformer=hq.modeling.TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+        transformer_dim=256,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
+        vit_dim=vit_dim,
+    )
 
 
 def _reference_tiny(hq, generator: torch.Generator):
@@ -179,14 +184,7 @@ def test_decoder_parity_at_vit_b_size():
     """The decoder alone at ViT-B sizes (64x64 grid, D = 768) on the same weights and inputs as sam-hq's."""
     hq = _hq_package()
     g = torch.Generator().manual_seed(0)
-    ref = hq.modeling.MaskDecoderHQ(
-        num_multimask_outputs=3,
-        transformer=hq.modeling.TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-        transformer_dim=256,
-        iou_head_depth=3,
-        iou_head_hidden_dim=256,
-        vit_dim=768,
-    ).eval()
+    ref = _reference_decoder(hq, 768).eval()
     with torch.no_grad():
         for p in ref.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=g))
