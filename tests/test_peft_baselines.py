@@ -116,7 +116,7 @@ def test_training_steps(random_tiny_sam, method, distill, monkeypatch):
     assert (reported[0] is not None) == (method == "convlora")
     if reported[0] is not None and distill == "none":  # the balancing loss is in the total, not in the seg loss
         record = result.history[0]
-        assert record["loss"] == pytest.approx(record["seg_loss"] + float(reported[0]), rel=1e-4, abs=1e-6)
+        assert record["loss"] == pytest.approx(record["seg_loss"] + float(reported[0].detach()), rel=1e-4, abs=1e-6)
 
 
 def test_info_command(capsys):
