@@ -91,8 +91,8 @@ def test_su_sam_rejects_unknown_variant(random_tiny_sam):
         apply_peft(copy.deepcopy(random_tiny_sam), "su_sam", variant="zigzag")
 
 
-@pytest.mark.parametrize(("method", "distill"), [("convlora", "infosam"), ("convlora", "none"), ("su_sam", "none")])
-def test_training_steps(random_tiny_sam, method, distill, monkeypatch):
+def square_samples() -> list[SegmentationSample]:
+    """Two 64x64 images, each with one bright rectangle as its mask (training-step tests)."""
     rng = np.random.default_rng(0)
     samples = []
     for i in range(2):
@@ -101,6 +101,12 @@ def test_training_steps(random_tiny_sam, method, distill, monkeypatch):
         mask[10:40, 12 + i : 44] = True
         image[mask] += 100
         samples.append(SegmentationSample(image, mask, f"s{i}"))
+    return samples
+
+
+@pytest.mark.parametrize(("method", "distill"), [("convlora", "infosam"), ("convlora", "none"), ("su_sam", "none")])
+def test_training_steps(random_tiny_sam, method, distill, monkeypatch):
+    samples = square_samples()
     reported = []
     real = auxiliary_loss
 

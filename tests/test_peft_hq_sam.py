@@ -6,20 +6,19 @@ from __future__ import annotations
 import copy
 import json
 import warnings
-from functools import partial
 
 import numpy as np
 import pytest
 import torch
 from segment_anything.modeling import MaskDecoder, TwoWayTransformer
+from test_peft_baselines import square_samples
 
 from infosam_core.cli import main
-from infosam_core.data.datasets import SegmentationSample
 from infosam_core.inference.predictor import Predictor
 from infosam_core.models.batched_decoder import decode, mask_token
 from infosam_core.models.hq_decoder import HQ_PARTS, HqMaskDecoder, first_global_block
 from infosam_core.models.registry import load_sam
-from infosam_core.models.sam import ARCHITECTURES, PIXEL_MEAN, PIXEL_STD, build_sam
+from infosam_core.models.sam import ARCHITECTURES, PIXEL_MEAN, PIXEL_STD, build_sam, vit_encoder_args
 from infosam_core.peft import hq_sam
 from infosam_core.peft.checkpoint import load_peft_checkpoint, save_peft_checkpoint
 from infosam_core.peft.registry import apply_peft
@@ -97,20 +96,7 @@ def _reference_tiny(hq, generator: torch.Generator):
     a = ARCHITECTURES["tiny"]
     m = hq.modeling
     sam = m.Sam(
-        image_encoder=m.ImageEncoderViT(
-            depth=a.encoder_depth,
-            embed_dim=a.encoder_embed_dim,
-            img_size=a.image_size,
-            mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=a.encoder_num_heads,
-            patch_size=a.patch_size,
-            qkv_bias=True,
-            use_rel_pos=True,
-            global_attn_indexes=a.encoder_global_attn_indexes,
-            window_size=a.window_size,
-            out_chans=a.prompt_embed_dim,
-        ),
+        image_encoder=m.ImageEncoderViT(**vit_encoder_args(a)),
         prompt_encoder=m.PromptEncoder(
             embed_dim=256,
             image_embedding_size=(a.image_embedding_size, a.image_embedding_size),
@@ -229,23 +215,11 @@ def test_batched_decode_equals_single_prompt_decode(reference_and_ours):
             torch.testing.assert_close(iou[b : b + 1], single[1], atol=1e-5, rtol=1e-5)
 
 
-def _samples():
-    rng = np.random.default_rng(0)
-    samples = []
-    for i in range(2):
-        image = rng.integers(0, 120, (64, 64, 3), dtype=np.uint8)
-        mask = np.zeros((64, 64), bool)
-        mask[10:40, 12 + i : 44] = True
-        image[mask] += 100
-        samples.append(SegmentationSample(image, mask, f"s{i}"))
-    return samples
-
-
 @pytest.mark.parametrize("distill", ["none", "infosam"])
 def test_training_changes_only_hq_parts_and_round_trips(random_tiny_sam, distill, tmp_path):
     base_state = {k: v.clone() for k, v in random_tiny_sam.state_dict().items()}
     config = TrainConfig(peft="hq_sam", distill=distill, epochs=2, batch_size=2, lr=1e-3)
-    result = train(config, random_tiny_sam, _samples())
+    result = train(config, random_tiny_sam, square_samples())
     assert result.steps == 2 and all(np.isfinite(r["loss"]) for r in result.history)
     model = result.model
     changed = {k for k, v in model.state_dict().items() if k not in base_state or not torch.equal(v, base_state[k])}
@@ -364,7 +338,7 @@ def test_training_from_a_sam_hq_checkpoint_starts_from_its_hq_parts(reference_an
     torch.testing.assert_close(student.mask_decoder.hf_token.weight, reference.mask_decoder.hf_token.weight)
     # with InfoSAM: the teacher is the HQ-SAM checkpoint itself (its decoder reads the encoder block too)
     config = TrainConfig(peft="hq_sam", distill="infosam", epochs=1, batch_size=2, lr=1e-3)
-    result = train(config, ours, _samples())
+    result = train(config, ours, square_samples())
     assert result.steps == 1 and np.isfinite(result.history[0]["loss"])
 
 
@@ -398,7 +372,7 @@ def test_other_methods_train_a_sam_hq_model_with_its_trainable_encoder(reference
 
     monkeypatch.setattr(encoder_cache.EncoderCache, "features", spy)
     config = TrainConfig(peft="adapter", distill=distill, epochs=1, batch_size=2, lr=1e-3)
-    result = train(config, ours, _samples())
+    result = train(config, ours, square_samples())
     assert result.steps == 1 and np.isfinite(result.history[0]["loss"])
     cache, batch, out = seen[0]
     assert cache.depth == 1 and cache.decoder_blocks_s == (1,)

@@ -65,7 +65,13 @@ def build_sam(model_type: str) -> Sam:
     if model_type not in ARCHITECTURES:
         raise ValueError(f"unknown model type {model_type!r}; choose one of {', '.join(ARCHITECTURES)}")
     a = ARCHITECTURES[model_type]
-    encoder = ImageEncoderViT(
+    return sam_with_encoder(ImageEncoderViT(**vit_encoder_args(a)), a, model_type)
+
+
+def vit_encoder_args(a: SamArchitecture) -> dict:
+    """The keyword arguments of segment-anything's ``ImageEncoderViT`` for architecture ``a`` (as its
+    ``build_sam`` passes them; packages with a copy of that class, such as sam-hq's, take the same)."""
+    return dict(
         depth=a.encoder_depth,
         embed_dim=a.encoder_embed_dim,
         img_size=a.image_size,
@@ -79,7 +85,6 @@ def build_sam(model_type: str) -> Sam:
         window_size=a.window_size,
         out_chans=a.prompt_embed_dim,
     )
-    return sam_with_encoder(encoder, a, model_type)
 
 
 def sam_with_encoder(encoder: torch.nn.Module, a: SamArchitecture, model_type: str) -> Sam:
