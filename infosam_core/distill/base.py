@@ -24,6 +24,12 @@ import torch
 from torch import nn
 
 
+def loss_dtype(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in the precision losses are computed in: float32 (from bf16 / fp16 under autocast), or float64
+    kept as it is (so a gradient check in double precision stays exact)."""
+    return tensor if tensor.dtype == torch.float64 else tensor.float()
+
+
 @dataclass
 class DistillInputs:
     """One training step's outputs, for B samples with one prompt each.

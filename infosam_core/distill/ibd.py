@@ -31,14 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims
+from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims, loss_dtype
 from infosam_core.distill.logit import binary_kd_loss
 from infosam_core.models.initialization import seeded_init_, seeded_module
 
 
 def energy_map(features: torch.Tensor) -> torch.Tensor:
     """(B, C, h, w) -> (B, h*w): the channel mean of the squared features, L2-normalised over positions."""
-    return F.normalize(features.float().pow(2).mean(1).flatten(1), dim=1)
+    return F.normalize(loss_dtype(features).pow(2).mean(1).flatten(1), dim=1)
 
 
 class AttentionFeatureLoss(nn.Module):
@@ -79,8 +79,8 @@ class AttentionFeatureLoss(nn.Module):
     def forward(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
         with torch.autocast(student[0].device.type, enabled=False):
             b = student[0].shape[0]
-            q = torch.stack([lin(f.float().mean((2, 3))) for lin, f in zip(self.query, teacher)], 1)  # (B, T, d)
-            k = torch.stack([lin(f.float().mean((2, 3))) for lin, f in zip(self.key, student)], 1)  # (B, S, d)
+            q = torch.stack([lin(loss_dtype(f).mean((2, 3))) for lin, f in zip(self.query, teacher)], 1)  # (B, T, d)
+            k = torch.stack([lin(loss_dtype(f).mean((2, 3))) for lin, f in zip(self.key, student)], 1)  # (B, S, d)
             bk = self.bilinear(k.flatten(0, 1)).view(b, len(student), self.n_teacher, self.qk_dim)  # (B, S, T, d)
             logits = torch.einsum("bstd,btd->bts", bk, q) + self.p_t @ self.p_s.T
             attention = torch.softmax(logits / self.qk_dim**0.5, dim=2)  # (B, T, S)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims
+from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims, loss_dtype
 
 
 def binary_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -29,7 +29,7 @@ def binary_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t
     Computed as ``T^2 * mean(BCE(z_s/T, p_t) - H(p_t))`` with logsigmoid, so it is finite for any logits.
     """
     t = temperature
-    zs, zt = student_logits.float() / t, teacher_logits.float().detach() / t
+    zs, zt = loss_dtype(student_logits) / t, loss_dtype(teacher_logits).detach() / t
     p_t = torch.sigmoid(zt)
     cross = F.binary_cross_entropy_with_logits(zs, p_t, reduction="none")
     entropy = F.binary_cross_entropy_with_logits(zt, p_t, reduction="none")

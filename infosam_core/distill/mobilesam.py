@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from infosam_core.distill.base import DistillInputs, DistillLoss, ModelDims
+from infosam_core.distill.base import DistillInputs, DistillLoss, ModelDims, loss_dtype
 from infosam_core.distill.infosam import WithRelationModule
 
 
@@ -41,5 +41,5 @@ class MobilesamDistiller(WithRelationModule):
         super().__init__(config, dims, generator)
 
     def forward(self, inputs: DistillInputs) -> DistillLoss:
-        mse = F.mse_loss(inputs.student_embeddings.float(), inputs.teacher_embeddings.float().detach())
+        mse = F.mse_loss(loss_dtype(inputs.student_embeddings), loss_dtype(inputs.teacher_embeddings).detach())
         return self.add_relation_terms(inputs, DistillLoss(self.config.weight * mse, {"mse": mse}))

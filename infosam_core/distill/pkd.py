@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims
+from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims, loss_dtype
 
 
 def channel_standardize(features: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """(N, C, h, w) -> each channel standardised over N*h*w (unbiased std, ``eps`` added to it)."""
-    x = features.float().transpose(0, 1).flatten(1)  # (C, N*h*w)
+    x = loss_dtype(features).transpose(0, 1).flatten(1)  # (C, N*h*w)
     x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + eps)
     return x.view(features.shape[1], features.shape[0], *features.shape[2:]).transpose(0, 1)
 

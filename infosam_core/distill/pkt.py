@@ -23,14 +23,14 @@ from dataclasses import dataclass
 
 import torch
 
-from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims
+from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims, loss_dtype
 
 
 def pkt_loss(student: torch.Tensor, teacher: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """PKT's KL between the cosine-affinity distributions of (B, D) student and teacher features."""
 
     def probabilities(f: torch.Tensor) -> torch.Tensor:
-        f = f.float()
+        f = loss_dtype(f)
         f = f / (f.norm(dim=1, keepdim=True) + eps)
         k = (f @ f.T + 1) / 2
         return k / k.sum(1, keepdim=True)

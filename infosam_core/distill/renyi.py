@@ -6,7 +6,7 @@ a joint entropy is ``S_2`` of the Hadamard product. A batch of 1 (a 1 x 1 Gram m
 exactly 0, loss and gradient: the entropy of a 1 x 1 Gram matrix is a zero that stays in the graph
 (through autograd the formula would give rounding-sized gradients, ~1e-15, instead).
 
-Everything is computed in float32 with autocast disabled, whatever the inputs' dtype.
+Everything is computed in float32 with autocast disabled, whatever the inputs' dtype (float64 stays float64).
 """
 
 from __future__ import annotations
@@ -14,22 +14,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def _fp32(x: torch.Tensor) -> torch.Tensor:
-    return x.float()
+from infosam_core.distill.base import loss_dtype
 
 
 def gram(x: torch.Tensor) -> torch.Tensor:
     """(B, ...) -> (B, B): cosine similarities between the flattened samples (unit diagonal)."""
     with torch.autocast(x.device.type, enabled=False):
-        z = F.normalize(_fp32(x).reshape(x.shape[0], -1), dim=1)
+        z = F.normalize(loss_dtype(x).reshape(x.shape[0], -1), dim=1)
         return z @ z.T
 
 
 def renyi_entropy(K: torch.Tensor) -> torch.Tensor:
     """S_2 of a (B, B) Gram matrix: ``A = K / tr(K)``, ``-log2(sum(A**2))`` (a scalar)."""
     with torch.autocast(K.device.type, enabled=False):
-        K = _fp32(K)
+        K = loss_dtype(K)
         if K.shape[0] < 2:  # S_2 of [[1]] is 0: returned connected to K, with exact zero gradients
             return (K * 0).sum()
         A = K / torch.trace(K)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims
+from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims, loss_dtype
 from infosam_core.models.initialization import seeded_init_, seeded_module
 
 
@@ -103,7 +103,7 @@ class ReviewkdDistiller(Distiller):
         losses = []
         with torch.autocast(inputs.student_embeddings.device.type, enabled=False):
             for fusion, i in zip(self.fusions, reversed(self.encoder_blocks)):
-                out, residual = fusion(inputs.student_features[i].float(), residual)
-                losses.append(hcl_loss(out, inputs.teacher_features[i].float().detach()))
+                out, residual = fusion(loss_dtype(inputs.student_features[i]), residual)
+                losses.append(hcl_loss(out, loss_dtype(inputs.teacher_features[i]).detach()))
         loss = torch.stack(losses).sum()
         return DistillLoss(self.config.weight * loss, {"hcl": loss})

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims
+from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims, loss_dtype
 from infosam_core.distill.logit import binary_kd_loss
 from infosam_core.models.initialization import seeded_module
 
@@ -107,8 +107,8 @@ class SemckdDistiller(Distiller):
     def forward(self, inputs: DistillInputs) -> DistillLoss:
         c = self.config
         # the attention reads the batch dimension (B x B Gram matrices): over the global batch with several processes
-        f_s = [inputs.gather(inputs.student_features[i].float()) for i in self.encoder_blocks]
-        f_t = [inputs.gather(inputs.teacher_features[i].float().detach()) for i in self.encoder_blocks]
+        f_s = [inputs.gather(loss_dtype(inputs.student_features[i])) for i in self.encoder_blocks]
+        f_t = [inputs.gather(loss_dtype(inputs.teacher_features[i]).detach()) for i in self.encoder_blocks]
         b, n = f_s[0].shape[0], len(f_s)
         with torch.autocast(f_s[0].device.type, enabled=False):
             gram = [f.flatten(1) @ f.flatten(1).T for f in (*f_s, *f_t)]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from infosam_core.distill.base import DistillInputs, DistillLoss, ModelDims
+from infosam_core.distill.base import DistillInputs, DistillLoss, ModelDims, loss_dtype
 from infosam_core.distill.infosam import WithRelationModule
 
 
@@ -67,9 +67,9 @@ class TinysamDistiller(WithRelationModule):
 
     def forward(self, inputs: DistillInputs) -> DistillLoss:
         c = self.config
-        z_s, z_t = inputs.student_logits.float(), inputs.teacher_logits().float()
-        embedding = F.l1_loss(inputs.student_embeddings.float(), inputs.teacher_embeddings.float())
-        token = F.l1_loss(inputs.student_token.float(), inputs.teacher_token().float())
+        z_s, z_t = loss_dtype(inputs.student_logits), loss_dtype(inputs.teacher_logits())
+        embedding = F.l1_loss(loss_dtype(inputs.student_embeddings), loss_dtype(inputs.teacher_embeddings))
+        token = F.l1_loss(loss_dtype(inputs.student_token), loss_dtype(inputs.teacher_token()))
         weight = hard_mask_weight(z_t, z_s, inputs.masks)
         output = (weight * (z_s - z_t).abs().flatten(1).mean(1)).mean()
         total = c.w_embedding * embedding + c.w_token * token + c.w_output * output

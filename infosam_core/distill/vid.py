@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims
+from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims, loss_dtype
 from infosam_core.models.initialization import seeded_module
 
 
@@ -63,7 +63,7 @@ class VidLevel(nn.Module):
         return F.softplus(self.log_scale) + self.eps
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        s, t = student.float(), teacher.float().detach()
+        s, t = loss_dtype(student), loss_dtype(teacher).detach()
         if s.shape[-1] > t.shape[-1]:
             s = F.adaptive_avg_pool2d(s, t.shape[-2:])
         elif s.shape[-1] < t.shape[-1]:
