@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("napari")
 
@@ -218,3 +219,23 @@ def test_method_combo_offers_every_registered_peft_method():
 
     offered = [name for _, name in METHOD_CHOICES]
     assert sorted(offered) == sorted(PEFT_METHODS) and len(set(offered)) == len(offered)
+
+
+@pytest.mark.gui
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_app_adapts_on_the_gpu_and_predicts_with_the_result(studio, qtbot):
+    """'Adapt to my data' with the app's own settings (device auto): the run uses the GPU, the adapted model is
+    swapped in and the canvas's prompts are predicted with it."""
+    s, c, panel = studio.session, studio.prompts, studio.adapt_panel
+    _accept_on(qtbot, studio, [0, 1])
+    panel.max_steps = 2
+    assert panel.controller.start(panel.settings())
+    _wait_done(qtbot, panel)
+    qtbot.waitUntil(lambda: s.active == "adapted" and s.embedding_ready, timeout=60_000)
+    result = panel.controller.last_result
+    assert result.steps == 2 and result.stop_reason in ("completed", "max_steps")
+    assert s.infos["adapted"].device.startswith("GPU")
+    h, w = s.rgb.shape[:2]
+    c.set_box(2, 2, w - 3, h - 3)
+    qtbot.waitUntil(lambda: c.mask is not None, timeout=30_000)

@@ -109,6 +109,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto (CUDA when available), cpu, cuda, cuda:1, ...; under torchrun auto/cuda mean cuda:LOCAL_RANK",
     )
+    parser.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="train in float32 on CUDA (default: bf16 autocast on GPUs that support it; the CPU always uses float32)",
+    )
     parser.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
     parser.add_argument("--vflip", action="store_true", help="also flip vertically (e.g. microscopy, aerial images)")
     parser.add_argument(
@@ -169,6 +174,7 @@ def build_config(args: argparse.Namespace):
         time_budget_s=args.time_budget,
         device=args.device,
         hflip=not args.no_flip,
+        bf16=not args.no_bf16,
         vflip=args.vflip,
         grad_checkpoint=args.grad_checkpoint,
     )

@@ -306,9 +306,10 @@ class Trainer:
                 f"training stopped at step {self.step_count + 1} (epoch {epoch}): the {what} is not finite "
                 f"(loss {values[0]:.4g}, {named})"
             )
+            bf16_hint = ", or turn bf16 off (bf16=False, --no-bf16)" if self.use_bf16 else ""
             raise TrainingError(
-                f"{reason}. Lower the learning rate (e.g. lr={c.lr / 10:g}), set grad_clip (e.g. 1.0), check the "
-                f"masks for errors, or turn bf16 off. The weights of the last good step ({self.step_count}) are in "
+                f"{reason}. Lower the learning rate (e.g. lr={c.lr / 10:g}), set grad_clip (e.g. 1.0) or check the "
+                f"masks for errors{bf16_hint}. The weights of the last good step ({self.step_count}) are in "
                 "error.result.model; continue from them with init_model=error.result.model.",
                 self._finish("error"),
                 reason,
