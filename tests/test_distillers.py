@@ -328,3 +328,27 @@ def test_registry_and_options():
         make_distiller("vid", {"blocks": "7"}, DIMS)
     with pytest.raises(ValueError, match="unknown option"):
         make_distiller("logit", {"alpha": 1}, DIMS)
+
+
+def test_reviewkd_weight_warms_up_over_the_first_epochs(base, samples):
+    """mdistiller's ramp: weight x min(epoch / warmup_epochs, 1), epochs from 1; the reported term is unweighted."""
+    options = {"warmup_epochs": 4, "weight": 2.0}
+    trainer = Trainer(quick(distill="reviewkd", distill_options=options, batch_size=2), base, samples)
+    batch = trainer._next_batch(np.arange(6), 0, [0])
+    totals, terms = {}, {}
+    for epoch in (1, 2, 4, 7):
+        trainer.epoch = epoch
+        with torch.no_grad():
+            losses = trainer.step_losses(batch)
+        totals[epoch], terms[epoch] = float(losses.total - losses.seg), float(losses.terms["hcl"])
+    assert terms[1] == terms[2] == terms[4] == terms[7] > 0
+    for epoch in (1, 2, 4, 7):
+        assert totals[epoch] == pytest.approx(2.0 * min(epoch / 4, 1.0) * terms[1], rel=1e-5)
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainConfig(distill="reviewkd", distill_options={"warmup_epochs": -1}).validate()
+    seen = []  # the trainer hands each step's epoch to the distiller
+    trainer = Trainer(quick(distill="reviewkd", distill_options=options, batch_size=2, epochs=2), base, samples)
+    original = trainer.distiller.forward
+    trainer.distiller.forward = lambda inputs: seen.append(inputs.epoch) or original(inputs)
+    trainer.run()
+    assert seen == [1] * trainer.steps_per_epoch + [2] * trainer.steps_per_epoch

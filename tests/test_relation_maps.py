@@ -84,19 +84,21 @@ def test_relation_module_warm_up_keeps_l_d_off_the_student_for_n_steps():
     distiller.train()
     f_t, tok_t = torch.randn(3, 8, 4, 4), torch.randn(3, 8)
 
-    def grads():
+    def grads(step):
         f_s = torch.randn(3, 8, 4, 4, requires_grad=True)
         tok_s = torch.randn(3, 8, requires_grad=True)
         inputs = DistillInputs(
-            f_t, f_s, tok_s, torch.zeros(3, 1, 4, 4), torch.zeros(3, 1, 16, 16), lambda _: (None, tok_t)
+            f_t, f_s, tok_s, torch.zeros(3, 1, 4, 4), torch.zeros(3, 1, 16, 16), lambda _: (None, tok_t), step=step
         )
         distiller(inputs).total.backward()
         return f_s.grad, distiller.relation.query.weight.grad
 
-    f_grad, r_grad = grads()
+    f_grad, r_grad = grads(step=0)
     assert f_grad is None and r_grad is not None and r_grad.abs().sum() > 0  # step 1: only R learns from L_d
     distiller.zero_grad()
-    f_grad, _ = grads()
+    f_grad, _ = grads(step=0)  # the step, not the number of calls, decides (a recomputed step stays warm)
+    assert f_grad is None
+    f_grad, _ = grads(step=1)
     assert f_grad is not None and f_grad.abs().sum() > 0  # step 2: L_d reaches the student
 
 

@@ -64,6 +64,10 @@ class DistillInputs:
     # the student's frozen leading blocks gives the same tensor on both sides (no gradient either).
     teacher_features: dict[int, torch.Tensor] = field(default_factory=dict)
     student_features: dict[int, torch.Tensor] = field(default_factory=dict)
+    # Where training is: the optimiser step (0-based) and the epoch (1-based), for distillers that warm up
+    # (InfoSAM's ``warmup_steps``, ReviewKD's ``warmup_epochs``).
+    step: int = 0
+    epoch: int = 1
 
     def teacher_token(self) -> torch.Tensor:
         """The teacher's single-mask output token (B, C) for the same prompts (no grad)."""

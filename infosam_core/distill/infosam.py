@@ -11,9 +11,10 @@ relation vector per sample. With Gram matrices across the batch and the matrix R
 
 With several processes the Gram matrices are taken over the global batch (``DistillInputs.gather``).
 
-``warmup_steps`` (not in the paper; default 0 = the paper): for the first N training steps the student's
-embeddings and token enter L_d detached, so the relation module (randomly initialised) learns from L_r and
-L_d while the student learns from the segmentation loss alone; afterwards L_d reaches the student.
+``warmup_steps`` (not in the paper; default 0 = the paper): for the first N optimiser steps of a run
+(``DistillInputs.step``) the student's embeddings and token enter L_d detached, so the relation module
+(randomly initialised) learns from L_r and L_d while the student learns from the segmentation loss alone;
+afterwards L_d reaches the student.
 
 ``center`` (not in the paper; default False = the paper): subtract each relation vector's mean over the
 locations before normalising (``r = normalize(s - mean(s))``), so a score offset shared by all locations
@@ -55,7 +56,6 @@ class InfosamDistiller(Distiller):
         super().__init__(config)
         embed_dim = dims if isinstance(dims, int) else dims.embed_dim
         self.relation = RelationModule(embed_dim, generator)
-        self.training_steps = 0  # forward calls in training mode (not saved: the warm-up is a training setting)
 
     def relation_vectors(self, embeddings: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) image embeddings and (B, C) mask tokens -> (B, hw) unit relation vectors."""
@@ -70,10 +70,8 @@ class InfosamDistiller(Distiller):
         f_t, tok_t = inputs.teacher_embeddings, inputs.teacher_token()
         rel_t = inputs.gather(self.relation_vectors(f_t, tok_t))
         f_s, tok_s = inputs.student_embeddings, inputs.student_token
-        if self.training:
-            if self.training_steps < self.config.warmup_steps:
-                f_s, tok_s = f_s.detach(), tok_s.detach()
-            self.training_steps += 1
+        if self.training and inputs.step < self.config.warmup_steps:
+            f_s, tok_s = f_s.detach(), tok_s.detach()
         rel_s = inputs.gather(self.relation_vectors(f_s, tok_s))
         l_r = relation_compression_loss(inputs.gather(f_t), inputs.gather(tok_t), rel_t)
         l_d = relation_distillation_loss(rel_t, rel_s)

@@ -192,6 +192,7 @@ class Trainer:
         self.best_val: float | None = None
         self.best_epoch: int | None = None
         self.step_count = 0
+        self.epoch = 1  # the epoch being trained (1-based)
         self.t0 = time.monotonic()
 
     # ------------------------------------------------------------------------------------------- phases
@@ -247,6 +248,8 @@ class Trainer:
                 teacher_features=encoded.teacher_blocks,
                 student_features=encoded.student_blocks,
                 gather=self.dist.gather,
+                step=self.step_count,
+                epoch=self.epoch,
             )
             out = self.distiller(inputs)
             return StepLosses(total + self.config.distill_weight * out.total, seg, out.terms)
@@ -283,6 +286,7 @@ class Trainer:
         """One step on ``batch``; returns [total, seg, *terms]. A non-finite loss or gradient is never applied:
         :class:`TrainingError` carries the last good weights."""
         c = self.config
+        self.epoch = epoch  # read by step_losses (a distiller's warm-up)
         lr = cosine_lr(self.step_count, self.total_steps, c.lr, c.min_lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
