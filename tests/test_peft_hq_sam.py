@@ -271,9 +271,8 @@ def test_info_command_reports_added_parameters(capsys):
     assert "1,071,104" in capsys.readouterr().out
 
 
-def test_refuses_mobile_sam_and_sam2_with_one_message(capsys):
-    assert main(["info", "--model", "vit_t", "--peft", "hq_sam"]) == 2
-    assert "hq_sam is not available for vit_t" in capsys.readouterr().err
+def test_refuses_sam2_with_one_message():
+    """SAM2 stays refused (MobileSAM's vit_t is supported: tests/test_mobile_hq_sam.py)."""
     sam2_like = torch.nn.Module()  # SAM2's Sam2Model is not a segment-anything Sam
     sam2_like.model_type = "sam2.1_hiera_tiny"
     with pytest.raises(ValueError, match="hq_sam is not available for sam2.1_hiera_tiny.*SAM2"):
@@ -342,7 +341,8 @@ def test_training_from_a_sam_hq_checkpoint_starts_from_its_hq_parts(reference_an
     assert result.steps == 1 and np.isfinite(result.history[0]["loss"])
 
 
-def test_sam_hq_vit_tiny_checkpoint_is_refused_clearly(tmp_path):
+def test_partial_sam_hq_vit_tiny_checkpoint_is_refused_clearly(tmp_path):
+    """A MobileSAM file with only some of the HQ parts is checked as sam-hq's vit_tiny and refused, the file named."""
     from infosam_core.models.checkpoints import CheckpointError
     from infosam_core.models.mobile_sam import build_mobile_sam
 
@@ -350,7 +350,9 @@ def test_sam_hq_vit_tiny_checkpoint_is_refused_clearly(tmp_path):
     state["mask_decoder.hf_token.weight"] = torch.zeros(1, 256)
     path = tmp_path / "sam_hq_vit_tiny.pth"
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match=r"sam_hq_vit_tiny\.pth: this is an HQ-SAM checkpoint for MobileSAM"):
+    with pytest.raises(
+        CheckpointError, match=r"sam_hq_vit_tiny\.pth: does not match HQ-SAM vit_t .*24 weights missing"
+    ):
         load_sam("vit_t", path)
 
 

@@ -1,14 +1,23 @@
 """What a mask decoder needs from the image encoder besides the image embedding.
 
-A decoder may declare ``encoder_blocks``: indices of encoder blocks whose outputs it reads (HQ-SAM's
-decoder, :mod:`.hq_decoder`, reads the first global-attention block). Whoever runs the encoder captures
-those outputs and hands them to the decoder as ``encoder_features``, channels first (B, D, h, w):
-prediction (:class:`~infosam_core.inference.backends.SamBackend`, cached with the embedding),
-training (:class:`~infosam_core.training.encoder_cache.EncoderCache`) and
-:func:`encode_with_blocks` for one-off passes. Stock decoders declare nothing and get nothing.
+A decoder may declare ``encoder_blocks``: indices into the encoder's *block list* (:func:`feature_blocks`)
+whose outputs it reads -- a segment-anything ViT's ``blocks`` (HQ-SAM's decoder, :mod:`.hq_decoder`, reads
+the first global-attention block) or MobileSAM's TinyViT ``layers`` (its four stages; sam-hq's ``vit_tiny``
+reads ``layers[1]``). Whoever runs the encoder captures those outputs and hands them to the decoder as
+``encoder_features``, channels first (B, D, h, w): prediction
+(:class:`~infosam_core.inference.backends.SamBackend`, cached with the embedding), training
+(:class:`~infosam_core.training.encoder_cache.EncoderCache`) and :func:`encode_with_blocks` for one-off
+passes. Stock decoders declare nothing and get nothing.
+
+Output layouts: a ViT block gives (B, h, w, D); a TinyViT layer gives tokens (B, h*w, D) in row-major order
+(after its patch-merging downsample), put on their square grid (B, h, w, D) here -- what sam-hq's TinyViT
+does with ``x.view(B, 64, 64, -1)`` -- so every captured output is channels last, (B, h, w, D), before the
+decoder's channels-first view.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -19,20 +28,52 @@ def decoder_encoder_blocks(decoder: nn.Module) -> tuple[int, ...]:
     return tuple(getattr(decoder, "encoder_blocks", ()))
 
 
-def encode_with_blocks(
+def feature_blocks(encoder: nn.Module) -> nn.ModuleList:
+    """The list a decoder's ``encoder_blocks`` index: ``encoder.blocks`` of a segment-anything ViT,
+    ``encoder.layers`` of a TinyViT (its stages). ValueError for other encoders (SAM2's Hiera)."""
+    for name in ("blocks", "layers"):
+        blocks = getattr(encoder, name, None)
+        if isinstance(blocks, nn.ModuleList):
+            return blocks
+    raise ValueError(f"a {type(encoder).__name__} image encoder has no block list a decoder can read")
+
+
+def as_grid(output: torch.Tensor) -> torch.Tensor:
+    """A block's output channels last on its grid: (B, h, w, D) as is; TinyViT tokens (B, s*s, D) -> (B, s, s, D)."""
+    if output.ndim == 4:
+        return output
+    b, n, d = output.shape
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"encoder block output of {n} tokens is not a square grid")
+    return output.reshape(b, side, side, d)
+
+
+def encoder_block_outputs(
     encoder: nn.Module, x: torch.Tensor, blocks: tuple[int, ...]
-) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    """``encoder(x)`` and the outputs of ``encoder.blocks[i]`` for ``i`` in ``blocks``, channels first
-    ((B, h, w, D) block outputs -> (B, D, h, w)), captured by forward hooks removed before returning."""
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """``encoder(x)`` and the outputs of ``feature_blocks(encoder)[i]`` for ``i`` in ``blocks``, channels last
+    on their grid (B, h, w, D) (:func:`as_grid`), captured by forward hooks removed before returning."""
     if not blocks:
-        return encoder(x), ()
+        return encoder(x), {}
     captured: dict[int, torch.Tensor] = {}
+    block_list = feature_blocks(encoder)
     handles = [
-        encoder.blocks[i].register_forward_hook(lambda _m, _a, out, i=i: captured.__setitem__(i, out)) for i in blocks
+        block_list[i].register_forward_hook(lambda _m, _a, out, i=i: captured.__setitem__(i, as_grid(out)))
+        for i in blocks
     ]
     try:
         embedding = encoder(x)
     finally:
         for handle in handles:
             handle.remove()
+    return embedding, captured
+
+
+def encode_with_blocks(
+    encoder: nn.Module, x: torch.Tensor, blocks: tuple[int, ...]
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """``encoder(x)`` and the outputs of the blocks ``blocks`` (:func:`encoder_block_outputs`), channels first
+    (B, D, h, w), in the order of ``blocks``."""
+    embedding, captured = encoder_block_outputs(encoder, x, blocks)
     return embedding, tuple(captured[i].permute(0, 3, 1, 2) for i in blocks)

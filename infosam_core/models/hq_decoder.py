@@ -2,9 +2,11 @@
 SAM's mask decoder plus a High-Quality output token whose mask is made from SAM's decoder features fused
 with early ViT features.
 
-With C = the decoder's width (256), D = the ViT's width (768 at ViT-B), an image embedding F (B, C, h, w)
-and the output of the encoder's *first global-attention block* V (B, D, h, w) (blocks[2] at ViT-B/L/H:
-the first block with ``window_size == 0``, read from the encoder):
+With C = the decoder's width (256), D = the width of the early encoder feature, an image embedding
+F (B, C, h, w) and that early feature V (B, D, h, w) -- at a segment-anything ViT the output of the encoder's
+*first global-attention block* (blocks[2] at ViT-B/L/H: the first block with ``window_size == 0``, read from
+the encoder; D = the ViT's width, 768 at ViT-B), at MobileSAM's TinyViT the output of its second stage
+``layers[1]`` after its downsample (64 x 64 tokens, D = 160; what sam-hq's ``vit_tiny`` reads):
 
     hq_features = embedding_encoder(F) + compress_vit_feat(V)                           (B, C/8, 4h, 4w)
     tokens      = [iou, mask_0..3, hf_token, prompt tokens]  -> SAM's two-way transformer -> hs, src
@@ -16,7 +18,7 @@ the first block with ``window_size == 0``, read from the encoder):
 ConvT(C->C/4), LayerNorm2d, GELU, ConvT(C/4->C/8); ``embedding_maskfeature``: Conv3x3(C/8->C/4), LayerNorm2d,
 GELU, Conv3x3(C/4->C/8); ``hf_mlp``: a 3-layer MLP C->C->C->C/8 like SAM's hypernetworks; ``hf_token``: one
 C-vector. Added parameters: 1,071,104 at ViT-B (D = 768), 1,333,248 at ViT-L, 1,595,392 at ViT-H,
-415,744 at the bundled tiny model (D = 128). The parts keep the names and layouts of the reference
+415,744 at the bundled tiny model (D = 128), 448,512 at MobileSAM ``vit_t`` (D = 160; sam-hq's ``vit_tiny``). The parts keep the names and layouts of the reference
 ``segment-anything-hq`` package (``mask_decoder.hf_token.weight``, ``mask_decoder.hf_mlp.layers.{0,1,2}``,
 ``mask_decoder.compress_vit_feat.{0,1,3}``, ``mask_decoder.embedding_encoder.{0,1,3}``,
 ``mask_decoder.embedding_maskfeature.{0,1,3}``), so sam-hq checkpoints map 1:1, and SAM's parts keep
@@ -34,8 +36,9 @@ Outputs (as sam-hq's ``MaskDecoderHQ``):
   ``hs[:, 5]`` as the mask token (the token that makes the trained mask; InfoSAM relates it to the
   image features).
 
-The decoder declares the encoder blocks it reads (:attr:`HqMaskDecoder.encoder_blocks`); whoever runs the
-encoder captures their outputs (prediction: the backend at encode time, cached with the embedding;
+The decoder declares the encoder blocks it reads (:attr:`HqMaskDecoder.encoder_blocks`, indices into the
+encoder's block list: ViT ``blocks``, TinyViT ``layers``, see :mod:`~infosam_core.models.decoder_features`);
+whoever runs the encoder captures their outputs (prediction: the backend at encode time, cached with the embedding;
 training: the encoder cache) and passes them as ``encoder_features``, channels first.
 """
 
@@ -67,8 +70,9 @@ def first_global_block(encoder: nn.Module) -> int:
     blocks = getattr(encoder, "blocks", None)
     if not isinstance(blocks, nn.ModuleList) or not hasattr(encoder, "pos_embed"):
         raise ValueError(
-            f"HQ-SAM needs a segment-anything ViT image encoder (SAM ViT-B/L/H or tiny), not a "
-            f"{type(encoder).__name__}: it fuses the output of the encoder's first global-attention ViT block"
+            f"HQ-SAM needs a segment-anything ViT image encoder (SAM ViT-B/L/H or tiny) or MobileSAM's TinyViT, "
+            f"not a {type(encoder).__name__}: it fuses the output of the encoder's first global-attention ViT "
+            "block (TinyViT: its layers[1])"
         )
     for i, block in enumerate(blocks):
         if getattr(block, "window_size", None) == 0:
@@ -79,6 +83,31 @@ def first_global_block(encoder: nn.Module) -> int:
 def encoder_width(encoder: nn.Module) -> int:
     """D, the ViT's embedding width (channels of every block's output)."""
     return int(encoder.patch_embed.proj.out_channels)
+
+
+#: the TinyViT stage whose output HQ-SAM fuses (sam-hq's ``vit_tiny``: ``TinyViT.forward_features`` keeps
+#: ``layers[1]``'s output, after its downsample: 64 x 64 tokens of 160 channels at MobileSAM's sizes)
+TINY_VIT_HQ_LAYER = 1
+
+
+def is_tiny_vit(encoder: nn.Module) -> bool:
+    """Whether ``encoder`` is MobileSAM's TinyViT (stages in ``layers``, no ViT ``blocks``)."""
+    layers = getattr(encoder, "layers", None)
+    return isinstance(layers, nn.ModuleList) and not hasattr(encoder, "blocks") and hasattr(encoder, "neck")
+
+
+def hq_feature_block(encoder: nn.Module) -> tuple[int, int]:
+    """Which encoder output HQ-SAM fuses and its width: ``(index, D)``, the index into the encoder's block list
+    (:func:`~infosam_core.models.decoder_features.feature_blocks`).
+
+    segment-anything ViT: the first global-attention block (:func:`first_global_block`), D = the ViT's width;
+    TinyViT: ``layers[1]`` (:data:`TINY_VIT_HQ_LAYER`), D = its output channels (160 at ``vit_t``), as sam-hq's
+    ``vit_tiny``. ValueError for other encoders."""
+    if is_tiny_vit(encoder) and len(encoder.layers) > TINY_VIT_HQ_LAYER:
+        layer = encoder.layers[TINY_VIT_HQ_LAYER]
+        width = layer.downsample.out_dim if layer.downsample is not None else layer.dim
+        return TINY_VIT_HQ_LAYER, int(width)
+    return first_global_block(encoder), encoder_width(encoder)
 
 
 class HqMaskDecoder(nn.Module):
@@ -267,7 +296,7 @@ def _init_default_(module: nn.Module, generator: torch.Generator | None) -> None
 def add_hq_decoder(sam: Sam, generator: torch.Generator | None = None, hq_token_only: bool = False) -> HqMaskDecoder:
     """Replace ``sam.mask_decoder`` by an :class:`HqMaskDecoder` around it (HQ parts sized from the encoder,
     randomly initialised from ``generator``), or return the one it already has. ValueError for encoders
-    HQ-SAM is not defined for (see :func:`first_global_block`)."""
+    HQ-SAM is not defined for (see :func:`hq_feature_block`)."""
     if isinstance(sam.mask_decoder, HqMaskDecoder):
         return sam.mask_decoder
     if not isinstance(sam.mask_decoder, MaskDecoder):
@@ -275,10 +304,8 @@ def add_hq_decoder(sam: Sam, generator: torch.Generator | None = None, hq_token_
             f"HQ-SAM extends segment-anything's MaskDecoder; this model's decoder is a "
             f"{type(sam.mask_decoder).__name__}"
         )
-    block = first_global_block(sam.image_encoder)
-    sam.mask_decoder = HqMaskDecoder(
-        sam.mask_decoder, encoder_width(sam.image_encoder), block, generator, hq_token_only
-    )
+    block, width = hq_feature_block(sam.image_encoder)
+    sam.mask_decoder = HqMaskDecoder(sam.mask_decoder, width, block, generator, hq_token_only)
     return sam.mask_decoder
 
 

@@ -15,6 +15,10 @@ TinyViT caches its attention biases (``Attention.ab``) when switched to eval mod
 eval mode *after* the weights are loaded (MobileSAM's own builder does it before, leaving the cache stale
 until the next ``.eval()``); anyone changing the weights in place must call ``.eval()`` again.
 
+sam-hq's "Light HQ-SAM" checkpoint ``sam_hq_vit_tiny.pth`` (a plain state dict of sam-hq's ``vit_tiny``: the
+same TinyViT + SAM's decoder parts + HQ-SAM's, which read TinyViT's ``layers[1]`` output) loads as MobileSAM
+with :class:`~infosam_core.models.hq_decoder.HqMaskDecoder`, checked the same way.
+
 ``mobile_sam`` imports ``timm`` (not declared by the package; this project declares it) and re-registers
 timm's ``tiny_vit_*`` entries, with warnings that are silenced here.
 """
@@ -28,7 +32,7 @@ import torch
 from segment_anything.modeling import Sam
 
 from infosam_core.models.checkpoints import CheckpointError, check_state_matches, load_state_dict_file
-from infosam_core.models.hq_decoder import has_hq_tensors
+from infosam_core.models.hq_decoder import add_hq_decoder, has_hq_tensors
 from infosam_core.models.sam import SamArchitecture, sam_with_encoder
 
 #: MobileSAM's prompt encoder and decoder are SAM's at 1024 px (ViT-B sizes for the decoder)
@@ -76,7 +80,8 @@ def build_mobile_sam() -> Sam:
 
 def load_mobile_sam(model_type: str, checkpoint: Path | None) -> Sam:
     """MobileSAM with the weights of ``checkpoint`` (MobileSAM's ``mobile_sam.pt`` or any file holding the same
-    state dict), or random weights with a warning. Every unusable file is a :class:`CheckpointError`."""
+    state dict; sam-hq's ``sam_hq_vit_tiny.pth`` gives MobileSAM with the HQ decoder), or random weights with a
+    warning. Every unusable file is a :class:`CheckpointError`."""
     if model_type != "vit_t":
         raise ValueError(f"MobileSAM has one model type, vit_t; got {model_type!r}")
     sam = build_mobile_sam()
@@ -101,12 +106,11 @@ def load_mobile_sam(model_type: str, checkpoint: Path | None) -> Sam:
             f"{checkpoint}: this is a SAM2 checkpoint, not MobileSAM's. Use a sam2.1_hiera_* / sam2_hiera_* "
             "model type for it, or give mobile_sam.pt for vit_t."
         )
-    if has_hq_tensors(state):
-        raise CheckpointError(
-            f"{checkpoint}: this is an HQ-SAM checkpoint for MobileSAM's TinyViT (sam-hq's vit_tiny), which is not "
-            "supported: HQ-SAM runs on SAM ViT-B/L/H (sam_hq_vit_b.pth, ...). Give mobile_sam.pt for vit_t."
-        )
-    check_state_matches(state, expected, checkpoint, "MobileSAM vit_t")
+    what = "MobileSAM vit_t"
+    if has_hq_tensors(state):  # sam-hq's sam_hq_vit_tiny.pth: MobileSAM + the HQ decoder's parts (Light HQ-SAM)
+        add_hq_decoder(sam, torch.Generator())  # initial values are overwritten (and the global RNG untouched)
+        expected, what = sam.state_dict(), "HQ-SAM vit_t (sam-hq's vit_tiny)"
+    check_state_matches(state, expected, checkpoint, what)
     sam.load_state_dict(state)
     sam.checkpoint_path = str(checkpoint)
     return sam.eval()  # after loading: refreshes TinyViT's cached attention biases

@@ -1,26 +1,29 @@
 """HQ-SAM (Ke et al., NeurIPS 2023, "Segment Anything in High Quality", arXiv 2306.01567) as a PEFT method:
 a High-Quality output token with its own 3-layer MLP, and a fusion of the encoder's early features (the
-output of its first global-attention block) with the mask decoder's features; SAM itself stays frozen.
+output of its first global-attention block; MobileSAM's TinyViT: its ``layers[1]``) with the mask decoder's
+features; SAM itself stays frozen.
 
 The decoder and its formulas are :class:`~infosam_core.models.hq_decoder.HqMaskDecoder`; this module puts one
 in place of ``sam.mask_decoder`` (SAM's decoder modules kept under their keys, the HQ parts added under
 sam-hq's: ``mask_decoder.hf_token.weight``, ``mask_decoder.hf_mlp.*``, ``mask_decoder.compress_vit_feat.*``,
 ``mask_decoder.embedding_encoder.*``, ``mask_decoder.embedding_maskfeature.*``) and makes only the HQ parts
 trainable (``train_decoder`` defaults to False here, as in HQ-SAM; set it to also train SAM's decoder).
-Added parameters: 1,071,104 at ViT-B, 1,333,248 at ViT-L, 1,595,392 at ViT-H, 415,744 at tiny.
+Added parameters: 1,071,104 at ViT-B, 1,333,248 at ViT-L, 1,595,392 at ViT-H, 415,744 at tiny, 448,512 at
+MobileSAM ``vit_t`` (sam-hq's ``vit_tiny``: "Light HQ-SAM").
 
 * Initialisation: PyTorch's defaults, as sam-hq's training (drawn from the run's generator). The HQ mask is
   therefore not SAM's at step 0 (unlike the other methods, HQ-SAM adds an output rather than a residual).
-  A model loaded from a sam-hq checkpoint (``load_sam("vit_b", "sam_hq_vit_b.pth")``) already has an HQ
-  decoder: its trained HQ parts are kept as the starting point.
+  A model loaded from a sam-hq checkpoint (``load_sam("vit_b", "sam_hq_vit_b.pth")``,
+  ``load_sam("vit_t", "sam_hq_vit_tiny.pth")``) already has an HQ decoder: its trained HQ parts are kept as
+  the starting point.
 * Training: the loss is on the HQ mask (HQ-SAM's training); InfoSAM's student mask token z_m is the HQ
   token's output (the token that makes that mask); the teacher (the pre-trained base) keeps SAM's ``hs[:, 1]``.
 * Prediction / evaluation / segment-all: one mask per prompt, sam-hq's predictor semantics; ``hq_token_only``
   False (sam-hq's default): SAM's logits + the HQ logits; True: the HQ logits alone.
 
-Not defined for MobileSAM (TinyViT: sam-hq's ``vit_tiny`` reads TinyViT's ``layers[1]`` output instead of a
-global-attention block; not supported here) nor SAM2 (Hiera, another decoder: HQ-SAM 2 is a different
-model); both are refused with one message.
+Encoders: segment-anything's ViT (tiny, ViT-B/L/H: the first global-attention block, blocks[2] at ViT-B) and
+MobileSAM's TinyViT (``vit_t``: the output of ``layers[1]``, 64 x 64 x 160, as sam-hq's ``vit_tiny``). Not
+defined for SAM2 (Hiera, another decoder: HQ-SAM 2 is a different model), refused with one message.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from segment_anything.modeling import Sam
 
-from infosam_core.models.hq_decoder import add_hq_decoder, first_global_block
+from infosam_core.models.hq_decoder import add_hq_decoder, hq_feature_block
 from infosam_core.peft.common import PeftConfig
 
 
@@ -44,13 +47,15 @@ def inject(sam: Sam, config: HqSamConfig, generator: torch.Generator | None = No
     if not isinstance(sam, Sam):
         raise ValueError(
             f"hq_sam is not available for {getattr(sam, 'model_type', type(sam).__name__)}: HQ-SAM extends "
-            "segment-anything's SAM (tiny, vit_b/l/h); SAM2 has no ViT global-attention blocks and another decoder"
+            "segment-anything's SAM (tiny, vit_b/l/h, MobileSAM vit_t); SAM2 has no ViT global-attention blocks "
+            "and another decoder"
         )
     try:
-        first_global_block(sam.image_encoder)
+        hq_feature_block(sam.image_encoder)
     except ValueError as exc:
         raise ValueError(
-            f"hq_sam is not available for {getattr(sam, 'model_type', 'this model')}: {exc} (use tiny or vit_b/l/h)"
+            f"hq_sam is not available for {getattr(sam, 'model_type', 'this model')}: {exc} "
+            "(use tiny, vit_b/l/h or vit_t)"
         ) from None
     decoder = add_hq_decoder(sam, generator)
     decoder.hq_token_only = config.hq_token_only

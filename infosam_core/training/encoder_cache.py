@@ -2,7 +2,9 @@
 
 Model families differ behind :class:`~infosam_core.models.training_backbone.TrainingBackbone`: an encoder that
 is not a segment-anything ViT (MobileSAM's TinyViT, SAM2's Hiera) runs whole through its backbone's
-``encode``, and its extra decoder inputs (SAM2's high-resolution features) are cached with the embedding.
+``encode``, and its extra decoder inputs (SAM2's high-resolution features) are cached with the embedding;
+a TinyViT whose ``layers`` a decoder reads (HQ-SAM's on ``vit_t``) runs whole too, with those layers'
+outputs captured as a ViT's blocks are (:func:`~infosam_core.models.decoder_features.encoder_block_outputs`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 import torch.utils.checkpoint
 from segment_anything.modeling import Sam
 
+from infosam_core.models.decoder_features import encoder_block_outputs
 from infosam_core.models.training_backbone import ImageFeatures, TrainingBackbone, training_backbone_for
 from infosam_core.training.batches import Batch
 
@@ -227,6 +230,11 @@ class EncoderCache:
                     encoder, torch.stack([prefix_out[k] for k in need_t]), self.depth, False, self.capture_t, captured
                 )
                 teacher_out = dict(zip(need_t, t))
+        elif need_t and not _is_vit(encoder) and self.capture_t:  # TinyViT whose layers a decoder reads (HQ-SAM)
+            embedding, captured = encoder_block_outputs(
+                encoder, batch.images[[rows[k] for k in need_t]], self.capture_t
+            )
+            teacher_out = dict(zip(need_t, embedding))
         elif need_t and not _is_vit(encoder):  # MobileSAM's TinyViT, SAM2's Hiera: run whole
             encoded = self.teacher_backbone.encode(batch.images[[rows[k] for k in need_t]])
             teacher_out = dict(zip(need_t, encoded.unbind()))
@@ -278,6 +286,8 @@ class EncoderCache:
         if self.depth:
             h = torch.stack([prefix_out[k] if k in prefix_out else self.prefix_entries[k] for k in batch.keys])
             f_s = encoder_suffix(encoder, h, self.depth, self.checkpoint, self.capture_s, captured)
+        elif not _is_vit(encoder) and self.capture_s:  # TinyViT whose layers the decoder reads (HQ-SAM)
+            f_s, captured = encoder_block_outputs(encoder, batch.images, self.capture_s)
         elif not _is_vit(encoder):  # MobileSAM's TinyViT, SAM2's Hiera: run whole (no block features)
             encoded = self.student_backbone.encode(batch.images)
             f_s, extra_s = encoded.embed, encoded.extra
