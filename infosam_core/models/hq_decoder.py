@@ -18,8 +18,9 @@ the encoder; D = the ViT's width, 768 at ViT-B), at MobileSAM's TinyViT the outp
 ConvT(C->C/4), LayerNorm2d, GELU, ConvT(C/4->C/8); ``embedding_maskfeature``: Conv3x3(C/8->C/4), LayerNorm2d,
 GELU, Conv3x3(C/4->C/8); ``hf_mlp``: a 3-layer MLP C->C->C->C/8 like SAM's hypernetworks; ``hf_token``: one
 C-vector. Added parameters: 1,071,104 at ViT-B (D = 768), 1,333,248 at ViT-L, 1,595,392 at ViT-H,
-415,744 at the bundled tiny model (D = 128), 448,512 at MobileSAM ``vit_t`` (D = 160; sam-hq's ``vit_tiny``). The parts keep the names and layouts of the reference
-``segment-anything-hq`` package (``mask_decoder.hf_token.weight``, ``mask_decoder.hf_mlp.layers.{0,1,2}``,
+415,744 at the bundled tiny model (D = 128), 448,512 at MobileSAM ``vit_t`` (D = 160; sam-hq's ``vit_tiny``).
+The parts keep the names and layouts of the reference ``segment-anything-hq`` package
+(``mask_decoder.hf_token.weight``, ``mask_decoder.hf_mlp.layers.{0,1,2}``,
 ``mask_decoder.compress_vit_feat.{0,1,3}``, ``mask_decoder.embedding_encoder.{0,1,3}``,
 ``mask_decoder.embedding_maskfeature.{0,1,3}``), so sam-hq checkpoints map 1:1, and SAM's parts keep
 theirs (``mask_decoder.transformer.*``, ...).
