@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from infosam_app.gl_safety import import_triton_first
-from infosam_core.models.registry import MODEL_TYPES
+from infosam_core.cli import add_model_argument
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -27,8 +27,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("images", nargs="*", type=Path, help="image files or folders to open (PNG, JPEG, TIFF)")
     p.add_argument("--samples", action="store_true", help="open the bundled sample images")
     p.add_argument("--project", type=Path, help="project folder to open or create (default: in the user data folder)")
-    p.add_argument("--model", default="tiny", choices=MODEL_TYPES, help="SAM variant (default: bundled tiny)")
-    p.add_argument("--checkpoint", type=Path, help="SAM checkpoint file for --model vit_b/vit_l/vit_h")
+    add_model_argument(p)
+    p.add_argument("--checkpoint", type=Path, help="model checkpoint file (SAM, SAM2, MobileSAM, HQ-SAM)")
     p.set_defaults(func=run)
     return p
 

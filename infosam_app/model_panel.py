@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (
 
 from infosam_app.session import Session
 from infosam_app.shortcuts import TOOLTIPS
-from infosam_core.models.registry import model_choices
+from infosam_core.models.registry import MODELS, checkpoint_model_type, model_choices
 
 
 class ModelPanel(QWidget):
@@ -71,8 +71,21 @@ class ModelPanel(QWidget):
             self, "SAM checkpoint", str(Path.home()), "Checkpoints (*.pth *.pt *.safetensors);;All files (*)"
         )
         if path:
-            self.checkpoint_edit.setText(path)
-            self._sync_enabled()
+            self.use_checkpoint(path)
+
+    def use_checkpoint(self, path: str) -> None:
+        """Put ``path`` in the checkpoint field and select the model type the file holds (read from its tensor
+        names and shapes, not its weights), saying so; an unrecognised file leaves the type as chosen."""
+        self.checkpoint_edit.setText(path)
+        found = checkpoint_model_type(path)
+        if found is not None:
+            self.type_combo.setCurrentIndex(self.type_combo.findData(found))
+            self.info_label.setText(f"{escape(Path(path).name)}: <b>{escape(MODELS[found].title)}</b> (detected)")
+        else:
+            self.info_label.setText(
+                f"{escape(Path(path).name)}: model type not recognised; choose it above before loading"
+            )
+        self._sync_enabled()
 
     def load_selected(self) -> None:
         model_type = self.type_combo.currentData()

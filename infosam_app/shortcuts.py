@@ -39,8 +39,10 @@ TOOLTIPS: dict[str, str] = {
     "open_project": "Open a project folder (restores images, objects and prompts)",
     "new_project": "Create an empty project in a folder of your choice",
     "image_list": "Images of the project with their number of accepted objects; click to show one",
-    "model_type": "tiny: the bundled small SAM (fast on CPU). vit_b/l/h: Meta's SAM, needs its checkpoint file",
-    "checkpoint": "A SAM checkpoint (.pth or .safetensors) matching the model type",
+    "model_type": "tiny: the bundled small SAM (fast on CPU). SAM ViT-B/L/H, MobileSAM, SAM 2 / 2.1: need their "
+    "checkpoint files (chosen with …, the type is then detected from the file)",
+    "checkpoint": "A SAM, SAM 2, MobileSAM or HQ-SAM checkpoint (.pth, .pt or .safetensors); its model type is "
+    "detected when you choose it",
     "load_model": "Load the chosen model; the current one stays in use if loading fails",
     "method": "How SAM is adapted: which small part of it is trained",
     "distill": "Distillation from the pre-trained model while adapting. InfoSAM (the default) keeps the relations "

@@ -192,6 +192,22 @@ def test_bad_checkpoint_is_reported_and_app_keeps_working(studio, qtbot, tmp_pat
     assert c.mask is not None
 
 
+def test_choosing_a_checkpoint_selects_its_model_type(studio, tmp_path):
+    import torch
+
+    from infosam_core.models.sam import build_sam
+
+    panel = studio.model_panel
+    panel.type_combo.setCurrentIndex(panel.type_combo.findData("vit_b"))
+    torch.save({"model": build_sam("tiny").state_dict()}, tmp_path / "weights.pt")
+    panel.use_checkpoint(str(tmp_path / "weights.pt"))
+    assert panel.type_combo.currentData() == "tiny" and "(detected)" in panel.info_label.text()
+    (tmp_path / "other.pth").write_bytes(b"not a checkpoint")
+    panel.use_checkpoint(str(tmp_path / "other.pth"))
+    assert panel.type_combo.currentData() == "tiny" and "not recognised" in panel.info_label.text()
+    assert panel.checkpoint_edit.text().endswith("other.pth")
+
+
 def test_cli_registers_app_command():
     from infosam_core.cli import build_parser
 

@@ -121,7 +121,10 @@ def test_checkpoint_of_another_architecture(tmp_path, image_path, capsys):
         "--out",
         str(tmp_path / "m.png"),
     ]
-    assert main(argv) == 2
+    assert main(argv) == 2  # --model auto (the default): the file matches no model type
+    err = capsys.readouterr().err
+    assert "mlp.pth: cannot tell which model this file is for" in err and len(err.strip().splitlines()) == 1
+    assert main([*argv, "--model", "tiny"]) == 2
     assert "not a SAM checkpoint" in capsys.readouterr().err
 
 

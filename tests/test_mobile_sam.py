@@ -84,7 +84,9 @@ def test_wrong_files_are_refused_clearly(tmp_path, mobile_checkpoint):
 
     sam_file = tmp_path / "sam_tiny.pth"
     torch.save(build_sam("tiny").state_dict(), sam_file)
-    with pytest.raises(CheckpointError, match="SAM ViT checkpoint, not MobileSAM's"):
+    with pytest.raises(
+        CheckpointError, match=r"sam_tiny.pth: this checkpoint holds a tiny model \(type tiny\), not vit_t"
+    ):
         load_sam("vit_t", sam_file)
     state = torch.load(mobile_checkpoint[0], weights_only=True)
     del state["image_encoder.neck.0.weight"]

@@ -10,7 +10,7 @@ import torch
 
 from infosam_core.models.checkpoints import CheckpointError, load_state_dict_file, save_sam_weights
 from infosam_core.models.fingerprint import model_fingerprint
-from infosam_core.models.registry import load_sam
+from infosam_core.models.registry import load_sam, resolve_model_type
 from infosam_core.models.sam import build_sam, guess_model_type
 from infosam_core.resources import BUNDLED_TINY_CHECKPOINT
 
@@ -158,8 +158,13 @@ def test_not_a_state_dict(tmp_path):
 def test_vit_b_checkpoint_asked_as_tiny(tmp_path, vit_b_sam):
     # half precision keeps the temporary file at ~190 MB; it is still a vit_b checkpoint
     torch.save({k: v.half() for k, v in vit_b_sam.state_dict().items()}, tmp_path / "sam_vit_b.pth")
-    with pytest.raises(CheckpointError, match=r"sam_vit_b.pth: this is a SAM vit_b checkpoint.*--model vit_b"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"sam_vit_b.pth: this checkpoint holds a SAM ViT-B model \(type vit_b\), not tiny. Use --model vit_b",
+    ):
         load_sam("tiny", tmp_path / "sam_vit_b.pth")
+    # --model auto (the CLI's default) takes the file's type, read from its header without loading the weights
+    assert resolve_model_type("auto", tmp_path / "sam_vit_b.pth") == "vit_b"
 
 
 def test_mismatched_shapes(tmp_path, tiny_state):
@@ -196,3 +201,65 @@ def test_pickle_with_code_is_refused_and_never_run(tmp_path, tiny_state, zip_for
 def test_unknown_model_type():
     with pytest.raises(ValueError, match="unknown model type 'vit_x'"):
         load_sam("vit_x")
+
+
+# ------------------------------------------------------------------------------- which model is this file?
+def _family_states(vit_b_sam, tiny_state) -> dict[str, dict[str, torch.Tensor]]:
+    """A state dict of each family, as its makers save it (shapes are all that matter here)."""
+    import mobile_sam
+
+    from infosam_core.models.sam2 import build_sam2_base
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mobile = mobile_sam.sam_model_registry["vit_t"](checkpoint=None).state_dict()
+        sam2 = {
+            name: build_sam2_base(name, image_size=256).state_dict()
+            for name in ("sam2.1_hiera_tiny", "sam2_hiera_tiny")
+        }
+    hq_vit_b = dict(vit_b_sam.state_dict(), **{"mask_decoder.hf_token.weight": torch.zeros(1, 256)})  # sam-hq's
+    return {"tiny": tiny_state, "vit_b": vit_b_sam.state_dict(), "vit_t": mobile, "hq vit_b": hq_vit_b, **sam2}
+
+
+def test_the_model_type_is_detected_from_tensor_names_and_shapes(tmp_path, vit_b_sam, tiny_state):
+    from safetensors.torch import save_file
+
+    from infosam_core.models.checkpoints import read_checkpoint_shapes
+    from infosam_core.models.registry import checkpoint_model_type, detect_model_type
+
+    for label, state in _family_states(vit_b_sam, tiny_state).items():
+        expected = label.removeprefix("hq ")
+        assert detect_model_type(state) == expected, label
+    assert detect_model_type({"mlp.weight": torch.zeros(3, 3)}) is None
+    # from files, in each maker's format, reading the header only (meta tensors: no weights in memory)
+    save_file({k: v.contiguous() for k, v in tiny_state.items()}, tmp_path / "tiny.safetensors")
+    torch.save({"model": tiny_state}, tmp_path / "wrapped.pt")  # Meta's SAM2 layout
+    torch.save(tiny_state, tmp_path / "plain.pth")
+    for name in ("tiny.safetensors", "wrapped.pt", "plain.pth"):
+        shapes = read_checkpoint_shapes(tmp_path / name)
+        assert shapes is not None and all(t.is_meta for t in shapes.values()), name
+        assert checkpoint_model_type(tmp_path / name) == "tiny", name
+        assert resolve_model_type("auto", tmp_path / name) == "tiny"
+    assert checkpoint_model_type(BUNDLED_TINY_CHECKPOINT) == "tiny"
+    # an old (non-zip) torch.save file is not read this way, but still loads when its type is named
+    torch.save(tiny_state, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    assert checkpoint_model_type(tmp_path / "legacy.pth") is None
+    assert load_sam("tiny", tmp_path / "legacy.pth").model_type == "tiny"
+    with pytest.raises(CheckpointError, match="legacy.pth: cannot tell which model this file is for"):
+        resolve_model_type("auto", tmp_path / "legacy.pth")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "plain.pth").read_bytes()[:1000])
+    assert checkpoint_model_type(tmp_path / "cut.pth") is None
+    with pytest.raises(CheckpointError, match="missing.pth: file not found"):
+        resolve_model_type("auto", tmp_path / "missing.pth")
+    assert resolve_model_type("auto", None) == "tiny"
+
+
+def test_cli_model_auto_takes_the_checkpoint_type(tmp_path, tiny_state, capsys):
+    from infosam_core.cli import main
+
+    torch.save({"model": tiny_state}, tmp_path / "my_weights.pt")
+    assert main(["info", "--checkpoint", str(tmp_path / "my_weights.pt")]) == 0
+    assert "model tiny" in capsys.readouterr().out
+    assert main(["info", "--model", "vit_t", "--checkpoint", str(tmp_path / "my_weights.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "holds a tiny model (type tiny), not vit_t. Use --model tiny" in err and len(err.strip().splitlines()) == 1

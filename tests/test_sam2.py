@@ -119,7 +119,9 @@ def test_single_mask_token_is_hs_2(sam2_tiny):
 
 def test_wrong_files_are_refused_clearly(tmp_path, meta_checkpoint):
     state = torch.load(meta_checkpoint[0], weights_only=True)["model"]
-    with pytest.raises(CheckpointError, match="sam2.1_hiera_tiny checkpoint, but model type sam2_hiera_tiny"):
+    with pytest.raises(
+        CheckpointError, match=r"holds a SAM 2.1 Hiera-Tiny model \(type sam2.1_hiera_tiny\), not sam2_hiera_tiny"
+    ):
         load_sam("sam2_hiera_tiny", meta_checkpoint[0])
     del state["sam_mask_decoder.iou_token.weight"]
     partial = tmp_path / "partial.pt"
@@ -130,7 +132,9 @@ def test_wrong_files_are_refused_clearly(tmp_path, meta_checkpoint):
 
     sam_file = tmp_path / "sam.pth"
     torch.save(build_sam("tiny").state_dict(), sam_file)
-    with pytest.raises(CheckpointError, match="SAM \\(ViT\\) checkpoint, not a SAM2 one"):
+    with pytest.raises(
+        CheckpointError, match=r"sam.pth: this checkpoint holds a tiny model \(type tiny\), not sam2.1_hiera_tiny"
+    ):
         load_sam("sam2.1_hiera_tiny", sam_file)
 
 

@@ -57,6 +57,35 @@ class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """``--model``: a registered model type, or ``auto`` (the default): the type of ``--checkpoint``'s file, read
+    from its tensor names and shapes, or the bundled tiny model without a checkpoint. :func:`main` makes
+    ``auto`` concrete before the command runs, so commands see a registered type."""
+    from infosam_core.models.registry import AUTO, MODEL_TYPES
+
+    parser.add_argument(
+        "--model",
+        choices=(AUTO, *MODEL_TYPES),
+        default=AUTO,
+        metavar="TYPE",
+        help=f"model type: {AUTO} (default: the type of --checkpoint's file, or the bundled tiny model without "
+        f"one), {', '.join(MODEL_TYPES)}",
+    )
+
+
+def _resolve_model(args: argparse.Namespace) -> None:
+    """``args.model == "auto"`` -> the checkpoint's model type (or tiny); CheckpointError becomes a CLIError."""
+    from infosam_core.models.checkpoints import CheckpointError
+    from infosam_core.models.registry import AUTO, resolve_model_type
+
+    if getattr(args, "model", None) != AUTO:
+        return
+    try:
+        args.model = resolve_model_type(AUTO, getattr(args, "checkpoint", None))
+    except CheckpointError as exc:
+        raise CLIError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infosam", description="Segment with SAM and adapt it to your images.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -78,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
+        _resolve_model(args)
         return int(args.func(args) or 0)
     except CLIError as exc:
         print(f"infosam {args.command}: error: {exc}", file=sys.stderr)

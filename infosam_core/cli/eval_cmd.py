@@ -14,11 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from infosam_core.cli import CLIError
+from infosam_core.cli import CLIError, add_model_argument
 from infosam_core.cli.train_cmd import check_device, check_out_dir
 from infosam_core.data.prompt_sampling import PROTOCOLS
 from infosam_core.evaluation.metrics import METRICS
-from infosam_core.models.registry import MODEL_TYPES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--data", type=Path, required=True, help="dataset: folder with images/ + masks/, or a CSV image,label"
     )
-    parser.add_argument("--model", choices=MODEL_TYPES, default="tiny", help="base SAM (default: tiny, bundled)")
+    add_model_argument(parser)
     parser.add_argument("--checkpoint", type=Path, help="weights file for --model")
     parser.add_argument("--adapter", type=Path, help="adapter saved by `infosam train` (.json/.safetensors pair)")
     parser.add_argument("--prompt", choices=PROTOCOLS, default="box", help="prompt protocol (default: box)")

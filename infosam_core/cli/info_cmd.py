@@ -11,10 +11,9 @@ import argparse
 import json
 from pathlib import Path
 
-from infosam_core.cli import CLIError
+from infosam_core.cli import CLIError, add_model_argument
 from infosam_core.cli.train_cmd import parse_option
 from infosam_core.distill.registry import distiller_names
-from infosam_core.models.registry import MODEL_TYPES
 from infosam_core.peft.registry import PEFT_METHODS
 
 
@@ -22,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "info", help="a model's (trainable) parameters by part and its fingerprint", description=__doc__
     )
-    parser.add_argument("--model", choices=MODEL_TYPES, default="tiny", help="model type (default: tiny, bundled)")
+    add_model_argument(parser)
     parser.add_argument("--checkpoint", type=Path, help="weights file for --model (default: random weights)")
     parser.add_argument("--peft", choices=list(PEFT_METHODS), help="apply this PEFT method first")
     parser.add_argument("--peft-option", action="append", default=[], metavar="KEY=VALUE", help="a PEFT option")

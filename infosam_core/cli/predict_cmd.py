@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infosam_core.cli import CLIError
-from infosam_core.models.registry import MODEL_TYPES
+from infosam_core.cli import CLIError, add_model_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("image", type=Path, help="image file (PNG, JPEG, TIFF incl. 16-bit, ...)")
-    parser.add_argument("--model", choices=MODEL_TYPES, default="tiny", help="SAM variant (default: tiny, bundled)")
+    add_model_argument(parser)
     parser.add_argument("--checkpoint", type=Path, help="weights file (.pth or .safetensors) for --model")
     parser.add_argument("--adapter", type=Path, help="adapter saved by `infosam train` or the app (for --model)")
     parser.add_argument(

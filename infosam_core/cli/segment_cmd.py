@@ -17,8 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from infosam_core.cli import CLIError
-from infosam_core.models.registry import MODEL_TYPES
+from infosam_core.cli import CLIError, add_model_argument
 
 FORMATS = ("tif", "png")
 
@@ -31,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER", help="images and/or folders")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--model", choices=MODEL_TYPES, default="tiny", help="SAM variant (default: tiny, bundled)")
+    add_model_argument(parser)
     parser.add_argument("--checkpoint", type=Path, help="weights file (.pth or .safetensors) for --model")
     parser.add_argument("--adapter", type=Path, help="adapter saved by `infosam train` or the app")
     parser.add_argument("--points-per-side", type=int, help="grid of N x N point prompts (default: 16 tiny, 32 SAM)")

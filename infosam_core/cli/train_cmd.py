@@ -23,9 +23,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from infosam_core.cli import CLIError, InterruptToStop
+from infosam_core.cli import CLIError, InterruptToStop, add_model_argument
 from infosam_core.distill.registry import DISTILLERS, distiller_names
-from infosam_core.models.registry import MODEL_TYPES
 from infosam_core.peft.registry import PEFT_METHODS
 
 # CLI flag -> TrainConfig field, for flags that default to "not given" (None) so presets can fill them.
@@ -60,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--val-fraction", type=float, default=0.0, help="hold out this fraction of --data for validation"
     )
-    parser.add_argument("--model", choices=MODEL_TYPES, default="tiny", help="base SAM (default: tiny, bundled)")
+    add_model_argument(parser)
     parser.add_argument("--checkpoint", type=Path, help="weights file for --model (e.g. sam_vit_b_01ec64.pth)")
     parser.add_argument("--peft", choices=list(PEFT_METHODS), help="PEFT method (default: adapter)")
     parser.add_argument(

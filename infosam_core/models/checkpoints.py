@@ -49,6 +49,37 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return _check_finite(_unwrap_state_dict(obj, path), path)
 
 
+def read_checkpoint_shapes(path: str | Path) -> dict[str, torch.Tensor] | None:
+    """The tensor names and shapes of a checkpoint file, as tensors on the ``meta`` device, without reading the
+    weights: the safetensors header, or a ``torch.save`` zip file memory-mapped (``weights_only=True``). For
+    telling which model a file is before loading it. None when the file cannot be read that way (missing, not
+    a checkpoint, an old non-zip ``torch.save`` file): :func:`load_state_dict_file` then says what is wrong."""
+    path = Path(path)
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return None
+        with open(path, "rb") as f:
+            head = f.read(16)
+        if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                names = list(f.keys())  # a safetensors handle is not iterable
+                return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in names}
+        if not zipfile.is_zipfile(path):
+            return None
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        for key in ("model", "state_dict", "model_state_dict"):
+            if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+        if not isinstance(obj, Mapping):
+            return None
+        return {str(k): torch.empty(v.shape, device="meta") for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    except Exception:  # noqa: BLE001 - unreadable this way: the full load reports the problem with the file's name
+        return None
+
+
 def _first_line(message: str, exc: BaseException) -> str:
     """The first line of an error message, or the error's type when it has no message (e.g. EOFError)."""
     return (message.strip().splitlines() or [type(exc).__name__])[0]

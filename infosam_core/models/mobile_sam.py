@@ -26,12 +26,13 @@ timm's ``tiny_vit_*`` entries, with warnings that are silenced here.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from segment_anything.modeling import Sam
 
-from infosam_core.models.checkpoints import CheckpointError, check_state_matches, load_state_dict_file
+from infosam_core.models.checkpoints import check_state_matches, load_state_dict_file
 from infosam_core.models.hq_decoder import add_hq_decoder, has_hq_tensors
 from infosam_core.models.sam import SamArchitecture, sam_with_encoder
 
@@ -78,6 +79,13 @@ def build_mobile_sam() -> Sam:
     return sam_with_encoder(encoder, MOBILE_SAM_ARCHITECTURE, "vit_t")
 
 
+def guess_mobile_sam_type(state: Mapping[str, torch.Tensor]) -> str | None:
+    """``"vit_t"`` when a state dict holds MobileSAM's TinyViT encoder with SAM's decoder (MobileSAM's own file or
+    sam-hq's ``vit_tiny``), None otherwise."""
+    tiny_vit = any(k.startswith("image_encoder.layers.") for k in state)
+    return "vit_t" if tiny_vit and "mask_decoder.iou_token.weight" in state else None
+
+
 def load_mobile_sam(model_type: str, checkpoint: Path | None) -> Sam:
     """MobileSAM with the weights of ``checkpoint`` (MobileSAM's ``mobile_sam.pt`` or any file holding the same
     state dict; sam-hq's ``sam_hq_vit_tiny.pth`` gives MobileSAM with the HQ decoder), or random weights with a
@@ -96,16 +104,6 @@ def load_mobile_sam(model_type: str, checkpoint: Path | None) -> Sam:
     state = load_state_dict_file(checkpoint)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     expected = sam.state_dict()
-    if "image_encoder.pos_embed" in state:
-        raise CheckpointError(
-            f"{checkpoint}: this is a SAM ViT checkpoint, not MobileSAM's. Use --model vit_b, vit_l or vit_h "
-            "for it, or give mobile_sam.pt for vit_t."
-        )
-    if any(k.startswith("sam_mask_decoder.") for k in state):
-        raise CheckpointError(
-            f"{checkpoint}: this is a SAM2 checkpoint, not MobileSAM's. Use a sam2.1_hiera_* / sam2_hiera_* "
-            "model type for it, or give mobile_sam.pt for vit_t."
-        )
     what = "MobileSAM vit_t"
     if has_hq_tensors(state):  # sam-hq's sam_hq_vit_tiny.pth: MobileSAM + the HQ decoder's parts (Light HQ-SAM)
         add_hq_decoder(sam, torch.Generator())  # initial values are overwritten (and the global RNG untouched)

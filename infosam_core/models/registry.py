@@ -16,6 +16,10 @@ SAM2 and MobileSAM go beside it) and one :class:`ModelSpec` line per model type 
 * ``sam2.1_hiera_tiny|small|base_plus|large`` and ``sam2_hiera_*`` -- SAM2 (:mod:`.sam2`, Meta's classes from
   the ``sam2`` package, imported only when one of these is loaded), from Meta's checkpoint files.
 
+``model_type="auto"`` (the CLI's default) is the bundled tiny model without a checkpoint, and otherwise the
+type the checkpoint's tensor names and shapes belong to (:func:`checkpoint_model_type`, which reads no weights);
+a checkpoint of another type than the one asked for is refused with the type to use.
+
 Checkpoints are never unpickled with code: ``.pth`` files go through ``torch.load(weights_only=True)``,
 ``.safetensors`` through safetensors. Every failure raises :class:`CheckpointError` naming the file and
 the fix.
@@ -23,16 +27,18 @@ the fix.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from segment_anything.modeling import Sam
 
-from infosam_core.models.checkpoints import CheckpointError
-from infosam_core.models.mobile_sam import load_mobile_sam
+from infosam_core.models.checkpoints import CheckpointError, read_checkpoint_shapes
+from infosam_core.models.mobile_sam import guess_mobile_sam_type, load_mobile_sam
+from infosam_core.models.sam import guess_model_type as guess_sam_type
 from infosam_core.models.sam import load_segment_anything
-from infosam_core.models.sam2 import SAM2_MODEL_TYPES, Sam2Model, load_sam2
+from infosam_core.models.sam2 import SAM2_MODEL_TYPES, Sam2Model, guess_sam2_type, load_sam2
 from infosam_core.resources import BUNDLED_TINY_CHECKPOINT
 
 
@@ -68,6 +74,52 @@ MODELS: dict[str, ModelSpec] = {
     },
 }
 MODEL_TYPES: tuple[str, ...] = tuple(MODELS)
+AUTO = "auto"  # the model type of the checkpoint given (the bundled tiny model without one)
+
+#: one guesser per backbone family: a state dict (tensors or meta tensors) -> its model type, or None
+MODEL_TYPE_GUESSERS: tuple[Callable[[Mapping[str, torch.Tensor]], str | None], ...] = (
+    guess_sam_type,
+    guess_mobile_sam_type,
+    guess_sam2_type,
+)
+
+
+def detect_model_type(state: Mapping[str, torch.Tensor]) -> str | None:
+    """The model type a state dict belongs to, from its tensor names and shapes (None when none matches)."""
+    for guess in MODEL_TYPE_GUESSERS:
+        found = guess(state)
+        if found is not None:
+            return found
+    return None
+
+
+def checkpoint_model_type(checkpoint: str | Path) -> str | None:
+    """The model type of a checkpoint file, read from its tensor names and shapes without loading the weights
+    (None when the file cannot be read that way or matches no model type)."""
+    shapes = read_checkpoint_shapes(checkpoint)
+    return detect_model_type(shapes) if shapes else None
+
+
+def resolve_model_type(model_type: str, checkpoint: str | Path | None) -> str:
+    """``model_type``, with ``"auto"`` made concrete: ``tiny`` without a checkpoint, else the checkpoint's type.
+    Raises :class:`CheckpointError` when an ``auto`` checkpoint matches no model type, ValueError for an unknown
+    type."""
+    if model_type != AUTO:
+        if model_type not in MODELS:
+            raise ValueError(f"unknown model type {model_type!r}; choose one of {AUTO}, {', '.join(MODEL_TYPES)}")
+        return model_type
+    if checkpoint is None:
+        return "tiny"
+    found = checkpoint_model_type(checkpoint)
+    if found is None:
+        if not Path(checkpoint).is_file():
+            raise CheckpointError(f"{checkpoint}: file not found. Give the path of a SAM checkpoint.")
+        raise CheckpointError(
+            f"{checkpoint}: cannot tell which model this file is for (its tensors match none of "
+            f"{', '.join(MODEL_TYPES)}). Name the model type (--model), or check that it is a SAM, SAM2 or "
+            "MobileSAM checkpoint."
+        )
+    return found
 
 
 def model_choices() -> list[tuple[str, str]]:
@@ -79,10 +131,19 @@ def load_sam(model_type: str = "tiny", checkpoint: str | Path | None = None) -> 
     """Build ``model_type`` and load ``checkpoint`` into it (eval mode, CPU, float32).
 
     ``tiny`` loads the bundled weights when ``checkpoint`` is None. Other types without a checkpoint are
-    randomly initialised, with a warning. Raises :class:`CheckpointError` for any unusable file.
+    randomly initialised, with a warning. ``auto``: see :func:`resolve_model_type`. Raises
+    :class:`CheckpointError` for any unusable file, and for a checkpoint of another model type (naming it).
     """
-    if model_type not in MODELS:
-        raise ValueError(f"unknown model type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
+    asked = model_type
+    model_type = resolve_model_type(model_type, checkpoint)
+    if checkpoint is not None and asked != AUTO:
+        found = checkpoint_model_type(checkpoint)
+        if found is not None and found != model_type:
+            held = MODELS[found].title.removesuffix(" (bundled)")
+            raise CheckpointError(
+                f"{checkpoint}: this checkpoint holds a {held} model (type {found}), not {model_type}. "
+                f"Use --model {found} (or --model auto)."
+            )
     spec = MODELS[model_type]
     if checkpoint is None and spec.default_checkpoint is not None:
         checkpoint = spec.default_checkpoint

@@ -150,13 +150,7 @@ def load_segment_anything(model_type: str, checkpoint: Path | None) -> Sam:
     state = load_state_dict_file(path)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     expected = sam.state_dict()
-    found_type = guess_model_type(state)
-    if found_type is not None and found_type != model_type:
-        raise CheckpointError(
-            f"{path}: this is a SAM {found_type} checkpoint, but model type {model_type} was asked for. "
-            f"Use --model {found_type} (or pick the {model_type} checkpoint)."
-        )
-    if found_type is None and len(set(expected) - set(state)) > len(expected) // 2:
+    if guess_model_type(state) is None and len(set(expected) - set(state)) > len(expected) // 2:
         missing = sorted(set(expected) - set(state))
         raise CheckpointError(
             f"{path}: not a SAM checkpoint ({len(missing)} of {len(expected)} SAM weights missing, e.g. "

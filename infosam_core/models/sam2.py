@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infosam_core.models.checkpoints import CheckpointError, check_state_matches, load_state_dict_file
+from infosam_core.models.checkpoints import check_state_matches, load_state_dict_file
 
 #: model type -> (config inside the sam2 package, Meta's checkpoint file name)
 SAM2_MODEL_TYPES: dict[str, tuple[str, str]] = {
@@ -255,18 +255,6 @@ def load_sam2(model_type: str, checkpoint: Path | None) -> Sam2Model:
     else:
         state = load_state_dict_file(checkpoint)
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        found = guess_sam2_type(state)
-        if found is None and "image_encoder.pos_embed" in state:
-            raise CheckpointError(
-                f"{checkpoint}: this is a SAM (ViT) checkpoint, not a SAM2 one. Use --model vit_b, vit_l or vit_h."
-            )
-        if found is None and any(k.startswith("image_encoder.layers.") for k in state):
-            raise CheckpointError(f"{checkpoint}: this is a MobileSAM checkpoint, not a SAM2 one. Use --model vit_t.")
-        if found is not None and found != model_type:
-            raise CheckpointError(
-                f"{checkpoint}: this is a {found} checkpoint, but model type {model_type} was asked for. "
-                f"Use --model {found} (or pick {SAM2_MODEL_TYPES[model_type][1]})."
-            )
         check_state_matches(state, base.state_dict(), checkpoint, f"SAM2 {model_type}")
         base.load_state_dict(state)
     model = Sam2Model(base, model_type).eval()
