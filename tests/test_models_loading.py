@@ -251,6 +251,8 @@ def test_the_model_type_is_detected_from_tensor_names_and_shapes(tmp_path, vit_b
     assert checkpoint_model_type(tmp_path / "cut.pth") is None
     with pytest.raises(CheckpointError, match="missing.pth: file not found"):
         resolve_model_type("auto", tmp_path / "missing.pth")
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file"):
+        resolve_model_type("auto", tmp_path)
     assert resolve_model_type("auto", None) == "tiny"
 
 

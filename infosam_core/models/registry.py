@@ -112,6 +112,8 @@ def resolve_model_type(model_type: str, checkpoint: str | Path | None) -> str:
         return "tiny"
     found = checkpoint_model_type(checkpoint)
     if found is None:
+        if Path(checkpoint).is_dir():
+            raise CheckpointError(f"{checkpoint}: is a folder, not a checkpoint file.")
         if not Path(checkpoint).is_file():
             raise CheckpointError(f"{checkpoint}: file not found. Give the path of a SAM checkpoint.")
         raise CheckpointError(
