@@ -11,7 +11,8 @@ Teacher = the frozen pre-trained SAM (only run under ``no_grad``); student = SAM
 Multi-level methods (VID, IBD, SemCKD, ReviewKD) also read image-encoder block outputs: a distiller lists
 the block indices it needs in ``encoder_blocks`` (set in its ``__init__``); the trainer's encoder cache then
 hands the teacher's (cached per image and flip, like its embeddings) and the student's (captured during the
-student's forward) as ``DistillInputs.teacher_features`` / ``student_features``.
+student's forward) as ``DistillInputs.teacher_features`` / ``student_features``. A ViT's blocks all have
+one width and grid; SAM2's Hiera blocks index ``trunk.blocks`` and differ per stage (:class:`ModelDims`).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class DistillInputs:
     gather: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda tensor: tensor, repr=False)
     _memo: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
-    # Image-encoder block outputs by block index, (B, D, h, w) channels first, for the blocks the distiller
+    # Image-encoder block outputs by block index, (B, D, h, w) channels first (D, h, w per block on Hiera), for the blocks the distiller
     # lists in ``Distiller.encoder_blocks`` (empty otherwise); the teacher's carry no gradient. A block inside
     # the student's frozen leading blocks gives the same tensor on both sides (no gradient either).
     teacher_features: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -99,23 +100,43 @@ class ModelDims:
     ``embed_dim``: channels of the image embedding and of the decoder tokens (256 for every SAM);
     ``encoder_dim``: width of the ViT blocks (768 ViT-B, 128 tiny); ``encoder_depth``: number of blocks;
     ``global_blocks``: indices of the global-attention blocks (ViT-B 2, 5, 8, 11; tiny 1, 3).
+
+    Encoders whose blocks differ in width and grid (SAM2's Hiera) also give, per block, ``block_widths`` (the
+    channels of its output) and ``block_strides`` (input pixels per cell of its output grid), and
+    ``stage_ends`` (the last block of each stage: Hiera-tiny 0, 2, 9, 11 -- widths 96, 192, 384, 768 on grids
+    S/4, S/8, S/16, S/32), which ``blocks="global"`` then names. Empty for a ViT: every block is
+    ``encoder_dim`` wide on one grid. ``encoder_name`` names the encoder in messages.
     """
 
     embed_dim: int = 256
     encoder_dim: int = 768
     encoder_depth: int = 12
     global_blocks: tuple[int, ...] = (2, 5, 8, 11)
+    block_widths: tuple[int, ...] = ()
+    block_strides: tuple[int, ...] = ()
+    stage_ends: tuple[int, ...] = ()
+    encoder_name: str = "ViT"
 
     @classmethod
     def of(cls, sam: nn.Module) -> ModelDims:
-        """The dimensions of a segment-anything ``Sam`` (blocks with ``window_size == 0`` attend globally). An
-        image encoder without ViT blocks (another backbone) gives depth 0: only single-level distillers apply."""
+        """The dimensions of a segment-anything ``Sam`` (blocks with ``window_size == 0`` attend globally) or of a
+        SAM2 model (Hiera ``trunk``: per-block widths and strides, the stage ends). An image encoder without such
+        blocks (MobileSAM's TinyViT) gives depth 0: only single-level distillers apply."""
         embed_dim = sam.prompt_encoder.embed_dim
         encoder = sam.image_encoder
+        trunk = getattr(encoder, "trunk", None)
+        if isinstance(getattr(trunk, "blocks", None), nn.ModuleList) and hasattr(trunk, "stage_ends"):
+            return cls._of_hiera(embed_dim, trunk)
         blocks = getattr(encoder, "blocks", None)
         proj = getattr(getattr(encoder, "patch_embed", None), "proj", None)
         if blocks is None or proj is None:
-            return cls(embed_dim=embed_dim, encoder_dim=embed_dim, encoder_depth=0, global_blocks=())
+            return cls(
+                embed_dim=embed_dim,
+                encoder_dim=embed_dim,
+                encoder_depth=0,
+                global_blocks=(),
+                encoder_name=type(encoder).__name__,
+            )
         return cls(
             embed_dim=embed_dim,
             encoder_dim=proj.out_channels,
@@ -123,14 +144,47 @@ class ModelDims:
             global_blocks=tuple(i for i, b in enumerate(blocks) if getattr(b, "window_size", 0) == 0),
         )
 
+    @classmethod
+    def _of_hiera(cls, embed_dim: int, trunk: nn.Module) -> ModelDims:
+        """SAM2's Hiera: block i outputs ``blocks[i].dim_out`` channels; the patch embedding has stride 4 and
+        each q-pooling block (the first of stages 2-4) multiplies the stride by its ``q_stride``."""
+        stride = int(trunk.patch_embed.proj.stride[0])
+        widths, strides = [], []
+        for block in trunk.blocks:
+            if block.q_stride:
+                stride *= int(block.q_stride[0])
+            widths.append(int(block.dim_out))
+            strides.append(stride)
+        return cls(
+            embed_dim=embed_dim,
+            encoder_dim=int(trunk.patch_embed.proj.out_channels),
+            encoder_depth=len(trunk.blocks),
+            global_blocks=tuple(i for i, b in enumerate(trunk.blocks) if b.window_size == 0),
+            block_widths=tuple(widths),
+            block_strides=tuple(strides),
+            stage_ends=tuple(int(i) for i in trunk.stage_ends),
+            encoder_name="SAM2's Hiera",
+        )
+
+    def width(self, block: int) -> int:
+        """Channels of block ``block``'s output."""
+        return self.block_widths[block] if self.block_widths else self.encoder_dim
+
+    @property
+    def uniform_blocks(self) -> bool:
+        """Every block gives the same width on the same grid (a ViT's blocks; not Hiera's stages)."""
+        return len(set(self.block_widths)) <= 1 and len(set(self.block_strides)) <= 1
+
     def block_indices(self, spec: Any) -> tuple[int, ...]:
-        """Resolve a ``blocks`` option: ``"global"`` (the global-attention blocks), ``"all"``, an index, a list
+        """Resolve a ``blocks`` option: ``"global"`` (the global-attention blocks of a ViT; Hiera's stage ends), ``"all"``, an index, a list
         of indices or a comma-separated string (``"2,5,8,11"``); negative indices count from the end."""
         if not self.encoder_depth:
             raise ValueError(
-                "this image encoder has no ViT blocks: choose a single-level distiller "
-                "(infosam, logit, pkd, pkt, tinysam, mobilesam)"
+                f"this image encoder ({self.encoder_name}) has no block outputs to distil: choose a single-level "
+                "distiller (infosam, logit, pkd, pkt, tinysam, mobilesam)"
             )
+        if spec == "global" and self.stage_ends:
+            return self.stage_ends
         if spec == "global" and not self.global_blocks:
             raise ValueError("this encoder has no global-attention block: give blocks=... (e.g. blocks=all)")
         if spec == "global":
@@ -160,15 +214,18 @@ class Distiller(nn.Module):
     plots and history columns are known before the first step; an instance may extend it in ``__init__``).
     ``min_batch_size``: batch statistics (InfoSAM's and PKT's B x B matrices) need at least 2 samples.
     ``encoder_blocks``: the image-encoder blocks whose outputs :meth:`forward` reads (see the module docstring).
-    ``reads_encoder_blocks``: the method distils ViT block outputs (one width, one grid for all blocks), so it
-    applies only to encoders made of such blocks (SAM ViT, the tiny model; not SAM2's Hiera nor MobileSAM's
-    TinyViT): :func:`~infosam_core.distill.registry.make_distiller` refuses it otherwise.
+    ``reads_encoder_blocks``: the method distils encoder block outputs, so it applies only to encoders whose
+    blocks the trainer captures (SAM ViT, the tiny model, SAM2's Hiera; not MobileSAM's TinyViT).
+    ``uniform_blocks_only``: the method also needs every distilled block to have one width and one grid (IBD's
+    and SemCKD's cross-level modules), so it applies to ViT blocks, not to Hiera's stages.
+    :func:`~infosam_core.distill.registry.make_distiller` refuses a method where it does not apply.
     """
 
     name: ClassVar[str] = ""
     term_names: tuple[str, ...] = ()
     min_batch_size: ClassVar[int] = 1
     reads_encoder_blocks: ClassVar[bool] = False
+    uniform_blocks_only: ClassVar[bool] = False
     encoder_blocks: tuple[int, ...] = ()
 
     def __init__(self, config: Any) -> None:

@@ -105,6 +105,7 @@ class IbdConfig:
 class IbdDistiller(Distiller):
     name = "ibd"
     reads_encoder_blocks = True
+    uniform_blocks_only = True  # one width and grid for every level (ViT blocks)
     term_names = ("kd", "feat")
     min_batch_size = 2  # batch norm over the batch
 

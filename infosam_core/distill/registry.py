@@ -124,10 +124,15 @@ def make_distiller(
     cls = DISTILLERS[name].distiller_cls
     if cls.reads_encoder_blocks and not dims.encoder_depth:
         raise ValueError(
-            f"distiller {name!r} distils the outputs of the image encoder's ViT blocks (one width and one grid for "
-            "every block); this model's encoder has no such blocks (SAM2's Hiera: four stages of different widths "
-            "and grids; MobileSAM's TinyViT likewise). Choose a distiller that reads the image embedding, mask "
-            f"token or logits: {', '.join(single_level_distillers())}."
+            f"distiller {name!r} distils the outputs of the image encoder's blocks; this model's encoder "
+            f"({dims.encoder_name}, e.g. MobileSAM's TinyViT) gives none the trainer can capture. Choose a distiller "
+            f"that reads the image embedding, mask token or logits: {', '.join(single_level_distillers())}."
+        )
+    if cls.uniform_blocks_only and not dims.uniform_blocks:
+        raise ValueError(
+            f"distiller {name!r} needs encoder blocks of one width and one grid (ViT blocks: its modules relate "
+            f"every distilled level to every other); this model's encoder ({dims.encoder_name}) has stages of "
+            f"different widths and grids. Distillers that apply to it: {', '.join(distillers_for(dims))}."
         )
     return cls(config, dims, generator)
 
@@ -135,3 +140,14 @@ def make_distiller(
 def single_level_distillers() -> tuple[str, ...]:
     """The distillers that apply to any image encoder (they read no encoder block outputs)."""
     return tuple(n for n, spec in DISTILLERS.items() if not spec.distiller_cls.reads_encoder_blocks)
+
+
+def distillers_for(dims: ModelDims) -> tuple[str, ...]:
+    """The distillers that apply to a model of dimensions ``dims``: the single-level ones everywhere, the
+    block-reading ones where the encoder has blocks (and, for IBD / SemCKD, one width and grid)."""
+    return tuple(
+        n
+        for n, spec in DISTILLERS.items()
+        if not spec.distiller_cls.reads_encoder_blocks
+        or (dims.encoder_depth and (dims.uniform_blocks or not spec.distiller_cls.uniform_blocks_only))
+    )

@@ -10,15 +10,20 @@ by the hierarchical context loss (HCL).
                 (k = 1, 2, 3: weights 1, 0.5, 0.25, 0.125; pool_l = adaptive average pool to l x l)
     L_reviewkd = weight * sum over levels HCL(out_k, F_k^T)
 
-conv1x1 / conv3x3 have no bias and kaiming-uniform (a = 1) weights; mid width min(512, C) (reference).
+conv1x1 / conv3x3 have no bias and kaiming-uniform (a = 1) weights; one mid width for every level,
+min(512, widest level) (reference: ``mid_channel`` shared by the ABFs, so residuals pass between levels).
 Applied to SAM (choices): levels = the encoder blocks ``blocks`` (default "global": ViT-B 2, 5, 8, 11; tiny
-1, 3), student block k fused and compared with teacher block k (the detection version's layout: same
-channels and grid at every level); ``weight`` 1.0 (detection / ImageNet; the CIFAR scripts use 5.0).
+1, 3; SAM2's Hiera: its stage ends, tiny 0, 2, 9, 11), student block k fused and compared with teacher
+block k. On a ViT every level has the same channels and grid (the detection version's layout); on Hiera
+level k's ABF maps its own width to itself (96, 192, 384, 768 at tiny) and the residual from the deeper,
+coarser level is resized to level k's grid (nearest), as in the reference for CNN stages.
+``weight`` 1.0 (detection / ImageNet; the CIFAR scripts use 5.0).
 Warm-up: the reference (mdistiller) multiplies the weight by min(epoch / warmup_epochs, 1), epochs counted from
 1, with 20 warm-up epochs of a 240-epoch CIFAR schedule; ``warmup_epochs`` does the same and is 0 (no warm-up)
 by default, since 20 epochs would outlast the protocol's 10-epoch runs (``warmup_epochs=2``: half the weight
 in epoch 1, full from epoch 2).
-The ABF modules train with the PEFT parameters (ViT-B: about 3.9 M parameters per level).
+The ABF modules train with the PEFT parameters (ViT-B: about 3.9 M parameters per level; SAM2.1 Hiera-tiny
+stage ends: 7.39 M in all).
 """
 
 from __future__ import annotations
@@ -103,12 +108,14 @@ class ReviewkdDistiller(Distiller):
     def __init__(self, config: ReviewkdConfig, dims: ModelDims, generator: torch.Generator | None = None) -> None:
         super().__init__(config)
         self.encoder_blocks = dims.block_indices(config.blocks)
-        c = dims.encoder_dim
-        mid = min(512, c)
+        mid = min(512, max(dims.width(i) for i in self.encoder_blocks))  # shared: residuals pass between levels
         deepest = self.encoder_blocks[-1]
         # ordered deepest first, as they run
         self.fusions = nn.ModuleList(
-            [AttentionFusion(c, mid, c, fuse=i != deepest, generator=generator) for i in reversed(self.encoder_blocks)]
+            [
+                AttentionFusion(dims.width(i), mid, dims.width(i), fuse=i != deepest, generator=generator)
+                for i in reversed(self.encoder_blocks)
+            ]
         )
 
     def forward(self, inputs: DistillInputs) -> DistillLoss:

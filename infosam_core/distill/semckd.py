@@ -73,6 +73,7 @@ class SemckdConfig:
 class SemckdDistiller(Distiller):
     name = "semckd"
     reads_encoder_blocks = True
+    uniform_blocks_only = True  # one width and grid for every level (ViT blocks)
     term_names = ("feat", "kd")
 
     @classmethod

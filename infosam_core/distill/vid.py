@@ -11,10 +11,13 @@ of the teacher's features (constant 0.5 log 2 pi dropped):
 It can be negative (the log-variance term) and is not 0 when student == teacher (the regressor starts
 random); it lower-bounds -I(t; s) up to constants. Applied to SAM (choices; the paper only calls VID a
 multiple-layer paired method): the levels are the outputs of the image-encoder blocks ``blocks`` (default
-"global": ViT-B 2, 5, 8, 11; tiny 1, 3), student block k paired with teacher block k (both D channels, same
-size), plus the image embedding (256 channels) with ``embedding=true``. A block inside the student's frozen
+"global": ViT-B 2, 5, 8, 11; tiny 1, 3; SAM2's Hiera: its stage ends, tiny 0, 2, 9, 11), student block k
+paired with teacher block k (same channels, same grid), plus the image embedding (256 channels) with
+``embedding=true``. Each level's regressor is sized to its block's width (ViT: D everywhere; Hiera-tiny
+96, 192, 384, 768 on grids S/4 .. S/32). A block inside the student's frozen
 prefix (blocks 0-1 with ``adapter``) gives a target the student cannot move, but its regressor still trains.
-The regressors and variances train with the PEFT parameters (ViT-B: 1.77 M parameters per block level).
+The regressors and variances train with the PEFT parameters (ViT-B: 1.77 M parameters per block level;
+SAM2.1 Hiera-tiny stage ends: 2.35 M in all).
 """
 
 from __future__ import annotations
@@ -94,9 +97,11 @@ class VidDistiller(Distiller):
         if not config.init_var > 0:
             raise ValueError(f"vid: init_var must be > 0, got {config.init_var}")
         self.encoder_blocks = dims.block_indices(config.blocks)
-        d = dims.encoder_dim
         self.levels = nn.ModuleDict(
-            {str(i): VidLevel(d, d, config.init_var, generator=generator) for i in self.encoder_blocks}
+            {
+                str(i): VidLevel(dims.width(i), dims.width(i), config.init_var, generator=generator)
+                for i in self.encoder_blocks
+            }
         )
         if config.embedding:
             self.levels["embedding"] = VidLevel(dims.embed_dim, dims.embed_dim, config.init_var, generator=generator)

@@ -96,12 +96,17 @@ class MethodSpec:
         model = self.model or plan_model
         if model not in MODEL_TYPES:
             reasons.append(f"model type {model!r} not implemented yet")
-        elif (
-            self.distill in DISTILLERS
-            and DISTILLERS[self.distill].distiller_cls.reads_encoder_blocks
-            and not MODELS[model].vit_blocks
-        ):
-            reasons.append(f"distiller {self.distill!r} reads ViT block outputs, which {model}'s encoder does not have")
+        elif self.distill in DISTILLERS:
+            distiller = DISTILLERS[self.distill].distiller_cls
+            if distiller.reads_encoder_blocks and not MODELS[model].block_levels:
+                reasons.append(
+                    f"distiller {self.distill!r} reads encoder block outputs, which {model}'s encoder does not give"
+                )
+            elif distiller.uniform_blocks_only and not MODELS[model].vit_blocks:
+                reasons.append(
+                    f"distiller {self.distill!r} needs encoder blocks of one width and grid (ViT), which {model}'s "
+                    "encoder does not have"
+                )
         return "; ".join(reasons) or None
 
 

@@ -9,7 +9,11 @@ reads ``layers[1]``). Whoever runs the encoder captures those outputs and hands 
 (:class:`~infosam_core.training.encoder_cache.EncoderCache`) and :func:`encode_with_blocks` for one-off
 passes. Stock decoders declare nothing and get nothing.
 
-Output layouts: a ViT block gives (B, h, w, D); a TinyViT layer gives tokens (B, h*w, D) in row-major order
+The same capture hands multi-level distillers their block outputs in training
+(:class:`~infosam_core.training.encoder_cache.EncoderCache`), SAM2's Hiera blocks included
+(``trunk.blocks``: channels last (B, h, w, D) with D and h, w per stage).
+
+Output layouts: a ViT block (and a Hiera block) gives (B, h, w, D); a TinyViT layer gives tokens (B, h*w, D) in row-major order
 (after its patch-merging downsample), put on their square grid (B, h, w, D) here -- what sam-hq's TinyViT
 does with ``x.view(B, 64, 64, -1)`` -- so every captured output is channels last, (B, h, w, D), before the
 decoder's channels-first view.
@@ -18,6 +22,8 @@ decoder's channels-first view.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -29,10 +35,11 @@ def decoder_encoder_blocks(decoder: nn.Module) -> tuple[int, ...]:
 
 
 def feature_blocks(encoder: nn.Module) -> nn.ModuleList:
-    """The list a decoder's ``encoder_blocks`` index: ``encoder.blocks`` of a segment-anything ViT,
-    ``encoder.layers`` of a TinyViT (its stages). ValueError for other encoders (SAM2's Hiera)."""
-    for name in ("blocks", "layers"):
-        blocks = getattr(encoder, name, None)
+    """The list ``encoder_blocks`` index: ``encoder.blocks`` of a segment-anything ViT, ``encoder.layers`` of a
+    TinyViT (its stages), ``encoder.trunk.blocks`` of SAM2's image encoder (Hiera's blocks). ValueError for
+    other encoders."""
+    for owner, name in ((encoder, "blocks"), (encoder, "layers"), (getattr(encoder, "trunk", None), "blocks")):
+        blocks = getattr(owner, name, None)
         if isinstance(blocks, nn.ModuleList):
             return blocks
     raise ValueError(f"a {type(encoder).__name__} image encoder has no block list a decoder can read")
@@ -54,20 +61,31 @@ def encoder_block_outputs(
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """``encoder(x)`` and the outputs of ``feature_blocks(encoder)[i]`` for ``i`` in ``blocks``, channels last
     on their grid (B, h, w, D) (:func:`as_grid`), captured by forward hooks removed before returning."""
-    if not blocks:
-        return encoder(x), {}
+    with captured_block_outputs(encoder, blocks) as captured:
+        embedding = encoder(x)
+    return embedding, captured
+
+
+@contextmanager
+def captured_block_outputs(encoder: nn.Module, blocks: tuple[int, ...]) -> Iterator[dict[int, torch.Tensor]]:
+    """While open, every forward through ``feature_blocks(encoder)[i]`` (``i`` in ``blocks``) puts that block's
+    output, channels last on its grid (B, h, w, D) (:func:`as_grid`), in the dict it yields -- whatever runs the
+    encoder (its own forward, or a training backbone's ``encode``). No hooks when ``blocks`` is empty; the
+    captured outputs keep their autograd graph."""
     captured: dict[int, torch.Tensor] = {}
+    if not blocks:
+        yield captured
+        return
     block_list = feature_blocks(encoder)
     handles = [
         block_list[i].register_forward_hook(lambda _m, _a, out, i=i: captured.__setitem__(i, as_grid(out)))
         for i in blocks
     ]
     try:
-        embedding = encoder(x)
+        yield captured
     finally:
         for handle in handles:
             handle.remove()
-    return embedding, captured
 
 
 def encode_with_blocks(

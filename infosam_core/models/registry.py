@@ -46,8 +46,10 @@ from infosam_core.resources import BUNDLED_TINY_CHECKPOINT
 class ModelSpec:
     """One model type: ``title`` (shown in the app), its backbone ``family`` (which module builds it), the
     loader ``load(model_type, checkpoint or None) -> model``, the file used when no checkpoint is given
-    (None: random weights, with a warning) and ``vit_blocks``: whether the image encoder is a stack of ViT
-    blocks of one width and grid (what multi-level distillers read; not TinyViT, not Hiera)."""
+    (None: random weights, with a warning), ``block_levels``: whether the trainer captures the image encoder's
+    block outputs for multi-level distillers (VID, ReviewKD, ...: ViT blocks, Hiera's; not TinyViT's) and
+    ``vit_blocks``: whether those blocks all have one width and grid (a stack of ViT blocks, what IBD and
+    SemCKD need; not Hiera's stages)."""
 
     name: str
     title: str
@@ -55,6 +57,7 @@ class ModelSpec:
     load: Callable[[str, Path | None], Sam | Sam2Model]
     default_checkpoint: Path | None = None
     vit_blocks: bool = True
+    block_levels: bool = True
 
 
 def _sam2_title(name: str) -> str:
@@ -67,7 +70,9 @@ MODELS: dict[str, ModelSpec] = {
     "vit_b": ModelSpec("vit_b", "SAM ViT-B", "sam", load_segment_anything),
     "vit_l": ModelSpec("vit_l", "SAM ViT-L", "sam", load_segment_anything),
     "vit_h": ModelSpec("vit_h", "SAM ViT-H", "sam", load_segment_anything),
-    "vit_t": ModelSpec("vit_t", "MobileSAM (TinyViT)", "mobile_sam", load_mobile_sam, vit_blocks=False),
+    "vit_t": ModelSpec(
+        "vit_t", "MobileSAM (TinyViT)", "mobile_sam", load_mobile_sam, vit_blocks=False, block_levels=False
+    ),
     **{
         name: ModelSpec(name, _sam2_title(name), "sam2", load_sam2, vit_blocks=False)
         for name in SAM2_MODEL_TYPES  # sam2.1_hiera_tiny, ..., sam2_hiera_large

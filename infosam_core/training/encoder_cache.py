@@ -4,7 +4,10 @@ Model families differ behind :class:`~infosam_core.models.training_backbone.Trai
 is not a segment-anything ViT (MobileSAM's TinyViT, SAM2's Hiera) runs whole through its backbone's
 ``encode``, and its extra decoder inputs (SAM2's high-resolution features) are cached with the embedding;
 a TinyViT whose ``layers`` a decoder reads (HQ-SAM's on ``vit_t``) runs whole too, with those layers'
-outputs captured as a ViT's blocks are (:func:`~infosam_core.models.decoder_features.encoder_block_outputs`).
+outputs captured as a ViT's blocks are (:func:`~infosam_core.models.decoder_features.encoder_block_outputs`),
+and so are the Hiera blocks a multi-level distiller reads on SAM2 (its stage ends by default: forward hooks
+on ``trunk.blocks`` while the backbone's ``encode`` runs, so the high-resolution decoder features flow as
+without a distiller; the teacher's are cached with its embedding, the student's keep their gradient).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 import torch.utils.checkpoint
 from segment_anything.modeling import Sam
 
-from infosam_core.models.decoder_features import encoder_block_outputs
+from infosam_core.models.decoder_features import captured_block_outputs, encoder_block_outputs
 from infosam_core.models.training_backbone import ImageFeatures, TrainingBackbone, training_backbone_for
 from infosam_core.training.batches import Batch
 
@@ -177,6 +180,7 @@ class EncoderCache:
         self.decoder_blocks_t = tuple(getattr(self.teacher_backbone, "decoder_blocks", ())) if self.need_teacher else ()
         self.decoder_blocks_s = tuple(getattr(self.student_backbone, "decoder_blocks", ()))
         from_teacher = self.decoder_blocks_t + (self.decoder_blocks_s if self.student_frozen else ())
+        self.decoder_capture_t = from_teacher if self.need_teacher else ()
         self.capture_t = tuple(dict.fromkeys(self.blocks + from_teacher)) if self.need_teacher else ()
         self.capture_s = tuple(dict.fromkeys(self.blocks + self.decoder_blocks_s))
         self.depth = 0 if self.student_frozen or not enabled else frozen_prefix_depth(student.image_encoder)
@@ -230,13 +234,14 @@ class EncoderCache:
                     encoder, torch.stack([prefix_out[k] for k in need_t]), self.depth, False, self.capture_t, captured
                 )
                 teacher_out = dict(zip(need_t, t))
-        elif need_t and not _is_vit(encoder) and self.capture_t:  # TinyViT whose layers a decoder reads (HQ-SAM)
+        elif need_t and not _is_vit(encoder) and self.decoder_capture_t:  # TinyViT whose layers a decoder reads
             embedding, captured = encoder_block_outputs(
                 encoder, batch.images[[rows[k] for k in need_t]], self.capture_t
             )
             teacher_out = dict(zip(need_t, embedding))
-        elif need_t and not _is_vit(encoder):  # MobileSAM's TinyViT, SAM2's Hiera: run whole
-            encoded = self.teacher_backbone.encode(batch.images[[rows[k] for k in need_t]])
+        elif need_t and not _is_vit(encoder):  # MobileSAM's TinyViT, SAM2's Hiera: run whole (hooks: the blocks read)
+            with captured_block_outputs(encoder, self.capture_t) as captured:
+                encoded = self.teacher_backbone.encode(batch.images[[rows[k] for k in need_t]])
             teacher_out = dict(zip(need_t, encoded.unbind()))
         elif need_t:
             x = encoder_prefix(encoder, batch.images[[rows[k] for k in need_t]], 0)
@@ -286,10 +291,11 @@ class EncoderCache:
         if self.depth:
             h = torch.stack([prefix_out[k] if k in prefix_out else self.prefix_entries[k] for k in batch.keys])
             f_s = encoder_suffix(encoder, h, self.depth, self.checkpoint, self.capture_s, captured)
-        elif not _is_vit(encoder) and self.capture_s:  # TinyViT whose layers the decoder reads (HQ-SAM)
+        elif not _is_vit(encoder) and self.decoder_blocks_s:  # TinyViT whose layers the decoder reads (HQ-SAM)
             f_s, captured = encoder_block_outputs(encoder, batch.images, self.capture_s)
-        elif not _is_vit(encoder):  # MobileSAM's TinyViT, SAM2's Hiera: run whole (no block features)
-            encoded = self.student_backbone.encode(batch.images)
+        elif not _is_vit(encoder):  # MobileSAM's TinyViT, SAM2's Hiera: run whole (hooks: the distiller's blocks)
+            with captured_block_outputs(encoder, self.capture_s) as captured:
+                encoded = self.student_backbone.encode(batch.images)
             f_s, extra_s = encoded.embed, encoded.extra
         else:
             x = encoder_prefix(encoder, batch.images, 0)
