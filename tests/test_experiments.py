@@ -234,3 +234,25 @@ def test_gpus_spread_runs_over_workers_each_run_once(tmp_path, data_root, monkey
     assert "4/4 runs finished on GPUs 0,1" in printed
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 4 and not list((out / "runs").glob("*.claim"))
+
+
+@pytest.mark.parametrize(
+    "model, runnable",
+    [
+        ("tiny", {"vid", "reviewkd", "ibd", "semckd"}),
+        ("sam2.1_hiera_tiny", {"vid", "reviewkd"}),  # Hiera: levels = stage ends of different widths
+        ("sam2_hiera_base_plus", {"vid", "reviewkd"}),
+        ("vit_t", set()),  # TinyViT: no block outputs handed to distillers
+    ],
+)
+def test_block_distillers_are_marked_by_what_the_model_gives(model, runnable):
+    from infosam_core.experiments.plan import MethodSpec
+
+    for distill in ("vid", "reviewkd", "ibd", "semckd", "pkt"):
+        reason = MethodSpec(name="m", peft="adapter", distill=distill).missing(model)
+        if distill in runnable or distill == "pkt":
+            assert reason is None, (distill, reason)
+        elif model == "vit_t":
+            assert reason == f"distiller {distill!r} reads encoder block outputs, which vit_t's encoder does not give"
+        else:
+            assert "needs encoder blocks of one width and grid (ViT)" in reason

@@ -138,3 +138,13 @@ def test_infosam_training_step_on_mobile_sam(mobile):
     lora_b = [k for k in trained if k.endswith("qkv.lora_B")]
     assert len(lora_b) == 10 and any(trained[k].abs().sum() > 0 for k in lora_b)
     assert all(torch.equal(v, mobile.state_dict()[k]) for k, v in base_state.items())  # base untouched
+
+
+@pytest.mark.parametrize("distiller", ["vid", "reviewkd", "ibd", "semckd"])
+def test_block_distillers_are_refused_on_tinyvit(mobile, distiller):
+    from infosam_core.distill import ModelDims, make_distiller
+
+    dims = ModelDims.of(mobile)
+    assert dims.encoder_depth == 0 and dims.encoder_name == "TinyViT"
+    with pytest.raises(ValueError, match=f"distiller '{distiller}' distils the outputs.*TinyViT.*: infosam, logit"):
+        make_distiller(distiller, {}, dims)

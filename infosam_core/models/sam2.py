@@ -39,8 +39,9 @@ labelled 2 and 3 (plus SAM2's padding point), the decoder's ``predict_masks`` wi
 features and always mask output 0 (the ``dynamic_multimask_via_stability`` replacement is for interactive
 prediction only), and the token ``hs[:, 2]`` above. ``conv_s0`` / ``conv_s1`` belong to ``image_encoder``
 here and are not trained by ``train_decoder`` (they shape the cached features; a decoder-only student's
-features stay the teacher's). Hiera's blocks are what PEFT adapts (``image_encoder.trunk.blocks``); the
-distillers that read ViT block outputs do not apply (four stages of different widths and grids).
+features stay the teacher's). Hiera's blocks are what PEFT adapts (``image_encoder.trunk.blocks``); VID and ReviewKD
+distil their stage outputs (the last block of each stage, per-level widths), IBD and SemCKD (one width and grid
+for every level) do not apply.
 ``build_sam2_base(model_type, image_size=256)`` builds a smaller-input model for fast tests.
 """
 
