@@ -6,6 +6,7 @@ activation checkpointing (``grad_checkpoint=True``: the memory-saving setting fo
     python benchmarks/bench_train.py --models tiny --measure 6 --threads 1   # a CPU shared with other work
     python benchmarks/bench_train.py --models vit_b --device cuda --batch 4 --measure 10
     python benchmarks/bench_train.py --models tiny --distillers all --measure 4 --threads 1  # every distiller
+    python benchmarks/bench_train.py --models sam2.1_hiera_tiny@256 --distillers vid,reviewkd --threads 1
 
 ``--distillers all`` (or a comma-separated list) times plain PEFT and PEFT + each registered distiller (its
 default options; ``name:key=value`` for others, e.g. ``mobilesam:relation_module=true``) instead of the
@@ -74,17 +75,32 @@ def distiller_setting(spec: str, batch: int) -> dict:
     return dict(distill=name, distill_options=options, teacher_cache=True)
 
 
+def build_model(model: str):
+    """A random-init model: a SAM type (``vit_b``), or a SAM2 type at an input size (``sam2.1_hiera_tiny@256``:
+    ``build_sam2_base(..., image_size=256)``, the tests' fast SAM2; the config's 1024 without ``@``)."""
+    import warnings
+
+    from infosam_core.models.sam import build_sam
+    from infosam_core.models.sam2 import SAM2_MODEL_TYPES, Sam2Model, build_sam2_base
+
+    name, _, size = model.partition("@")
+    if name not in SAM2_MODEL_TYPES:
+        return build_sam(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Sam2Model(build_sam2_base(name, int(size) if size else None), name).eval()
+
+
 def run_one(model: str, setting: str, peft: str, batch: int, measure: int, device: str) -> dict:
     """One measurement in this process; returns the figures as a dict."""
     import torch
 
     from infosam_core.models.registry import load_sam
-    from infosam_core.models.sam import build_sam
     from infosam_core.training.config import TrainConfig
     from infosam_core.training.trainer import train
 
     torch.manual_seed(0)
-    sam = load_sam("tiny") if model == "tiny" else build_sam(model)
+    sam = load_sam("tiny") if model == "tiny" else build_model(model)
     samples = make_samples(batch)  # one step per epoch: epoch 1 warms the cache up
     fields = SETTINGS[setting] if setting in SETTINGS else distiller_setting(setting, batch)
     config = TrainConfig(peft=peft, batch_size=batch, epochs=1 + measure, hflip=False, device=device, seed=0, **fields)
@@ -175,7 +191,11 @@ def split_specs(text: str) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="tiny,vit_b", help="comma-separated: tiny, vit_b (random init), ...")
+    parser.add_argument(
+        "--models",
+        default="tiny,vit_b",
+        help="comma-separated: tiny, vit_b (random init), sam2.1_hiera_tiny@256 (SAM2, random init, input size)",
+    )
     parser.add_argument("--peft", default="adapter")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch", type=int, default=None, help="default: 4 for tiny / on CUDA, 2 for vit_b on CPU")
