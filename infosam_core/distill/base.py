@@ -60,9 +60,10 @@ class DistillInputs:
     gather: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda tensor: tensor, repr=False)
     _memo: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
-    # Image-encoder block outputs by block index, (B, D, h, w) channels first (D, h, w per block on Hiera), for the blocks the distiller
-    # lists in ``Distiller.encoder_blocks`` (empty otherwise); the teacher's carry no gradient. A block inside
-    # the student's frozen leading blocks gives the same tensor on both sides (no gradient either).
+    # Image-encoder block outputs by block index, (B, D, h, w) channels first (D, h, w per block on Hiera), for
+    # the blocks the distiller lists in ``Distiller.encoder_blocks`` (empty otherwise); the teacher's carry no
+    # gradient. A block inside the student's frozen leading blocks gives the same tensor on both sides (no
+    # gradient either).
     teacher_features: dict[int, torch.Tensor] = field(default_factory=dict)
     student_features: dict[int, torch.Tensor] = field(default_factory=dict)
     # Where training is: the optimiser step (0-based) and the epoch (1-based), for distillers that warm up
@@ -176,8 +177,9 @@ class ModelDims:
         return len(set(self.block_widths)) <= 1 and len(set(self.block_strides)) <= 1
 
     def block_indices(self, spec: Any) -> tuple[int, ...]:
-        """Resolve a ``blocks`` option: ``"global"`` (the global-attention blocks of a ViT; Hiera's stage ends), ``"all"``, an index, a list
-        of indices or a comma-separated string (``"2,5,8,11"``); negative indices count from the end."""
+        """Resolve a ``blocks`` option: ``"global"`` (the global-attention blocks of a ViT; Hiera's stage ends),
+        ``"all"``, an index, a list of indices or a comma-separated string (``"2,5,8,11"``); negative indices
+        count from the end."""
         if not self.encoder_depth:
             raise ValueError(
                 f"this image encoder ({self.encoder_name}) has no block outputs to distil: choose a single-level "

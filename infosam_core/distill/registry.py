@@ -125,8 +125,9 @@ def make_distiller(
     if cls.reads_encoder_blocks and not dims.encoder_depth:
         raise ValueError(
             f"distiller {name!r} distils the outputs of the image encoder's blocks; this model's encoder "
-            f"({dims.encoder_name}, e.g. MobileSAM's TinyViT) gives none the trainer can capture. Choose a distiller "
-            f"that reads the image embedding, mask token or logits: {', '.join(single_level_distillers())}."
+            f"({dims.encoder_name}) has no block outputs the trainer captures for distillers (ViT and SAM2's Hiera "
+            "do; MobileSAM's TinyViT does not). Choose a distiller that reads the image embedding, mask token or "
+            f"logits: {', '.join(single_level_distillers())}."
         )
     if cls.uniform_blocks_only and not dims.uniform_blocks:
         raise ValueError(

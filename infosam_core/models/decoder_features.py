@@ -13,10 +13,10 @@ The same capture hands multi-level distillers their block outputs in training
 (:class:`~infosam_core.training.encoder_cache.EncoderCache`), SAM2's Hiera blocks included
 (``trunk.blocks``: channels last (B, h, w, D) with D and h, w per stage).
 
-Output layouts: a ViT block (and a Hiera block) gives (B, h, w, D); a TinyViT layer gives tokens (B, h*w, D) in row-major order
-(after its patch-merging downsample), put on their square grid (B, h, w, D) here -- what sam-hq's TinyViT
-does with ``x.view(B, 64, 64, -1)`` -- so every captured output is channels last, (B, h, w, D), before the
-decoder's channels-first view.
+Output layouts: a ViT block (and a Hiera block) gives (B, h, w, D); a TinyViT layer gives tokens (B, h*w, D)
+in row-major order (after its patch-merging downsample), put on their square grid (B, h, w, D) here -- what
+sam-hq's TinyViT does with ``x.view(B, 64, 64, -1)`` -- so every captured output is channels last,
+(B, h, w, D), before the decoder's channels-first view.
 """
 
 from __future__ import annotations
