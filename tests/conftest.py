@@ -56,3 +56,25 @@ def studio(make_napari_viewer, tmp_path, monkeypatch, tiny_sam):
     widget = open_test_studio(make_napari_viewer(), tiny_sam, tmp_path)
     yield widget
     widget.cleanup()
+
+
+@pytest.fixture(scope="module")
+def ellipse_dataset(tmp_path_factory) -> Path:
+    """8 small images with one bright ellipse each, as an ``infosam train --data`` folder (images/, masks/)."""
+    import imageio.v3 as iio
+    import numpy as np
+    from skimage import draw
+
+    root = tmp_path_factory.mktemp("ddp_ds")
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for i in range(8):
+        image = rng.integers(0, 90, (48, 64, 3), dtype=np.uint8)
+        mask = np.zeros((48, 64), np.uint8)
+        rr, cc = draw.ellipse(24 + i % 3, 30 + i, 8 + i, 12, shape=mask.shape)
+        mask[rr, cc] = 255
+        image[mask > 0] += 140
+        iio.imwrite(root / "images" / f"im{i}.png", image)
+        iio.imwrite(root / "masks" / f"im{i}.png", mask)
+    return root

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from test_distributed import _adapter_tensors, _torchrun, _train_args
 from test_train import disc_samples
 
 from infosam_core.distill.registry import distiller_names
@@ -34,8 +31,6 @@ pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -129,50 +124,18 @@ def test_an_adapter_trained_on_the_gpu_predicts_the_same_on_the_cpu(tiny_sam, sa
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs one GPU per process: needs 2 GPUs")
-def test_torchrun_on_nccl_trains_like_one_process(tmp_path, samples):
+def test_torchrun_on_nccl_trains_like_one_process(tmp_path, ellipse_dataset):
     """`torchrun --nproc-per-node 2 infosam train --device cuda` (NCCL) ends with the adapter of the same
-    command in one process (decoder frozen, as in the gloo test of tests/test_distributed.py)."""
-    from PIL import Image
+    command in one process (the gloo test's command and data, tests/test_distributed.py, on the GPU)."""
     from safetensors.torch import load_file
 
     from infosam_core.cli import main
 
-    data = tmp_path / "data"
-    (data / "images").mkdir(parents=True)
-    (data / "masks").mkdir()
-    for sample in samples:
-        Image.fromarray(sample.image).save(data / "images" / f"{sample.name}.png")
-        Image.fromarray(sample.mask.astype(np.uint8) * 255).save(data / "masks" / f"{sample.name}.png")
-
-    def args(out: Path) -> list[str]:
-        return [
-            "train", "--data", str(data), "--peft", "adapter", "--peft-option", "train_decoder=false",
-            "--distill", "infosam", "--batch-size", "4", "--max-steps", "2", "--device", "cuda", "--no-bf16",
-            "--out", str(out),
-        ]  # fmt: skip
-
-    assert main(args(tmp_path / "one")) == 0
-    launcher = ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1"]
-    launcher += ["--master-port", "29533", "-m", "infosam_core"]
-    two = subprocess.run(
-        [sys.executable, *launcher, *args(tmp_path / "two")],
-        cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    assert main(_train_args(tmp_path / "one", ellipse_dataset, "cuda")) == 0
+    two = _torchrun(_train_args(tmp_path / "two", ellipse_dataset, "cuda"), timeout=600)
     assert two.returncode == 0, two.stdout + two.stderr
     assert "over 2 processes" in two.stdout
-    from infosam_core.peft.checkpoint import tensors_path_of
-
-    def tensors(out: Path) -> dict[str, torch.Tensor]:
-        import json
-
-        meta = json.loads((out / "adapter.json").read_text())
-        return load_file(tensors_path_of(out / "adapter.json", meta))
-
-    a, b = tensors(tmp_path / "one"), tensors(tmp_path / "two")
+    a, b = (load_file(_adapter_tensors(tmp_path / run)) for run in ("one", "two"))
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4, msg=key)

@@ -129,27 +129,8 @@ def test_prompts_and_flips_do_not_depend_on_the_split():
     assert context.shard([5, 2, 7, 1]) == [7, 1]
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    import imageio.v3 as iio  # here, not at the top: the spawned ranks import this module
-    from skimage import draw
-
-    root = tmp_path_factory.mktemp("ddp_ds")
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    for i in range(8):
-        image = rng.integers(0, 90, (48, 64, 3), dtype=np.uint8)
-        mask = np.zeros((48, 64), np.uint8)
-        rr, cc = draw.ellipse(24 + i % 3, 30 + i, 8 + i, 12, shape=mask.shape)
-        mask[rr, cc] = 255
-        image[mask > 0] += 140
-        iio.imwrite(root / "images" / f"im{i}.png", image)
-        iio.imwrite(root / "masks" / f"im{i}.png", mask)
-    return root
-
-
-def _train_args(out: Path, data: Path) -> list[str]:
+def _train_args(out: Path, data: Path, device: str = "cpu") -> list[str]:
+    """The compared command: adapter (decoder frozen) + InfoSAM, global batch 4, 2 steps, float32."""
     return [
         "train",
         "--data",
@@ -165,13 +146,24 @@ def _train_args(out: Path, data: Path) -> list[str]:
         "--max-steps",
         "2",
         "--device",
-        "cpu",
+        device,
+        "--no-bf16",
         "--out",
         str(out),
     ]
 
 
-def test_torchrun_two_processes_learn_the_one_process_adapter(dataset, tmp_path):
+def _torchrun(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node WORLD -m infosam_core ARGS`` from the repository, output captured."""
+    launcher = ["-m", "torch.distributed.run", "--nproc-per-node", str(WORLD), "--master-addr", "127.0.0.1"]
+    launcher += ["--master-port", str(_free_port()), "-m", "infosam_core"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, *launcher, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_torchrun_two_processes_learn_the_one_process_adapter(ellipse_dataset, tmp_path):
     """`torchrun --nproc-per-node 2 infosam train ... --batch-size 4` on gloo == the same command in one process.
 
     The decoder stays frozen here (train_decoder=false): the attention key biases have an exactly zero
@@ -182,18 +174,8 @@ def test_torchrun_two_processes_learn_the_one_process_adapter(dataset, tmp_path)
 
     from infosam_core.cli import main
 
-    assert main(_train_args(tmp_path / "one", dataset)) == 0  # one process: this one
-    launcher = ["-m", "torch.distributed.run", "--nproc-per-node", str(WORLD), "--master-addr", "127.0.0.1"]
-    launcher += ["--master-port", str(_free_port()), "-m", "infosam_core"]
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    two = subprocess.run(
-        [sys.executable, *launcher, *_train_args(tmp_path / "two", dataset)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    assert main(_train_args(tmp_path / "one", ellipse_dataset)) == 0  # one process: this one
+    two = _torchrun(_train_args(tmp_path / "two", ellipse_dataset))
     assert two.returncode == 0, two.stdout + two.stderr
     assert two.stdout.count("adapter -> ") == 1  # only rank 0 saves and prints
     assert "over 2 processes" in two.stdout
