@@ -127,7 +127,7 @@ def make_distiller(
             f"distiller {name!r} distils the outputs of the image encoder's blocks; this model's encoder "
             f"({dims.encoder_name}) has no block outputs the trainer captures for distillers (ViT and SAM2's Hiera "
             "do; MobileSAM's TinyViT does not). Choose a distiller that reads the image embedding, mask token or "
-            f"logits: {', '.join(single_level_distillers())}."
+            f"logits: {', '.join(distillers_for(dims))}."
         )
     if cls.uniform_blocks_only and not dims.uniform_blocks:
         raise ValueError(
@@ -136,11 +136,6 @@ def make_distiller(
             f"different widths and grids. Distillers that apply to it: {', '.join(distillers_for(dims))}."
         )
     return cls(config, dims, generator)
-
-
-def single_level_distillers() -> tuple[str, ...]:
-    """The distillers that apply to any image encoder (they read no encoder block outputs)."""
-    return tuple(n for n, spec in DISTILLERS.items() if not spec.distiller_cls.reads_encoder_blocks)
 
 
 def distillers_for(dims: ModelDims) -> tuple[str, ...]:
