@@ -26,9 +26,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file.")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: file is empty. Download or copy the checkpoint again.")
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
+    if _is_safetensors(path):
         return _check_finite(_load_safetensors(path), path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -58,9 +56,7 @@ def read_checkpoint_shapes(path: str | Path) -> dict[str, torch.Tensor] | None:
     try:
         if not path.is_file() or path.stat().st_size == 0:
             return None
-        with open(path, "rb") as f:
-            head = f.read(16)
-        if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
+        if _is_safetensors(path):
             from safetensors import safe_open
 
             with safe_open(str(path), "pt") as f:
@@ -68,16 +64,17 @@ def read_checkpoint_shapes(path: str | Path) -> dict[str, torch.Tensor] | None:
                 return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in names}
         if not zipfile.is_zipfile(path):
             return None
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        for key in ("model", "state_dict", "model_state_dict"):
-            if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-        if not isinstance(obj, Mapping):
-            return None
-        return {str(k): torch.empty(v.shape, device="meta") for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        tensors = _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True, mmap=True), path)
+        return {k: torch.empty(v.shape, device="meta") for k, v in tensors.items()}
     except Exception:  # noqa: BLE001 - unreadable this way: the full load reports the problem with the file's name
         return None
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A ``.safetensors`` name, or a file that starts as one does (an 8-byte header length, then JSON)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    return path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{")
 
 
 def _first_line(message: str, exc: BaseException) -> str:
