@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test lint format system-deps install bench pretrain model-card screenshots wheel clean
+.PHONY: run test test-fast lint format system-deps install bench pretrain model-card screenshots wheel clean
 
 system-deps:
 	@bash scripts/install_system_deps.sh
@@ -25,11 +25,17 @@ run: install
 test: install lint
 	$(PY) -m pytest
 
-# ruff (lint + format check) and the import contracts in pyproject.toml ([tool.importlinter])
+# the inner loop: no lint, no test marked slow (over ~3 s each: torchrun, full trainings, subprocesses, big
+# parity checks); under a third of `make test`'s time. `make test` runs every test.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+# ruff (lint + format check), the import contracts ([tool.importlinter]) and mypy on the core ([tool.mypy])
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

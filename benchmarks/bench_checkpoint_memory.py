@@ -20,9 +20,8 @@ from _report import add_json_argument, write_report
 
 
 def measure(model: str, batch: int, checkpoint: bool) -> tuple[float, float]:
-    from infosam_core.models.sam import build_sam
+    from infosam_core.models.sam import build_sam, encoder_prefix, encoder_suffix, frozen_prefix_depth
     from infosam_core.peft.registry import apply_peft
-    from infosam_core.training.encoder_cache import encoder_prefix, encoder_suffix, frozen_prefix_depth
 
     torch.manual_seed(0)
     sam = build_sam(model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -23,16 +24,9 @@ from infosam_app.loss_plot import TERM_LABELS, LossPlot
 from infosam_app.relation_overlay import RelationOverlay
 from infosam_app.session import Session
 from infosam_app.shortcuts import TOOLTIPS
+from infosam_app.state.method_choices import default_distiller, distill_choices, distill_term_names, method_choices
 from infosam_app.state.models import ModelInfo, device_name
-from infosam_app.training import (
-    DISTILL_DEFAULT,
-    METHOD_CHOICES,
-    MIN_OBJECTS,
-    RunSettings,
-    TrainingController,
-    distill_choices,
-    distill_term_names,
-)
+from infosam_app.training import MIN_OBJECTS, RunSettings, TrainingController
 
 
 def format_seconds(s: float | None) -> str:
@@ -43,7 +37,7 @@ def format_seconds(s: float | None) -> str:
 
 
 def _load_adapter_job(base_sam, path: str):
-    from infosam_core.peft.checkpoint import load_peft_checkpoint
+    from infosam_core.adapter_files.checkpoint import load_peft_checkpoint
 
     return load_peft_checkpoint(base_sam, path)
 
@@ -67,13 +61,13 @@ class AdaptPanel(QWidget):
         """Method, InfoSAM, low memory, epochs, time budget."""
         form = QFormLayout()
         self.method_combo = QComboBox()
-        for text, value in METHOD_CHOICES:
-            self.method_combo.addItem(text, value)
-        self.method_combo.setToolTip(TOOLTIPS["method"])
         self.distill_combo = QComboBox()  # InfoSAM (default), none, then the paper's baselines ("advanced")
-        for text, value in distill_choices():
-            self.distill_combo.addItem(text, value)
-        self.distill_combo.setCurrentIndex(self.distill_combo.findData(DISTILL_DEFAULT))
+        for combo, choices in ((self.method_combo, method_choices()), (self.distill_combo, distill_choices())):
+            for choice in choices:  # from the core's registries: a newly registered method shows up here
+                combo.addItem(choice.text, choice.name)
+                combo.setItemData(combo.count() - 1, choice.tooltip, Qt.ItemDataRole.ToolTipRole)
+        self.method_combo.setToolTip(TOOLTIPS["method"])
+        self.distill_combo.setCurrentIndex(self.distill_combo.findData(default_distiller()))
         self.distill_combo.setToolTip(TOOLTIPS["distill"])
         for combo in (self.method_combo, self.distill_combo):  # long entries must not widen the dock
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -181,7 +175,10 @@ class AdaptPanel(QWidget):
         session.tell(f"Loading adapter {Path(path).name} …")
 
         def ok(model):
-            method = getattr(getattr(model, "peft_state", None), "method", "adapter")
+            from infosam_core.peft.state import peft_state_of
+
+            state = peft_state_of(model)
+            method = state.method if state is not None else "adapter"
             info = ModelInfo(
                 f"{method} adapter ({Path(path).parent.name}/{Path(path).name})",
                 device_name(model),

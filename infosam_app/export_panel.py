@@ -1,7 +1,7 @@
 """Export: label images (TIFF / PNG) per image, COCO JSON of the project, the adapted model's adapter.
 
 Each action takes an explicit destination (tests, scripts) or asks with a file dialog. Writing happens in
-the core (:mod:`infosam_core.annotation.export`, :func:`infosam_core.peft.checkpoint.save_peft_checkpoint`), atomically.
+the core (:mod:`infosam_core.annotation.export`, :func:`infosam_core.adapter_files.checkpoint.save_peft_checkpoint`), atomically.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class ExportPanel(QWidget):
         return out
 
     def export_adapter(self, path: str | Path | None = None) -> Path | None:
-        from infosam_core.peft.checkpoint import save_peft_checkpoint
+        from infosam_core.adapter_files.checkpoint import save_peft_checkpoint
 
         session = self.session
         if not session.has_adapted:

@@ -6,9 +6,9 @@ prompt encoder and mask decoder run: milliseconds), and writes accepted objects 
 project (saved at once). It never computes embeddings: the session does that in the background and says
 when one is ready; prompts given before that are predicted as soon as it is.
 
-Candidates. One point alone is ambiguous: SAM's three multimask outputs are computed and the best-scoring
-one shown; with more prompts, the single-mask output is shown first. M cycles through all of them;
-the choice is saved with the object (``ObjectPrompts.candidate``: None = single output, k = multimask k).
+The state between two key presses (prompt history, mode, next label, candidate choice, decoder outputs, the
+refined object) is a Qt-free :class:`~infosam_app.state.prompts.PromptState`, where the candidate rules are
+written; this controller moves prompts between it and the napari layers, predicts and emits signals.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from infosam_app.layers import NEGATIVE_COLOR, POSITIVE_COLOR
 from infosam_app.objects import ObjectEditor
 from infosam_app.session import Session
 from infosam_app.shortcuts import SHORTCUTS
+from infosam_app.state.prompts import OutputKind, PromptMode, PromptState, candidate_text, prompts_from_layers
 from infosam_app.workers import gui_torch_threads
 from infosam_core.annotation.records import AnnotatedObject, ObjectPrompts
 
@@ -37,15 +38,7 @@ class PromptController(QObject):
         super().__init__(parent)
         self.session = session
         self.layers = session.layers
-        self.mode = "points"  # or "box"
-        self.next_label = 1  # 1 positive, 0 negative
-        self.candidate: int | None = None
-        self._auto_candidate = True  # False once the user picked a candidate (M) or refines a saved one
-        self.refine_id: int | None = None
-        self._history: list[ObjectPrompts] = []  # prompt states after each change (undo restores the previous)
-        self._outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # "single"/"multi" -> (masks, scores)
-        self._outputs_tag: tuple | None = None  # (predictor, embedding) the outputs were computed with
-        self._mask: np.ndarray | None = None
+        self.state = PromptState()
         self.objects = ObjectEditor(session)
         self._updating = False
         self._bound_viewer_keys: list[str] = []
@@ -54,6 +47,31 @@ class PromptController(QObject):
         session.embedding_changed.connect(self._on_embedding_changed)
         session.model_changed.connect(self._on_model_changed)
         self._bind_viewer_keys()
+
+    # ------------------------------------------------------------------------------------------ state views
+    @property
+    def mode(self) -> PromptMode:
+        """The prompt mode: "points" or "box"."""
+        return self.state.mode
+
+    @property
+    def next_label(self) -> int:
+        """The label of the next point: 1 positive, 0 negative."""
+        return self.state.next_label
+
+    @property
+    def candidate(self) -> int | None:
+        """The candidate shown: None = the single-mask output, k = multimask output k."""
+        return self.state.candidate
+
+    @property
+    def refine_id(self) -> int | None:
+        """The accepted object an accept replaces (None: an accept adds a new object)."""
+        return self.state.refine_id
+
+    @refine_id.setter
+    def refine_id(self, value: int | None) -> None:
+        self.state.refine_id = value
 
     # ------------------------------------------------------------------------------------------ wiring
     def _actions(self) -> dict[str, Callable[[], object]]:
@@ -101,26 +119,15 @@ class PromptController(QObject):
     # ------------------------------------------------------------------------------------------ prompts
     def current_prompts(self) -> ObjectPrompts:
         """The prompts on the layers, in SAM's (x, y) pixel convention, clipped to the image."""
-        points: list[list[float]] = []
-        box = None
         shape = self.session.rgb.shape[:2] if self.session.rgb is not None else None
+        points, labels = np.empty((0, 2)), None
         pl = self.layers.points
         if self.layers.alive(pl) and len(pl.data):
-            labels = pl.features["label"].to_numpy() if "label" in pl.features else np.ones(len(pl.data), int)
-            for (r, c), lab in zip(np.asarray(pl.data)[:, -2:], labels):
-                if shape is not None and not (0 <= r < shape[0] and 0 <= c < shape[1]):
-                    continue
-                points.append([float(c), float(r), int(lab)])
+            points = np.asarray(pl.data)
+            labels = pl.features["label"].to_numpy() if "label" in pl.features else None
         bl = self.layers.box
-        if self.layers.alive(bl) and len(bl.data):
-            v = np.asarray(bl.data[-1])[:, -2:]
-            (r0, c0), (r1, c1) = v.min(axis=0), v.max(axis=0)
-            if shape is not None:
-                r0, r1 = np.clip([r0, r1], 0, shape[0] - 1)
-                c0, c1 = np.clip([c0, c1], 0, shape[1] - 1)
-            if r1 > r0 and c1 > c0:
-                box = [float(c0), float(r0), float(c1), float(r1)]
-        return ObjectPrompts(points=points, box=box, candidate=self.candidate)
+        box = np.asarray(bl.data[-1]) if self.layers.alive(bl) and len(bl.data) else None
+        return prompts_from_layers(points, labels, box, shape, candidate=self.candidate)
 
     @property
     def prompt_count(self) -> int:
@@ -249,17 +256,11 @@ class PromptController(QObject):
 
     def _prompts_changed(self, record: bool = True, candidate: int | None = None, keep_candidate: bool = False) -> None:
         prompts = self.current_prompts()
-        if record and (not self._history or not _same(self._history[-1], prompts)):
-            self._history.append(prompts)
-        self._outputs.clear()
-        self._auto_candidate = not keep_candidate
-        self.candidate = candidate if keep_candidate else self._default_candidate(prompts)
+        if keep_candidate:
+            prompts.candidate = candidate
+        self.state.prompts_changed(prompts, record=record, keep_candidate=keep_candidate)
         self.predict()
         self.state_changed.emit()
-
-    @staticmethod
-    def _default_candidate(prompts: ObjectPrompts) -> int | None:
-        return -1 if (len(prompts.points) == 1 and prompts.box is None) else None  # -1: best-scoring
 
     # ------------------------------------------------------------------------------------------ predict
     def predict(self) -> np.ndarray | None:
@@ -272,43 +273,34 @@ class PromptController(QObject):
         if not session.embedding_ready:
             session.tell("Prompts noted; the mask appears when the image embedding is ready ...")
             return None
-        if self._auto_candidate:  # the best-scoring candidate of *this* model (matters after a model switch)
-            self.candidate = self._default_candidate(prompts)
         try:
-            multi = self.candidate is not None
-            masks, scores = self._output("multi" if multi else "single", prompts)
-            if multi:
-                if self.candidate == -1:
-                    self.candidate = int(np.argmax(scores))
-                mask = masks[min(self.candidate, len(masks) - 1)]  # HQ-SAM gives one mask, not three
-            else:
-                mask = masks[0]
+            masks, scores = self._output(self.state.output_kind(prompts), prompts)
+            mask = self.state.pick_mask(masks, scores)
         except Exception as exc:  # noqa: BLE001 - a bad prompt or model must not break the app
             session.fail(f"Prediction failed: {exc}")
             return None
         self._show(mask)
         return mask
 
-    def _output(self, kind: str, prompts: ObjectPrompts) -> tuple[np.ndarray, np.ndarray]:
+    def _output(self, kind: OutputKind, prompts: ObjectPrompts) -> tuple[np.ndarray, np.ndarray]:
         predictor = self.session.predictor
         embedding = predictor.embedding
         tag = (id(predictor), embedding.key if embedding is not None else None)
-        if tag != self._outputs_tag:  # another model or image since: the cached outputs are stale
-            self._outputs.clear()
-            self._outputs_tag = tag
-        if kind not in self._outputs:
-            with gui_torch_threads():
-                masks, scores, _ = self.session.predictor.predict(
-                    point_coords=prompts.point_coords(),
-                    point_labels=prompts.point_labels(),
-                    box=prompts.box_array(),
-                    multimask_output=(kind == "multi"),
-                )
-            self._outputs[kind] = (masks, scores)
-        return self._outputs[kind]
+        cached = self.state.cached_output(kind, tag)
+        if cached is not None:
+            return cached
+        with gui_torch_threads():
+            masks, scores, _ = predictor.predict(
+                point_coords=prompts.point_coords(),
+                point_labels=prompts.point_labels(),
+                box=prompts.box_array(),
+                multimask_output=(kind == "multi"),
+            )
+        self.state.store_output(kind, masks, scores)
+        return masks, scores
 
     def _show(self, mask: np.ndarray | None) -> None:
-        self._mask = mask
+        self.state.mask = mask
         shape = self.session.rgb.shape[:2] if self.session.rgb is not None else None
         self.layers.set_preview(mask, shape)
         self.mask_shown.emit()
@@ -316,32 +308,25 @@ class PromptController(QObject):
     @property
     def mask(self) -> np.ndarray | None:
         """The mask shown in the preview (bool H x W) or None."""
-        return self._mask
+        return self.state.mask
 
     def next_candidate(self) -> None:
         """Cycle SAM's candidates: single output (when prompts are several), then multimask 0, 1, 2."""
-        prompts = self.current_prompts()
-        if prompts.empty:
+        if not self.state.next_candidate(self.current_prompts()):
             return
-        order: list[int | None] = [0, 1, 2] if self._default_candidate(prompts) == -1 else [None, 0, 1, 2]
-        current = self.candidate if self.candidate in order else order[0]
-        self.candidate = order[(order.index(current) + 1) % len(order)]
-        self._auto_candidate = False
         self.predict()
         self.state_changed.emit()
-        self.session.tell(f"Candidate mask: {'single output' if self.candidate is None else self.candidate + 1}")
+        self.session.tell(f"Candidate mask: {candidate_text(self.candidate)}")
 
     # ------------------------------------------------------------------------------------------ commands
     def toggle_label(self) -> None:
-        self.next_label = 0 if self.next_label else 1
+        self.state.toggle_label()
         self._apply_label_default()
         self.state_changed.emit()
         self.session.tell(f"Next point: {'positive' if self.next_label else 'negative'}")
 
     def set_mode(self, mode: str) -> None:
-        if mode not in ("points", "box"):
-            raise ValueError(mode)
-        self.mode = mode
+        self.state.set_mode(mode)
         layer = self.layers.points if mode == "points" else self.layers.box
         if layer is not None:
             self.session.viewer.layers.selection.active = layer
@@ -353,21 +338,19 @@ class PromptController(QObject):
 
     def clear(self) -> None:
         """Remove every prompt and leave refine mode (accepted objects stay)."""
-        self.refine_id = None
-        self._history.clear()
+        self.state.clear()
         self._write_layers(ObjectPrompts())
-        self._outputs.clear()
-        self.candidate = None
         self._show(None)
         self.state_changed.emit()
 
     def accept(self) -> AnnotatedObject | None:
         """Save the previewed mask as a new object (or as the refined object's new shape); saved at once."""
-        if self._mask is None or self.session.key is None:
+        pending = self.state.pending_accept(self.current_prompts())
+        if pending is None or self.session.key is None:
             self.session.tell("Nothing to accept: add a prompt first.")
             return None
-        replaced = self.refine_id is not None
-        obj = self.objects.accept(self._mask, self.current_prompts(), replace_id=self.refine_id)
+        replaced = pending.replace_id is not None
+        obj = self.objects.accept(pending.mask, pending.prompts, replace_id=pending.replace_id)
         if obj is None:
             return None
         self.clear()
@@ -376,12 +359,9 @@ class PromptController(QObject):
 
     def undo(self) -> None:
         """Undo the last prompt; with no prompt left, undo the last object change on this image."""
-        if self._history:
-            self._history.pop()
-            previous = self._history[-1] if self._history else ObjectPrompts()
+        previous = self.state.undo()
+        if previous is not None:
             self._write_layers(previous)
-            self._outputs.clear()
-            self._auto_candidate = True
             self.predict()
             self.state_changed.emit()
             return
@@ -429,12 +409,8 @@ class PromptController(QObject):
 
     # ------------------------------------------------------------------------------------------ session events
     def _on_image_changed(self, _index: int) -> None:
-        self.refine_id = None
-        self._history.clear()
+        self.state.reset_for_image()
         self._write_layers(ObjectPrompts())
-        self._outputs.clear()
-        self._mask = None
-        self.candidate = None
         layer = self.layers.points if self.mode == "points" else self.layers.box
         if self.session.viewer.layers.selection.active is not layer:
             self.set_mode(self.mode)
@@ -447,7 +423,3 @@ class PromptController(QObject):
     def _on_model_changed(self) -> None:
         if self.session.embedding_ready:
             self.predict()  # otherwise the preview is redone when the new model's embedding is ready
-
-
-def _same(a: ObjectPrompts, b: ObjectPrompts) -> bool:
-    return a.points == b.points and a.box == b.box

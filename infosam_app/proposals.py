@@ -11,23 +11,23 @@
 * :meth:`suggest_next` ranks the images without objects by the model's uncertainty on them
   (:attr:`AutomaticResult.uncertainty`, from a coarser grid) so the user annotates where it is weakest.
 
-Accepted proposals are objects like any other, so "Adapt" learns from them.
+Accepted proposals are objects like any other, so "Adapt" learns from them. The bookkeeping is Qt-free:
+:class:`~infosam_app.state.proposal_review.ProposalReview` (the proposals still shown) and
+:class:`~infosam_app.state.ranking.UncertaintyRanking` (the ranking and its ★ ranks); this controller runs the
+background tasks, draws the layer and tells the user.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 from qtpy.QtCore import QObject, Signal
 
 from infosam_app.prompting import PromptController
 from infosam_app.session import Session
-from infosam_app.state.images import read_image_pair
-from infosam_core.annotation.records import ObjectPrompts
+from infosam_app.state.proposal_review import ProposalReview, label_at, proposal_prompts
+from infosam_app.state.ranking import SUGGEST_POINTS_PER_SIDE, UncertaintyRanking, images_to_rank, rank_images
 from infosam_core.inference.automatic import AutomaticConfig, Proposal, segment_all
-
-SUGGEST_POINTS_PER_SIDE = 8  # ranking images needs the uncertainty only: a coarse grid is enough
 
 
 class ProposalController(QObject):
@@ -42,15 +42,30 @@ class ProposalController(QObject):
         self.session = session
         self.prompts = prompts
         self.objects = prompts.objects
-        self.proposals: list[Proposal] = []
-        self.key: str | None = None  # the image the proposals belong to
-        self.uncertainty: dict[str, float] = {}  # image key -> uncertainty (higher: annotate first)
+        self.review = ProposalReview()
+        self.ranking = UncertaintyRanking()
         self.propose_on_open = False
         self.task = None
         self.suggest_task = None
         self.layer = None
         session.image_changed.connect(self._on_image_changed)
         session.embedding_changed.connect(self._on_embedding_changed)
+
+    # ------------------------------------------------------------------------------------------ state views
+    @property
+    def proposals(self) -> list[Proposal]:
+        """The proposals still shown (in the model's order)."""
+        return self.review.proposals
+
+    @property
+    def key(self) -> str | None:
+        """The image the proposals belong to."""
+        return self.review.key
+
+    @property
+    def uncertainty(self) -> dict[str, float]:
+        """Image key -> the model's uncertainty there (higher: annotate first)."""
+        return self.ranking.uncertainty
 
     # ------------------------------------------------------------------------------------------ config
     def config(self) -> AutomaticConfig:
@@ -81,9 +96,8 @@ class ProposalController(QObject):
             self._finish()
             if s.key != key:
                 return
-            self.key = key
-            self.uncertainty[key] = result.uncertainty
-            self.set_proposals(result.proposals)
+            self.ranking.record(key, result.uncertainty)
+            self.set_proposals(result.proposals, key)
             s.tell(
                 f"{len(result.proposals)} proposals (uncertainty {result.uncertainty:.2f}): Accept all, click one "
                 "on the 'proposals' layer to reject it, or Refine it."
@@ -107,8 +121,9 @@ class ProposalController(QObject):
         self.running_changed.emit(False)
 
     # ------------------------------------------------------------------------------------------ the layer
-    def set_proposals(self, proposals: list[Proposal]) -> None:
-        self.proposals = list(proposals)
+    def set_proposals(self, proposals: list[Proposal], key: str | None = None) -> None:
+        """Show ``proposals`` (of image ``key`` when given)."""
+        self.review.set(proposals, key)
         self._show()
         self.proposals_changed.emit()
 
@@ -116,17 +131,12 @@ class ProposalController(QObject):
         shape = self.session.rgb.shape[:2] if self.session.rgb is not None else None
         if shape is None:
             return
-        labels = np.zeros(shape, np.uint16)
-        order = sorted(range(len(self.proposals)), key=lambda i: self.proposals[i].predicted_iou)
-        for i in order:  # the better-scored proposal on top where two overlap
-            labels[self.proposals[i].mask] = i + 1
-        self.layer = self.session.layers.set_proposals(labels)
+        self.layer = self.session.layers.set_proposals(self.review.label_image(shape))
         if self.layer is not None and self._on_click not in self.layer.mouse_drag_callbacks:
             self.layer.mouse_drag_callbacks.append(self._on_click)
 
     def clear(self) -> None:
-        self.proposals = []
-        self.key = None
+        self.review.clear()
         self._show()
         self.proposals_changed.emit()
 
@@ -134,12 +144,7 @@ class ProposalController(QObject):
         """The proposal shown at pixel (x, y), if any."""
         if self.layer is None:
             return None
-        row, col = int(round(y)), int(round(x))
-        data = self.layer.data
-        if not (0 <= row < data.shape[0] and 0 <= col < data.shape[1]):
-            return None
-        value = int(data[row, col])
-        return value - 1 if value else None
+        return label_at(self.layer.data, x, y)
 
     def _on_click(self, layer, event) -> None:
         row, col = layer.world_to_data(event.position)[-2:]
@@ -149,9 +154,8 @@ class ProposalController(QObject):
 
     # ------------------------------------------------------------------------------------------ review
     def reject(self, index: int) -> bool:
-        if not 0 <= index < len(self.proposals):
+        if not self.review.reject(index):
             return False
-        del self.proposals[index]
         self._show()
         self.proposals_changed.emit()
         self.session.tell(f"Proposal rejected; {len(self.proposals)} left.")
@@ -159,10 +163,10 @@ class ProposalController(QObject):
 
     def accept_all(self) -> list:
         """Save every proposal shown as an object (best-scored first; one undo step); returns the objects."""
-        if not self.proposals or self.session.key != self.key:
+        if not self.review.acceptable_for(self.session.key):
             self.session.tell("No proposals to accept: use Segment all first.")
             return []
-        items = [(p.mask, _prompts(p)) for p in self.proposals]
+        items = self.review.items()
         objects = self.objects.accept_many(items)
         skipped = len(items) - len(objects)
         self.clear()
@@ -176,13 +180,13 @@ class ProposalController(QObject):
     def refine(self, index: int) -> bool:
         """Take proposal ``index`` off the layer and into the prompt controller (its grid point as the
         prompt): add points, then Enter accepts it as an object."""
-        if not 0 <= index < len(self.proposals):
+        proposal = self.review.take(index)
+        if proposal is None:
             return False
-        proposal = self.proposals.pop(index)
         self._show()
         self.proposals_changed.emit()
         self.prompts.clear()
-        self.prompts.set_prompts(_prompts(proposal))
+        self.prompts.set_prompts(proposal_prompts(proposal))
         self.session.tell("Refining a proposal: add points (right-click: background), Enter accepts it.")
         return True
 
@@ -197,31 +201,16 @@ class ProposalController(QObject):
         if self.suggest_task is not None:
             return False
         counts = project.object_counts()
-        todo = []
-        for entry in project.images:
-            if counts.get(entry.key, 0):
-                continue
-            try:
-                todo.append((entry.key, project.image_path(entry)))
-            except Exception:  # noqa: BLE001 - a missing file is simply not ranked
-                continue
+        todo = images_to_rank(project, counts)
         config = replace(self.config(), points_per_side=SUGGEST_POINTS_PER_SIDE)
         fork = predictor.fork()
 
         def work(should_stop, report):
-            scores = {}
-            for done, (key, path) in enumerate(todo, start=1):
-                if should_stop():
-                    break
-                rgb = read_image_pair(path)[1]
-                scores[key] = segment_all(fork, rgb, config).uncertainty
-                report((done, len(todo)))
-            return scores
+            return rank_images(fork, todo, config, should_stop=should_stop, report=report)
 
         def finished(scores):
             self.suggest_task = None
-            self.uncertainty = {k: v for k, v in self.uncertainty.items() if not counts.get(k, 0)}
-            self.uncertainty.update(scores)
+            self.ranking.update(scores, counts)
             self.suggestions_changed.emit()
             best = self.suggested()
             s.tell(f"Suggested next: {best[0][0] if best else 'none'} (the model is least sure there).")
@@ -242,27 +231,17 @@ class ProposalController(QObject):
 
     def suggested(self) -> list[tuple[str, float]]:
         """(image name, uncertainty) of the images without objects, most uncertain first."""
-        project = self.session.project
-        if project is None:
-            return []
-        counts = project.object_counts()
-        ranked = [(e, self.uncertainty[e.key]) for e in project.images if e.key in self.uncertainty]
-        ranked = [(e.name, u) for e, u in ranked if not counts.get(e.key, 0)]
-        return sorted(ranked, key=lambda item: -item[1])
+        return self.ranking.suggested(self.session.project)
 
     def rank_of(self, key: str) -> int | None:
         """1 for the most uncertain image without objects (None: not ranked or annotated)."""
-        project = self.session.project
-        names = [name for name, _ in self.suggested()]
-        entry = next((e for e in project.images if e.key == key), None) if project else None
-        return names.index(entry.name) + 1 if entry is not None and entry.name in names else None
+        return self.ranking.rank_of(self.session.project, key)
 
     def show_suggested(self) -> bool:
-        project, best = self.session.project, self.suggested()
-        if not best:
+        index = self.ranking.best_index(self.session.project)
+        if index is None:
             self.session.tell("No suggestion yet: use Suggest next.")
             return False
-        index = next(i for i, e in enumerate(project.images) if e.name == best[0][0])
         self.session.show_image(index)
         return True
 
@@ -270,8 +249,8 @@ class ProposalController(QObject):
     def _on_image_changed(self, _index: int) -> None:
         if self.task is not None:
             self.task.cancel()
-        if self.proposals or self.key is not None:
-            self.proposals, self.key = [], None
+        if not self.review.empty:
+            self.review.clear()
             self._show()
             self.proposals_changed.emit()
 
@@ -287,8 +266,3 @@ class ProposalController(QObject):
             and not s.project.object_count(s.key)
         ):
             self.segment_all()
-
-
-def _prompts(proposal: Proposal) -> ObjectPrompts:
-    x, y = proposal.point
-    return ObjectPrompts(points=[[float(x), float(y), 1]])

@@ -29,7 +29,7 @@ from infosam_app.state.models import (
     origin_label,
 )
 from infosam_app.state.navigation import Navigation
-from infosam_app.workers import TaskRunner
+from infosam_app.workers import TaskKind, TaskRunner
 from infosam_core.annotation.project import Project, ProjectError, default_projects_dir
 
 __all__ = ["ModelInfo", "Session", "device_name"]
@@ -337,7 +337,7 @@ class Session(QObject):
         self, model_type: str = "tiny", checkpoint: str | None = None, on_done: Callable[[bool], None] | None = None
     ) -> None:
         """Load SAM in the background; on success it becomes the base model (an adapted model is dropped)."""
-        if any(t.name == "train" for t in self.tasks.running):
+        if self.tasks.is_running(TaskKind.TRAINING):
             self.fail("An adaptation run uses the current model: wait for it to end (or cancel it) first.")
             if on_done:
                 on_done(False)

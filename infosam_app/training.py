@@ -1,8 +1,9 @@
-"""'Adapt to my data': runs :func:`infosam_core.training.trainer.train` on the accepted objects in a background thread.
+"""'Adapt to my data': runs :func:`infosam_core.training.runs.train_and_save` on the accepted objects in a background
+thread.
 
 Every accepted object becomes one sample (its image, the binary mask of that object). The run writes into
-the project folder (``adapters/<run>/``: the adapter via :func:`infosam_core.peft.checkpoint.save_peft_checkpoint`
-and ``history.json``). When it ends -- finished, cancelled (the best adapter so far is kept) or stopped by
+the project folder (``adapters/<run>/``: ``adapter.json`` + its tensors file and ``history.json``, as every
+saved run). When it ends -- finished, cancelled (the best adapter so far is kept) or stopped by
 the time budget -- the student is hot-swapped into the session as the ``adapted`` model. Errors (NaN,
 out of memory, bad data) are reported and the previous model stays in use. ``continue_run`` trains the
 last adapter further.
@@ -19,56 +20,20 @@ import numpy as np
 from qtpy.QtCore import QObject, Signal
 
 from infosam_app.session import Session
+from infosam_app.state import gc_policy
+from infosam_app.state.method_choices import default_distiller, distill_label
 from infosam_app.state.models import ModelInfo, device_name
+from infosam_app.workers import TaskKind
 from infosam_core.annotation.training_samples import ObjectSource, snapshot_objects
-from infosam_core.io.atomic import write_json_atomic
 
-METHOD_CHOICES = [  # (shown, infosam_core.peft.registry name): every registered method, the paper's setup first
-    ("Adapter", "adapter"),
-    ("LoRA", "lora"),
-    ("BitFit", "bitfit"),
-    ("AdaptFormer", "adaptformer"),
-    ("Decoder-only", "decoder"),
-    ("SU-SAM", "su_sam"),
-    ("ConvLoRA", "convlora"),
-    ("HQ-SAM", "hq_sam"),
-]
-DISTILL_DEFAULT = "infosam"  # the recommended distiller; the rest of the registry is an "advanced" choice
 MIN_OBJECTS = 2
 MAX_VAL_SAMPLES = 16  # the best epoch is chosen on (at most) this many of the user's objects
-
-
-def distill_label(name: str) -> str:
-    """' + InfoSAM', ' + vid', ... for messages and model labels; '' without distillation."""
-    return {"none": "", "infosam": " + InfoSAM"}.get(name, f" + {name}")
-
-
-def distill_choices() -> list[tuple[str, str]]:
-    """(shown, name) for the distillation combo: InfoSAM (recommended), none, then the other registered
-    distillers as advanced choices (the paper's baselines), each with its one-line description."""
-    from infosam_core.distill.registry import DISTILLERS
-
-    choices = [("InfoSAM (recommended)", DISTILL_DEFAULT), ("None (plain PEFT)", "none")]
-    choices += [
-        (f"Advanced: {n} \u2013 {spec.description}", n) for n, spec in DISTILLERS.items() if n != DISTILL_DEFAULT
-    ]
-    return choices
-
-
-def distill_term_names(name: str) -> tuple[str, ...]:
-    """The loss terms the distiller ``name`` reports with its default options (for the loss plot)."""
-    from infosam_core.distill.registry import DISTILLERS
-
-    spec = DISTILLERS.get(name)
-    if spec is None:
-        return ()
-    return tuple(spec.distiller_cls.term_names)
 
 
 @dataclass
 class RunSettings:
     method: str = "adapter"
-    distill: str = DISTILL_DEFAULT  # a name of infosam_core.distill.registry.distiller_names()
+    distill: str = dataclasses.field(default_factory=default_distiller)  # one of distiller_names(); InfoSAM
     epochs: int = 30
     time_budget_s: float | None = None
     max_steps: int | None = None
@@ -80,9 +45,7 @@ class RunSettings:
 
 def _train_job(sources, config, base_sam, init_model, run_dir: Path, report, should_stop):
     from infosam_core.annotation.training_samples import build_samples
-    from infosam_core.peft.checkpoint import save_peft_checkpoint
-    from infosam_core.training.results import TrainingError
-    from infosam_core.training.trainer import train
+    from infosam_core.training.runs import train_and_save
 
     samples = build_samples(sources)
     if len(samples) < MIN_OBJECTS:
@@ -90,57 +53,21 @@ def _train_job(sources, config, base_sam, init_model, run_dir: Path, report, sho
     config.batch_size = max(2, min(config.batch_size, len(samples)))
     rng = np.random.default_rng(config.seed)
     val = [samples[i] for i in sorted(rng.permutation(len(samples))[:MAX_VAL_SAMPLES])]
-    import gc
-
-    hold_gc = gc.get_freeze_count() > 0 and gc.isenabled()  # only where the app manages the GC (StudioWidget)
-    if hold_gc:
-        gc.disable()  # setting up (copying the model, resizing samples) makes many objects: no full pass now
-    try:
-        result = train(
+    # the set-up (copying the model, resizing samples) makes many objects: no full GC pass until the first step
+    with gc_policy.hold_collections() as gc_hold:  # a failed run keeps its last good weights: RunFailedError
+        saved = train_and_save(
             config,
             base_sam,
             samples,
-            progress=_freezing_gc_once(report),
+            run_dir,
+            facts={"n_samples": len(samples)},
+            progress=gc_hold.release_before(report),
             should_stop=should_stop,
             val_samples=val,
             init_model=init_model,
         )
-    except TrainingError as exc:  # keep the last good weights on disk, then report the error
-        if exc.result is not None and exc.result.steps > 0:
-            exc.adapter_path = _save(exc.result, run_dir, save_peft_checkpoint, len(samples), error=str(exc))
-        raise
-    finally:
-        if hold_gc:
-            gc.enable()
-    adapter_path = _save(result, run_dir, save_peft_checkpoint, len(samples))
-    return result, adapter_path
-
-
-def _freezing_gc_once(report):
-    """At the first step, freeze the objects the run's set-up created (the student's copy of the model, the
-    prepared samples) and let the GC run again, when the app froze the GC at start (see ``StudioWidget``):
-    a full collection would otherwise scan them (~0.1 s measured, holding the GIL: a GUI stall)."""
-    import gc
-
-    state = {"done": gc.get_freeze_count() == 0}
-
-    def call(progress):
-        if not state["done"]:
-            state["done"] = True
-            gc.freeze()
-            gc.enable()
-        report(progress)
-
-    return call
-
-
-def _save(result, run_dir: Path, save_peft_checkpoint, n_samples: int, error: str | None = None) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    summary = result.summary()
-    summary.update(n_samples=n_samples, error=error)
-    _, adapter_path = save_peft_checkpoint(result.model, run_dir / "adapter", summary)  # the JSON names the pair
-    write_json_atomic(run_dir / "history.json", summary)
-    return adapter_path
+    assert saved.files is not None  # a folder was given
+    return saved.result, saved.files.adapter
 
 
 class TrainingController(QObject):
@@ -195,10 +122,7 @@ class TrainingController(QObject):
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.run_dir = session.project.adapters_dir / f"{stamp}-{settings.method}{'-continued' if continue_run else ''}"
         self.last_settings = settings
-        import gc
-
-        if gc.get_freeze_count():  # the app freezes the GC (StudioWidget): freeze what was made since, too
-            gc.freeze()
+        gc_policy.freeze_new()  # where the app manages the GC (StudioWidget): what was made since, too
         self.task = session.tasks.run(
             _train_job,
             self.sample_sources(),
@@ -207,6 +131,7 @@ class TrainingController(QObject):
             init_model,
             self.run_dir,
             name="train",
+            kind=TaskKind.TRAINING,  # the session refuses to swap the base model while it runs
             on_progress=self.progress.emit,
             on_result=self._on_done,
             on_error=self._on_error,
@@ -285,6 +210,8 @@ class TrainingController(QObject):
         self.finished.emit(result)
 
     def _on_error(self, exc: BaseException) -> None:
+        from infosam_core.training.runs import RunFailedError
+
         self.task = None
         text = str(exc) or type(exc).__name__
         if "out of memory" in text.lower():
@@ -293,10 +220,9 @@ class TrainingController(QObject):
                 "fewer/lower-resolution images, or the CPU"
             )
         msg = f"Adaptation failed: {text}. The previous model stays in use."
-        saved = getattr(exc, "adapter_path", None)
-        result = getattr(exc, "result", None)
-        if saved is not None and result is not None:  # a diverged run: its last good weights are on disk
-            self.last_result, self.last_adapter_path = result, Path(saved)
+        if isinstance(exc, RunFailedError) and exc.result is not None:  # a diverged run: its last good weights
+            saved, result = exc.files.adapter, exc.result
+            self.last_result, self.last_adapter_path = result, saved
             self.lr_scale *= 0.1
             msg = (
                 f"Adaptation stopped: {exc.reason}. The previous model stays in "

@@ -34,13 +34,7 @@ from infosam_app.proposals import ProposalController
 from infosam_app.proposals_panel import ProposalsPanel
 from infosam_app.session import Session
 from infosam_app.shortcuts import MOUSE_HELP, TOOLTIPS, shortcut_rows
-
-
-def freeze_gc() -> None:
-    import gc
-
-    gc.collect()
-    gc.freeze()
+from infosam_app.state import gc_policy
 
 
 def _guard_triton() -> None:
@@ -230,9 +224,10 @@ class StudioWidget(QWidget):
     def _freeze_gc_once(self) -> None:
         """Once the first model is in memory: move every object alive (napari, Qt wrappers, torch, the
         model) out of the garbage collector's reach. A full collection otherwise scans them all, ~0.4 s
-        measured, holding the GIL: the GUI stalled whichever thread triggered it (e.g. during training)."""
+        measured, holding the GIL: the GUI stalled whichever thread triggered it (e.g. during training); see
+        :mod:`infosam_app.state.gc_policy`."""
         self.session.model_changed.disconnect(self._freeze_gc_once)
-        freeze_gc()
+        gc_policy.freeze_all()
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def cleanup(self) -> None:

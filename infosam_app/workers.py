@@ -18,7 +18,8 @@ Usage::
     task.cancel()  # asks fn to stop: fn polls should_stop()
 
 A task keeps itself alive while its thread runs (a running ``QThread`` must never be collected), and its
-``TaskRunner`` (one per session, no global registry) lists the running ones for cancel / shutdown.
+``TaskRunner`` (one per session, no global registry) lists the running ones for cancel / shutdown. Code that
+must know what runs asks by kind, never by name: ``runner.is_running(TaskKind.TRAINING)``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator
+from enum import Enum
 from typing import Any
 
 from qtpy.QtCore import QObject, QThread, Signal
@@ -65,6 +67,13 @@ def gui_torch_threads() -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+class TaskKind(Enum):
+    """What a task is, where other code must know it (a task's ``name`` is for people only)."""
+
+    OTHER = "other"
+    TRAINING = "training"  # an adaptation run: it uses the session's base model
+
+
 class Task(QObject):
     """One background call. Signals arrive on the thread that created the task (the GUI thread)."""
 
@@ -73,10 +82,13 @@ class Task(QObject):
     errored = Signal(object)  # the exception (with ``.traceback_text``)
     done = Signal()  # always last, after finished or errored
 
-    def __init__(self, fn: Callable[..., Any], *args: Any, name: str = "", **kwargs: Any):
+    def __init__(
+        self, fn: Callable[..., Any], *args: Any, name: str = "", kind: TaskKind = TaskKind.OTHER, **kwargs: Any
+    ):
         super().__init__()
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.name = name or getattr(fn, "__name__", "task")
+        self.kind = kind
         self._stop = threading.Event()
         self._thread = _Thread(self)
         self.result: Any = None
@@ -162,9 +174,10 @@ class TaskRunner(QObject):
         on_error: Callable[[BaseException], None] | None = None,
         on_progress: Callable[[Any], None] | None = None,
         name: str = "",
+        kind: TaskKind = TaskKind.OTHER,
         **kwargs: Any,
     ) -> Task:
-        task = Task(fn, *args, name=name, **kwargs)
+        task = Task(fn, *args, name=name, kind=kind, **kwargs)
         for signal, callback in ((task.finished, on_result), (task.errored, on_error), (task.progress, on_progress)):
             if callback is not None:
                 signal.connect(self._unless_closed(callback))
@@ -187,6 +200,10 @@ class TaskRunner(QObject):
     @property
     def running(self) -> list[Task]:
         return [t for t in self._tasks if not t.is_done]
+
+    def is_running(self, kind: TaskKind) -> bool:
+        """Whether a task of ``kind`` is running."""
+        return any(t.kind is kind for t in self.running)
 
     def cancel_all(self) -> None:
         for t in list(self._tasks):

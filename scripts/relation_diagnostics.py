@@ -16,11 +16,11 @@ import argparse
 
 import torch
 
+from infosam_core.adapter_files.checkpoint import load_peft_checkpoint
 from infosam_core.data.datasets import load_folder_dataset
 from infosam_core.data.prompt_sampling import box_from_mask
 from infosam_core.evaluation.relation_maps import _embedding_and_token
 from infosam_core.models.registry import load_sam
-from infosam_core.peft.checkpoint import load_peft_checkpoint
 
 
 @torch.no_grad()

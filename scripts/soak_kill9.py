@@ -210,7 +210,7 @@ def _fill(model, version: int) -> None:
 
 
 def _adapter_child(fd: int, model, path: Path, start: int) -> None:
-    from infosam_core.peft.checkpoint import save_peft_checkpoint
+    from infosam_core.adapter_files.checkpoint import save_peft_checkpoint
 
     version = start
     while True:
@@ -222,7 +222,7 @@ def _adapter_child(fd: int, model, path: Path, start: int) -> None:
 
 
 def _loaded_version(base, path: Path) -> int:
-    from infosam_core.peft.checkpoint import load_peft_checkpoint
+    from infosam_core.adapter_files.checkpoint import load_peft_checkpoint
     from infosam_core.peft.state import trained_state
 
     model = load_peft_checkpoint(base, path)
@@ -240,7 +240,7 @@ def soak_adapter(folder: Path, kills: int, max_delay_s: float, seed: int = 0) ->
 
     import torch
 
-    from infosam_core.peft.checkpoint import save_peft_checkpoint
+    from infosam_core.adapter_files.checkpoint import save_peft_checkpoint
     from infosam_core.peft.registry import apply_peft
 
     torch.set_num_threads(1)

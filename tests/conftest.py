@@ -1,5 +1,7 @@
-"""Shared fixtures. Import triton before any GL context exists (see shared/reference/setup-notes.md:
-importing it after Mesa's llvmpipe is loaded by a napari window segfaults)."""
+"""Shared fixtures (the builders several test files share that are not fixtures: tests/helpers.py).
+
+Import triton before any GL context exists (see shared/reference/setup-notes.md: importing it after Mesa's
+llvmpipe is loaded by a napari window segfaults)."""
 
 from __future__ import annotations
 
@@ -61,20 +63,7 @@ def studio(make_napari_viewer, tmp_path, monkeypatch, tiny_sam):
 @pytest.fixture(scope="module")
 def ellipse_dataset(tmp_path_factory) -> Path:
     """8 small images with one bright ellipse each, as an ``infosam train --data`` folder (images/, masks/)."""
-    import imageio.v3 as iio
-    import numpy as np
-    from skimage import draw
+    from helpers import write_ellipse_dataset
 
-    root = tmp_path_factory.mktemp("ddp_ds")
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    for i in range(8):
-        image = rng.integers(0, 90, (48, 64, 3), dtype=np.uint8)
-        mask = np.zeros((48, 64), np.uint8)
-        rr, cc = draw.ellipse(24 + i % 3, 30 + i, 8 + i, 12, shape=mask.shape)
-        mask[rr, cc] = 255
-        image[mask > 0] += 140
-        iio.imwrite(root / "images" / f"im{i}.png", image)
-        iio.imwrite(root / "masks" / f"im{i}.png", mask)
-    return root
+    ellipses = [(24 + i % 3, 30 + i, 8 + i, 12) for i in range(8)]
+    return write_ellipse_dataset(tmp_path_factory.mktemp("ddp_ds"), ellipses, shape=(48, 64))

@@ -12,6 +12,7 @@ import torch
 pytest.importorskip("napari")
 
 from infosam_app.testing import prompt_until_mask
+from infosam_app.workers import TaskKind
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -116,8 +117,13 @@ def test_cancel_keeps_adapter_and_continue(studio, qtbot):
     panel.controller.progress.connect(lambda p: steps.append(p.step))
     assert panel.start()
     qtbot.waitUntil(lambda: len(steps) >= 1, timeout=120_000)
+    assert s.tasks.is_running(TaskKind.TRAINING)
+    loaded = []
+    s.load_model("tiny", on_done=loaded.append)  # the run uses the base model: no swap while it runs
+    assert loaded == [False] and "adaptation run uses the current model" in s.last_error
     panel.cancel_btn.click()
     _wait_done(qtbot, panel)
+    qtbot.waitUntil(lambda: not s.tasks.is_running(TaskKind.TRAINING), timeout=30_000)
     result = panel.controller.last_result
     assert result.cancelled and result.stop_reason == "cancelled" and 1 <= result.steps < 1000
     qtbot.waitUntil(lambda: s.active == "adapted", timeout=30_000)
@@ -211,14 +217,44 @@ def test_hq_sam_from_the_method_combo_trains_and_predicts(studio, qtbot):
         assert c.mask is not None
 
 
-def test_method_combo_offers_every_registered_peft_method():
-    """A method added to the PEFT registry must be offered in the Adapt panel (the combo is a curated,
-    ordered list, so this keeps it complete)."""
-    from infosam_app.training import METHOD_CHOICES
+def test_method_choices_are_the_peft_registry_in_order():
+    """The Adapt panel's methods are read from the PEFT registry: its order (the paper's setup first), its titles;
+    the distillers from theirs (the recommended one first, then none)."""
+    from infosam_app.state.method_choices import distill_choices, distill_label, method_choices
+    from infosam_core.distill.registry import DISTILLERS
     from infosam_core.peft.registry import PEFT_METHODS
 
-    offered = [name for _, name in METHOD_CHOICES]
-    assert sorted(offered) == sorted(PEFT_METHODS) and len(set(offered)) == len(offered)
+    offered = method_choices()
+    assert [c.name for c in offered] == list(PEFT_METHODS)
+    assert [c.text for c in offered][:3] == ["Adapter", "LoRA", "BitFit"]
+    assert all(c.tooltip == PEFT_METHODS[c.name].description for c in offered)
+    distillers = [c.name for c in distill_choices()]
+    assert distillers[:2] == ["infosam", "none"] and sorted(distillers[2:]) == sorted(set(DISTILLERS) - {"infosam"})
+    assert distill_choices()[0].text == "InfoSAM (recommended)"
+    assert (distill_label("infosam"), distill_label("vid"), distill_label("none")) == (" + InfoSAM", " + vid", "")
+
+
+@pytest.fixture
+def head_only_registered():
+    """A PEFT method registered at run time (as a plug-in would), removed again after the test."""
+    from helpers import head_only_method
+
+    from infosam_core.peft.registry import register_peft_method, unregister_peft_method
+
+    method = register_peft_method(head_only_method())
+    yield method
+    unregister_peft_method(method.name)
+
+
+def test_a_peft_method_registered_at_run_time_is_offered_without_an_app_change(head_only_registered, studio):
+    from infosam_app.state.method_choices import method_choices
+
+    assert ("Head only (test)", "test_head_only") in [(c.text, c.name) for c in method_choices()]
+    combo = studio.adapt_panel.method_combo
+    index = combo.findData("test_head_only")
+    assert index == combo.count() - 1 and combo.itemText(index) == "Head only (test)"
+    combo.setCurrentIndex(index)
+    assert studio.adapt_panel.settings().method == "test_head_only"
 
 
 @pytest.mark.gui

@@ -246,6 +246,7 @@ def test_napari_plugin_widget_and_sample_data(make_napari_viewer, qtbot, tmp_pat
         gc.unfreeze()  # the widget froze the GC once its model loaded: let later tests collect this viewer
 
 
+@pytest.mark.slow
 def test_damaged_or_busy_project_is_reported_and_app_keeps_working(studio, qtbot, tmp_path, monkeypatch):
     from infosam_core.annotation import project as project_module
 

@@ -21,6 +21,7 @@ def _propose(qtbot, proposals):
     assert proposals.proposals, "the model proposed nothing on the synthetic image"
 
 
+@pytest.mark.slow
 def test_segment_all_reject_accept_all_undo_and_refine(studio, qtbot, tmp_path, monkeypatch):
     s, p = studio.session, studio.proposals
     monkeypatch.setattr(p, "config", lambda: LOOSE)  # small grid and loose filters: fast, several proposals
@@ -65,6 +66,7 @@ def test_segment_all_reject_accept_all_undo_and_refine(studio, qtbot, tmp_path, 
     assert Project.open(tmp_path / "proj").object_counts()[s.key] == 1
 
 
+@pytest.mark.slow
 def test_propose_on_open_and_suggest_next(studio, qtbot, monkeypatch):
     s, p = studio.session, studio.proposals
     monkeypatch.setattr(p, "config", lambda: LOOSE)

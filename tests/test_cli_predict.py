@@ -135,7 +135,7 @@ def test_missing_out_is_an_argparse_error(image_path):
 
 
 def test_adapter_option_predicts_with_the_adapted_model(image_path, tmp_path, capsys):
-    from infosam_core.peft.checkpoint import save_peft_checkpoint
+    from infosam_core.adapter_files.checkpoint import save_peft_checkpoint
     from infosam_core.peft.registry import apply_peft
 
     adapted = load_sam("tiny")

@@ -25,6 +25,7 @@ def nucleus_folder(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_folder_to_label_images_and_coco_then_resume(nucleus_folder, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["segment", str(nucleus_folder), "--out", str(out), "--format", "png", *FAST]) == 0
@@ -60,11 +61,12 @@ def test_user_errors(tmp_path, nucleus_folder, capsys):
     assert "no mask for" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_base_and_adapted_on_dsb_nuclei_print_f1(dsb_dir, tmp_path, capsys, tiny_sam):
     """Three nucleus images, the bundled model and an adapter trained (briefly) on three other ones."""
+    from infosam_core.adapter_files.checkpoint import save_peft_checkpoint
     from infosam_core.data.datasets import SegmentationSample
     from infosam_core.evaluation.instances import instances_from_mask
-    from infosam_core.peft.checkpoint import save_peft_checkpoint
     from infosam_core.training.config import TrainConfig
     from infosam_core.training.trainer import train
 

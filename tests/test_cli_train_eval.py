@@ -5,10 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
-import imageio.v3 as iio
-import numpy as np
 import pytest
-from skimage import draw
+from helpers import write_ellipse_dataset
 
 from infosam_core.cli import build_parser, main
 from infosam_core.cli.train_cmd import build_config
@@ -16,19 +14,8 @@ from infosam_core.cli.train_cmd import build_config
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ds")
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        image = rng.integers(0, 90, (64, 80, 3), dtype=np.uint8)
-        mask = np.zeros((64, 80), np.uint8)
-        rr, cc = draw.ellipse(32, 40, 12 + i, 18, shape=mask.shape)
-        mask[rr, cc] = 255
-        image[mask > 0] += 140
-        (root / "images").mkdir(exist_ok=True)
-        (root / "masks").mkdir(exist_ok=True)
-        iio.imwrite(root / "images" / f"im{i}.png", image)
-        iio.imwrite(root / "masks" / f"im{i}.png", mask)
-    return root
+    ellipses = [(32, 40, 12 + i, 18) for i in range(4)]
+    return write_ellipse_dataset(tmp_path_factory.mktemp("ds"), ellipses, shape=(64, 80))
 
 
 def test_train_then_eval_with_the_adapter(dataset, tmp_path, capsys):
@@ -130,9 +117,9 @@ def test_user_errors_exit_2_with_a_message(dataset, tmp_path, capsys):
 def test_adapter_for_another_base_is_refused(dataset, tmp_path, capsys):
     import torch
 
+    from infosam_core.adapter_files.checkpoint import save_peft_checkpoint
     from infosam_core.models.checkpoints import save_sam_weights
     from infosam_core.models.sam import build_sam
-    from infosam_core.peft.checkpoint import save_peft_checkpoint
     from infosam_core.peft.registry import apply_peft
 
     torch.manual_seed(1)

@@ -15,13 +15,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from test_distributed import _adapter_tensors, _torchrun, _train_args
-from test_train import disc_samples
+from helpers import adapter_tensors, ddp_train_args, disc_samples, torchrun
 
+from infosam_core.adapter_files.checkpoint import load_peft_checkpoint, save_peft_checkpoint
 from infosam_core.distill.registry import distiller_names
 from infosam_core.evaluation.prompted import evaluate
 from infosam_core.inference.predictor import Predictor
-from infosam_core.peft.checkpoint import load_peft_checkpoint, save_peft_checkpoint
 from infosam_core.peft.registry import PEFT_METHODS
 from infosam_core.peft.state import trained_state
 from infosam_core.training.config import TrainConfig
@@ -123,6 +122,7 @@ def test_an_adapter_trained_on_the_gpu_predicts_the_same_on_the_cpu(tiny_sam, sa
     assert [r["iou"] for r in on_cpu.rows] == pytest.approx([r["iou"] for r in on_gpu.rows], abs=2e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs one GPU per process: needs 2 GPUs")
 def test_torchrun_on_nccl_trains_like_one_process(tmp_path, ellipse_dataset):
     """`torchrun --nproc-per-node 2 infosam train --device cuda` (NCCL) ends with the adapter of the same
@@ -131,11 +131,11 @@ def test_torchrun_on_nccl_trains_like_one_process(tmp_path, ellipse_dataset):
 
     from infosam_core.cli import main
 
-    assert main(_train_args(tmp_path / "one", ellipse_dataset, "cuda")) == 0
-    two = _torchrun(_train_args(tmp_path / "two", ellipse_dataset, "cuda"), timeout=600)
+    assert main(ddp_train_args(tmp_path / "one", ellipse_dataset, "cuda")) == 0
+    two = torchrun(ddp_train_args(tmp_path / "two", ellipse_dataset, "cuda"), timeout=600)
     assert two.returncode == 0, two.stdout + two.stderr
     assert "over 2 processes" in two.stdout
-    a, b = (load_file(_adapter_tensors(tmp_path / run)) for run in ("one", "two"))
+    a, b = (load_file(adapter_tensors(tmp_path / run)) for run in ("one", "two"))
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4, msg=key)

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_train import disc_samples, micro_sam, quick
+from helpers import disc_samples, micro_sam, quick
 
+from infosam_core.adapter_files.checkpoint import load_peft_checkpoint, save_peft_checkpoint
 from infosam_core.distill import DISTILLERS, DistillInputs, ModelDims, make_distiller
 from infosam_core.distill.logit import binary_kd_loss
 from infosam_core.distill.pkd import pkd_loss
 from infosam_core.distill.pkt import pkt_loss
 from infosam_core.distill.vid import VidLevel
-from infosam_core.peft.checkpoint import load_peft_checkpoint, save_peft_checkpoint
 from infosam_core.training.batches import make_batch, prepare_samples
 from infosam_core.training.config import TrainConfig
 from infosam_core.training.encoder_cache import EncoderCache

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +12,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import WORLD, adapter_tensors, ddp_train_args, free_port, torchrun
 
 from infosam_core.distill.base import DistillInputs
 from infosam_core.distill.infosam import InfosamConfig, InfosamDistiller
 from infosam_core.training.batches import epoch_order, sample_rng
 from infosam_core.training.distributed import DistributedContext
 
-REPO = Path(__file__).resolve().parents[1]
-WORLD = 2
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _TinyStudent(torch.nn.Module):
@@ -91,11 +81,12 @@ def _gram_gradient_worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_gathered_gram_loss_has_the_full_batch_gradient(tmp_path):
     """InfoSAM's Gram matrices over the gathered global batch, under DDP's gradient averaging, give every rank
     the one-process gradient of the full batch (the gather's backward sums, DDP averages: factor 1); the
     agreed decisions (stop, non-finite step) are the same on both ranks."""
-    mp.spawn(_gram_gradient_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_gram_gradient_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     expected = _full_batch_grads()
     assert set(expected) >= {"distiller.relation.query.weight", "features.weight", "token.weight"}
     for rank in range(WORLD):
@@ -129,40 +120,7 @@ def test_prompts_and_flips_do_not_depend_on_the_split():
     assert context.shard([5, 2, 7, 1]) == [7, 1]
 
 
-def _train_args(out: Path, data: Path, device: str = "cpu") -> list[str]:
-    """The compared command: adapter (decoder frozen) + InfoSAM, global batch 4, 2 steps, float32."""
-    return [
-        "train",
-        "--data",
-        str(data),
-        "--peft",
-        "adapter",
-        "--peft-option",
-        "train_decoder=false",
-        "--distill",
-        "infosam",
-        "--batch-size",
-        "4",
-        "--max-steps",
-        "2",
-        "--device",
-        device,
-        "--no-bf16",
-        "--out",
-        str(out),
-    ]
-
-
-def _torchrun(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    """``torchrun --nproc-per-node WORLD -m infosam_core ARGS`` from the repository, output captured."""
-    launcher = ["-m", "torch.distributed.run", "--nproc-per-node", str(WORLD), "--master-addr", "127.0.0.1"]
-    launcher += ["--master-port", str(_free_port()), "-m", "infosam_core"]
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, *launcher, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
+@pytest.mark.slow
 def test_torchrun_two_processes_learn_the_one_process_adapter(ellipse_dataset, tmp_path):
     """`torchrun --nproc-per-node 2 infosam train ... --batch-size 4` on gloo == the same command in one process.
 
@@ -174,12 +132,12 @@ def test_torchrun_two_processes_learn_the_one_process_adapter(ellipse_dataset, t
 
     from infosam_core.cli import main
 
-    assert main(_train_args(tmp_path / "one", ellipse_dataset)) == 0  # one process: this one
-    two = _torchrun(_train_args(tmp_path / "two", ellipse_dataset))
+    assert main(ddp_train_args(tmp_path / "one", ellipse_dataset)) == 0  # one process: this one
+    two = torchrun(ddp_train_args(tmp_path / "two", ellipse_dataset))
     assert two.returncode == 0, two.stdout + two.stderr
     assert two.stdout.count("adapter -> ") == 1  # only rank 0 saves and prints
     assert "over 2 processes" in two.stdout
-    a, b = (load_file(_adapter_tensors(tmp_path / run)) for run in ("one", "two"))
+    a, b = (load_file(adapter_tensors(tmp_path / run)) for run in ("one", "two"))
     assert a.keys() == b.keys() and any(k.startswith("distiller.") for k in a)
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
@@ -187,14 +145,6 @@ def test_torchrun_two_processes_learn_the_one_process_adapter(ellipse_dataset, t
     assert history[1]["processes"] == WORLD and history[1]["steps"] == history[0]["steps"] == 2
     for name in ("loss", "seg_loss", "l_r", "l_d"):  # reduced over the ranks: the global batch's values
         assert history[1]["history"][0][name] == pytest.approx(history[0]["history"][0][name], abs=1e-4)
-
-
-def _adapter_tensors(out: Path) -> Path:
-    """The tensors file an ``infosam train --out`` folder's adapter.json names (saves are all-or-nothing)."""
-    from infosam_core.peft.checkpoint import tensors_path_of
-
-    json_path = out / "adapter.json"
-    return tensors_path_of(json_path, json.loads(json_path.read_text()))
 
 
 # Distillers that compare samples across the batch (they gather). Checked in float64, where the 2-process and
@@ -259,10 +209,11 @@ def _distillers_worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_batch_statistic_distillers_have_the_full_batch_gradient(tmp_path):
     """PKT, PKD, IBD (batch norms) and SemCKD (B x B attention, BN regressors) over 2 processes: the
     one-process gradient of the full batch, for the student's and the distiller's own parameters (float64)."""
-    mp.spawn(_distillers_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_distillers_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     for rank in range(WORLD):
         grads = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         for name in BATCH_STATISTIC_DISTILLERS:

@@ -6,10 +6,8 @@ import csv
 import json
 from pathlib import Path
 
-import imageio.v3 as iio
-import numpy as np
 import pytest
-from skimage import draw
+from helpers import write_ellipse_dataset
 
 import infosam_core.experiments.runner as runner_module
 from infosam_core.cli import main
@@ -48,19 +46,11 @@ distill = "not_a_distiller_yet"
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        image = rng.integers(0, 90, (48, 64, 3), dtype=np.uint8)
-        mask = np.zeros((48, 64), np.uint8)
-        rr, cc = draw.ellipse(24, 30 + i, 10, 14, shape=mask.shape)
-        mask[rr, cc] = 255
-        image[mask > 0] += 140
-        for kind, array in (("images", image), ("masks", mask)):
-            (root / "blobs" / kind).mkdir(parents=True, exist_ok=True)
-            iio.imwrite(root / "blobs" / kind / f"im{i}.png", array)
+    write_ellipse_dataset(root / "blobs", [(24, 30 + i, 10, 14) for i in range(4)], shape=(48, 64))
     return root
 
 
+@pytest.mark.slow
 def test_small_plan_runs_tabulates_and_resumes(data_root, tmp_path, monkeypatch, capsys):
     plan_path = tmp_path / "plan.toml"
     plan_path.write_text(SMALL_PLAN)
@@ -80,6 +70,11 @@ def test_small_plan_runs_tabulates_and_resumes(data_root, tmp_path, monkeypatch,
     ]
     assert all(0 <= float(r["iou"]) <= 1 and float(r["dice"]) >= float(r["iou"]) for r in rows)
     assert all(r["steps"] == "1" for r in rows)
+    # every trained run's adapter and history are saved beside the results, and its result file names them
+    for path in sorted((out / "runs").glob("*.json")):
+        record = json.loads(path.read_text())
+        adapter = out / "adapters" / path.stem / "adapter.json"
+        assert record["adapter"] == str(adapter) and adapter.is_file() and (adapter.parent / "history.json").is_file()
 
     table = (out / "table.md").read_text().splitlines()
     for method in ("Decoder-only", "Decoder+InfoSAM"):
@@ -96,7 +91,7 @@ def test_small_plan_runs_tabulates_and_resumes(data_root, tmp_path, monkeypatch,
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was retrained")
 
-    monkeypatch.setattr(runner_module, "train", no_training)
+    monkeypatch.setattr(runner_module, "train_and_save", no_training)
     assert main(argv) == 0
     assert (out / "results.csv").read_text() == before
     assert main(["experiment", str(plan_path), "--out", str(out), "--dry-run", "--data-root", str(data_root)]) == 0
@@ -106,6 +101,7 @@ def test_small_plan_runs_tabulates_and_resumes(data_root, tmp_path, monkeypatch,
     assert (out / "results.csv").read_text() == before and (out / "table.md").exists()
 
 
+@pytest.mark.slow
 def test_interrupted_or_changed_run_is_redone(data_root, tmp_path, monkeypatch):
     plan_path = tmp_path / "plan.toml"
     plan_path.write_text(SMALL_PLAN.replace("seeds = [3, 4]", "seeds = [3]"))
@@ -119,8 +115,8 @@ def test_interrupted_or_changed_run_is_redone(data_root, tmp_path, monkeypatch):
     record["fingerprint"] = "0" * 16  # as if its settings changed in the plan
     files[1].write_text(json.dumps(record))
     calls = []
-    real_train = runner_module.train
-    monkeypatch.setattr(runner_module, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    real_train = runner_module.train_and_save
+    monkeypatch.setattr(runner_module, "train_and_save", lambda *a, **k: calls.append(1) or real_train(*a, **k))
     assert main(argv) == 0
     assert len(calls) == 2
 

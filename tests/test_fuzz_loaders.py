@@ -25,6 +25,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from infosam_core.adapter_files.checkpoint import PeftCheckpointError, load_peft_checkpoint, save_peft_checkpoint
 from infosam_core.annotation.export import ExportError, coco_to_label_images, export_coco, export_label_images
 from infosam_core.annotation.project import Project, ProjectError
 from infosam_core.annotation.records import ObjectPrompts
@@ -32,7 +33,6 @@ from infosam_core.data import datasets
 from infosam_core.data.datasets import DatasetError, load_folder_dataset, load_mask
 from infosam_core.io.images import ImageError, read_image
 from infosam_core.models.checkpoints import CheckpointError, load_state_dict_file
-from infosam_core.peft.checkpoint import PeftCheckpointError, load_peft_checkpoint, save_peft_checkpoint
 
 _EXAMPLES = os.environ.get("INFOSAM_FUZZ_EXAMPLES")
 FUZZ = settings(

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from test_peft_baselines import square_samples
+from helpers import hq_package, square_samples
 
 pytest.importorskip("timm")
 pytest.importorskip("mobile_sam")
@@ -21,7 +21,7 @@ from infosam_core.cli import main
 from infosam_core.inference.predictor import Predictor
 from infosam_core.models.checkpoints import CheckpointError
 from infosam_core.models.hq_decoder import HQ_PARTS, HqMaskDecoder
-from infosam_core.models.mobile_sam import build_mobile_sam
+from infosam_core.models.mobile_sam import FAMILY, build_mobile_sam
 from infosam_core.models.registry import load_sam
 from infosam_core.peft.registry import apply_peft
 from infosam_core.peft.state import parameter_parts
@@ -29,17 +29,11 @@ from infosam_core.training.config import TrainConfig
 from infosam_core.training.trainer import train
 
 
-def _hq_package():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # timm's registry overwrites, FutureWarnings
-        return pytest.importorskip("segment_anything_hq")
-
-
 @pytest.fixture(scope="module")
 def reference_and_ours(tmp_path_factory):
     """sam-hq's ``vit_tiny`` model (random weights, perturbed so nothing is at its init value) saved as sam-hq
     saves ``sam_hq_vit_tiny.pth`` (a plain state dict), and our model loaded from that file."""
-    hq = _hq_package()
+    hq = hq_package()
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -106,6 +100,7 @@ def test_damaged_sam_hq_vit_tiny_checkpoint_is_refused_with_the_file_named(refer
         load_sam("vit_t", path)
 
 
+@pytest.mark.slow
 def test_predicts_like_sam_hq_predictor(embedded):
     image, ref_predictor, predictor = embedded
     # the captured early feature is sam-hq's (TinyViT layers[1] on its 64 x 64 grid), cached with the embedding
@@ -142,6 +137,7 @@ def test_predicts_like_sam_hq_predictor(embedded):
     print(f"vit_t HQ-SAM parity: max |ours - sam-hq| = {max(diffs):.2e}")
 
 
+@pytest.mark.slow
 def test_infosam_training_step_on_mobile_sam_with_hq_sam(monkeypatch):
     """``--model vit_t --peft hq_sam --distill infosam``: one step on two images; only the HQ parts and the
     distiller change; the student's decoder reads TinyViT's layers[1] captured in the (cached) teacher pass."""
@@ -180,7 +176,8 @@ def test_infosam_training_step_on_mobile_sam_with_hq_sam(monkeypatch):
     (layer,) = out.student_extra
     assert layer.shape == (2, 160, 64, 64) and out.teacher_extra == ()  # the teacher (base) has SAM's decoder
     with torch.no_grad():  # one image (a TinyViT pass takes seconds): the cached layer is a direct pass's
-        _, (direct,) = encode_with_blocks(base.image_encoder, batch.images[:1], (1,))
+        encoder = base.image_encoder
+        _, (direct,) = encode_with_blocks(encoder, FAMILY.feature_blocks(encoder), batch.images[:1], (1,))
     torch.testing.assert_close(layer[:1], direct, rtol=0, atol=1e-5)
 
 

@@ -56,6 +56,7 @@ def test_listed_everywhere():
     assert ("MobileSAM (TinyViT)", "vit_t") in model_choices()
 
 
+@pytest.mark.slow
 def test_predictions_equal_mobile_sams_predictor(mobile_checkpoint, mobile):
     _, reference = mobile_checkpoint
     image = (np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)
@@ -119,6 +120,7 @@ def test_peft_counts_and_identity_at_init(mobile, method, encoder_input_output):
             torch.testing.assert_close(student.image_encoder(x), base_output, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_infosam_training_step_on_mobile_sam(mobile):
     rng = np.random.default_rng(0)
     samples = []

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import square_samples
 
 from infosam_core.cli import main
-from infosam_core.data.datasets import SegmentationSample
 from infosam_core.peft.common import auxiliary_loss
 from infosam_core.peft.convlora import ConvLoraLinear
 from infosam_core.peft.registry import apply_peft
@@ -89,19 +89,6 @@ def test_convlora_routes_each_window_to_one_expert_and_balances():
 def test_su_sam_rejects_unknown_variant(random_tiny_sam):
     with pytest.raises(ValueError, match="variant must be one of series, parallel, mixed"):
         apply_peft(copy.deepcopy(random_tiny_sam), "su_sam", variant="zigzag")
-
-
-def square_samples() -> list[SegmentationSample]:
-    """Two 64x64 images, each with one bright rectangle as its mask (training-step tests)."""
-    rng = np.random.default_rng(0)
-    samples = []
-    for i in range(2):
-        image = rng.integers(0, 120, (64, 64, 3), dtype=np.uint8)
-        mask = np.zeros((64, 64), bool)
-        mask[10:40, 12 + i : 44] = True
-        image[mask] += 100
-        samples.append(SegmentationSample(image, mask, f"s{i}"))
-    return samples
 
 
 @pytest.mark.parametrize(("method", "distill"), [("convlora", "infosam"), ("convlora", "none"), ("su_sam", "none")])

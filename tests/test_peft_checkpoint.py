@@ -14,17 +14,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from infosam_core.distill.infosam import InfosamConfig, InfosamDistiller
-from infosam_core.models.checkpoints import save_sam_weights
-from infosam_core.models.fingerprint import model_fingerprint
-from infosam_core.models.sam import build_sam
-from infosam_core.peft.checkpoint import (
+from infosam_core.adapter_files.checkpoint import (
     PeftCheckpointError,
     load_peft_checkpoint,
     peft_checkpoint_paths,
     read_peft_checkpoint_info,
     save_peft_checkpoint,
 )
+from infosam_core.distill.infosam import InfosamConfig, InfosamDistiller
+from infosam_core.models.checkpoints import save_sam_weights
+from infosam_core.models.fingerprint import model_fingerprint
+from infosam_core.models.sam import build_sam
 from infosam_core.peft.registry import PEFT_METHODS, apply_peft
 from infosam_core.peft.state import trained_state
 
@@ -60,6 +60,7 @@ def test_round_trip_every_method(random_tiny_sam, tmp_path, method):
     assert not hasattr(random_tiny_sam, "peft_state")  # the base model is not modified
 
 
+@pytest.mark.slow
 def test_outputs_are_bit_identical_in_a_new_process(tmp_path):
     torch.manual_seed(7)
     base = build_sam("tiny")
@@ -77,7 +78,7 @@ def test_outputs_are_bit_identical_in_a_new_process(tmp_path):
         import sys, numpy as np, torch
         torch.set_num_threads({torch.get_num_threads()})
         from infosam_core.models.registry import load_sam
-        from infosam_core.peft.checkpoint import load_peft_checkpoint
+        from infosam_core.adapter_files.checkpoint import load_peft_checkpoint
         base = load_sam("tiny", sys.argv[1])
         sam = load_peft_checkpoint(base, sys.argv[2])
         x = torch.from_numpy(np.load(sys.argv[3]))

@@ -5,34 +5,35 @@ from __future__ import annotations
 
 import copy
 import json
-import warnings
 
 import numpy as np
 import pytest
 import torch
+from helpers import hq_package, square_samples
 from segment_anything.modeling import MaskDecoder, TwoWayTransformer
-from test_peft_baselines import square_samples
 
+from infosam_core.adapter_files.checkpoint import load_peft_checkpoint, save_peft_checkpoint
 from infosam_core.cli import main
 from infosam_core.inference.predictor import Predictor
 from infosam_core.models.batched_decoder import decode, mask_token
-from infosam_core.models.hq_decoder import HQ_PARTS, HqMaskDecoder, first_global_block
+from infosam_core.models.hq_decoder import HQ_PARTS, HqMaskDecoder
 from infosam_core.models.registry import load_sam
-from infosam_core.models.sam import ARCHITECTURES, PIXEL_MEAN, PIXEL_STD, build_sam, vit_encoder_args
+from infosam_core.models.sam import (
+    ARCHITECTURES,
+    FAMILY,
+    PIXEL_MEAN,
+    PIXEL_STD,
+    build_sam,
+    first_global_block,
+    vit_encoder_args,
+)
 from infosam_core.peft import hq_sam
-from infosam_core.peft.checkpoint import load_peft_checkpoint, save_peft_checkpoint
 from infosam_core.peft.registry import apply_peft
 from infosam_core.peft.state import parameter_parts
 from infosam_core.training.config import TrainConfig
 from infosam_core.training.trainer import train
 
 HQ_COUNTS = {"vit_b": 1_071_104, "vit_l": 1_333_248, "vit_h": 1_595_392}  # sam-hq's, see the module docstring
-
-
-def _hq_package():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # timm's registry overwrites, FutureWarnings
-        return pytest.importorskip("segment_anything_hq")
 
 
 def _hq_on_meta(model_type: str):
@@ -44,7 +45,7 @@ def _hq_on_meta(model_type: str):
 
 @pytest.mark.parametrize("model_type", list(HQ_COUNTS))
 def test_added_parameters_and_keys_match_sam_hq(model_type):
-    hq = _hq_package()
+    hq = hq_package()
     sam = _hq_on_meta(model_type)
     parts = parameter_parts(sam)
     assert parts["mask decoder"].added == parts["mask decoder"].trainable == HQ_COUNTS[model_type]
@@ -124,7 +125,7 @@ def _reference_tiny(hq, generator: torch.Generator):
 def reference_and_ours(tmp_path_factory):
     """sam-hq's model (tiny sizes, random weights), saved as sam-hq's checkpoints are (a plain state dict
     in a .pth), and our model loaded from that file."""
-    hq = _hq_package()
+    hq = hq_package()
     reference = _reference_tiny(hq, torch.Generator().manual_seed(0))
     path = tmp_path_factory.mktemp("hq") / "sam_hq_tiny.pth"
     torch.save(reference.state_dict(), path)
@@ -168,7 +169,7 @@ def test_loads_sam_hq_checkpoint_and_predicts_like_sam_hq(reference_and_ours):
 
 def test_decoder_parity_at_vit_b_size():
     """The decoder alone at ViT-B sizes (64x64 grid, D = 768) on the same weights and inputs as sam-hq's."""
-    hq = _hq_package()
+    hq = hq_package()
     g = torch.Generator().manual_seed(0)
     ref = _reference_decoder(hq, 768).eval()
     with torch.no_grad():
@@ -381,7 +382,8 @@ def test_other_methods_train_a_sam_hq_model_with_its_trainable_encoder(reference
     assert cache.depth == 1 and cache.decoder_blocks_s == (1,)
     (block,) = out.student_extra
     with torch.no_grad():
-        _, (direct,) = encode_with_blocks(cache.student.image_encoder, batch.images, (1,))
+        encoder = cache.student.image_encoder
+        _, (direct,) = encode_with_blocks(encoder, FAMILY.feature_blocks(encoder), batch.images, (1,))
     torch.testing.assert_close(block.detach(), direct, atol=1e-5, rtol=1e-5)
     if distill == "infosam":  # the teacher (the checkpoint itself) reads its block from the cache
         torch.testing.assert_close(out.teacher_extra[0], direct, atol=1e-5, rtol=1e-5)

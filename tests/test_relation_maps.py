@@ -57,6 +57,7 @@ def test_maps_of_a_wide_image_and_untrained_model(tiny_sam):
         relation_maps(tiny_sam, tiny_sam, samples[0])
 
 
+@pytest.mark.slow
 def test_train_relation_maps_2_over_2_epochs_gives_two_non_blank_figures(tmp_path, capsys):
     data = tmp_path / "data"
     for i in range(4):

@@ -113,6 +113,7 @@ _WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_processes_writing_one_project_lose_nothing(tmp_path):
     image = _image(tmp_path / "im.png")
     key = Project.create(tmp_path / "p").add_images([image])[0].key
@@ -141,6 +142,7 @@ def test_two_processes_writing_one_project_lose_nothing(tmp_path):
     assert {e.key for e in project.images} >= set(added) and len(project.images) == 7
 
 
+@pytest.mark.slow
 def test_a_lock_held_too_long_is_refused_with_the_holder(tmp_path, monkeypatch):
     image = _image(tmp_path / "im.png")
     project = Project.create(tmp_path / "p")
@@ -258,7 +260,7 @@ def _adapted(sam, value: float):
 
 
 def _version(base, path) -> float:
-    from infosam_core.peft.checkpoint import load_peft_checkpoint
+    from infosam_core.adapter_files.checkpoint import load_peft_checkpoint
     from infosam_core.peft.state import trained_state
 
     values = {float(v) for t in trained_state(load_peft_checkpoint(base, path)).values() for v in t.unique()}
@@ -267,7 +269,7 @@ def _version(base, path) -> float:
 
 
 def test_a_crash_at_any_step_of_an_adapter_save_keeps_old_or_new(random_tiny_sam, tmp_path, monkeypatch):
-    from infosam_core.peft.checkpoint import save_peft_checkpoint
+    from infosam_core.adapter_files.checkpoint import save_peft_checkpoint
 
     path = tmp_path / "out" / "adapter"
     save_peft_checkpoint(_adapted(random_tiny_sam, 1.0), path)
@@ -292,7 +294,7 @@ def test_a_crash_at_any_step_of_an_adapter_save_keeps_old_or_new(random_tiny_sam
 
 
 def test_old_adapter_layout_still_loads_and_either_file_names_it(random_tiny_sam, tmp_path):
-    from infosam_core.peft.checkpoint import load_peft_checkpoint, save_peft_checkpoint
+    from infosam_core.adapter_files.checkpoint import load_peft_checkpoint, save_peft_checkpoint
 
     tensors, meta_path = save_peft_checkpoint(_adapted(random_tiny_sam, 3.0), tmp_path / "a")
     assert _version(random_tiny_sam, tensors) == 3.0  # the hashed tensors file names its adapter too
@@ -304,7 +306,7 @@ def test_old_adapter_layout_still_loads_and_either_file_names_it(random_tiny_sam
     assert _version(random_tiny_sam, old) == 3.0 and _version(random_tiny_sam, meta_path) == 3.0
     meta["tensors_file"] = "../a.safetensors"
     meta_path.write_text(json.dumps(meta))
-    from infosam_core.peft.checkpoint import PeftCheckpointError
+    from infosam_core.adapter_files.checkpoint import PeftCheckpointError
 
     with pytest.raises(PeftCheckpointError, match="tensors_file"):
         load_peft_checkpoint(random_tiny_sam, meta_path)
@@ -445,8 +447,8 @@ def test_decompression_bomb_tiff_is_refused_from_its_header(tmp_path, monkeypatc
 def test_non_finite_weights_are_refused_naming_the_tensor(random_tiny_sam, tmp_path):
     from safetensors.torch import load_file, save_file
 
+    from infosam_core.adapter_files.checkpoint import PeftCheckpointError, load_peft_checkpoint, save_peft_checkpoint
     from infosam_core.models.checkpoints import CheckpointError, load_state_dict_file, save_sam_weights
-    from infosam_core.peft.checkpoint import PeftCheckpointError, load_peft_checkpoint, save_peft_checkpoint
 
     path = save_sam_weights(random_tiny_sam, tmp_path / "w.safetensors", half=False)
     state = load_file(path)
@@ -567,6 +569,7 @@ def test_bad_cli_inputs_end_in_one_line_before_work(tmp_path, capsys, tiny_datas
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.slow
 def test_bad_files_on_the_cli_end_in_one_line(tmp_path, capsys, tiny_dataset):
     bomb = _bomb(tmp_path / "bomb.tif", np.uint16)
     adapter = tmp_path / "bad.json"
@@ -598,6 +601,7 @@ def test_a_thin_image_predicts_on_the_cli(tmp_path, capsys):
     assert iio.imread(tmp_path / "m.png").shape == (1, 3000)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the soak forks its writers")
 def test_kill9_soak_short_form(tmp_path):
     """scripts/soak_kill9.py with few kills: a project writer and an adapter writer SIGKILLed at random

@@ -54,6 +54,7 @@ def test_every_sam2_type_is_listed():
     assert ("SAM 2.1 Hiera-Tiny", "sam2.1_hiera_tiny") in model_choices()
 
 
+@pytest.mark.slow
 def test_predictor_predicts_what_sam2_image_predictor_predicts(meta_checkpoint, sam2_tiny, image):
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
@@ -82,6 +83,7 @@ def test_predictor_predicts_what_sam2_image_predictor_predicts(meta_checkpoint, 
     np.testing.assert_allclose(low, theirs.predict(box=BOX, mask_input=previous, multimask_output=False)[2], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_embedding_cache_keeps_the_high_resolution_features(sam2_tiny, image, tmp_path):
     predictor = Predictor(sam2_tiny, cache_dir=tmp_path)
     predictor.set_image(image)

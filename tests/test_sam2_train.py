@@ -20,13 +20,13 @@ import torch
 
 pytest.importorskip("sam2")
 
+from infosam_core.adapter_files.checkpoint import load_peft_checkpoint, save_peft_checkpoint
 from infosam_core.data.datasets import SegmentationSample
 from infosam_core.distill import ModelDims, make_distiller
 from infosam_core.evaluation.prompted import evaluate
 from infosam_core.evaluation.relation_maps import relation_maps
-from infosam_core.models.sam2 import SINGLE_MASK_TOKEN_INDEX, Sam2Model, build_sam2_base
-from infosam_core.models.training_backbone import Sam2TrainingBackbone, training_backbone_for
-from infosam_core.peft.checkpoint import load_peft_checkpoint, save_peft_checkpoint
+from infosam_core.models.registry import family_of
+from infosam_core.models.sam2 import SINGLE_MASK_TOKEN_INDEX, Sam2Model, Sam2TrainingBackbone, build_sam2_base
 from infosam_core.peft.registry import apply_peft
 from infosam_core.peft.state import trained_state
 from infosam_core.training.config import TrainConfig
@@ -67,7 +67,7 @@ def test_batched_decode_equals_sam2_decoder_pass(sam2_small):
     """Mixed batch (a box and a point): logits equal ``mask_decoder(..., multimask_output=False)`` with dynamic
     multimask off, image by image; the token equals ``hs[:, 2]`` of the decoder's transformer (forward hook)."""
     model = sam2_small
-    backbone = training_backbone_for(model)
+    backbone = family_of(model).training_backbone(model)
     assert isinstance(backbone, Sam2TrainingBackbone) and backbone.input_size == SIZE
     torch.manual_seed(1)
     with torch.no_grad():
@@ -115,6 +115,7 @@ def test_batched_decode_equals_sam2_decoder_pass(sam2_small):
         hook.remove()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["adapter", "lora"])
 def test_peft_infosam_steps_on_sam2(sam2_small, samples, tmp_path, method):
     """2 epochs x 1 step: finite losses, only trainable parameters move, the teacher encoder runs once per image,
@@ -152,6 +153,7 @@ def test_peft_infosam_steps_on_sam2(sam2_small, samples, tmp_path, method):
     assert [r["iou"] for r in a.rows] == pytest.approx([r["iou"] for r in b.rows], abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "method, options",
     [
@@ -223,6 +225,7 @@ def test_hiera_levels_are_the_stage_ends(sam2_small):
     assert {f.conv1[0].out_channels for f in review.fusions} == {512}  # one mid width: residuals pass on
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distiller", ["vid", "reviewkd"])
 def test_multi_level_distillers_train_on_hiera(sam2_small, samples, tmp_path, monkeypatch, distiller):
     """Adapter + VID / ReviewKD on SAM2-tiny, 2 epochs x 1 step: finite losses; the distiller's loss reaches

@@ -5,18 +5,15 @@ from __future__ import annotations
 import copy
 import math
 import threading
-from functools import partial
 
 import numpy as np
 import pytest
 import torch
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-from skimage import draw
+from helpers import disc_samples, micro_sam, quick
 
 import infosam_core.training.trainer as train_module
 from infosam_core.data.datasets import SegmentationSample
 from infosam_core.models.batched_decoder import decode, mask_token
-from infosam_core.models.sam import PIXEL_MEAN, PIXEL_STD
 from infosam_core.peft.state import trained_state
 from infosam_core.training.batches import make_batch, prepare_samples
 from infosam_core.training.config import TrainConfig
@@ -24,56 +21,6 @@ from infosam_core.training.encoder_cache import EncoderCache
 from infosam_core.training.results import TrainingError, TrainProgress
 from infosam_core.training.schedules import cosine_lr
 from infosam_core.training.trainer import train
-
-
-def micro_sam(seed: int = 0) -> Sam:
-    """SAM's classes at toy sizes (64 px input, 8x8 grid, 32-d): training steps in milliseconds."""
-    torch.manual_seed(seed)
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=64,
-            patch_size=8,
-            embed_dim=32,
-            depth=4,
-            num_heads=2,
-            mlp_ratio=4,
-            out_chans=32,
-            qkv_bias=True,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True,
-            window_size=4,
-            global_attn_indexes=(1, 3),
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=32, image_embedding_size=(8, 8), input_image_size=(64, 64), mask_in_chans=4
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=4),
-            transformer_dim=32,
-            iou_head_depth=3,
-            iou_head_hidden_dim=32,
-        ),
-        pixel_mean=list(PIXEL_MEAN),
-        pixel_std=list(PIXEL_STD),
-    )
-    sam.model_type = "micro"
-    return sam.eval()
-
-
-def disc_samples(n: int, size: int = 48, seed: int = 0) -> list[SegmentationSample]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        image = rng.integers(0, 120, (size, size + 8, 3), dtype=np.uint8)
-        mask = np.zeros((size, size + 8), bool)
-        rr, cc = draw.disk(
-            (rng.integers(15, size - 15), rng.integers(15, size - 7)), rng.integers(6, 12), shape=mask.shape
-        )
-        mask[rr, cc] = True
-        image[mask] += 100
-        out.append(SegmentationSample(image, mask, f"d{i}"))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +31,6 @@ def base():
 @pytest.fixture(scope="module")
 def samples():
     return disc_samples(6)
-
-
-def quick(**kw) -> TrainConfig:
-    kw.setdefault("epochs", 1)
-    kw.setdefault("batch_size", 2)
-    return TrainConfig(**kw)
 
 
 def test_decode_matches_mask_decoder_per_image(base):
@@ -230,7 +171,7 @@ def test_validation_keeps_best_and_time_budget(base, samples):
 
 
 def test_continue_from_model_and_adapter(base, samples, tmp_path):
-    from infosam_core.peft.checkpoint import load_peft_checkpoint, save_peft_checkpoint
+    from infosam_core.adapter_files.checkpoint import load_peft_checkpoint, save_peft_checkpoint
 
     first = train(quick(max_steps=2), base, samples)
     again = train(quick(max_steps=1, lr=1e-9, min_lr=0), base, samples, init_model=first.model)

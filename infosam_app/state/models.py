@@ -48,14 +48,11 @@ def make_predictor(sam, cache_dir: Path | None):
 
 
 def load_model_and_predictor(model_type: str, checkpoint: str | None, cache_dir: Path | None):
-    """Load SAM (on the GPU when there is one) and make its predictor; slow, so run it in a background task."""
-    import torch
+    """Load SAM (on the GPU when there is one) and make its predictor; slow, so run it in a background task.
+    The core's :func:`~infosam_core.adapter_files.loading.load_model_with_adapter` raises ValueErrors only."""
+    from infosam_core.adapter_files.loading import load_model_with_adapter
 
-    from infosam_core.models.registry import load_sam
-
-    sam = load_sam(model_type, checkpoint)
-    if torch.cuda.is_available():
-        sam = sam.to("cuda")
+    sam = load_model_with_adapter(model_type, checkpoint, adapter=None, device="auto")
     return sam, make_predictor(sam, cache_dir)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +60,11 @@ def read_label_image(path: str | Path) -> np.ndarray:
     return np.asarray(iio.imread(path))
 
 
-def _label_image_for(project: Project, key: str) -> np.ndarray | None:
+def _label_image_for(project: Project, key: str) -> np.ndarray:
     ann = project.annotations(key)
     if ann.labels is not None:
         return ann.labels
-    shape = project.entry(key).shape
+    shape: Sequence[int] | None = project.entry(key).shape
     if shape is None:  # never opened, never annotated: read the image to know its size
         from infosam_core.io.images import read_image
 

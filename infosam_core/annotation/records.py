@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -59,6 +59,14 @@ def as_float(value: Any, where: str, field_name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise _fail(where, field_name, f"must be a finite number, found {value!r:.60}")
     return float(value)
+
+
+@overload
+def as_str(value: Any, where: str, field_name: str, allow_none: Literal[False] = False) -> str: ...
+
+
+@overload
+def as_str(value: Any, where: str, field_name: str, allow_none: bool) -> str | None: ...
 
 
 def as_str(value: Any, where: str, field_name: str, allow_none: bool = False) -> str | None:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from infosam_core.cli import CLIError, add_model_argument
-from infosam_core.cli.train_cmd import check_device, check_out_dir
+from infosam_core.cli.common import add_device_argument, check_device, check_out_dir
 from infosam_core.data.prompt_sampling import PROTOCOLS
 from infosam_core.evaluation.metrics import METRICS
 
@@ -33,31 +33,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompt", choices=PROTOCOLS, default="box", help="prompt protocol (default: box)")
     parser.add_argument("--metrics", nargs="+", choices=list(METRICS), help="metrics to compute (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="prompt seed (default 0)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    add_device_argument(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from infosam_core.adapter_files.loading import check_adapter_file, load_model_with_adapter
     from infosam_core.data.datasets import load_folder_dataset
     from infosam_core.evaluation.prompted import evaluate, save_eval
-    from infosam_core.models.checkpoints import CheckpointError
-    from infosam_core.models.registry import load_sam
-    from infosam_core.peft.checkpoint import PeftCheckpointError, load_peft_checkpoint, read_peft_checkpoint_info
 
     check_device(args.device)
     check_out_dir(args.out)
     try:
         if args.adapter:
-            read_peft_checkpoint_info(args.adapter)  # a broken adapter is reported before the data is read
+            check_adapter_file(args.adapter, args.model, args.checkpoint)  # reported before the data is read
         samples = load_folder_dataset(args.data)
-        sam = load_sam(args.model, args.checkpoint)
-        if args.adapter:
-            sam = load_peft_checkpoint(sam, args.adapter)
-        sam.to(args.device)
-    except (ValueError, CheckpointError, PeftCheckpointError, RuntimeError) as exc:
-        message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CLIError(message if isinstance(exc, RuntimeError) else str(exc)) from None
+        sam = load_model_with_adapter(args.model, args.checkpoint, args.adapter, args.device)
+    except ValueError as exc:  # DatasetError, CheckpointError, PeftCheckpointError, ModelDeviceError
+        raise CLIError(str(exc)) from None
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from infosam_core.cli import CLIError, add_model_argument
-from infosam_core.cli.train_cmd import parse_option
+from infosam_core.cli.common import parse_option
 from infosam_core.distill.registry import distiller_names
 from infosam_core.peft.registry import PEFT_METHODS
 
@@ -39,12 +39,17 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.models.checkpoints import CheckpointError
     from infosam_core.models.fingerprint import model_fingerprint
     from infosam_core.models.registry import load_sam
-    from infosam_core.peft.registry import apply_peft
+    from infosam_core.peft.registry import apply_peft, make_config
     from infosam_core.peft.state import format_parameter_parts, parameter_parts
 
     options = dict(parse_option(o) for o in args.peft_option)
     if options and not args.peft:
         raise CLIError("--peft-option given without --peft")
+    if args.peft:
+        try:  # the options are checked before any model is loaded
+            make_config(args.peft, options)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # random weights without --checkpoint: fine for counting

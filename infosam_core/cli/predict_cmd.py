@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from infosam_core.cli import CLIError, add_model_argument
+from infosam_core.cli.common import add_device_argument, check_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="HQ-SAM models (a sam-hq checkpoint such as sam_hq_vit_b.pth, or an hq_sam adapter): the HQ token's mask alone, as sam-hq's "
         "hq_token_only=True (default: SAM's mask + the HQ mask, sam-hq's default)",
     )
+    add_device_argument(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="MASK.png", help="where to write the mask")
     parser.set_defaults(func=run)
 
@@ -82,13 +84,12 @@ def parse_box(text: str) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
+    from infosam_core.adapter_files.loading import load_model_with_adapter
     from infosam_core.inference.predictor import Predictor
     from infosam_core.io.atomic import atomic_path
     from infosam_core.io.images import ImageError, load_rgb
-    from infosam_core.models.checkpoints import CheckpointError
-    from infosam_core.models.registry import load_sam
-    from infosam_core.peft.checkpoint import PeftCheckpointError, load_peft_checkpoint, read_peft_checkpoint_info
 
+    check_device(args.device)
     if not args.point and args.box is None:
         raise CLIError("give a prompt: --point X,Y (repeatable) and/or --box X0,Y0,X1,Y1")
     if args.out.suffix.lower() != ".png":
@@ -106,12 +107,8 @@ def run(args: argparse.Namespace) -> int:
     if box is not None and (box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height):
         raise CLIError(f"--box {args.box} reaches outside the {width}x{height} image (0..{width}, 0..{height})")
     try:
-        if args.adapter is not None:
-            read_peft_checkpoint_info(args.adapter)  # a broken adapter is reported before the model is built
-        sam = load_sam(args.model, args.checkpoint)
-        if args.adapter is not None:
-            sam = load_peft_checkpoint(sam, args.adapter)
-    except (CheckpointError, PeftCheckpointError) as exc:
+        sam = load_model_with_adapter(args.model, args.checkpoint, args.adapter, args.device)
+    except ValueError as exc:  # CheckpointError, PeftCheckpointError, ModelDeviceError: one line each
         raise CLIError(str(exc)) from None
 
     if args.hq_token_only:

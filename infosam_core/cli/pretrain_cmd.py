@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from infosam_core.cli.common import add_device_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -32,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep an exponential moving average of the weights (OUT/sam_<model>_ema.safetensors); 0 = off",
     )
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    add_device_argument(p)
     p.add_argument(
         "--data-workers", type=int, default=0, help="processes drawing scenes ahead of the model (default 0)"
     )
@@ -45,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from infosam_core.cli import CLIError
-    from infosam_core.cli.train_cmd import check_device, check_out_dir
+    from infosam_core.cli.common import check_device, check_out_dir
+    from infosam_core.models.devices import resolve_device
     from infosam_core.training.pretraining.config import PretrainConfig
     from infosam_core.training.pretraining.pretrainer import Pretrainer
 
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         ema_decay=args.ema_decay,
         pixel_loss=args.pixel_loss,
         threads=args.threads,
-        device=args.device,
+        device=str(resolve_device(args.device)),
         data_workers=args.data_workers,
         log_every=args.log_every,
         time_budget_s=args.time_budget,

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from infosam_core.cli import CLIError, add_model_argument
+from infosam_core.cli.common import add_device_argument, check_device
 
 FORMATS = ("tif", "png")
 
@@ -38,13 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--stability-thresh", type=float, help="keep masks with stability score at least this")
     parser.add_argument("--format", choices=FORMATS, default="tif", help="label image format (default: tif)")
     parser.add_argument("--truth", type=Path, help="folder of ground-truth masks named like the images: print F1")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    add_device_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from infosam_core.adapter_files.loading import load_model_with_adapter
     from infosam_core.annotation.export import coco_from_label_images, read_label_image, write_label_image
     from infosam_core.annotation.project import find_images
     from infosam_core.annotation.records import ProjectError
@@ -52,10 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.inference.predictor import Predictor
     from infosam_core.io.atomic import write_json_atomic
     from infosam_core.io.images import ImageError, load_rgb
-    from infosam_core.models.checkpoints import CheckpointError
-    from infosam_core.models.registry import load_sam
-    from infosam_core.peft.checkpoint import PeftCheckpointError, load_peft_checkpoint
 
+    check_device(args.device)
     try:
         images = find_images(args.inputs)
     except ProjectError as exc:
@@ -85,13 +85,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     try:
-        sam = load_sam(args.model, args.checkpoint)
-        if args.adapter is not None:
-            sam = load_peft_checkpoint(sam, args.adapter)
-        sam.to(args.device)
-    except (CheckpointError, PeftCheckpointError, RuntimeError) as exc:
-        raise CLIError(str(exc).splitlines()[0]) from None
-    sam.eval()
+        sam = load_model_with_adapter(args.model, args.checkpoint, args.adapter, args.device)
+    except ValueError as exc:  # CheckpointError, PeftCheckpointError, ModelDeviceError: one line each
+        raise CLIError(str(exc)) from None
 
     args.out.mkdir(parents=True, exist_ok=True)
     label_paths = {path: args.out / f"{path.stem}_labels.{args.format}" for path in images}

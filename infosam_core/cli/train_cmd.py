@@ -17,13 +17,13 @@ Only rank 0 prints and writes.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from infosam_core.cli import CLIError, InterruptToStop, add_model_argument
+from infosam_core.cli.common import add_device_argument, check_device, check_out_dir, parse_option
 from infosam_core.distill.registry import DISTILLERS, distiller_names
 from infosam_core.peft.registry import PEFT_METHODS
 
@@ -103,11 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this much training time")
-    parser.add_argument(
-        "--device",
-        default="auto",
-        help="auto (CUDA when available), cpu, cuda, cuda:1, ...; under torchrun auto/cuda mean cuda:LOCAL_RANK",
-    )
+    add_device_argument(parser, "; under torchrun auto/cuda mean cuda:LOCAL_RANK")
     parser.add_argument(
         "--no-bf16",
         action="store_true",
@@ -133,18 +129,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.set_defaults(func=run)
-
-
-def parse_option(text: str, flag: str = "--peft-option", example: str = "rank=8") -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise CLIError(f"{flag} {text!r}: expected KEY=VALUE, e.g. {example}")
-    raw = value.strip()
-    try:
-        parsed = json.loads(raw.lower() if raw.lower() in ("true", "false", "null") else raw)
-    except json.JSONDecodeError:
-        parsed = raw
-    return key.strip(), parsed
 
 
 def build_config(args: argparse.Namespace):
@@ -203,47 +187,11 @@ def _flag_names(message: str) -> str:
     return message
 
 
-def check_device(device: str) -> None:
-    """Refuse a device this machine does not have, before any data or model is loaded."""
-    import torch
-
-    if device == "auto" or device == "cpu":
-        return
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise CLIError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CLIError(f"--device {device}: no CUDA GPU is available here; use --device cpu (or auto)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise CLIError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
-    elif dev.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise CLIError(f"--device {device}: Apple MPS is not available here; use --device cpu (or auto)")
-    else:
-        raise CLIError(f"--device {device}: unsupported; use auto, cpu, cuda or cuda:N")
-
-
-def check_out_dir(out: Path) -> None:
-    """``--out`` must be a folder this process can write, checked before training starts."""
-    import tempfile
-
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out}: is a file; give a folder (it is created if missing)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise CLIError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose another folder") from None
-
-
 class _Reporter:
     """A tqdm bar on a terminal; otherwise one plain line about every 5 % of the steps and per validation."""
 
     def __init__(self) -> None:
-        self.bar = None
+        self.bar: Any = None  # a tqdm bar, made at the first report
         self.tty = sys.stderr.isatty()
 
     def __call__(self, p) -> None:
@@ -279,8 +227,8 @@ class _Reporter:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from infosam_core.models.devices import resolve_device
     from infosam_core.training import distributed
-    from infosam_core.training.devices import resolve_device
 
     config = build_config(args)
     check_out_dir(args.out)  # before any data or model is loaded
@@ -302,18 +250,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, config, context) -> int:
     """One process's part of ``infosam train`` (the only one without torchrun); rank 0 prints and saves."""
+    from infosam_core.adapter_files.checkpoint import load_peft_checkpoint
+    from infosam_core.adapter_files.loading import check_adapter_file
     from infosam_core.data.datasets import load_folder_dataset, split
-    from infosam_core.io.atomic import write_json_atomic
-    from infosam_core.models.checkpoints import CheckpointError
     from infosam_core.models.registry import load_sam
-    from infosam_core.peft.checkpoint import (
-        PeftCheckpointError,
-        load_peft_checkpoint,
-        read_peft_checkpoint_info,
-        save_peft_checkpoint,
-    )
     from infosam_core.training.results import TrainingError
-    from infosam_core.training.trainer import train
+    from infosam_core.training.runs import RunFailedError, train_and_save
+    from infosam_core.training.trainer import EpochCallback
 
     def say(*parts) -> None:
         if context.is_main:
@@ -324,8 +267,8 @@ def _run(args: argparse.Namespace, config, context) -> int:
     if args.relation_maps and config.distill != "infosam":
         raise CLIError(f"--relation-maps draws InfoSAM's relation module; --distill {config.distill} has none")
     try:
-        if args.init_adapter:
-            read_peft_checkpoint_info(args.init_adapter)  # a broken adapter is reported before the data is read
+        if args.init_adapter:  # a broken adapter, or one for another model, is reported before the data is read
+            check_adapter_file(args.init_adapter, args.model, args.checkpoint)
         samples = load_folder_dataset(args.data)
         val = load_folder_dataset(args.val_data) if args.val_data else []
         if args.val_fraction:
@@ -333,14 +276,14 @@ def _run(args: argparse.Namespace, config, context) -> int:
             val += held_out
         sam = load_sam(args.model, args.checkpoint)
         init_model = load_peft_checkpoint(sam, args.init_adapter) if args.init_adapter else None
-    except (ValueError, CheckpointError) as exc:  # DatasetError and PeftCheckpointError are ValueErrors
+    except ValueError as exc:  # DatasetError, CheckpointError and PeftCheckpointError are ValueErrors
         raise CLIError(str(exc)) from None
     except MemoryError:
         raise CLIError(f"{args.data}: not enough memory to load this dataset; use fewer or smaller images") from None
 
     interrupts = InterruptToStop("stopping after this step (Ctrl-C again to abort) ..." if context.is_main else None)
 
-    callbacks = []
+    callbacks: list[EpochCallback] = []
     if args.relation_maps and context.is_main:
         from infosam_core.evaluation.relation_maps import RelationMapRecorder
 
@@ -351,44 +294,45 @@ def _run(args: argparse.Namespace, config, context) -> int:
         f"training on {len(samples)} images ({len(val)} for validation), SAM {args.model}, "
         f"{config.peft} + {config.distill}, {config.epochs} epochs x batch {config.batch_size}{processes}"
     )
+    facts = {
+        "data": str(args.data),
+        "model": args.model,
+        "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+        "processes": context.world_size,
+    }
     try:
-        result = train(
+        saved = train_and_save(
             config,
             sam,
             samples,
+            args.out if context.is_main else None,  # only rank 0 writes
+            facts=facts,
             progress=reporter if context.is_main else None,
             should_stop=interrupts.stop.is_set,
             val_samples=val or None,
             init_model=init_model,
             callbacks=callbacks,
         )
-    except TrainingError as exc:
+    except RunFailedError as exc:
+        raise CLIError(
+            f"{exc} (the last good adapter, step {exc.saved_step}, is saved as {exc.files.adapter})"
+        ) from None
+    except (TrainingError, ValueError) as exc:  # PeftCheckpointError is a ValueError
         raise CLIError(str(exc)) from None
-    except (ValueError, PeftCheckpointError) as exc:
-        raise CLIError(str(exc)) from None
+    except OSError as exc:
+        raise CLIError(f"{args.out}: cannot write the results ({exc.strerror or exc})") from None
     finally:
         reporter.close()
         interrupts.restore()
-    if not context.is_main:
+    if saved.files is None:
         return 0
+    result, files = saved.result, saved.files
     print(result.report)
-    summary = result.summary()
-    summary.update(
-        data=str(args.data),
-        model=args.model,
-        checkpoint=str(args.checkpoint) if args.checkpoint else None,
-        processes=context.world_size,
-    )
-    try:
-        tensors, meta = save_peft_checkpoint(result.model, args.out / "adapter", summary=summary)
-        write_json_atomic(args.out / "history.json", summary)
-    except OSError as exc:
-        raise CLIError(f"{args.out}: cannot write the results ({exc.strerror or exc})") from None
     best = (
         f", best validation mIoU {result.best_val_miou:.4f} (epoch {result.best_epoch})"
         if result.best_val_miou is not None
         else ""
     )
     print(f"{result.stop_reason} after {result.steps} steps in {result.elapsed_s:.0f}s{best}")
-    print(f"adapter -> {tensors} + {meta.name}; history -> {args.out / 'history.json'}")
+    print(f"adapter -> {files.tensors} + {files.adapter.name}; history -> {files.history}")
     return 0

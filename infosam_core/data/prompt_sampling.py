@@ -40,7 +40,9 @@ def box_from_mask(mask: np.ndarray, rng: np.random.Generator | int | None = None
     the result is clipped to the image. Without ``rng`` the tight box is returned.
     """
     mask = _as_mask(mask)
-    x0, y0, x1, y1 = mask_bounds(mask)
+    bounds = mask_bounds(mask)
+    assert bounds is not None  # _as_mask refuses an empty mask
+    x0, y0, x1, y1 = bounds
     if rng is not None:
         rng = np.random.default_rng(rng)
         j = int(np.floor(min(jitter, 0.5 * min(x1 - x0, y1 - y0))))

@@ -165,7 +165,7 @@ class SceneGenerator:
     def generate(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         c = self.config
         s = c.image_size
-        image = self._fill(rng, s, s).astype(np.float32)
+        image: np.ndarray = self._fill(rng, s, s).astype(np.float32)
         if rng.random() < 0.5:  # busy backgrounds too: a second texture layer
             image = 0.5 * image + 0.5 * self._texture_patch(rng, s, s)
         labels = np.zeros((s, s), dtype=np.int32)

@@ -1,5 +1,6 @@
 """Distillation from the frozen pre-trained SAM (teacher) into the PEFT student: one module per distiller
-behind :mod:`.registry`, all implementing :class:`.base.Distiller`.
+behind :mod:`.registry`, all implementing :class:`.base.Distiller` (each class names itself once: ``name``,
+``config_cls``, ``description``; :data:`DISTILLERS` is built from the classes).
 
 * :mod:`.infosam` -- InfoSAM (the default): :class:`.relation.RelationModule` and the Renyi-entropy terms
   of :mod:`.renyi` (``relation_compression_loss`` L_r, ``relation_distillation_loss`` L_d); also
@@ -10,7 +11,14 @@ behind :mod:`.registry`, all implementing :class:`.base.Distiller`.
 """
 
 from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims
-from infosam_core.distill.registry import DISTILLERS, NO_DISTILLATION, distiller_names, make_distiller
+from infosam_core.distill.registry import (
+    DISTILLERS,
+    NO_DISTILLATION,
+    distiller_names,
+    make_distiller,
+    register_distiller,
+    unregister_distiller,
+)
 
 __all__ = [
     "DISTILLERS",
@@ -21,4 +29,6 @@ __all__ = [
     "ModelDims",
     "distiller_names",
     "make_distiller",
+    "register_distiller",
+    "unregister_distiller",
 ]

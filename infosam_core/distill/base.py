@@ -11,8 +11,9 @@ Teacher = the frozen pre-trained SAM (only run under ``no_grad``); student = SAM
 Multi-level methods (VID, IBD, SemCKD, ReviewKD) also read image-encoder block outputs: a distiller lists
 the block indices it needs in ``encoder_blocks`` (set in its ``__init__``); the trainer's encoder cache then
 hands the teacher's (cached per image and flip, like its embeddings) and the student's (captured during the
-student's forward) as ``DistillInputs.teacher_features`` / ``student_features``. A ViT's blocks all have
-one width and grid; SAM2's Hiera blocks index ``trunk.blocks`` and differ per stage (:class:`ModelDims`).
+student's forward) as ``DistillInputs.teacher_features`` / ``student_features``. The indices are into the
+encoder's feature blocks (its backbone family's): a ViT's blocks all have one width and grid, SAM2's Hiera
+blocks differ per stage (:class:`ModelDims`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from infosam_core.models.protocols import SamLike
+from infosam_core.models.registry import family_of
+from infosam_core.options import Options
 
 
 def loss_dtype(tensor: torch.Tensor) -> torch.Tensor:
@@ -120,56 +125,39 @@ class ModelDims:
 
     @classmethod
     def of(cls, sam: nn.Module) -> ModelDims:
-        """The dimensions of a segment-anything ``Sam`` (blocks with ``window_size == 0`` attend globally) or of a
-        SAM2 model (Hiera ``trunk``: per-block widths and strides, the stage ends). An image encoder without such
-        blocks (MobileSAM's TinyViT) gives depth 0: only single-level distillers apply."""
+        """The dimensions of a model, from its backbone family's block geometry
+        (:meth:`~infosam_core.models.family.BackboneFamily.block_geometry`). A family whose block outputs the
+        trainer does not capture (MobileSAM's TinyViT) gives depth 0: only single-level distillers apply."""
         embed_dim = sam.prompt_encoder.embed_dim
-        encoder = sam.image_encoder
-        trunk = getattr(encoder, "trunk", None)
-        if isinstance(getattr(trunk, "blocks", None), nn.ModuleList) and hasattr(trunk, "stage_ends"):
-            return cls._of_hiera(embed_dim, trunk)
-        blocks = getattr(encoder, "blocks", None)
-        proj = getattr(getattr(encoder, "patch_embed", None), "proj", None)
-        if blocks is None or proj is None:
+        family = family_of(sam)
+        geometry = family.block_geometry(sam.image_encoder)
+        if not family.block_levels or not geometry.depth:
             return cls(
                 embed_dim=embed_dim,
                 encoder_dim=embed_dim,
                 encoder_depth=0,
                 global_blocks=(),
-                encoder_name=type(encoder).__name__,
+                encoder_name=family.encoder_name,
             )
         return cls(
             embed_dim=embed_dim,
-            encoder_dim=proj.out_channels,
-            encoder_depth=len(blocks),
-            global_blocks=tuple(i for i, b in enumerate(blocks) if getattr(b, "window_size", 0) == 0),
-        )
-
-    @classmethod
-    def _of_hiera(cls, embed_dim: int, trunk: nn.Module) -> ModelDims:
-        """SAM2's Hiera: block i outputs ``blocks[i].dim_out`` channels; the patch embedding has stride 4 and
-        each q-pooling block (the first of stages 2-4) multiplies the stride by its ``q_stride``."""
-        stride = int(trunk.patch_embed.proj.stride[0])
-        widths, strides = [], []
-        for block in trunk.blocks:
-            if block.q_stride:
-                stride *= int(block.q_stride[0])
-            widths.append(int(block.dim_out))
-            strides.append(stride)
-        return cls(
-            embed_dim=embed_dim,
-            encoder_dim=int(trunk.patch_embed.proj.out_channels),
-            encoder_depth=len(trunk.blocks),
-            global_blocks=tuple(i for i, b in enumerate(trunk.blocks) if b.window_size == 0),
-            block_widths=tuple(widths),
-            block_strides=tuple(strides),
-            stage_ends=tuple(int(i) for i in trunk.stage_ends),
-            encoder_name="SAM2's Hiera",
+            encoder_dim=geometry.width,
+            encoder_depth=geometry.depth,
+            global_blocks=geometry.global_blocks,
+            block_widths=geometry.block_widths,
+            block_strides=geometry.block_strides,
+            stage_ends=geometry.stage_ends,
+            encoder_name=family.encoder_name,
         )
 
     def width(self, block: int) -> int:
         """Channels of block ``block``'s output."""
         return self.block_widths[block] if self.block_widths else self.encoder_dim
+
+    @property
+    def block_levels(self) -> bool:
+        """The trainer captures block outputs of this encoder for multi-level distillers (depth > 0)."""
+        return self.encoder_depth > 0
 
     @property
     def uniform_blocks(self) -> bool:
@@ -183,7 +171,7 @@ class ModelDims:
         if not self.encoder_depth:
             raise ValueError(
                 f"this image encoder ({self.encoder_name}) has no block outputs to distil: choose a single-level "
-                "distiller (infosam, logit, pkd, pkt, tinysam, mobilesam)"
+                "distiller (one that reads the image embedding, mask token or logits)"
             )
         if spec == "global" and self.stage_ends:
             return self.stage_ends
@@ -212,6 +200,11 @@ class ModelDims:
 class Distiller(nn.Module):
     """Base class. Subclasses set the class attributes and implement :meth:`forward`.
 
+    ``name``: the distiller's one name (``--distill NAME``, the registry key, the adapter file's ``name``),
+    written only here; ``config_cls``: its options dataclass (an :class:`~infosam_core.options.Options`, built
+    as ``distiller_cls(config, dims, generator)``); ``description``: one line for ``--help`` and the app;
+    ``title``: how the app names it (the name when empty); ``recommended``: the app offers it first.
+
     ``term_names``: the names of the terms :meth:`forward` reports (fixed per method and options, so progress
     plots and history columns are known before the first step; an instance may extend it in ``__init__``).
     ``min_batch_size``: batch statistics (InfoSAM's and PKT's B x B matrices) need at least 2 samples.
@@ -224,13 +217,19 @@ class Distiller(nn.Module):
     """
 
     name: ClassVar[str] = ""
+    config_cls: ClassVar[type[Options]] = Options
+    description: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    recommended: ClassVar[bool] = False
     term_names: tuple[str, ...] = ()
     min_batch_size: ClassVar[int] = 1
     reads_encoder_blocks: ClassVar[bool] = False
     uniform_blocks_only: ClassVar[bool] = False
     encoder_blocks: tuple[int, ...] = ()
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, dims: Any = None, generator: torch.Generator | None = None) -> None:
+        """Subclasses are built as ``cls(config, dims, generator)`` (``dims``: :class:`ModelDims`) and pass
+        ``config`` on; the base keeps only ``config``."""
         super().__init__()
         self.config = config
 
@@ -247,3 +246,44 @@ class Distiller(nn.Module):
 
     def forward(self, inputs: DistillInputs) -> DistillLoss:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def distiller_of(model: SamLike | nn.Module) -> Distiller | None:
+    """The distiller attached to ``model`` (``model.distiller``, see the module docstring); None without one."""
+    distiller = getattr(model, "distiller", None)
+    if distiller is not None and not isinstance(distiller, Distiller):
+        raise TypeError(f"model.distiller is a {type(distiller).__name__}, not a Distiller")
+    return distiller
+
+
+def set_distiller(model: SamLike | nn.Module, distiller: Distiller | None) -> None:
+    """Attach ``distiller`` to ``model`` as ``model.distiller`` (a sub-module: its parameters train, save and load
+    with the model's), or detach it (None)."""
+    setattr(model, "distiller", distiller)  # noqa: B010 - nn.Module.__setattr__ registers the sub-module
+
+
+MAX_BLOCK_INDEX = 4096  # no encoder has more blocks; bounds a ``blocks`` option before any model is known
+
+
+def check_blocks_option(value: Any) -> Any:
+    """A ``blocks`` option as given, once its form is valid: ``"global"``, ``"all"``, an index, a list of
+    indices or a comma-separated string of them (``"2,5,8,11"``); ValueError otherwise. Whether the indices
+    exist is checked against the model by :meth:`ModelDims.block_indices`."""
+    if value in ("global", "all"):
+        return value
+    items = value
+    if isinstance(value, str):
+        try:
+            items = [int(p) for p in value.replace(" ", "").split(",") if p]
+        except ValueError:
+            raise ValueError(
+                f"must be 'global', 'all' or block indices such as '2,5,8,11', got {value!r:.40}"
+            ) from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        items = [value]
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValueError(f"must be 'global', 'all' or block indices such as '2,5,8,11', got {value!r:.40}")
+    for i in items:
+        if isinstance(i, bool) or not isinstance(i, int) or not -MAX_BLOCK_INDEX <= i < MAX_BLOCK_INDEX:
+            raise ValueError(f"must list block indices (integers, |i| < {MAX_BLOCK_INDEX}), got {i!r:.40}")
+    return value

@@ -24,16 +24,24 @@ a separate SGD). BatchNorm needs ``batch_size >= 2``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims, loss_dtype
+from infosam_core.distill.base import (
+    Distiller,
+    DistillInputs,
+    DistillLoss,
+    ModelDims,
+    check_blocks_option,
+    loss_dtype,
+)
 from infosam_core.distill.logit import binary_kd_loss
 from infosam_core.models.initialization import seeded_init_, seeded_module
+from infosam_core.options import Options, bounds, check
 
 
 def energy_map(features: torch.Tensor) -> torch.Tensor:
@@ -85,25 +93,27 @@ class AttentionFeatureLoss(nn.Module):
             logits = torch.einsum("bstd,btd->bts", bk, q) + self.p_t @ self.p_s.T
             attention = torch.softmax(logits / self.qk_dim**0.5, dim=2)  # (B, T, S)
             v_t = torch.stack([energy_map(f) for f in teacher], 1)  # (B, T, hw)
-            size = teacher[0].shape[-2:]
+            size = (teacher[0].shape[-2], teacher[0].shape[-1])
             v_s = torch.stack([energy_map(F.adaptive_avg_pool2d(f, size)) for f in student], 1)  # (B, S, hw)
             diff = (v_s[:, None] - v_t[:, :, None]).pow(2).mean(-1)  # (B, T, S)
             return (attention * diff).sum(2).mean(0).sum()
 
 
 @dataclass
-class IbdConfig:
+class IbdConfig(Options):
     """``blocks``: encoder blocks used as teacher and student layers; ``w_kd`` / ``w_feat``: weights of the
     soft-label KL and the attention feature loss (reference 1 and 0.8); ``qk_dim``: attention width (128)."""
 
-    blocks: Any = "global"
-    w_kd: float = 1.0
-    w_feat: float = 0.8
-    qk_dim: int = 128
+    blocks: Any = field(default="global", metadata=check(check_blocks_option))
+    w_kd: float = field(default=1.0, metadata=bounds(0.0, 1e6))
+    w_feat: float = field(default=0.8, metadata=bounds(0.0, 1e6))
+    qk_dim: int = field(default=128, metadata=bounds(1, 4096))
 
 
 class IbdDistiller(Distiller):
     name = "ibd"
+    config_cls = IbdConfig
+    description = "information-bottleneck distillation: soft labels + attention features"
     reads_encoder_blocks = True
     uniform_blocks_only = True  # one width and grid for every level (ViT blocks)
     term_names = ("kd", "feat")

@@ -26,29 +26,35 @@ teacher's 0.38): G_r^S is near rank one and L_d near zero.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims
 from infosam_core.distill.relation import RelationModule
 from infosam_core.distill.renyi import relation_compression_loss, relation_distillation_loss
+from infosam_core.options import Options, bounds
 
 
 @dataclass
-class InfosamConfig:
+class InfosamConfig(Options):
     """``alpha``: weight of L_r (relation compression); ``beta``: weight of L_d (relation distillation);
     ``warmup_steps``: relation-module warm-up; ``center``: centred relation vectors (both: see the module
     docstring; the defaults are the paper's)."""
 
-    alpha: float = 1.0
-    beta: float = 0.5
-    warmup_steps: int = 0  # relation-module warm-up: L_d trains only R for this many training steps
+    alpha: float = field(default=1.0, metadata=bounds(0.0, 1e6))
+    beta: float = field(default=0.5, metadata=bounds(0.0, 1e6))
+    # relation-module warm-up: L_d trains only R for this many training steps
+    warmup_steps: int = field(default=0, metadata=bounds(0, 10**9))
     center: bool = False  # centre each relation vector over the locations before normalising
 
 
 class InfosamDistiller(Distiller):
     name = "infosam"
+    config_cls = InfosamConfig
+    description = "InfoSAM: relation compression (L_r) + relation distillation (L_d)"
+    title = "InfoSAM"
+    recommended = True
     term_names = ("l_r", "l_d")
     min_batch_size = 2  # B x B Gram matrices: a single sample carries no relation between samples
 

@@ -15,12 +15,13 @@ low-res logits rather than the upsampled ones. 0 (its minimum) when student == t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims, loss_dtype
+from infosam_core.options import Options, bounds
 
 
 def binary_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -37,20 +38,20 @@ def binary_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t
 
 
 @dataclass
-class LogitConfig:
+class LogitConfig(Options):
     """``temperature``: T of the softened distributions (ONE: 3; RepDistiller's default 4)."""
 
-    temperature: float = 3.0
+    temperature: float = field(default=3.0, metadata=bounds(0.0, 100.0, low_open=True))
 
 
 class LogitDistiller(Distiller):
     name = "logit"
+    config_cls = LogitConfig
+    description = "Hinton KD on the mask logits (per-pixel binary KL, T=3)"
     term_names = ("kd",)
 
     def __init__(self, config: LogitConfig, dims: ModelDims, generator: torch.Generator | None = None) -> None:
         super().__init__(config)
-        if not config.temperature > 0:
-            raise ValueError(f"logit: temperature must be > 0, got {config.temperature}")
 
     def forward(self, inputs: DistillInputs) -> DistillLoss:
         kd = binary_kd_loss(inputs.student_logits, inputs.teacher_logits(), self.config.temperature)

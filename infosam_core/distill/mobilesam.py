@@ -13,28 +13,31 @@ segmentation loss and adds
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from infosam_core.distill.base import DistillInputs, DistillLoss, ModelDims, loss_dtype
 from infosam_core.distill.infosam import WithRelationModule
+from infosam_core.options import Options, bounds
 
 
 @dataclass
-class MobilesamConfig:
+class MobilesamConfig(Options):
     """``weight``: of the embedding MSE; ``relation_module``: add InfoSAM's relation-module terms, weighted
     ``rm_alpha`` (L_r) and ``rm_beta`` (L_d)."""
 
-    weight: float = 1.0
+    weight: float = field(default=1.0, metadata=bounds(0.0, 1e6))
     relation_module: bool = False
-    rm_alpha: float = 1.0
-    rm_beta: float = 0.5
+    rm_alpha: float = field(default=1.0, metadata=bounds(0.0, 1e6))
+    rm_beta: float = field(default=0.5, metadata=bounds(0.0, 1e6))
 
 
 class MobilesamDistiller(WithRelationModule):
     name = "mobilesam"
+    config_cls = MobilesamConfig
+    description = "MobileSAM: MSE between image embeddings (relation_module=true adds InfoSAM's RM)"
     own_terms = ("mse",)
 
     def __init__(self, config: MobilesamConfig, dims: ModelDims, generator: torch.Generator | None = None) -> None:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims, loss_dtype
+from infosam_core.options import Options
 
 
 def channel_standardize(features: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -38,12 +39,14 @@ def pkd_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class PkdConfig:
+class PkdConfig(Options):
     """PKD has no option of its own (its weight is ``--lam``; mmrazor's class default is 1)."""
 
 
 class PkdDistiller(Distiller):
     name = "pkd"
+    config_cls = PkdConfig
+    description = "Pearson-correlation KD on the image embeddings"
     term_names = ("pkd",)
 
     def __init__(self, config: PkdConfig, dims: ModelDims, generator: torch.Generator | None = None) -> None:

@@ -19,11 +19,13 @@ B = 1 (hence ``min_batch_size`` 2).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
 from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims, loss_dtype
+from infosam_core.options import Options, bounds
 
 
 def pkt_loss(student: torch.Tensor, teacher: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -40,23 +42,23 @@ def pkt_loss(student: torch.Tensor, teacher: torch.Tensor, eps: float = 1e-7) ->
 
 
 @dataclass
-class PktConfig:
+class PktConfig(Options):
     """``feature``: "embedding" (flattened image embedding) or "token" (mask token); ``weight``: the
     reference's loss weight (30000)."""
 
-    feature: str = "embedding"
-    weight: float = 30000.0
+    feature: Literal["embedding", "token"] = "embedding"
+    weight: float = field(default=30000.0, metadata=bounds(0.0, 1e9))
 
 
 class PktDistiller(Distiller):
     name = "pkt"
+    config_cls = PktConfig
+    description = "probabilistic knowledge transfer: batch cosine affinities, KL"
     term_names = ("pkt",)
     min_batch_size = 2
 
     def __init__(self, config: PktConfig, dims: ModelDims, generator: torch.Generator | None = None) -> None:
         super().__init__(config)
-        if config.feature not in ("embedding", "token"):
-            raise ValueError(f"pkt: feature must be 'embedding' or 'token', got {config.feature!r}")
 
     def forward(self, inputs: DistillInputs) -> DistillLoss:
         if self.config.feature == "token":

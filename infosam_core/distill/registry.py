@@ -1,82 +1,93 @@
 """The distillers by name: ``--distill NAME`` and ``--distill-option KEY=VALUE`` resolve here.
 
-Adding a distiller = a module with an options dataclass and a :class:`~infosam_core.distill.base.Distiller`
-subclass, plus one :class:`DistillerSpec` line in :data:`DISTILLERS`. ``none`` (plain PEFT) is not a
-distiller: :func:`make_distiller` returns None for it.
+Adding a distiller = one module with an options dataclass (an :class:`~infosam_core.options.Options`: types
+and bounds on its fields) and a :class:`~infosam_core.distill.base.Distiller` subclass that names itself once
+(``name``, ``config_cls``, ``description``), plus its class in :data:`DISTILLER_CLASSES`;
+:func:`register_distiller` adds one at run time. ``none`` (plain PEFT) is not a distiller: :func:`make_distiller`
+returns None for it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import torch
 
 from infosam_core.distill import ibd, infosam, logit, mobilesam, pkd, pkt, reviewkd, semckd, tinysam, vid
 from infosam_core.distill.base import Distiller, ModelDims
+from infosam_core.options import OptionError, Options
 
 NO_DISTILLATION = "none"
 
 
 @dataclass(frozen=True)
 class DistillerSpec:
-    """One registry entry: the options dataclass, the :class:`Distiller` subclass (built as
-    ``distiller_cls(config, embed_dim, generator)``) and a one-line description (shown in ``--help`` and the
-    app)."""
+    """One registry entry, read from a :class:`Distiller` subclass's class attributes (:meth:`of`): its name,
+    options dataclass, the class itself (built as ``distiller_cls(config, dims, generator)``), a one-line
+    description (shown in ``--help`` and the app), the title the app shows and whether the app recommends it."""
 
     name: str
-    config_cls: type
+    config_cls: type[Options]
     distiller_cls: type[Distiller]
     description: str
+    title: str = ""
+    recommended: bool = False
+
+    @classmethod
+    def of(cls, distiller_cls: type[Distiller]) -> DistillerSpec:
+        return cls(
+            distiller_cls.name,
+            distiller_cls.config_cls,
+            distiller_cls,
+            distiller_cls.description,
+            distiller_cls.title,
+            distiller_cls.recommended,
+        )
+
+    @property
+    def label(self) -> str:
+        """What a person reads: the title, else the name."""
+        return self.title or self.name
 
 
-DISTILLERS: dict[str, DistillerSpec] = {
-    "infosam": DistillerSpec(
-        "infosam",
-        infosam.InfosamConfig,
-        infosam.InfosamDistiller,
-        "InfoSAM: relation compression (L_r) + relation distillation (L_d)",
-    ),
-    "logit": DistillerSpec(
-        "logit", logit.LogitConfig, logit.LogitDistiller, "Hinton KD on the mask logits (per-pixel binary KL, T=3)"
-    ),
-    "pkd": DistillerSpec("pkd", pkd.PkdConfig, pkd.PkdDistiller, "Pearson-correlation KD on the image embeddings"),
-    "pkt": DistillerSpec(
-        "pkt", pkt.PktConfig, pkt.PktDistiller, "probabilistic knowledge transfer: batch cosine affinities, KL"
-    ),
-    "ibd": DistillerSpec(
-        "ibd", ibd.IbdConfig, ibd.IbdDistiller, "information-bottleneck distillation: soft labels + attention features"
-    ),
-    "vid": DistillerSpec(
-        "vid", vid.VidConfig, vid.VidDistiller, "variational information distillation on encoder blocks"
-    ),
-    "semckd": DistillerSpec(
-        "semckd",
-        semckd.SemckdConfig,
-        semckd.SemckdDistiller,
-        "semantic calibration: student levels attend over teacher levels",
-    ),
-    "reviewkd": DistillerSpec(
-        "reviewkd",
-        reviewkd.ReviewkdConfig,
-        reviewkd.ReviewkdDistiller,
-        "knowledge review: fused levels, hierarchical context loss",
-    ),
-    "tinysam": DistillerSpec(
-        "tinysam",
-        tinysam.TinysamConfig,
-        tinysam.TinysamDistiller,
-        "TinySAM: L1 on embeddings, tokens and hard-weighted mask logits (relation_module=true adds InfoSAM's RM)",
-    ),
-    "mobilesam": DistillerSpec(
-        "mobilesam",
-        mobilesam.MobilesamConfig,
-        mobilesam.MobilesamDistiller,
-        "MobileSAM: MSE between image embeddings (relation_module=true adds InfoSAM's RM)",
-    ),
-}
+DISTILLER_CLASSES: tuple[type[Distiller], ...] = (
+    infosam.InfosamDistiller,
+    logit.LogitDistiller,
+    pkd.PkdDistiller,
+    pkt.PktDistiller,
+    ibd.IbdDistiller,
+    vid.VidDistiller,
+    semckd.SemckdDistiller,
+    reviewkd.ReviewkdDistiller,
+    tinysam.TinysamDistiller,
+    mobilesam.MobilesamDistiller,
+)
+DISTILLERS: dict[str, DistillerSpec] = {}  # name -> entry, in registration order
+
+
+def register_distiller(distiller_cls: type[Distiller]) -> DistillerSpec:
+    """Add ``distiller_cls`` (its ``name``, ``config_cls`` and ``description`` set) to :data:`DISTILLERS`;
+    ValueError for a missing or taken name."""
+    name = distiller_cls.name
+    if not name or not name.isidentifier() or name == NO_DISTILLATION:
+        raise ValueError(f"distiller name {name!r}: use a lowercase identifier other than {NO_DISTILLATION!r}")
+    if name in DISTILLERS:
+        raise ValueError(f"distiller {name!r} is registered already")
+    if not (isinstance(distiller_cls.config_cls, type) and issubclass(distiller_cls.config_cls, Options)):
+        raise ValueError(f"distiller {name!r}: config_cls must be an Options dataclass")
+    DISTILLERS[name] = spec = DistillerSpec.of(distiller_cls)
+    return spec
+
+
+def unregister_distiller(name: str) -> None:
+    """Remove the distiller ``name`` (e.g. one a test registered); KeyError when it is not registered."""
+    del DISTILLERS[name]
+
+
+for _distiller_cls in DISTILLER_CLASSES:
+    register_distiller(_distiller_cls)
 
 
 def distiller_names() -> tuple[str, ...]:
@@ -84,20 +95,18 @@ def distiller_names() -> tuple[str, ...]:
     return (NO_DISTILLATION, *DISTILLERS)
 
 
-def make_distiller_config(name: str, options: dict[str, Any]) -> Any:
-    """Validate ``options`` for distiller ``name``: unknown keys, wrong types and non-finite numbers raise
-    ValueError naming the valid options."""
+def recommended_distiller() -> str:
+    """The distiller the app offers first (InfoSAM): the registered one marked ``recommended``."""
+    return next((n for n, spec in DISTILLERS.items() if spec.recommended), NO_DISTILLATION)
+
+
+def make_distiller_config(name: str, options: Mapping[str, Any]) -> Options:
+    """The options dataclass of distiller ``name`` from raw options (see
+    :meth:`~infosam_core.options.Options.parse`: text or JSON values, types, finite numbers, bounds);
+    :class:`~infosam_core.options.OptionError` (a ValueError) naming the distiller and the option otherwise."""
     if name not in DISTILLERS:
-        raise ValueError(f"unknown distiller {name!r}; choose one of {', '.join(distiller_names())}")
-    cls = DISTILLERS[name].config_cls
-    valid = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for distiller {name!r}; valid: {', '.join(valid)}")
-    for key, value in options.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"distiller option {key}={value} must be a finite number")
-    return cls(**options)
+        raise OptionError(None, f"unknown distiller {name!r}; choose one of {', '.join(distiller_names())}")
+    return DISTILLERS[name].config_cls.parse(options, owner=f"distiller {name!r}")
 
 
 def batch_size_problem(name: str, options: dict[str, Any], batch_size: int) -> str | None:
@@ -122,14 +131,15 @@ def make_distiller(
     if isinstance(dims, int):
         dims = ModelDims(embed_dim=dims)
     cls = DISTILLERS[name].distiller_cls
-    if cls.reads_encoder_blocks and not dims.encoder_depth:
+    lacking = encoder_mismatch(name, dims)
+    if lacking == "block_levels":
         raise ValueError(
             f"distiller {name!r} distils the outputs of the image encoder's blocks; this model's encoder "
             f"({dims.encoder_name}) has no block outputs the trainer captures for distillers (ViT and SAM2's Hiera "
             "do; MobileSAM's TinyViT does not). Choose a distiller that reads the image embedding, mask token or "
             f"logits: {', '.join(distillers_for(dims))}."
         )
-    if cls.uniform_blocks_only and not dims.uniform_blocks:
+    if lacking == "uniform_blocks":
         raise ValueError(
             f"distiller {name!r} needs encoder blocks of one width and one grid (ViT blocks: its modules relate "
             f"every distilled level to every other); this model's encoder ({dims.encoder_name}) has stages of "
@@ -138,12 +148,35 @@ def make_distiller(
     return cls(config, dims, generator)
 
 
-def distillers_for(dims: ModelDims) -> tuple[str, ...]:
-    """The distillers that apply to a model of dimensions ``dims``: the single-level ones everywhere, the
-    block-reading ones where the encoder has blocks (and, for IBD / SemCKD, one width and grid)."""
-    return tuple(
-        n
-        for n, spec in DISTILLERS.items()
-        if not spec.distiller_cls.reads_encoder_blocks
-        or (dims.encoder_depth and (dims.uniform_blocks or not spec.distiller_cls.uniform_blocks_only))
-    )
+class EncoderTraits(Protocol):
+    """What decides which distillers apply to an image encoder: a built model's :class:`ModelDims`, or a model
+    type's :class:`~infosam_core.models.family.BackboneFamily` (before any model is built)."""
+
+    @property
+    def block_levels(self) -> bool:
+        """The trainer captures the encoder's block outputs for multi-level distillers."""
+        ...
+
+    @property
+    def uniform_blocks(self) -> bool:
+        """Every block has one width and one grid."""
+        ...
+
+
+def encoder_mismatch(name: str, encoder: EncoderTraits) -> Literal["block_levels", "uniform_blocks"] | None:
+    """What distiller ``name`` needs that ``encoder`` lacks -- ``"block_levels"`` (it reads encoder block outputs)
+    or ``"uniform_blocks"`` (IBD, SemCKD: blocks of one width and grid) -- or None when it applies. The one rule
+    for which distillers apply where (:func:`distillers_for`, :func:`make_distiller`, the experiment plans)."""
+    cls = DISTILLERS[name].distiller_cls
+    if cls.reads_encoder_blocks and not encoder.block_levels:
+        return "block_levels"
+    if cls.uniform_blocks_only and not encoder.uniform_blocks:
+        return "uniform_blocks"
+    return None
+
+
+def distillers_for(encoder: EncoderTraits) -> tuple[str, ...]:
+    """The distillers that apply to ``encoder`` (a model's :class:`ModelDims` or a model type's family): the
+    single-level ones everywhere, the block-reading ones where the trainer captures block outputs (and, for
+    IBD / SemCKD, the blocks have one width and grid)."""
+    return tuple(n for n in DISTILLERS if encoder_mismatch(n, encoder) is None)

@@ -28,15 +28,23 @@ stage ends: 7.39 M in all).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims, loss_dtype
+from infosam_core.distill.base import (
+    Distiller,
+    DistillInputs,
+    DistillLoss,
+    ModelDims,
+    check_blocks_option,
+    loss_dtype,
+)
 from infosam_core.models.initialization import seeded_init_, seeded_module
+from infosam_core.options import Options, bounds, check
 
 
 class AttentionFusion(nn.Module):
@@ -83,17 +91,13 @@ def hcl_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class ReviewkdConfig:
+class ReviewkdConfig(Options):
     """``blocks``: encoder blocks (levels); ``weight``: of the summed HCL (1.0; CIFAR scripts 5.0);
     ``warmup_epochs``: the weight ramps as min(epoch / warmup_epochs, 1) (0: full weight from the start)."""
 
-    blocks: Any = "global"
-    weight: float = 1.0
-    warmup_epochs: int = 0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.warmup_epochs, bool) or not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
-            raise ValueError(f"reviewkd: warmup_epochs must be a whole number >= 0, got {self.warmup_epochs!r}")
+    blocks: Any = field(default="global", metadata=check(check_blocks_option))
+    weight: float = field(default=1.0, metadata=bounds(0.0, 1e6))
+    warmup_epochs: int = field(default=0, metadata=bounds(0, 100_000))
 
     def ramp(self, epoch: int) -> float:
         """The warm-up factor of the weight in ``epoch`` (1-based)."""
@@ -102,6 +106,8 @@ class ReviewkdConfig:
 
 class ReviewkdDistiller(Distiller):
     name = "reviewkd"
+    config_cls = ReviewkdConfig
+    description = "knowledge review: fused levels, hierarchical context loss"
     reads_encoder_blocks = True
     term_names = ("hcl",)
 

@@ -25,16 +25,24 @@ attention can only take a few values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims, loss_dtype
+from infosam_core.distill.base import (
+    Distiller,
+    DistillInputs,
+    DistillLoss,
+    ModelDims,
+    check_blocks_option,
+    loss_dtype,
+)
 from infosam_core.distill.logit import binary_kd_loss
 from infosam_core.models.initialization import seeded_module
+from infosam_core.options import Options, bounds, check
 
 
 def pair_regressor(c_in: int, c_mid: int, c_out: int) -> nn.Sequential:
@@ -56,22 +64,25 @@ def similarity_embedding(batch_size: int, dim: int) -> nn.Sequential:
 
 
 @dataclass
-class SemckdConfig:
+class SemckdConfig(Options):
     """``blocks``: encoder blocks (student and teacher levels); ``batch_size``: the training batch size the
     attention MLPs are built for; ``factor``: d = batch_size // factor; ``mid_channels``: regressor width;
     ``weight``: of the feature loss (reference 400); ``w_kd`` / ``temperature``: vanilla KD on the logits."""
 
-    blocks: Any = "global"
-    batch_size: int = 4
-    factor: int = 4
-    mid_channels: int = 256
-    weight: float = 400.0
-    w_kd: float = 1.0
-    temperature: float = 4.0
+    blocks: Any = field(default="global", metadata=check(check_blocks_option))
+    batch_size: int = field(default=4, metadata=bounds(1, 1024))
+    factor: int = field(default=4, metadata=bounds(1, 1024))
+    # levels^2 regressors, each a 3x3 conv of mid_channels^2: 1024 keeps 4 levels at ViT-B near 180 M parameters
+    mid_channels: int = field(default=256, metadata=bounds(1, 1024))
+    weight: float = field(default=400.0, metadata=bounds(0.0, 1e6))
+    w_kd: float = field(default=1.0, metadata=bounds(0.0, 1e6))
+    temperature: float = field(default=4.0, metadata=bounds(0.0, 100.0, low_open=True))
 
 
 class SemckdDistiller(Distiller):
     name = "semckd"
+    config_cls = SemckdConfig
+    description = "semantic calibration: student levels attend over teacher levels"
     reads_encoder_blocks = True
     uniform_blocks_only = True  # one width and grid for every level (ViT blocks)
     term_names = ("feat", "kd")
@@ -87,8 +98,6 @@ class SemckdDistiller(Distiller):
 
     def __init__(self, config: SemckdConfig, dims: ModelDims, generator: torch.Generator | None = None) -> None:
         super().__init__(config)
-        if config.batch_size < 1 or config.factor < 1 or config.mid_channels < 1:
-            raise ValueError("semckd: batch_size, factor and mid_channels must be >= 1")
         self.encoder_blocks = dims.block_indices(config.blocks)
         n, c = len(self.encoder_blocks), dims.encoder_dim
         d = max(1, config.batch_size // config.factor)

@@ -19,13 +19,14 @@ masks), the single-mask token for "output tokens", and no hard-prompt sampling (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from infosam_core.distill.base import DistillInputs, DistillLoss, ModelDims, loss_dtype
 from infosam_core.distill.infosam import WithRelationModule
+from infosam_core.options import Options, bounds
 
 
 def hard_mask_weight(
@@ -46,20 +47,24 @@ def hard_mask_weight(
 
 
 @dataclass
-class TinysamConfig:
+class TinysamConfig(Options):
     """Weights of the three L1 terms; ``relation_module``: add InfoSAM's relation-module terms, weighted
     ``rm_alpha`` (L_r) and ``rm_beta`` (L_d)."""
 
-    w_embedding: float = 1.0
-    w_token: float = 1.0
-    w_output: float = 1.0
+    w_embedding: float = field(default=1.0, metadata=bounds(0.0, 1e6))
+    w_token: float = field(default=1.0, metadata=bounds(0.0, 1e6))
+    w_output: float = field(default=1.0, metadata=bounds(0.0, 1e6))
     relation_module: bool = False
-    rm_alpha: float = 1.0
-    rm_beta: float = 0.5
+    rm_alpha: float = field(default=1.0, metadata=bounds(0.0, 1e6))
+    rm_beta: float = field(default=0.5, metadata=bounds(0.0, 1e6))
 
 
 class TinysamDistiller(WithRelationModule):
     name = "tinysam"
+    config_cls = TinysamConfig
+    description = (
+        "TinySAM: L1 on embeddings, tokens and hard-weighted mask logits (relation_module=true adds InfoSAM's RM)"
+    )
     own_terms = ("embedding", "token", "output")
 
     def __init__(self, config: TinysamConfig, dims: ModelDims, generator: torch.Generator | None = None) -> None:

@@ -23,15 +23,23 @@ SAM2.1 Hiera-tiny stage ends: 2.35 M in all).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims, loss_dtype
+from infosam_core.distill.base import (
+    Distiller,
+    DistillInputs,
+    DistillLoss,
+    ModelDims,
+    check_blocks_option,
+    loss_dtype,
+)
 from infosam_core.models.initialization import seeded_module
+from infosam_core.options import Options, bounds, check
 
 
 class VidLevel(nn.Module):
@@ -68,9 +76,9 @@ class VidLevel(nn.Module):
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         s, t = loss_dtype(student), loss_dtype(teacher).detach()
         if s.shape[-1] > t.shape[-1]:
-            s = F.adaptive_avg_pool2d(s, t.shape[-2:])
+            s = F.adaptive_avg_pool2d(s, (t.shape[-2], t.shape[-1]))
         elif s.shape[-1] < t.shape[-1]:
-            t = F.adaptive_avg_pool2d(t, s.shape[-2:])
+            t = F.adaptive_avg_pool2d(t, (s.shape[-2], s.shape[-1]))
         with torch.autocast(s.device.type, enabled=False):
             mu = self.regressor(s)
             var = self.variance().view(1, -1, 1, 1)
@@ -78,24 +86,24 @@ class VidLevel(nn.Module):
 
 
 @dataclass
-class VidConfig:
+class VidConfig(Options):
     """``blocks``: encoder blocks distilled ("global", "all", or indices such as "2,5,8,11");
     ``embedding``: also distil the image embedding; ``init_var``: initial variance (reference 5.0)."""
 
-    blocks: Any = "global"
+    blocks: Any = field(default="global", metadata=check(check_blocks_option))
     embedding: bool = False
-    init_var: float = 5.0
+    init_var: float = field(default=5.0, metadata=bounds(0.0, 1e6, low_open=True))
 
 
 class VidDistiller(Distiller):
     name = "vid"
+    config_cls = VidConfig
+    description = "variational information distillation on encoder blocks"
     reads_encoder_blocks = True
     term_names = ("vid",)
 
     def __init__(self, config: VidConfig, dims: ModelDims, generator: torch.Generator | None = None) -> None:
         super().__init__(config)
-        if not config.init_var > 0:
-            raise ValueError(f"vid: init_var must be > 0, got {config.init_var}")
         self.encoder_blocks = dims.block_indices(config.blocks)
         self.levels = nn.ModuleDict(
             {

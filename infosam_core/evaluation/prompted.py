@@ -23,14 +23,15 @@ import numpy as np
 import torch
 from scipy.special import expit
 from segment_anything import SamPredictor
-from segment_anything.modeling import Sam
 
 from infosam_core.data.datasets import SegmentationSample
 from infosam_core.data.prompt_sampling import PROTOCOLS, eval_prompt
 from infosam_core.evaluation.metrics import METRICS, MetricSummary
-from infosam_core.inference.backends import SamBackend, backend_for
+from infosam_core.inference.backends import backend_for
 from infosam_core.inference.predictor import Predictor
 from infosam_core.models.decoder_features import decoder_encoder_blocks
+from infosam_core.models.protocols import SamLike
+from infosam_core.models.sam import SamBackend
 
 
 @dataclass
@@ -85,7 +86,7 @@ def prompt_rng(seed: int, name: str) -> np.random.Generator:
 
 @torch.no_grad()
 def evaluate(
-    sam: Sam,
+    sam: SamLike,
     samples: list[SegmentationSample],
     prompt: str = "box",
     seed: int = 0,
@@ -122,7 +123,7 @@ def evaluate(
     return EvalResult(prompt=prompt, seed=seed, rows=summary.rows, mean=summary.mean, skipped=skipped)
 
 
-def _predictor(sam: torch.nn.Module) -> SamPredictor:
+def _predictor(sam: SamLike) -> SamPredictor | Predictor:
     """segment-anything's own predictor where its backend applies; otherwise the project's :class:`Predictor`
     (no embedding cache: every image is embedded once) with the model family's backend -- also for a decoder
     that reads encoder blocks besides the embedding (HQ-SAM's: sam-hq's single mask per prompt)."""

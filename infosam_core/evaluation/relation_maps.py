@@ -25,12 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from segment_anything.modeling import Sam
 
 from infosam_core.data.datasets import SegmentationSample
 from infosam_core.data.prompt_sampling import box_from_mask
+from infosam_core.distill.base import distiller_of
+from infosam_core.distill.infosam import InfosamDistiller
 from infosam_core.io.atomic import write_bytes_atomic
-from infosam_core.models.training_backbone import training_backbone_for
+from infosam_core.models.protocols import SamLike
+from infosam_core.models.registry import family_of
 
 
 class RelationMapError(ValueError):
@@ -47,24 +49,24 @@ class RelationMapPair:
     student: np.ndarray
 
 
-def has_relation_module(model: Sam) -> bool:
+def has_relation_module(model: SamLike) -> bool:
     """Whether ``model`` carries a distiller with relation vectors (InfoSAM)."""
-    return callable(getattr(getattr(model, "distiller", None), "relation_vectors", None))
+    return isinstance(distiller_of(model), InfosamDistiller)
 
 
-def _device(model: torch.nn.Module) -> torch.device:
+def _device(model: SamLike | torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
 @torch.no_grad()
 def _embedding_and_token(
-    sam: Sam, image: np.ndarray, box: np.ndarray
+    sam: SamLike, image: np.ndarray, box: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
     """(1, C, h, w) image embedding and (1, C) single-mask token of ``sam`` for ``box`` (XYXY, image pixels),
     as training computes them (the model family's :class:`~infosam_core.models.training_backbone.TrainingBackbone`),
     and the image's size in the encoder's input frame."""
     device = _device(sam)
-    backbone = training_backbone_for(sam)
+    backbone = family_of(sam).training_backbone(sam)
     resized = backbone.resize(image)
     x = torch.as_tensor(resized, device=device).permute(2, 0, 1).contiguous()[None].float()
     features = backbone.encode(sam.preprocess(x))
@@ -96,14 +98,14 @@ def valid_cells(image_shape: tuple[int, int], input_size: int, grid: tuple[int, 
 
 @torch.no_grad()
 def relation_maps_for_box(
-    teacher: Sam, student: Sam, image: np.ndarray, box: np.ndarray, name: str = ""
+    teacher: SamLike, student: SamLike, image: np.ndarray, box: np.ndarray, name: str = ""
 ) -> RelationMapPair:
     """The teacher's and the student's relation maps of an RGB uint8 ``image`` (H, W, 3) prompted with ``box``
     (XYXY, image pixels), both through the student's relation module (``student.distiller``). Leaves both
     models' modes as they were. :class:`RelationMapError` when the student has no relation module."""
-    if not has_relation_module(student):
+    distiller = distiller_of(student)
+    if not isinstance(distiller, InfosamDistiller):
         raise RelationMapError("this model has no InfoSAM relation module: adapt it with the InfoSAM distiller")
-    distiller = student.distiller
     modes = [(m, m.training) for m in (teacher, student)]
     try:
         teacher.eval()
@@ -111,7 +113,7 @@ def relation_maps_for_box(
         box = np.asarray(box, dtype=np.float64)
         f_t, tok_t, _ = _embedding_and_token(teacher, image, box)
         f_s, tok_s, input_shape = _embedding_and_token(student, image, box)
-        grid = tuple(f_t.shape[-2:])
+        grid = (int(f_t.shape[-2]), int(f_t.shape[-1]))
         rows, cols = valid_cells(input_shape, student.image_encoder.img_size, grid)  # SAM: the unpadded part
         maps = []
         for f, tok in ((f_t, tok_t), (f_s, tok_s)):
@@ -123,7 +125,7 @@ def relation_maps_for_box(
     return RelationMapPair(name, image, maps[0], maps[1])
 
 
-def relation_maps(teacher: Sam, student: Sam, sample: SegmentationSample) -> RelationMapPair:
+def relation_maps(teacher: SamLike, student: SamLike, sample: SegmentationSample) -> RelationMapPair:
     """:func:`relation_maps_for_box` of a sample, prompted with its mask's tight box."""
     if not sample.mask.any():
         raise ValueError(f"{sample.name}: empty mask, no prompt to draw the relation map for")

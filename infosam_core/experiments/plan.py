@@ -39,7 +39,13 @@ from typing import Any
 import tomllib
 
 from infosam_core.data.prompt_sampling import PROTOCOLS
-from infosam_core.distill.registry import DISTILLERS, NO_DISTILLATION
+from infosam_core.distill.registry import (
+    DISTILLERS,
+    NO_DISTILLATION,
+    distillers_for,
+    encoder_mismatch,
+    make_distiller_config,
+)
 from infosam_core.evaluation.metrics import METRICS
 from infosam_core.models.registry import MODEL_TYPES, MODELS
 from infosam_core.peft.registry import PEFT_METHODS, make_config
@@ -82,6 +88,16 @@ class MethodSpec:
     def zero_shot(self) -> bool:
         return self.peft == ZERO_SHOT
 
+    def check_options(self) -> None:
+        """Refuse (:class:`~infosam_core.options.OptionError`) a wrong type, bound or PEFT option key of a
+        registered method or distiller, whether or not the method can run on the plan's model; a distiller
+        option this installation does not know makes the method unavailable instead (:meth:`missing`)."""
+        if self.peft in PEFT_METHODS:
+            make_config(self.peft, self.peft_options)
+        if self.distill in DISTILLERS:
+            known = set(DISTILLERS[self.distill].config_cls.option_names())
+            make_distiller_config(self.distill, {k: v for k, v in self.distill_options.items() if k in known})
+
     def missing(self, plan_model: str) -> str | None:
         """Why this method cannot run in this installation (None when it can)."""
         reasons = []
@@ -96,13 +112,12 @@ class MethodSpec:
         model = self.model or plan_model
         if model not in MODEL_TYPES:
             reasons.append(f"model type {model!r} not implemented yet")
-        elif self.distill in DISTILLERS:
-            distiller = DISTILLERS[self.distill].distiller_cls
-            if distiller.reads_encoder_blocks and not MODELS[model].block_levels:
+        elif self.distill in DISTILLERS and self.distill not in distillers_for(MODELS[model].family):
+            if encoder_mismatch(self.distill, MODELS[model].family) == "block_levels":
                 reasons.append(
                     f"distiller {self.distill!r} reads encoder block outputs, which {model}'s encoder does not give"
                 )
-            elif distiller.uniform_blocks_only and not MODELS[model].vit_blocks:
+            else:
                 reasons.append(
                     f"distiller {self.distill!r} needs encoder blocks of one width and grid (ViT), which {model}'s "
                     "encoder does not have"
@@ -192,8 +207,7 @@ class Plan:
         )
         config = TrainConfig(**values)
         try:
-            config.validate()
-            make_config(config.peft, config.peft_options)
+            config.validate()  # the PEFT and distiller options too
         except ValueError as exc:
             raise PlanError(f"{self.path}: method {method.name!r} on dataset {dataset.name!r}: {exc}") from None
         return RunSpec(dataset, method, seed, model, checkpoint, config, values)
@@ -278,6 +292,10 @@ def parse_plan(data: dict[str, Any], path: Path) -> Plan:
         )
         if method.zero_shot and (method.distill != NO_DISTILLATION or method.train_overrides):
             raise PlanError(f"{path}: {where}: peft = 'none' (zero-shot) trains nothing: drop distill and settings")
+        try:
+            method.check_options()
+        except ValueError as exc:
+            raise PlanError(f"{path}: {where}: {exc}") from None
         methods.append(method)
     if not datasets or not methods:
         raise PlanError(f"{path}: a plan needs at least one [[datasets]] and one [[methods]] entry")

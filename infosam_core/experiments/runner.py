@@ -3,7 +3,10 @@
 ``run_experiment(plan, out_dir, data_root)``: for each run of :meth:`Plan.runs`, train (PEFT + distiller,
 :func:`~infosam_core.training.trainer.train`) on the dataset's train split, evaluate on its test split with its
 prompt protocol and metrics (:func:`~infosam_core.evaluation.prompted.evaluate`, prompt seed = the run's
-seed), and write ``OUT/runs/<key>.json`` atomically. Zero-shot methods (``peft = "none"``) are only evaluated.
+seed), and write ``OUT/runs/<key>.json`` atomically. A trained run is saved by
+:func:`~infosam_core.training.runs.train_and_save` into ``OUT/adapters/<key>/`` (adapter files + history, for
+``infosam eval --adapter``); its result file names the adapter. Zero-shot methods (``peft = "none"``) are only
+evaluated.
 
 Resuming: a run whose result file exists with the same settings fingerprint is never retrained; a run
 interrupted before its file was written starts again from scratch; a run whose settings changed in the
@@ -34,7 +37,8 @@ from infosam_core.experiments.plan import Plan, RunSpec
 from infosam_core.experiments.tables import write_outputs
 from infosam_core.io.atomic import write_json_atomic
 from infosam_core.models.registry import load_sam
-from infosam_core.training.trainer import EpochCallback, train
+from infosam_core.training.runs import train_and_save
+from infosam_core.training.trainer import EpochCallback
 
 
 @dataclass
@@ -63,6 +67,11 @@ def finished_record(out_dir: str | Path, run: RunSpec) -> dict[str, Any] | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return record if record.get("fingerprint") == run.fingerprint() else None
+
+
+def adapter_folder(out_dir: str | Path, run: RunSpec) -> Path:
+    """Where a trained run's adapter files and history go."""
+    return Path(out_dir) / "adapters" / run.key
 
 
 def claim_path(out_dir: str | Path, run: RunSpec) -> Path:
@@ -116,13 +125,19 @@ def execute_run(
     train_samples: list[SegmentationSample],
     test_samples: list[SegmentationSample],
     callbacks: list[EpochCallback] | None = None,
+    folder: Path | None = None,
 ) -> dict[str, Any]:
-    """Train (unless zero-shot) and evaluate one run; the JSON-able record written to its result file."""
+    """Train (unless zero-shot) and evaluate one run; the JSON-able record written to its result file. A trained
+    run's adapter files and history are saved into ``folder`` (None: not saved)."""
     t0 = time.monotonic()
     steps, stop_reason, history, model = 0, "zero-shot", [], base_sam
+    adapter: str | None = None
     if run.config is not None:
-        result = train(run.config, base_sam, train_samples, callbacks=callbacks)
+        facts = {"dataset": run.dataset.name, "method": run.method.name, "seed": run.seed}
+        saved = train_and_save(run.config, base_sam, train_samples, folder, facts=facts, callbacks=callbacks)
+        result = saved.result
         model, steps, stop_reason, history = result.model, result.steps, result.stop_reason, result.history
+        adapter = str(saved.files.adapter) if saved.files is not None else None
     train_s = time.monotonic() - t0
     t1 = time.monotonic()
     evaluation = evaluate(model, test_samples, run.dataset.prompt, seed=run.seed, metrics=run.dataset.metrics)
@@ -141,6 +156,7 @@ def execute_run(
         "fingerprint": run.fingerprint(),
         "settings": run.settings(),
         "config": asdict(run.config) if run.config is not None else None,
+        "adapter": adapter,
     }
 
 
@@ -227,7 +243,12 @@ def run_experiment(
         callbacks = callbacks_for(run, samples(run.dataset.train)) if callbacks_for is not None else None
         try:
             record = execute_run(
-                run, models[model_key], samples(run.dataset.train), samples(run.dataset.test), callbacks
+                run,
+                models[model_key],
+                samples(run.dataset.train),
+                samples(run.dataset.test),
+                callbacks,
+                folder=adapter_folder(out_dir, run),
             )
             write_json_atomic(result_path(out_dir, run), record)
         finally:

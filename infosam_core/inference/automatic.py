@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,7 +80,7 @@ class AutomaticConfig:
             raise ValueError(f"min_mask_region_area must be >= 0, got {self.min_mask_region_area}")
 
     @classmethod
-    def for_model(cls, model_type: str, **overrides: object) -> AutomaticConfig:
+    def for_model(cls, model_type: str, **overrides: Any) -> AutomaticConfig:
         """Defaults for ``model_type``: SAM's for the SAM backbones, :data:`TINY_DEFAULTS` for ``tiny``
         (256 px input, a less confident IoU head: 16 x 16 prompts, lower filters, small-region clean-up
         and no masks over half the image)."""
@@ -225,11 +226,17 @@ def segment_all(
             predicted_iou=float(iou[i]),
             stability=float(stab[i]),
             point=(float(pts[i][0]), float(pts[i][1])),
-            box=tuple(int(v) for v in boxes[i].tolist()),
+            box=_xyxy(boxes[i]),
         )
         for i in range(len(masks))
     ]
     return AutomaticResult(proposals, (height, width), uncertainty, config)
+
+
+def _xyxy(box: torch.Tensor) -> tuple[int, int, int, int]:
+    """A (4,) box tensor as whole-pixel (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = (int(v) for v in box.tolist())
+    return x0, y0, x1, y1
 
 
 def _nms(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:

@@ -52,7 +52,7 @@ class ImageEmbedding:
 def image_hash(image: np.ndarray) -> str:
     """sha256 of an array's bytes, shape and dtype (hex, 32 characters)."""
     image = np.ascontiguousarray(image)
-    h = hashlib.sha256(memoryview(image).cast("B"))
+    h = hashlib.sha256(image.data.cast("B"))
     h.update(f"{image.shape}{image.dtype.str}".encode())
     return h.hexdigest()[:32]
 

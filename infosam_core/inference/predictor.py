@@ -45,13 +45,15 @@ import torch.nn.functional as F
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
-from infosam_core.inference.backends import SamBackend, backend_for, embedding_fingerprint
+from infosam_core.inference.backends import backend_for, embedding_fingerprint
 from infosam_core.inference.embedding_cache import EmbeddingCache, ImageEmbedding, image_hash
 from infosam_core.io.images import to_rgb_uint8
-from infosam_core.models.decoder_features import decoder_encoder_blocks, encode_with_blocks
+from infosam_core.models.decoder_features import decoder_encoder_blocks
 from infosam_core.models.fingerprint import weights_stamp
 from infosam_core.models.interactive_decoder import InteractiveDecoder
 from infosam_core.models.interactive_decoder import supports as interactive_decoder_supports
+from infosam_core.models.protocols import SamLike
+from infosam_core.models.sam import SamBackend
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +64,15 @@ POINT_LABELS = (0, 1)  # what callers give: 1 foreground, 0 background (SAM's -1
 class Predictor(SamPredictor):
     """SamPredictor with cached, thread-safe embeddings and model hot swap (see the module docstring)."""
 
+    # SamPredictor's state (segment-anything ships no types): the model and the current image's
+    model: SamLike
+    features: torch.Tensor | None
+    original_size: tuple[int, ...] | None
+    input_size: tuple[int, ...] | None
+
     def __init__(
         self,
-        sam: Sam,
+        sam: SamLike,
         cache_size: int = 8,
         cache_dir: str | Path | None = None,
         use_interactive_decoder: bool = True,
@@ -93,7 +101,7 @@ class Predictor(SamPredictor):
                 self._stamp = stamp
             return self._fingerprint
 
-    def set_model(self, sam: Sam) -> None:
+    def set_model(self, sam: SamLike) -> None:
         """Use ``sam`` from now on. The current image stays set, re-embedded by ``sam`` (or from the cache).
 
         An image set with ``set_torch_image`` (no RGB image kept) is unset instead.
@@ -223,9 +231,7 @@ class Predictor(SamPredictor):
             self.reset_image()
             self.original_size = original_image_size
             self.input_size = tuple(transformed_image.shape[-2:])
-            self.features, self.extra_features = encode_with_blocks(
-                self.model.image_encoder, self.model.preprocess(transformed_image), blocks
-            )
+            self.features, self.extra_features = self._backend.encode_input(self.model.preprocess(transformed_image))
             self.is_image_set = True
 
     def reset_image(self) -> None:
@@ -235,8 +241,9 @@ class Predictor(SamPredictor):
         self.original_size = None
         self.input_size = None
         self._embedding = None
-        if getattr(self, "_decoder", None) is not None:
-            self._decoder.clear()  # it holds the image's decoder inputs (~14 MB at SAM size)
+        decoder = getattr(self, "_decoder", None)  # unset while SamPredictor.__init__ resets the image
+        if decoder is not None:
+            decoder.clear()  # it holds the image's decoder inputs (~14 MB at SAM size)
 
     @property
     def embedding(self) -> ImageEmbedding | None:
@@ -295,22 +302,25 @@ class Predictor(SamPredictor):
         With segment-anything's stock mask decoder the decoder runs as :class:`InteractiveDecoder`
         (same outputs to float32 rounding; the image's share of the work is done once per image).
         """
-        if not self.is_image_set:
+        features, input_size, original_size = self.features, self.input_size, self.original_size
+        if not self.is_image_set or features is None or input_size is None or original_size is None:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        if point_coords is not None and point_labels is None:
+            raise ValueError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
         with torch.inference_mode():
             decoder = self._decoder if self.use_interactive_decoder else None
-            points = (point_coords, point_labels) if point_coords is not None else None
-            if decoder is None or self.features.shape[0] != 1:
+            points = (point_coords, point_labels) if point_coords is not None and point_labels is not None else None
+            if decoder is None or features.shape[0] != 1:
                 low_res_masks, iou_predictions = self._backend.decode(
-                    self.features, self.extra_features, points, boxes, mask_input, multimask_output
+                    features, self.extra_features, points, boxes, mask_input, multimask_output
                 )
-                masks, low_res_masks = self._backend.postprocess(low_res_masks, self.input_size, self.original_size)
+                masks, low_res_masks = self._backend.postprocess(low_res_masks, input_size, original_size)
             else:
                 sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
                 low_res_masks, iou_predictions = decoder(
-                    self.features, sparse, dense if mask_input is not None else None, multimask_output
+                    features, sparse, dense if mask_input is not None else None, multimask_output
                 )
-                masks = _postprocess_masks(self.model, low_res_masks, self.input_size, self.original_size)
+                masks = _postprocess_masks(self.model, low_res_masks, input_size, original_size)
             if not return_logits:
                 masks = masks > self.model.mask_threshold
             return masks, iou_predictions, low_res_masks
@@ -383,7 +393,7 @@ def _postprocess_masks(
     return masks[..., : input_size[0], : input_size[1]]
 
 
-def _interactive_decoder(sam: Sam) -> InteractiveDecoder | None:
+def _interactive_decoder(sam: SamLike) -> InteractiveDecoder | None:
     return InteractiveDecoder(sam) if interactive_decoder_supports(sam) else None
 
 

@@ -4,9 +4,10 @@ with early ViT features.
 
 With C = the decoder's width (256), D = the width of the early encoder feature, an image embedding
 F (B, C, h, w) and that early feature V (B, D, h, w) -- at a segment-anything ViT the output of the encoder's
-*first global-attention block* (blocks[2] at ViT-B/L/H: the first block with ``window_size == 0``, read from
+*first global-attention block* (block 2 at ViT-B/L/H: the first block with ``window_size == 0``, read from
 the encoder; D = the ViT's width, 768 at ViT-B), at MobileSAM's TinyViT the output of its second stage
-``layers[1]`` after its downsample (64 x 64 tokens, D = 160; what sam-hq's ``vit_tiny`` reads):
+after its downsample (64 x 64 tokens, D = 160; what sam-hq's ``vit_tiny`` reads). The model's backbone
+family says which (:meth:`~infosam_core.models.family.BackboneFamily.hq_feature_block`):
 
     hq_features = embedding_encoder(F) + compress_vit_feat(V)                           (B, C/8, 4h, 4w)
     tokens      = [iou, mask_0..3, hf_token, prompt tokens]  -> SAM's two-way transformer -> hs, src
@@ -38,7 +39,7 @@ Outputs (as sam-hq's ``MaskDecoderHQ``):
   image features).
 
 The decoder declares the encoder blocks it reads (:attr:`HqMaskDecoder.encoder_blocks`, indices into the
-encoder's block list: ViT ``blocks``, TinyViT ``layers``, see :mod:`~infosam_core.models.decoder_features`);
+encoder's feature blocks: a ViT's blocks, TinyViT's stages, see :mod:`~infosam_core.models.decoder_features`);
 whoever runs the encoder captures their outputs (prediction: the backend at encode time, cached with the embedding;
 training: the encoder cache) and passes them as ``encoder_features``, channels first.
 """
@@ -62,53 +63,6 @@ HQ_PARTS = ("hf_token", "hf_mlp", "compress_vit_feat", "embedding_encoder", "emb
 HQ_MARKER_KEY = "mask_decoder.hf_token.weight"
 #: SAM's decoder parts the HQ decoder shares (same modules, same state-dict keys)
 SAM_PARTS = ("transformer", "iou_token", "mask_tokens", "output_upscaling", "output_hypernetworks_mlps")
-
-
-def first_global_block(encoder: nn.Module) -> int:
-    """Index of the first global-attention block (``window_size == 0``) of a segment-anything ViT encoder.
-
-    ValueError for encoders without such blocks (MobileSAM's TinyViT, SAM2's Hiera)."""
-    blocks = getattr(encoder, "blocks", None)
-    if not isinstance(blocks, nn.ModuleList) or not hasattr(encoder, "pos_embed"):
-        raise ValueError(
-            f"HQ-SAM needs a segment-anything ViT image encoder (SAM ViT-B/L/H or tiny) or MobileSAM's TinyViT, "
-            f"not a {type(encoder).__name__}: it fuses the output of the encoder's first global-attention ViT "
-            "block (TinyViT: its layers[1])"
-        )
-    for i, block in enumerate(blocks):
-        if getattr(block, "window_size", None) == 0:
-            return i
-    raise ValueError("HQ-SAM: this ViT encoder has no global-attention block (window_size == 0)")
-
-
-def encoder_width(encoder: nn.Module) -> int:
-    """D, the ViT's embedding width (channels of every block's output)."""
-    return int(encoder.patch_embed.proj.out_channels)
-
-
-#: the TinyViT stage whose output HQ-SAM fuses (sam-hq's ``vit_tiny``: ``TinyViT.forward_features`` keeps
-#: ``layers[1]``'s output, after its downsample: 64 x 64 tokens of 160 channels at MobileSAM's sizes)
-TINY_VIT_HQ_LAYER = 1
-
-
-def is_tiny_vit(encoder: nn.Module) -> bool:
-    """Whether ``encoder`` is MobileSAM's TinyViT (stages in ``layers``, no ViT ``blocks``)."""
-    layers = getattr(encoder, "layers", None)
-    return isinstance(layers, nn.ModuleList) and not hasattr(encoder, "blocks") and hasattr(encoder, "neck")
-
-
-def hq_feature_block(encoder: nn.Module) -> tuple[int, int]:
-    """Which encoder output HQ-SAM fuses and its width: ``(index, D)``, the index into the encoder's block list
-    (:func:`~infosam_core.models.decoder_features.feature_blocks`).
-
-    segment-anything ViT: the first global-attention block (:func:`first_global_block`), D = the ViT's width;
-    TinyViT: ``layers[1]`` (:data:`TINY_VIT_HQ_LAYER`), D = its output channels (160 at ``vit_t``), as sam-hq's
-    ``vit_tiny``. ValueError for other encoders."""
-    if is_tiny_vit(encoder) and len(encoder.layers) > TINY_VIT_HQ_LAYER:
-        layer = encoder.layers[TINY_VIT_HQ_LAYER]
-        width = layer.downsample.out_dim if layer.downsample is not None else layer.dim
-        return TINY_VIT_HQ_LAYER, int(width)
-    return first_global_block(encoder), encoder_width(encoder)
 
 
 class HqMaskDecoder(nn.Module):
@@ -294,10 +248,16 @@ def _init_default_(module: nn.Module, generator: torch.Generator | None) -> None
                 m.bias.zero_()
 
 
-def add_hq_decoder(sam: Sam, generator: torch.Generator | None = None, hq_token_only: bool = False) -> HqMaskDecoder:
-    """Replace ``sam.mask_decoder`` by an :class:`HqMaskDecoder` around it (HQ parts sized from the encoder,
-    randomly initialised from ``generator``), or return the one it already has. ValueError for encoders
-    HQ-SAM is not defined for (see :func:`hq_feature_block`)."""
+def add_hq_decoder(
+    sam: Sam,
+    feature_block: tuple[int, int],
+    generator: torch.Generator | None = None,
+    hq_token_only: bool = False,
+) -> HqMaskDecoder:
+    """Replace ``sam.mask_decoder`` by an :class:`HqMaskDecoder` around it, fusing the encoder output
+    ``feature_block`` = ``(index into the feature blocks, width D)`` (the model's family says which:
+    :meth:`~infosam_core.models.family.BackboneFamily.hq_feature_block`), HQ parts randomly initialised from
+    ``generator``; or return the one it already has."""
     if isinstance(sam.mask_decoder, HqMaskDecoder):
         return sam.mask_decoder
     if not isinstance(sam.mask_decoder, MaskDecoder):
@@ -305,7 +265,7 @@ def add_hq_decoder(sam: Sam, generator: torch.Generator | None = None, hq_token_
             f"HQ-SAM extends segment-anything's MaskDecoder; this model's decoder is a "
             f"{type(sam.mask_decoder).__name__}"
         )
-    block, width = hq_feature_block(sam.image_encoder)
+    block, width = feature_block
     sam.mask_decoder = HqMaskDecoder(sam.mask_decoder, width, block, generator, hq_token_only)
     return sam.mask_decoder
 

@@ -52,6 +52,12 @@ from infosam_core.models.fingerprint import weights_stamp
 _UPSCALE_BLOCK_TOKENS = 512  # image tokens per block of the upscaling (512 x 16 pixels x 32 channels = 1 MB)
 
 
+def first_two_way_layer(transformer: TwoWayTransformer) -> TwoWayAttentionBlock:
+    """The first attention block of the decoder's two-way transformer (the one without positional encoding on
+    its first self-attention), whose image-side projections are precomputed per image."""
+    return next(iter(transformer.layers))
+
+
 def supports(sam: Sam) -> bool:
     """True when ``sam``'s decoder is segment-anything's stock MaskDecoder / TwoWayTransformer layout."""
     decoder = sam.mask_decoder
@@ -60,7 +66,7 @@ def supports(sam: Sam) -> bool:
     transformer = decoder.transformer
     if not all(type(layer) is TwoWayAttentionBlock for layer in transformer.layers) or len(transformer.layers) == 0:
         return False
-    if not transformer.layers[0].skip_first_layer_pe:
+    if not first_two_way_layer(transformer).skip_first_layer_pe:
         return False
     attentions = [transformer.final_attn_token_to_image]
     for layer in transformer.layers:
@@ -141,7 +147,7 @@ class InteractiveDecoder:
         if state.src is None:
             dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
             src = (state.embedding + dense).flatten(2).permute(0, 2, 1).contiguous()
-            first = self.sam.mask_decoder.transformer.layers[0]
+            first = first_two_way_layer(self.sam.mask_decoder.transformer)
             pos_src = src + state.pos
             state.key0 = first.cross_attn_token_to_image.k_proj(pos_src)
             state.value0 = first.cross_attn_token_to_image.v_proj(src)

@@ -15,6 +15,13 @@ TinyViT caches its attention biases (``Attention.ab``) when switched to eval mod
 eval mode *after* the weights are loaded (MobileSAM's own builder does it before, leaving the cache stale
 until the next ``.eval()``); anyone changing the weights in place must call ``.eval()`` again.
 
+:data:`FAMILY` is what the rest of the core asks about these models: PEFT adapts the attention blocks of
+TinyViT's stages 2-4 (``layers[1:]``; ``layers[0]`` is convolutional) through hooks; decoders index the four
+stages ``layers`` (HQ-SAM reads ``layers[1]``); the trainer does not capture block outputs for multi-level
+distillers (``block_levels`` off). Prediction and training use segment-anything's ``Sam`` code
+(:class:`~infosam_core.models.sam.SamBackend`,
+:class:`~infosam_core.models.training_backbone.SamTrainingBackbone`), the encoder run whole.
+
 sam-hq's "Light HQ-SAM" checkpoint ``sam_hq_vit_tiny.pth`` (a plain state dict of sam-hq's ``vit_tiny``: the
 same TinyViT + SAM's decoder parts + HQ-SAM's, which read TinyViT's ``layers[1]`` output) loads as MobileSAM
 with :class:`~infosam_core.models.hq_decoder.HqMaskDecoder`, checked the same way.
@@ -26,15 +33,18 @@ timm's ``tiny_vit_*`` entries, with warnings that are silenced here.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from segment_anything.modeling import Sam
+from torch import nn
 
 from infosam_core.models.checkpoints import check_state_matches, load_state_dict_file
+from infosam_core.models.family import BackboneFamily, BlockGeometry
 from infosam_core.models.hq_decoder import add_hq_decoder, has_hq_tensors
-from infosam_core.models.sam import SamArchitecture, sam_with_encoder
+from infosam_core.models.sam import SamArchitecture, SamBackend, sam_with_encoder
+from infosam_core.models.training_backbone import SamTrainingBackbone
 
 #: MobileSAM's prompt encoder and decoder are SAM's at 1024 px (ViT-B sizes for the decoder)
 MOBILE_SAM_ARCHITECTURE = SamArchitecture(
@@ -106,9 +116,70 @@ def load_mobile_sam(model_type: str, checkpoint: Path | None) -> Sam:
     expected = sam.state_dict()
     what = "MobileSAM vit_t"
     if has_hq_tensors(state):  # sam-hq's sam_hq_vit_tiny.pth: MobileSAM + the HQ decoder's parts (Light HQ-SAM)
-        add_hq_decoder(sam, torch.Generator())  # initial values are overwritten (and the global RNG untouched)
+        # initial values are overwritten (and the global RNG untouched)
+        add_hq_decoder(sam, FAMILY.hq_feature_block(sam.image_encoder), torch.Generator())
         expected, what = sam.state_dict(), "HQ-SAM vit_t (sam-hq's vit_tiny)"
     check_state_matches(state, expected, checkpoint, what)
     sam.load_state_dict(state)
     sam.checkpoint_path = str(checkpoint)
     return sam.eval()  # after loading: refreshes TinyViT's cached attention biases
+
+
+#: the TinyViT stage whose output HQ-SAM fuses (sam-hq's ``vit_tiny``: ``TinyViT.forward_features`` keeps
+#: ``layers[1]``'s output, after its downsample: 64 x 64 tokens of 160 channels at MobileSAM's sizes)
+TINY_VIT_HQ_LAYER = 1
+
+
+def is_tiny_vit(encoder: nn.Module) -> bool:
+    """Whether ``encoder`` is MobileSAM's TinyViT (stages in ``layers``, no ViT ``blocks``)."""
+    layers = getattr(encoder, "layers", None)
+    return isinstance(layers, nn.ModuleList) and not hasattr(encoder, "blocks") and hasattr(encoder, "neck")
+
+
+class MobileSamFamily(BackboneFamily):
+    """MobileSAM: TinyViT + SAM's prompt encoder and decoder (see the module docstring)."""
+
+    name = "mobile_sam"
+    encoder_name = "TinyViT"
+    block_levels = False
+    uniform_blocks = False
+
+    def owns(self, model: nn.Module) -> bool:
+        return isinstance(model, Sam) and is_tiny_vit(model.image_encoder)
+
+    def guess_model_type(self, state: Mapping[str, torch.Tensor]) -> str | None:
+        return guess_mobile_sam_type(state)
+
+    def load(self, model_type: str, checkpoint: Path | None) -> nn.Module:
+        return load_mobile_sam(model_type, checkpoint)
+
+    def encoder_blocks(self, encoder: nn.Module) -> list[nn.Module]:
+        """The attention blocks of every stage (stage 1 is convolutional)."""
+        return [block for layer in encoder.layers for block in layer.blocks if hasattr(block, "attn")]
+
+    def feature_blocks(self, encoder: nn.Module) -> Sequence[nn.Module]:
+        """The four stages (each output: tokens (B, h*w, D) after its downsample)."""
+        return encoder.layers
+
+    def block_geometry(self, encoder: nn.Module) -> BlockGeometry:
+        """Depth 0: the trainer captures no TinyViT block outputs for distillers."""
+        return BlockGeometry(width=0, depth=0)
+
+    def hq_feature_block(self, encoder: nn.Module) -> tuple[int, int] | None:
+        """``layers[1]`` (:data:`TINY_VIT_HQ_LAYER`), D = its output channels (160 at ``vit_t``), as sam-hq's
+        ``vit_tiny``."""
+        if len(encoder.layers) <= TINY_VIT_HQ_LAYER:
+            raise ValueError(f"HQ-SAM reads TinyViT's stage {TINY_VIT_HQ_LAYER + 1}; this TinyViT has fewer stages")
+        layer = encoder.layers[TINY_VIT_HQ_LAYER]
+        width = layer.downsample.out_dim if layer.downsample is not None else layer.dim
+        return TINY_VIT_HQ_LAYER, int(width)
+
+    def prediction_backend(self, model: nn.Module) -> SamBackend:
+        return SamBackend(model, self.feature_blocks(model.image_encoder))
+
+    def training_backbone(self, model: nn.Module) -> SamTrainingBackbone:
+        return SamTrainingBackbone(model, self.feature_blocks(model.image_encoder))
+
+
+#: the MobileSAM family (model type vit_t)
+FAMILY = MobileSamFamily()

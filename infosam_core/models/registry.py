@@ -1,7 +1,10 @@
 """Every model type by name, and loading one safely: ``load_sam(model_type, checkpoint)``.
 
-Each backbone family has its own module (:mod:`.sam` for segment-anything's SAM and the bundled tiny model;
-SAM2 and MobileSAM go beside it) and one :class:`ModelSpec` line per model type in :data:`MODELS`.
+Each backbone family has its own module with its :class:`~infosam_core.models.family.BackboneFamily` object
+(:mod:`.sam` for segment-anything's SAM and the bundled tiny model, :mod:`.mobile_sam`, :mod:`.sam2`) and one
+:class:`ModelSpec` line per model type in :data:`MODELS`, which names its family. The type guessers are the
+families' (:func:`detect_model_type`), and :func:`family_of` finds a built model's family: every other module
+asks it what differs between families. A new backbone is its family's module plus its entries here.
 
 ``load_sam(model_type, checkpoint)`` returns a segment-anything :class:`Sam` (SAM2: a
 :class:`~infosam_core.models.sam2.Sam2Model` with the same part names):
@@ -27,37 +30,33 @@ the fix.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from segment_anything.modeling import Sam
+from torch import nn
 
 from infosam_core.models.checkpoints import CheckpointError, read_checkpoint_shapes
-from infosam_core.models.mobile_sam import guess_mobile_sam_type, load_mobile_sam
-from infosam_core.models.sam import guess_model_type as guess_sam_type
-from infosam_core.models.sam import load_segment_anything
-from infosam_core.models.sam2 import SAM2_MODEL_TYPES, Sam2Model, guess_sam2_type, load_sam2
+from infosam_core.models.family import BackboneFamily
+from infosam_core.models.mobile_sam import FAMILY as MOBILE_SAM
+from infosam_core.models.sam import FAMILY as SAM
+from infosam_core.models.sam2 import FAMILY as SAM2
+from infosam_core.models.sam2 import SAM2_MODEL_TYPES, Sam2Model
 from infosam_core.resources import BUNDLED_TINY_CHECKPOINT
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model type: ``title`` (shown in the app), its backbone ``family`` (which module builds it), the
-    loader ``load(model_type, checkpoint or None) -> model``, the file used when no checkpoint is given
-    (None: random weights, with a warning), ``block_levels``: whether the trainer captures the image encoder's
-    block outputs for multi-level distillers (VID, ReviewKD, ...: ViT blocks, Hiera's; not TinyViT's) and
-    ``vit_blocks``: whether those blocks all have one width and grid (a stack of ViT blocks, what IBD and
-    SemCKD need; not Hiera's stages)."""
+    """One model type: ``title`` (shown in the app), its backbone ``family`` (which loads it and says everything
+    that differs per family, :class:`~infosam_core.models.family.BackboneFamily`) and the file used when no
+    checkpoint is given (None: random weights, with a warning)."""
 
     name: str
     title: str
-    family: str
-    load: Callable[[str, Path | None], Sam | Sam2Model]
+    family: BackboneFamily
     default_checkpoint: Path | None = None
-    vit_blocks: bool = True
-    block_levels: bool = True
 
 
 def _sam2_title(name: str) -> str:
@@ -66,34 +65,52 @@ def _sam2_title(name: str) -> str:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "tiny": ModelSpec("tiny", "tiny (bundled)", "sam", load_segment_anything, BUNDLED_TINY_CHECKPOINT),
-    "vit_b": ModelSpec("vit_b", "SAM ViT-B", "sam", load_segment_anything),
-    "vit_l": ModelSpec("vit_l", "SAM ViT-L", "sam", load_segment_anything),
-    "vit_h": ModelSpec("vit_h", "SAM ViT-H", "sam", load_segment_anything),
-    "vit_t": ModelSpec(
-        "vit_t", "MobileSAM (TinyViT)", "mobile_sam", load_mobile_sam, vit_blocks=False, block_levels=False
-    ),
+    "tiny": ModelSpec("tiny", "tiny (bundled)", SAM, BUNDLED_TINY_CHECKPOINT),
+    "vit_b": ModelSpec("vit_b", "SAM ViT-B", SAM),
+    "vit_l": ModelSpec("vit_l", "SAM ViT-L", SAM),
+    "vit_h": ModelSpec("vit_h", "SAM ViT-H", SAM),
+    "vit_t": ModelSpec("vit_t", "MobileSAM (TinyViT)", MOBILE_SAM),
     **{
-        name: ModelSpec(name, _sam2_title(name), "sam2", load_sam2, vit_blocks=False)
+        name: ModelSpec(name, _sam2_title(name), SAM2)
         for name in SAM2_MODEL_TYPES  # sam2.1_hiera_tiny, ..., sam2_hiera_large
     },
 }
 MODEL_TYPES: tuple[str, ...] = tuple(MODELS)
 AUTO = "auto"  # the model type of the checkpoint given (the bundled tiny model without one)
 
-#: one guesser per backbone family: a state dict (tensors or meta tensors) -> its model type, or None
-MODEL_TYPE_GUESSERS: tuple[Callable[[Mapping[str, torch.Tensor]], str | None], ...] = (
-    guess_sam_type,
-    guess_mobile_sam_type,
-    guess_sam2_type,
-)
+
+def families() -> tuple[BackboneFamily, ...]:
+    """The backbone families of the registered model types, in :data:`MODELS` order (each once)."""
+    return tuple(dict.fromkeys(spec.family for spec in MODELS.values()))
+
+
+def find_family(model: nn.Module) -> BackboneFamily | None:
+    """The backbone family of a built model: its model type's (``model.model_type``, set by every loader) when
+    that family owns it, else the first family that does; None when none does."""
+    spec = MODELS.get(str(getattr(model, "model_type", "")))
+    if spec is not None and spec.family.owns(model):
+        return spec.family
+    return next((family for family in families() if family.owns(model)), None)
+
+
+def family_of(model: nn.Module) -> BackboneFamily:
+    """:func:`find_family`, with a ValueError naming the model's classes when no family owns it."""
+    family = find_family(model)
+    if family is not None:
+        return family
+    encoder = getattr(model, "image_encoder", None)
+    raise ValueError(
+        f"no backbone family owns this model (a {type(model).__name__} with a {type(encoder).__name__} image "
+        f"encoder); the families are {', '.join(f.name for f in families())}"
+    )
 
 
 def detect_model_type(state: Mapping[str, torch.Tensor]) -> str | None:
-    """The model type a state dict belongs to, from its tensor names and shapes (None when none matches)."""
-    for guess in MODEL_TYPE_GUESSERS:
-        found = guess(state)
-        if found is not None:
+    """The model type a state dict belongs to, from its tensor names and shapes (None when none matches): the
+    first answer of the families' guessers."""
+    for family in families():
+        found = family.guess_model_type(state)
+        if found is not None and found in MODELS:
             return found
     return None
 
@@ -159,4 +176,4 @@ def load_sam(model_type: str = "tiny", checkpoint: str | Path | None = None) -> 
                 f"{checkpoint}: the bundled {model_type} model is missing from this installation. "
                 "Reinstall the project or run `infosam pretrain` and pass --checkpoint."
             )
-    return spec.load(model_type, Path(checkpoint) if checkpoint is not None else None)
+    return spec.family.load(model_type, Path(checkpoint) if checkpoint is not None else None)

@@ -34,7 +34,7 @@ Preprocessing differs from SAM's: a plain resize to 1024 x 1024 (aspect ratio no
 ImageNet mean / std on [0, 1] pixels (:func:`sam2_preprocess`).
 
 Training (PEFT + distillation through the same ``Trainer`` as SAM): what differs is in
-:class:`~infosam_core.models.training_backbone.Sam2TrainingBackbone` -- the plain resize, boxes as two points
+:class:`Sam2TrainingBackbone` -- the plain resize, boxes as two points
 labelled 2 and 3 (plus SAM2's padding point), the decoder's ``predict_masks`` with the high-resolution
 features and always mask output 0 (the ``dynamic_multimask_via_stability`` replacement is for interactive
 prediction only), and the token ``hs[:, 2]`` above. ``conv_s0`` / ``conv_s1`` belong to ``image_encoder``
@@ -43,12 +43,18 @@ features stay the teacher's). Hiera's blocks are what PEFT adapts (``image_encod
 distil their stage outputs (the last block of each stage, per-level widths), IBD and SemCKD (one width and grid
 for every level) do not apply.
 ``build_sam2_base(model_type, image_size=256)`` builds a smaller-input model for fast tests.
+
+Prediction (:class:`Sam2Backend`): plain resize to 1024 x 1024, boxes as two labelled points, the
+high-resolution features passed to the decoder, logits clamped to [-32, 32] -- as ``SAM2ImagePredictor``.
+:data:`FAMILY` is what the rest of the core asks about these models
+(:class:`~infosam_core.models.family.BackboneFamily`): ``image_encoder.trunk.blocks`` are the blocks PEFT
+adapts (through hooks), decoders and distillers index; the encoder runs whole in training (no cached prefix).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +64,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from infosam_core.models.checkpoints import check_state_matches, load_state_dict_file
+from infosam_core.models.decoder_features import captured_block_outputs
+from infosam_core.models.family import BackboneFamily, BlockGeometry
+from infosam_core.models.training_backbone import ImageFeatures, PromptBatch, WholeEncoderPass
 
 #: model type -> (config inside the sam2 package, Meta's checkpoint file name)
 SAM2_MODEL_TYPES: dict[str, tuple[str, str]] = {
@@ -267,3 +276,197 @@ def sam2_postprocess(masks: torch.Tensor, original_size: tuple[int, int]) -> tor
     """Low-res logits (B, C, 256, 256) -> logits at the image's size, as ``SAM2Transforms.postprocess_masks``
     without hole filling (off by default in ``SAM2ImagePredictor``)."""
     return F.interpolate(masks.float(), tuple(original_size), mode="bilinear", align_corners=False)
+
+
+# ------------------------------------------------------------------------------- prediction and training
+class Sam2Transform:
+    """SAM2's prompt coordinates: ``x / W * 1024``, ``y / H * 1024`` (the image is resized without keeping its
+    aspect ratio)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def apply_coords(self, coords: np.ndarray, original_size: tuple[int, ...]) -> np.ndarray:
+        h, w = original_size
+        coords = np.array(coords, dtype=np.float32, copy=True)
+        coords[..., 0] = coords[..., 0] / w
+        coords[..., 1] = coords[..., 1] / h
+        return coords * self.size
+
+    def apply_boxes(self, boxes: np.ndarray, original_size: tuple[int, ...]) -> np.ndarray:
+        return self.apply_coords(np.asarray(boxes).reshape(-1, 2, 2), original_size).reshape(-1, 4)
+
+
+class Sam2Backend:
+    """:class:`Sam2Model` at prediction time (see the module docstring)."""
+
+    def __init__(self, model: Sam2Model) -> None:
+        self.model = model
+        self.transform = Sam2Transform(model.image_encoder.img_size)
+
+    def encode(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[int, int]]:
+        x = sam2_preprocess(self.model, rgb)
+        features = self.model.image_encoder(x)
+        return features.image_embed, tuple(features.high_res_feats), tuple(x.shape[-2:])
+
+    def decode(self, features, extra, points, boxes, mask_input, multimask_output):
+        coords, labels = points if points is not None else (None, None)
+        prompt_points = sam2_prompt_points(coords, labels, boxes)
+        sparse, dense = self.model.prompt_encoder(points=prompt_points, boxes=None, masks=mask_input)
+        repeat = prompt_points is not None and prompt_points[0].shape[0] > 1
+        return sam2_decode(self.model, Sam2Features(features, list(extra)), sparse, dense, multimask_output, repeat)
+
+    def postprocess(self, low_res, input_size, original_size):
+        return sam2_postprocess(low_res, original_size), torch.clamp(low_res, -32.0, 32.0)
+
+
+class Sam2TrainingBackbone(WholeEncoderPass):
+    """:class:`Sam2Model` when training (see the module docstring and
+    :class:`~infosam_core.models.training_backbone.TrainingBackbone`)."""
+
+    TOKEN_INDEX = 2  # hs[:, 2]: mask output 0, after the object-score and IoU tokens
+
+    def __init__(self, model: Sam2Model) -> None:
+        self.model = model
+        self.feature_blocks = FAMILY.feature_blocks(model.image_encoder)
+        self.input_size = int(model.image_encoder.img_size)
+        self.image_pe = model.prompt_encoder.get_dense_pe()
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """Plain bilinear (anti-aliased) resize to S x S on [0, 1] floats, as ``SAM2Transforms``, rounded to uint8."""
+        from torchvision.transforms.functional import resize, to_tensor
+
+        x = resize(to_tensor(np.ascontiguousarray(image)), [self.input_size, self.input_size])
+        return np.ascontiguousarray((x * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
+
+    def encode(self, images: torch.Tensor) -> ImageFeatures:
+        out = self.model.image_encoder(images)
+        return ImageFeatures(out.image_embed, tuple(out.high_res_feats))
+
+    def encode_from(
+        self, x: torch.Tensor, depth: int, capture: tuple[int, ...] = (), checkpoint: bool = False
+    ) -> tuple[ImageFeatures, dict[int, torch.Tensor]]:
+        """The whole encoder on images ``x`` (``depth`` 0), capturing the Hiera blocks ``capture``."""
+        if depth:
+            raise ValueError(f"SAM2's encoder runs whole: depth must be 0, got {depth}")
+        with captured_block_outputs(self.feature_blocks, capture) as captured:
+            features = self.encode(x)
+        return features, captured
+
+    def _groups(self, prompts: PromptBatch):
+        """(rows, prompt embeddings) for the box rows and the point rows (skipping an empty group)."""
+        groups = []
+        is_box = prompts.is_box
+        for use_box in (True, False):
+            rows = torch.nonzero(is_box == use_box).flatten()
+            if rows.numel() == 0:
+                continue
+            if use_box:
+                points = prompts.boxes[rows].reshape(-1, 2, 2)
+                labels = torch.tensor([[2, 3]], dtype=torch.int, device=points.device).expand(rows.numel(), 2)
+            else:
+                points, labels = prompts.points[rows], prompts.labels[rows].to(torch.int)
+            sparse, dense = self.model.prompt_encoder(points=(points, labels), boxes=None, masks=None)
+            groups.append((rows, sparse, dense))
+        return groups
+
+    @staticmethod
+    def _in_batch_order(groups_rows: list[torch.Tensor], parts: list[torch.Tensor]) -> torch.Tensor:
+        if len(parts) == 1:
+            return parts[0]
+        order = torch.cat(groups_rows)
+        return torch.cat(parts)[torch.argsort(order)]
+
+    def decode(self, features: ImageFeatures, prompts: PromptBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mask output 0 of ``sam_mask_decoder.predict_masks`` (what ``mask_decoder(..., multimask_output=False)``
+        gives without the dynamic multimask replacement): logits (B, 1, 4h, 4w), IoU (B, 1), token (B, C)."""
+        rows_list, logits, ious, tokens = [], [], [], []
+        for rows, sparse, dense in self._groups(prompts):
+            part = features.rows(rows)
+            masks, iou, mask_tokens, _ = self.model.mask_decoder.predict_masks(
+                image_embeddings=part.embed,
+                image_pe=self.image_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                repeat_image=False,
+                high_res_features=list(part.extra),
+            )
+            rows_list.append(rows)
+            logits.append(masks[:, :1])
+            ious.append(iou[:, :1])
+            tokens.append(mask_tokens[:, 0])
+        return (
+            self._in_batch_order(rows_list, logits),
+            self._in_batch_order(rows_list, ious),
+            self._in_batch_order(rows_list, tokens),
+        )
+
+    def mask_token(self, features: ImageFeatures, prompts: PromptBatch) -> torch.Tensor:
+        """Only the token ``hs[:, 2]`` (B, C): the two-way transformer, no upscaling (the high-resolution
+        features enter only the upscaling, so they are not read)."""
+        d = self.model.mask_decoder
+        rows_list, tokens = [], []
+        for rows, sparse, dense in self._groups(prompts):
+            output_tokens = torch.cat([d.obj_score_token.weight, d.iou_token.weight, d.mask_tokens.weight], dim=0)
+            output_tokens = output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)
+            src = features.embed[rows] + dense
+            pos_src = self.image_pe.expand(src.shape[0], -1, -1, -1)
+            hs, _ = d.transformer(src, pos_src, torch.cat((output_tokens, sparse), dim=1))
+            rows_list.append(rows)
+            tokens.append(hs[:, self.TOKEN_INDEX])
+        return self._in_batch_order(rows_list, tokens)
+
+
+# --------------------------------------------------------------------------------------------- the family
+class Sam2Family(BackboneFamily):
+    """SAM2's Hiera (see the module docstring)."""
+
+    name = "sam2"
+    encoder_name = "SAM2's Hiera"
+    uniform_blocks = False
+
+    def owns(self, model: nn.Module) -> bool:
+        return isinstance(model, Sam2Model)
+
+    def guess_model_type(self, state: Mapping[str, torch.Tensor]) -> str | None:
+        return guess_sam2_type(state)
+
+    def load(self, model_type: str, checkpoint: Path | None) -> nn.Module:
+        return load_sam2(model_type, checkpoint)
+
+    def encoder_blocks(self, encoder: nn.Module) -> list[nn.Module]:
+        return list(encoder.trunk.blocks)
+
+    def feature_blocks(self, encoder: nn.Module) -> Sequence[nn.Module]:
+        return encoder.trunk.blocks
+
+    def block_geometry(self, encoder: nn.Module) -> BlockGeometry:
+        """Block i outputs ``blocks[i].dim_out`` channels; the patch embedding has stride 4 and each q-pooling
+        block (the first of stages 2-4) multiplies the stride by its ``q_stride``; ``stage_ends``: the last block
+        of each stage (Hiera-tiny 0, 2, 9, 11 -- widths 96, 192, 384, 768 on grids S/4, S/8, S/16, S/32)."""
+        trunk = encoder.trunk
+        stride = int(trunk.patch_embed.proj.stride[0])
+        widths, strides = [], []
+        for block in trunk.blocks:
+            if block.q_stride:
+                stride *= int(block.q_stride[0])
+            widths.append(int(block.dim_out))
+            strides.append(stride)
+        return BlockGeometry(
+            width=int(trunk.patch_embed.proj.out_channels),
+            depth=len(trunk.blocks),
+            global_blocks=tuple(i for i, b in enumerate(trunk.blocks) if b.window_size == 0),
+            block_widths=tuple(widths),
+            block_strides=tuple(strides),
+            stage_ends=tuple(int(i) for i in trunk.stage_ends),
+        )
+
+    def prediction_backend(self, model: nn.Module) -> Sam2Backend:
+        return Sam2Backend(model)
+
+    def training_backbone(self, model: nn.Module) -> Sam2TrainingBackbone:
+        return Sam2TrainingBackbone(model)
+
+
+#: the SAM2 family (model types sam2.1_hiera_* and sam2_hiera_*)
+FAMILY = Sam2Family()

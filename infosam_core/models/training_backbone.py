@@ -12,30 +12,26 @@ bound to one model (the student or the frozen teacher) and gives:
 * ``decode(features, prompts) -> (low-res logits (B, 1, 4h, 4w), IoU (B, 1), mask token (B, C))`` -- B images
   with one prompt each (a box or one point: :class:`PromptBatch`), always the single-mask output;
 * ``mask_token(features, prompts) -> (B, C)`` -- only that output's token (the teacher's share for InfoSAM).
+* ``frozen_prefix_depth()``, ``encode_prefix(images, depth, capture)`` and ``encode_from(x, depth, capture,
+  checkpoint)`` -- what the trainer's encoder cache runs, one path for every family: the leading blocks
+  without a trainable parameter (their output is cached per image; 0 where the family runs its encoder whole)
+  and the rest of the encoder from there, capturing the outputs of the feature blocks ``capture`` (channels
+  last, by block index) for distillers and decoders. ``encode_from`` returns the family's extra decoder inputs
+  but not the decoder's encoder-block inputs (the cache appends those from the captured outputs).
 
 :class:`ImageFeatures` is the image embedding plus ``extra``: per-image decoder inputs besides the embedding
 (SAM2's two high-resolution feature maps; empty for SAM). The encoder cache stores and stacks them row by row
 without knowing what they are, and the decoder gets them back in the same order -- the way for any family
 whose decoder reads more than the embedding (e.g. an early encoder block's output, as HQ-SAM's decoder does).
 
-Families (chosen by the model's type in :func:`training_backbone_for`, as ``inference.backends.backend_for``):
-
-* :class:`SamTrainingBackbone` -- segment-anything's ``Sam`` (SAM ViT-B/L/H, the bundled tiny model,
-  MobileSAM): longest-side resize, prompts as ``SamPredictor`` encodes them (a box = 2 corner tokens, a point
-  = the point + SAM's padding token, so both kinds stack in one batch), the batched decoder of
-  :mod:`infosam_core.models.batched_decoder` (token ``hs[:, 1]``). A decoder that reads encoder blocks
-  (HQ-SAM's, ``decoder_blocks``) gets their outputs as the extra inputs (channels first; the HQ mask and the
-  HQ token come back).
-* :class:`Sam2TrainingBackbone` -- :class:`~infosam_core.models.sam2.Sam2Model`: plain resize to S x S
-  (aspect ratio not kept, no padding; ``SAM2Transforms``' bilinear, anti-aliased resize, rounded to uint8),
-  ImageNet mean / std (``Sam2Model.preprocess``); a box goes in as two points labelled 2 and 3 and SAM2's
-  prompt encoder then adds one padding point (3 tokens), a point gets the padding point (2 tokens) -- as
-  ``SAM2ImagePredictor`` does -- so boxes and points are decoded as two sub-batches (an extra padding token
-  would change a point's result) and put back in batch order; the decoder's ``predict_masks`` with the
-  high-resolution features, mask output 0 always (no ``dynamic_multimask_via_stability`` replacement), and
-  its token ``hs[:, 2]`` (token order [object score, IoU, mask 0..3]; see :mod:`infosam_core.models.sam2`).
-
-Adding a family for training = a class with these members and one line in :func:`training_backbone_for`.
+Each backbone family (:mod:`infosam_core.models.family`) chooses its implementation: :class:`SamTrainingBackbone`
+here is segment-anything's ``Sam`` with its encoder run whole (MobileSAM), and the base of the SAM ViT's
+backbone (:mod:`infosam_core.models.sam`, which adds the cached frozen prefix); SAM2's is in
+:mod:`infosam_core.models.sam2`. :class:`SamTrainingBackbone` encodes with a longest-side resize, prompts as
+``SamPredictor`` encodes them (a box = 2 corner tokens, a point = the point + SAM's padding token, so both
+kinds stack in one batch) and the batched decoder of :mod:`infosam_core.models.batched_decoder` (token
+``hs[:, 1]``). A decoder that reads encoder blocks (HQ-SAM's, ``decoder_blocks``) gets their outputs as the
+extra inputs (channels first; the HQ mask and the HQ token come back).
 """
 
 from __future__ import annotations
@@ -50,8 +46,7 @@ from segment_anything.modeling import PromptEncoder
 from torch import nn
 
 from infosam_core.models.batched_decoder import decode, mask_token
-from infosam_core.models.decoder_features import decoder_encoder_blocks, encode_with_blocks
-from infosam_core.models.sam2 import Sam2Model
+from infosam_core.models.decoder_features import captured_block_outputs, decoder_encoder_blocks
 from infosam_core.models.transforms import ResizeLongestSide
 
 
@@ -100,6 +95,16 @@ class TrainingBackbone(Protocol):
 
     def encode(self, images: torch.Tensor) -> ImageFeatures: ...
 
+    def frozen_prefix_depth(self) -> int: ...
+
+    def encode_prefix(
+        self, images: torch.Tensor, depth: int, capture: tuple[int, ...] = ()
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]: ...
+
+    def encode_from(
+        self, x: torch.Tensor, depth: int, capture: tuple[int, ...] = (), checkpoint: bool = False
+    ) -> tuple[ImageFeatures, dict[int, torch.Tensor]]: ...
+
     def decode(
         self, features: ImageFeatures, prompts: PromptBatch
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
@@ -116,11 +121,31 @@ def encode_prompts(prompt_encoder: PromptEncoder, prompts: PromptBatch) -> tuple
     return sparse, dense
 
 
-class SamTrainingBackbone:
-    """segment-anything's ``Sam`` (see the module docstring)."""
+def channels_first(x: torch.Tensor) -> torch.Tensor:
+    """(..., h, w, D) block output -> (..., D, h, w)."""
+    return x.movedim(-1, -3)
 
-    def __init__(self, model: nn.Module) -> None:
+
+class WholeEncoderPass:
+    """The encoder-cache members of a family whose encoder runs whole (no cached frozen prefix)."""
+
+    def frozen_prefix_depth(self) -> int:
+        """0: the encoder has no prefix to cache."""
+        return 0
+
+    def encode_prefix(
+        self, images: torch.Tensor, depth: int, capture: tuple[int, ...] = ()
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        raise ValueError(f"{type(self).__name__} runs its encoder whole: it has no frozen prefix")
+
+
+class SamTrainingBackbone(WholeEncoderPass):
+    """segment-anything's ``Sam`` with its encoder run whole (see the module docstring); ``feature_blocks``: the
+    encoder's feature blocks (its family's)."""
+
+    def __init__(self, model: nn.Module, feature_blocks: Sequence[nn.Module]) -> None:
         self.model = model
+        self.feature_blocks = feature_blocks
         self.input_size = int(model.image_encoder.img_size)
         self._transform = ResizeLongestSide(self.input_size)
         self.image_pe = model.prompt_encoder.get_dense_pe()  # (1, C, h, w): a buffer's function, computed once
@@ -133,7 +158,18 @@ class SamTrainingBackbone:
         return np.ascontiguousarray(self._transform.apply_image(image))
 
     def encode(self, images: torch.Tensor) -> ImageFeatures:
-        return ImageFeatures(*encode_with_blocks(self.model.image_encoder, images, self.decoder_blocks))
+        features, captured = self.encode_from(images, 0, self.decoder_blocks)
+        return ImageFeatures(features.embed, tuple(channels_first(captured[i]) for i in self.decoder_blocks))
+
+    def encode_from(
+        self, x: torch.Tensor, depth: int, capture: tuple[int, ...] = (), checkpoint: bool = False
+    ) -> tuple[ImageFeatures, dict[int, torch.Tensor]]:
+        """The whole encoder on images ``x`` (``depth`` 0), capturing the feature blocks ``capture``."""
+        if depth:
+            raise ValueError(f"{type(self).__name__} runs its encoder whole: depth must be 0, got {depth}")
+        with captured_block_outputs(self.feature_blocks, capture) as captured:
+            embed = self.model.image_encoder(x)
+        return ImageFeatures(embed), captured
 
     def _blocks(self, features: ImageFeatures) -> dict[int, torch.Tensor]:
         return dict(zip(self.decoder_blocks, features.extra))
@@ -145,93 +181,3 @@ class SamTrainingBackbone:
     def mask_token(self, features: ImageFeatures, prompts: PromptBatch) -> torch.Tensor:
         sparse, dense = encode_prompts(self.model.prompt_encoder, prompts)
         return mask_token(self.model.mask_decoder, features.embed, self.image_pe, sparse, dense, self._blocks(features))
-
-
-class Sam2TrainingBackbone:
-    """:class:`~infosam_core.models.sam2.Sam2Model` (see the module docstring)."""
-
-    TOKEN_INDEX = 2  # hs[:, 2]: mask output 0, after the object-score and IoU tokens
-
-    def __init__(self, model: Sam2Model) -> None:
-        self.model = model
-        self.input_size = int(model.image_encoder.img_size)
-        self.image_pe = model.prompt_encoder.get_dense_pe()
-
-    def resize(self, image: np.ndarray) -> np.ndarray:
-        """Plain bilinear (anti-aliased) resize to S x S on [0, 1] floats, as ``SAM2Transforms``, rounded to uint8."""
-        from torchvision.transforms.functional import resize, to_tensor
-
-        x = resize(to_tensor(np.ascontiguousarray(image)), [self.input_size, self.input_size])
-        return np.ascontiguousarray((x * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
-
-    def encode(self, images: torch.Tensor) -> ImageFeatures:
-        out = self.model.image_encoder(images)
-        return ImageFeatures(out.image_embed, tuple(out.high_res_feats))
-
-    def _groups(self, prompts: PromptBatch):
-        """(rows, prompt embeddings) for the box rows and the point rows (skipping an empty group)."""
-        groups = []
-        is_box = prompts.is_box
-        for use_box in (True, False):
-            rows = torch.nonzero(is_box == use_box).flatten()
-            if rows.numel() == 0:
-                continue
-            if use_box:
-                points = prompts.boxes[rows].reshape(-1, 2, 2)
-                labels = torch.tensor([[2, 3]], dtype=torch.int, device=points.device).expand(rows.numel(), 2)
-            else:
-                points, labels = prompts.points[rows], prompts.labels[rows].to(torch.int)
-            sparse, dense = self.model.prompt_encoder(points=(points, labels), boxes=None, masks=None)
-            groups.append((rows, sparse, dense))
-        return groups
-
-    @staticmethod
-    def _in_batch_order(groups_rows: list[torch.Tensor], parts: list[torch.Tensor]) -> torch.Tensor:
-        if len(parts) == 1:
-            return parts[0]
-        order = torch.cat(groups_rows)
-        return torch.cat(parts)[torch.argsort(order)]
-
-    def decode(self, features: ImageFeatures, prompts: PromptBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mask output 0 of ``sam_mask_decoder.predict_masks`` (what ``mask_decoder(..., multimask_output=False)``
-        gives without the dynamic multimask replacement): logits (B, 1, 4h, 4w), IoU (B, 1), token (B, C)."""
-        rows_list, logits, ious, tokens = [], [], [], []
-        for rows, sparse, dense in self._groups(prompts):
-            part = features.rows(rows)
-            masks, iou, mask_tokens, _ = self.model.mask_decoder.predict_masks(
-                image_embeddings=part.embed,
-                image_pe=self.image_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                repeat_image=False,
-                high_res_features=list(part.extra),
-            )
-            rows_list.append(rows)
-            logits.append(masks[:, :1])
-            ious.append(iou[:, :1])
-            tokens.append(mask_tokens[:, 0])
-        return (
-            self._in_batch_order(rows_list, logits),
-            self._in_batch_order(rows_list, ious),
-            self._in_batch_order(rows_list, tokens),
-        )
-
-    def mask_token(self, features: ImageFeatures, prompts: PromptBatch) -> torch.Tensor:
-        """Only the token ``hs[:, 2]`` (B, C): the two-way transformer, no upscaling (the high-resolution
-        features enter only the upscaling, so they are not read)."""
-        d = self.model.mask_decoder
-        rows_list, tokens = [], []
-        for rows, sparse, dense in self._groups(prompts):
-            output_tokens = torch.cat([d.obj_score_token.weight, d.iou_token.weight, d.mask_tokens.weight], dim=0)
-            output_tokens = output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)
-            src = features.embed[rows] + dense
-            pos_src = self.image_pe.expand(src.shape[0], -1, -1, -1)
-            hs, _ = d.transformer(src, pos_src, torch.cat((output_tokens, sparse), dim=1))
-            rows_list.append(rows)
-            tokens.append(hs[:, self.TOKEN_INDEX])
-        return self._in_batch_order(rows_list, tokens)
-
-
-def training_backbone_for(model: nn.Module) -> TrainingBackbone:
-    """The training backbone of ``model``'s family."""
-    return Sam2TrainingBackbone(model) if isinstance(model, Sam2Model) else SamTrainingBackbone(model)

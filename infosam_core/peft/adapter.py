@@ -22,14 +22,15 @@ decoder adds 4,058,340.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
 
 import torch
 from segment_anything.modeling import Sam
 from segment_anything.modeling.image_encoder import Block
 from torch import nn
 
+from infosam_core.models.registry import family_of
+from infosam_core.options import bounds
 from infosam_core.peft.common import (
     Bottleneck,
     PeftConfig,
@@ -37,20 +38,17 @@ from infosam_core.peft.common import (
     add_output_hook,
     attention_branch,
     block_device_dtype,
-    encoder_blocks,
-    is_vit_block,
     output_dim,
 )
+from infosam_core.peft.method import PeftMethod
 
 
 @dataclass
 class AdapterConfig(PeftConfig):
-    mlp_ratio: float = 0.25
-    first_block: int = 2
-    train_norms: bool = True
-
     # hidden = dim * mlp_ratio: up to 8x the block width (ViT-H: 10,240), never the 65 TB of mlp_ratio=1e9
-    BOUNDS: ClassVar[dict[str, tuple[float, float]]] = {"mlp_ratio": (1e-3, 8.0), "first_block": (0, 1000)}
+    mlp_ratio: float = field(default=0.25, metadata=bounds(1e-3, 8.0))
+    first_block: int = field(default=2, metadata=bounds(0, 1000))
+    train_norms: bool = True
 
 
 class SeriesAdapter(Bottleneck):
@@ -77,17 +75,16 @@ class AdapterBlock(WrappedBlock):
 
 
 def inject(sam: Sam, config: AdapterConfig, generator: torch.Generator | None = None) -> None:
-    blocks = encoder_blocks(sam.image_encoder)
+    family = family_of(sam)
+    blocks = family.encoder_blocks(sam.image_encoder)
     if not 0 <= config.first_block < len(blocks):
         raise ValueError(f"first_block must be in [0, {len(blocks) - 1}] for this {len(blocks)}-block encoder")
-    if config.mlp_ratio <= 0:
-        raise ValueError(f"mlp_ratio must be > 0, got {config.mlp_ratio}")
-    vit_blocks = getattr(sam.image_encoder, "blocks", None)
     for i in range(config.first_block, len(blocks)):
         block = blocks[i]
-        if is_vit_block(block):
+        if family.is_vit_block(block):
             dim = block.norm1.normalized_shape[0]
-            vit_blocks[i] = block = AdapterBlock(block, max(1, int(dim * config.mlp_ratio)), generator)
+            block = AdapterBlock(block, max(1, int(dim * config.mlp_ratio)), generator)
+            family.replace_encoder_block(sam.image_encoder, i, block)
         else:  # TinyViT / Hiera: adapters on the attention and MLP outputs, sized per block (per Hiera stage)
             device, dtype = block_device_dtype(block)
             for name, branch in (("adapter_attn", block.attn), ("adapter_mlp", block.mlp)):
@@ -98,3 +95,6 @@ def inject(sam: Sam, config: AdapterConfig, generator: torch.Generator | None = 
             for module in block.modules():
                 if isinstance(module, nn.LayerNorm):
                     module.requires_grad_(True)
+
+
+METHOD = PeftMethod("adapter", AdapterConfig, inject, "series adapters in blocks[2:] + norms + decoder", "Adapter")

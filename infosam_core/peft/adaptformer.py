@@ -13,14 +13,15 @@ At ViT-B, all 12 blocks: 12 x (768*64 + 64 + 64*768 + 768) = 1,189,632 parameter
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
 
 import torch
 from segment_anything.modeling import Sam
 from segment_anything.modeling.image_encoder import Block
 from torch import nn
 
+from infosam_core.models.registry import family_of
+from infosam_core.options import bounds
 from infosam_core.peft.common import (
     Bottleneck,
     PeftConfig,
@@ -28,23 +29,16 @@ from infosam_core.peft.common import (
     add_output_hook,
     attention_branch,
     block_device_dtype,
-    encoder_blocks,
-    is_vit_block,
     output_dim,
 )
+from infosam_core.peft.method import PeftMethod
 
 
 @dataclass
 class AdaptFormerConfig(PeftConfig):
-    bottleneck: int = 64
-    scale: float = 0.1
-    first_block: int = 0
-
-    BOUNDS: ClassVar[dict[str, tuple[float, float]]] = {
-        "bottleneck": (1, 8192),
-        "scale": (-100.0, 100.0),
-        "first_block": (0, 1000),
-    }
+    bottleneck: int = field(default=64, metadata=bounds(1, 8192))
+    scale: float = field(default=0.1, metadata=bounds(-100.0, 100.0))
+    first_block: int = field(default=0, metadata=bounds(0, 1000))
 
 
 class AdaptFormerBlock(WrappedBlock):
@@ -74,17 +68,20 @@ class ScaledBottleneck(Bottleneck):
 
 
 def inject(sam: Sam, config: AdaptFormerConfig, generator: torch.Generator | None = None) -> None:
-    blocks = encoder_blocks(sam.image_encoder)
+    family = family_of(sam)
+    blocks = family.encoder_blocks(sam.image_encoder)
     if not 0 <= config.first_block < len(blocks):
         raise ValueError(f"first_block must be in [0, {len(blocks) - 1}] for this {len(blocks)}-block encoder")
-    if config.bottleneck < 1:
-        raise ValueError(f"bottleneck must be >= 1, got {config.bottleneck}")
     for i in range(config.first_block, len(blocks)):
         block = blocks[i]
-        if is_vit_block(block):
-            sam.image_encoder.blocks[i] = AdaptFormerBlock(block, config.bottleneck, config.scale, generator)
+        if family.is_vit_block(block):
+            block = AdaptFormerBlock(block, config.bottleneck, config.scale, generator)
+            family.replace_encoder_block(sam.image_encoder, i, block)
             continue
         device, dtype = block_device_dtype(block)
         dim = output_dim(block.mlp)
         branch = ScaledBottleneck(dim, config.bottleneck, config.scale, generator, device, dtype)
         add_output_hook(block.mlp, block, "adaptformer", branch, use_input=True)
+
+
+METHOD = PeftMethod("adaptformer", AdaptFormerConfig, inject, "parallel MLP bottleneck + decoder", "AdaptFormer")

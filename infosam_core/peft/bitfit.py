@@ -9,6 +9,7 @@ import torch
 from segment_anything.modeling import Sam
 
 from infosam_core.peft.common import PeftConfig, encoder_blocks
+from infosam_core.peft.method import PeftMethod
 
 
 @dataclass
@@ -17,7 +18,10 @@ class BitFitConfig(PeftConfig):
 
 
 def inject(sam: Sam, config: BitFitConfig, generator: torch.Generator | None = None) -> None:
-    for block in encoder_blocks(sam.image_encoder):
+    for block in encoder_blocks(sam):
         for name, param in block.named_parameters():
             if name.endswith("bias"):
                 param.requires_grad_(True)
+
+
+METHOD = PeftMethod("bitfit", BitFitConfig, inject, "encoder-block biases + decoder", "BitFit")

@@ -1,26 +1,26 @@
 """Pieces shared by the PEFT methods: the bottleneck adapter layer, seeded initialisation, the attention
 branch of segment-anything's ViT ``Block`` (so wrapped blocks stay numerically identical), and the
-transformer blocks of every supported image encoder (:func:`encoder_blocks`).
+transformer blocks of a model's image encoder (:func:`encoder_blocks`).
 
-Encoders: segment-anything's ViT (``image_encoder.blocks``), MobileSAM's TinyViT (the attention blocks of
-``image_encoder.layers[1:]``; ``layers[0]`` is convolutional) and SAM2's Hiera
-(``image_encoder.trunk.blocks``). Every such block has an ``attn`` module with a ``qkv`` and a ``proj``
-Linear and an ``mlp`` module; segment-anything ViT blocks are wrapped (:class:`WrappedBlock`), the others get
-their added modules through forward hooks on ``attn`` / ``mlp`` (:func:`add_output_hook`), so that no base
-weight is renamed either way."""
+Which blocks those are is the model's backbone family's answer
+(:meth:`~infosam_core.models.family.BackboneFamily.encoder_blocks`): segment-anything's ViT blocks, the
+attention blocks of MobileSAM's TinyViT (its first stage is convolutional) and SAM2's Hiera blocks. Every such
+block has an ``attn`` module with a ``qkv`` and a ``proj`` Linear and an ``mlp`` module; segment-anything ViT
+blocks are wrapped (:class:`WrappedBlock`, put in place by the family), the others get their added modules
+through forward hooks on ``attn`` / ``mlp`` (:func:`add_output_hook`), so that no base weight is renamed
+either way."""
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from segment_anything.modeling.image_encoder import Block, window_partition, window_unpartition
 from torch import nn
 
 from infosam_core.models.initialization import init_linear_
+from infosam_core.models.registry import family_of
+from infosam_core.options import Options
 
 
 class HookedBranch(nn.Module):
@@ -76,7 +76,7 @@ def attention_branch(block: Block, x: torch.Tensor) -> torch.Tensor:
 
 
 class WrappedBlock(nn.Module):
-    """Base for blocks that replace a ViT ``Block`` in ``image_encoder.blocks``.
+    """Base for blocks that replace a segment-anything ViT ``Block`` in its encoder.
 
     It holds the original block's sub-modules under the *same names* (``norm1``, ``attn``, ``norm2``,
     ``mlp``), so every base weight keeps its state-dict key; only the added modules bring new keys.
@@ -91,22 +91,9 @@ class WrappedBlock(nn.Module):
         self.window_size = block.window_size
 
 
-def encoder_blocks(encoder: nn.Module) -> list[nn.Module]:
-    """The transformer blocks of an image encoder, input to output (see the module docstring)."""
-    if isinstance(getattr(encoder, "blocks", None), nn.ModuleList):  # segment-anything ViT
-        return list(encoder.blocks)
-    trunk = getattr(encoder, "trunk", None)
-    if trunk is not None and isinstance(getattr(trunk, "blocks", None), nn.ModuleList):  # SAM2 Hiera
-        return list(trunk.blocks)
-    layers = getattr(encoder, "layers", None)
-    if isinstance(layers, nn.ModuleList):  # MobileSAM TinyViT
-        return [block for layer in layers for block in layer.blocks if hasattr(block, "attn")]
-    raise ValueError(f"PEFT does not know the blocks of a {type(encoder).__name__} image encoder")
-
-
-def is_vit_block(block: nn.Module) -> bool:
-    """True for segment-anything's ViT ``Block`` (wrapped by the methods) rather than TinyViT's or Hiera's."""
-    return isinstance(block, Block)
+def encoder_blocks(sam: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of ``sam``'s image encoder that PEFT adapts, input to output (its family's)."""
+    return family_of(sam).encoder_blocks(sam.image_encoder)
 
 
 def output_dim(module: nn.Module) -> int:
@@ -143,36 +130,12 @@ def block_device_dtype(block: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 
 @dataclass
-class PeftConfig:
-    """Options every method has (the base of each method's dataclass config).
+class PeftConfig(Options):
+    """Options every method has (the base of each method's options dataclass, an
+    :class:`~infosam_core.options.Options`: types, finite numbers and each field's bounds are checked when a
+    config is made, so that no option can ask for absurd sizes).
 
     ``train_decoder``: the whole mask decoder is trainable (the paper's setup for every method).
-    :meth:`validate` checks every field's type (bool / int / float, finite) and the bounds in
-    :attr:`BOUNDS` (``field -> (low, high)``, inclusive), so that no option can ask for absurd sizes.
     """
 
     train_decoder: bool = True
-
-    BOUNDS: ClassVar[dict[str, tuple[float, float]]] = {}
-
-    def validate(self) -> None:
-        """Raise ValueError naming the option for a wrong type, a non-finite number or a value out of bounds."""
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-            if kind == "bool":
-                if not isinstance(value, bool):
-                    raise ValueError(f"option {f.name} must be true or false, got {value!r:.40}")
-                continue
-            if kind == "int":
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-                    raise ValueError(f"option {f.name} must be an integer, got {value!r:.40}")
-                setattr(self, f.name, int(value))
-            elif kind == "float":
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                    raise ValueError(f"option {f.name} must be a finite number, got {value!r:.40}")
-                setattr(self, f.name, float(value))
-            if f.name in self.BOUNDS:
-                lo, hi = self.BOUNDS[f.name]
-                if not lo <= getattr(self, f.name) <= hi:
-                    raise ValueError(f"option {f.name} must be in [{lo:g}, {hi:g}], got {value!r:.40}")

@@ -24,7 +24,8 @@ B is zero-initialised, so step 0 is the base model. Counts at ViT-B, rank 4, 8 e
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,16 +33,19 @@ from segment_anything.modeling import Sam
 from torch import nn
 
 from infosam_core.models.initialization import seeded_init_
+from infosam_core.options import bounds
 from infosam_core.peft.common import PeftConfig, encoder_blocks
 from infosam_core.peft.lora import LoraLinear
+from infosam_core.peft.method import PeftMethod
 
 
 @dataclass
 class ConvLoraConfig(PeftConfig):
-    rank: int = 4
-    alpha: float = 4.0
-    experts: int = 8  # expert e works at scale e + 1
-    balance_weight: float = 0.01  # weight of the mixture's load-balancing loss
+    rank: int = field(default=4, metadata=bounds(1, 1024))
+    alpha: float = field(default=4.0, metadata=bounds(0.0, 1e4))
+    # expert e works at scale e + 1 (its input is upsampled that much): 16 keeps the largest map modest
+    experts: int = field(default=8, metadata=bounds(1, 16))
+    balance_weight: float = field(default=0.01, metadata=bounds(0.0, 1e4))  # the mixture's load-balancing loss
 
 
 class ConvExpert(nn.Module):
@@ -77,7 +81,7 @@ class ConvLoraLinear(LoraLinear):
 
     def __init__(self, base: nn.Linear, config: ConvLoraConfig, generator: torch.Generator | None = None) -> None:
         super().__init__(base, config.rank, config.alpha, generator)
-        kw = {"device": base.weight.device, "dtype": base.weight.dtype}
+        kw: dict[str, Any] = {"device": base.weight.device, "dtype": base.weight.dtype}
         self.experts = nn.ModuleList(ConvExpert(config.rank, e + 1, generator, **kw) for e in range(config.experts))
         self.w_gate = nn.Parameter(torch.zeros(config.rank, config.experts, **kw))
         self.w_noise = nn.Parameter(torch.zeros(config.rank, config.experts, **kw))
@@ -125,7 +129,10 @@ class ConvLoraLinear(LoraLinear):
 
 
 def inject(sam: Sam, config: ConvLoraConfig, generator: torch.Generator | None = None) -> None:
-    if config.rank < 1 or config.experts < 1:
-        raise ValueError(f"ConvLoRA needs rank >= 1 and experts >= 1, got {config.rank} and {config.experts}")
-    for block in encoder_blocks(sam.image_encoder):
+    for block in encoder_blocks(sam):
         block.attn.qkv = ConvLoraLinear(block.attn.qkv, config, generator)
+
+
+METHOD = PeftMethod(
+    "convlora", ConvLoraConfig, inject, "LoRA with a mixture of conv experts (ConvLoRA) + decoder", "ConvLoRA"
+)

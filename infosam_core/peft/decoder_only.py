@@ -8,6 +8,7 @@ import torch
 from segment_anything.modeling import Sam
 
 from infosam_core.peft.common import PeftConfig
+from infosam_core.peft.method import PeftMethod
 
 
 @dataclass
@@ -18,3 +19,6 @@ class DecoderConfig(PeftConfig):
 def inject(sam: Sam, config: DecoderConfig, generator: torch.Generator | None = None) -> None:
     if not config.train_decoder:
         raise ValueError("peft method 'decoder' with train_decoder=False would train nothing")
+
+
+METHOD = PeftMethod("decoder", DecoderConfig, inject, "mask decoder only", "Decoder-only")

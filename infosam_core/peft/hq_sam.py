@@ -1,6 +1,6 @@
 """HQ-SAM (Ke et al., NeurIPS 2023, "Segment Anything in High Quality", arXiv 2306.01567) as a PEFT method:
 a High-Quality output token with its own 3-layer MLP, and a fusion of the encoder's early features (the
-output of its first global-attention block; MobileSAM's TinyViT: its ``layers[1]``) with the mask decoder's
+output of its first global-attention block; MobileSAM's TinyViT: its second stage) with the mask decoder's
 features; SAM itself stays frozen.
 
 The decoder and its formulas are :class:`~infosam_core.models.hq_decoder.HqMaskDecoder`; this module puts one
@@ -22,7 +22,7 @@ MobileSAM ``vit_t`` (sam-hq's ``vit_tiny``: "Light HQ-SAM").
   False (sam-hq's default): SAM's logits + the HQ logits; True: the HQ logits alone.
 
 Encoders: segment-anything's ViT (tiny, ViT-B/L/H: the first global-attention block, blocks[2] at ViT-B) and
-MobileSAM's TinyViT (``vit_t``: the output of ``layers[1]``, 64 x 64 x 160, as sam-hq's ``vit_tiny``). Not
+MobileSAM's TinyViT (``vit_t``: the output of its second stage, 64 x 64 x 160, as sam-hq's ``vit_tiny``). Not
 defined for SAM2 (Hiera, another decoder: HQ-SAM 2 is a different model), refused with one message.
 """
 
@@ -33,8 +33,10 @@ from dataclasses import dataclass
 import torch
 from segment_anything.modeling import Sam
 
-from infosam_core.models.hq_decoder import add_hq_decoder, hq_feature_block
+from infosam_core.models.hq_decoder import add_hq_decoder
+from infosam_core.models.registry import find_family
 from infosam_core.peft.common import PeftConfig
+from infosam_core.peft.method import PeftMethod
 
 
 @dataclass
@@ -44,20 +46,24 @@ class HqSamConfig(PeftConfig):
 
 
 def inject(sam: Sam, config: HqSamConfig, generator: torch.Generator | None = None) -> None:
-    if not isinstance(sam, Sam):
-        raise ValueError(
-            f"hq_sam is not available for {getattr(sam, 'model_type', type(sam).__name__)}: HQ-SAM extends "
-            "segment-anything's SAM (tiny, vit_b/l/h, MobileSAM vit_t); SAM2 has no ViT global-attention blocks "
-            "and another decoder"
-        )
+    name = getattr(sam, "model_type", type(sam).__name__)
     try:
-        hq_feature_block(sam.image_encoder)
+        family = find_family(sam) if isinstance(sam, Sam) else None
+        feature_block = family.hq_feature_block(sam.image_encoder) if family is not None else None
     except ValueError as exc:
+        raise ValueError(f"hq_sam is not available for {name}: {exc} (use tiny, vit_b/l/h or vit_t)") from None
+    if feature_block is None:
         raise ValueError(
-            f"hq_sam is not available for {getattr(sam, 'model_type', 'this model')}: {exc} "
-            "(use tiny, vit_b/l/h or vit_t)"
-        ) from None
-    decoder = add_hq_decoder(sam, generator)
+            f"hq_sam is not available for {name}: HQ-SAM extends segment-anything's SAM with a segment-anything "
+            "ViT image encoder (tiny, vit_b/l/h) or MobileSAM's TinyViT (vit_t); SAM2 has no ViT global-attention "
+            "blocks and another decoder"
+        )
+    decoder = add_hq_decoder(sam, feature_block, generator)
     decoder.hq_token_only = config.hq_token_only
     for _, param in decoder.hq_parameters():
         param.requires_grad_(True)
+
+
+METHOD = PeftMethod(
+    "hq_sam", HqSamConfig, inject, "HQ-SAM: HQ output token + early-feature fusion (SAM frozen)", "HQ-SAM"
+)

@@ -1,7 +1,7 @@
 """LoRA on every ``attn.qkv`` of the image encoder: ``qkv(x) + (alpha / rank) * B A x``.
 
 Every supported encoder has one ``attn.qkv`` Linear per transformer block: SAM ViT (all blocks), MobileSAM's
-TinyViT (10 attention blocks) and SAM2's Hiera (every ``trunk.blocks[i].attn.qkv``; (B, H, W, C) inputs,
+TinyViT (10 attention blocks) and SAM2's Hiera (every Hiera block's ``attn.qkv``; (B, H, W, C) inputs,
 which ``nn.Linear`` handles as they are).
 
 A is (rank, in) kaiming-uniform(a=sqrt 5), B is (out, rank) zeros, so step 0 equals the base model.
@@ -17,8 +17,8 @@ rename SAM's weights. Here :class:`LoraLinear` *is* an ``nn.Linear`` that reuses
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,15 +26,15 @@ from segment_anything.modeling import Sam
 from torch import nn
 
 from infosam_core.models.initialization import seeded_init_
+from infosam_core.options import bounds
 from infosam_core.peft.common import PeftConfig, encoder_blocks
+from infosam_core.peft.method import PeftMethod
 
 
 @dataclass
 class LoraConfig(PeftConfig):
-    rank: int = 4
-    alpha: float = 4.0
-
-    BOUNDS: ClassVar[dict[str, tuple[float, float]]] = {"rank": (1, 1024), "alpha": (0.0, 1e4)}
+    rank: int = field(default=4, metadata=bounds(1, 1024))
+    alpha: float = field(default=4.0, metadata=bounds(0.0, 1e4))
 
 
 class LoraLinear(nn.Linear):
@@ -46,7 +46,7 @@ class LoraLinear(nn.Linear):
         self.weight = base.weight
         self.bias = base.bias
         self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank
-        kw = {"device": base.weight.device, "dtype": base.weight.dtype}
+        kw: dict[str, Any] = {"device": base.weight.device, "dtype": base.weight.dtype}
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **kw))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, **kw))
         seeded_init_(self.lora_A, nn.init.kaiming_uniform_, generator, a=math.sqrt(5))
@@ -59,7 +59,8 @@ class LoraLinear(nn.Linear):
 
 
 def inject(sam: Sam, config: LoraConfig, generator: torch.Generator | None = None) -> None:
-    if config.rank < 1:
-        raise ValueError(f"LoRA rank must be >= 1, got {config.rank}")
-    for block in encoder_blocks(sam.image_encoder):
+    for block in encoder_blocks(sam):
         block.attn.qkv = LoraLinear(block.attn.qkv, config.rank, config.alpha, generator)
+
+
+METHOD = PeftMethod("lora", LoraConfig, inject, "LoRA on every attn.qkv + decoder", "LoRA")

@@ -2,81 +2,69 @@
 
 ``apply_peft(sam, method, **options) -> PeftReport`` freezes every parameter, injects the method's modules
 (in place), makes the method's trainable parameters (and, by default, the whole mask decoder) trainable,
-and records what it did in ``sam.peft_state`` (:class:`PeftState`), which :mod:`infosam_core.peft.checkpoint`
+and records what it did in ``sam.peft_state`` (:class:`PeftState`), which :mod:`infosam_core.adapter_files.checkpoint`
 uses to save only the trained tensors and to rebuild the method on load.
 
-Methods (:data:`PEFT_METHODS`): ``decoder`` (decoder only), ``bitfit`` (encoder-block biases), ``lora``
-(on every ``attn.qkv``), ``adapter`` (series adapters in blocks[2:], the paper's setup), ``adaptformer``
-(parallel MLP bottleneck), ``convlora`` (LoRA with convolutional experts, a load-balancing loss through
-``auxiliary_loss()``), ``su_sam`` (SU-SAM's adapters), ``hq_sam`` (HQ-SAM's output token and feature fusion in
-the decoder; SAM frozen). Every method but ``hq_sam`` (which adds an output) is the identity at step 0
-(zero-initialised up projections or B matrices), and injected modules wrap or replace base modules without renaming base weights. Adding a
-method = adding a module with a dataclass ``*Config(PeftConfig)`` and ``inject(sam, config, generator)``,
-then one registry line here.
+Methods (:data:`PEFT_METHODS`, in the order the app offers them, the paper's setup first): ``adapter``
+(series adapters in blocks[2:], the paper's setup), ``lora`` (on every ``attn.qkv``), ``bitfit`` (encoder-block
+biases), ``adaptformer`` (parallel MLP bottleneck), ``decoder`` (decoder only), ``su_sam`` (SU-SAM's adapters),
+``convlora`` (LoRA with convolutional experts, a load-balancing loss through ``auxiliary_loss()``), ``hq_sam``
+(HQ-SAM's output token and feature fusion in the decoder; SAM frozen). Every method but ``hq_sam`` (which adds
+an output) is the identity at step 0 (zero-initialised up projections or B matrices), and injected modules
+wrap or replace base modules without renaming base weights.
+
+Adding a method = one module with an options dataclass ``*Config(PeftConfig)`` (types and bounds on its
+fields, see :mod:`infosam_core.options`), ``inject(sam, config, generator)`` and its registry entry
+``METHOD = PeftMethod("name", ...)`` -- its name written once -- plus the module in :data:`METHOD_MODULES`.
+:func:`register_peft_method` adds one at run time (a plug-in, a test).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from segment_anything.modeling import Sam
 
+from infosam_core.options import OptionError
 from infosam_core.peft import adapter, adaptformer, bitfit, convlora, decoder_only, hq_sam, lora, su_sam
 from infosam_core.peft.common import PeftConfig
+from infosam_core.peft.method import PeftMethod
 from infosam_core.peft.state import PeftReport, PeftState
 
-
-@dataclass(frozen=True)
-class PeftMethod:
-    """One registry entry: the options dataclass and the injection function."""
-
-    name: str
-    config_cls: type[PeftConfig]
-    inject: Callable[[Sam, Any, torch.Generator | None], None]
-    description: str
+METHOD_MODULES = (adapter, lora, bitfit, adaptformer, decoder_only, su_sam, convlora, hq_sam)
+PEFT_METHODS: dict[str, PeftMethod] = {}  # name -> entry, in registration order
 
 
-PEFT_METHODS: dict[str, PeftMethod] = {
-    "decoder": PeftMethod("decoder", decoder_only.DecoderConfig, decoder_only.inject, "mask decoder only"),
-    "bitfit": PeftMethod("bitfit", bitfit.BitFitConfig, bitfit.inject, "encoder-block biases + decoder"),
-    "lora": PeftMethod("lora", lora.LoraConfig, lora.inject, "LoRA on every attn.qkv + decoder"),
-    "adapter": PeftMethod(
-        "adapter", adapter.AdapterConfig, adapter.inject, "series adapters in blocks[2:] + norms + decoder"
-    ),
-    "adaptformer": PeftMethod(
-        "adaptformer", adaptformer.AdaptFormerConfig, adaptformer.inject, "parallel MLP bottleneck + decoder"
-    ),
-    "convlora": PeftMethod(
-        "convlora", convlora.ConvLoraConfig, convlora.inject, "LoRA with a mixture of conv experts (ConvLoRA) + decoder"
-    ),
-    "su_sam": PeftMethod(
-        "su_sam", su_sam.SuSamConfig, su_sam.inject, "SU-SAM adapters (series / parallel / mixed) + decoder"
-    ),
-    "hq_sam": PeftMethod(
-        "hq_sam", hq_sam.HqSamConfig, hq_sam.inject, "HQ-SAM: HQ output token + early-feature fusion (SAM frozen)"
-    ),
-}
+def register_peft_method(method: PeftMethod) -> PeftMethod:
+    """Add ``method`` to :data:`PEFT_METHODS` (the CLI's ``--peft`` choices are read when its parser is built;
+    the app's method list when its panel is). ValueError for a name already registered."""
+    if method.name in PEFT_METHODS:
+        raise ValueError(f"PEFT method {method.name!r} is registered already")
+    if not method.name or not method.name.isidentifier():
+        raise ValueError(f"PEFT method name {method.name!r}: use a lowercase identifier such as 'lora'")
+    PEFT_METHODS[method.name] = method
+    return method
 
 
-def make_config(method: str, options: dict[str, Any]) -> PeftConfig:
-    """The method's options dataclass from keyword options, validated (types, finite numbers, bounds);
-    ValueError naming the method or option otherwise."""
+def unregister_peft_method(name: str) -> None:
+    """Remove the method ``name`` (e.g. one a test registered); KeyError when it is not registered."""
+    del PEFT_METHODS[name]
+
+
+for _module in METHOD_MODULES:
+    register_peft_method(_module.METHOD)
+
+
+def make_config(method: str, options: Mapping[str, Any]) -> PeftConfig:
+    """The method's options dataclass from raw options (see :meth:`~infosam_core.options.Options.parse`:
+    text or JSON values, types, finite numbers, bounds); :class:`~infosam_core.options.OptionError` (a
+    ValueError) naming the method and the option otherwise."""
     if method not in PEFT_METHODS:
-        raise ValueError(f"unknown PEFT method {method!r}; choose one of {', '.join(PEFT_METHODS)}")
-    cls = PEFT_METHODS[method].config_cls
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(options) - set(names))
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {', '.join(unknown)} for PEFT method {method!r}; valid: {', '.join(names)}"
-        )
-    config = cls(**options)
-    config.validate()
-    return config
+        raise OptionError(None, f"unknown PEFT method {method!r}; choose one of {', '.join(PEFT_METHODS)}")
+    return PEFT_METHODS[method].config_cls.parse(options, owner=f"PEFT method {method!r}")
 
 
 def apply_peft(

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from segment_anything.modeling import Sam
 from torch import nn
+
+from infosam_core.models.protocols import SamLike
 
 PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
 
@@ -22,6 +23,19 @@ class PeftState:
     base_fingerprint: str
     added: list[str]  # parameter names the method added
     trainable: list[str]  # every parameter name left trainable (added + base parameters such as the decoder)
+
+
+def peft_state_of(model: SamLike | nn.Module) -> PeftState | None:
+    """What :func:`apply_peft` did to ``model`` (``model.peft_state``); None for a model without a PEFT method."""
+    state = getattr(model, "peft_state", None)
+    if state is not None and not isinstance(state, PeftState):
+        raise TypeError(f"model.peft_state is a {type(state).__name__}, not a PeftState")
+    return state
+
+
+def set_peft_state(model: SamLike | nn.Module, state: PeftState) -> None:
+    """Record ``state`` on ``model`` as ``model.peft_state`` (a plain attribute: not saved in the state dict)."""
+    setattr(model, "peft_state", state)  # noqa: B010 - nn.Module's typed __setattr__ takes tensors and modules only
 
 
 @dataclass
@@ -59,8 +73,8 @@ class PeftReport:
         return sum(n for _, n in self.parts.values())
 
     @classmethod
-    def from_model(cls, model: nn.Module) -> PeftReport:
-        state: PeftState | None = getattr(model, "peft_state", None)
+    def from_model(cls, model: SamLike | nn.Module) -> PeftReport:
+        state = peft_state_of(model)
         added = set(state.added) if state else set()
         parts: dict[str, list[int]] = {p: [0, 0] for p in PARTS}
         parts["added"] = [0, 0]
@@ -94,10 +108,13 @@ class PeftReport:
         return "\n".join(lines)
 
 
-def trained_state(model: Sam) -> dict[str, torch.Tensor]:
+def trained_state(model: SamLike) -> dict[str, torch.Tensor]:
     """The tensors training changes: the PEFT state's trainable parameters and the distiller's own parts
     (``distiller.*``, e.g. InfoSAM's relation module)."""
-    names = set(model.peft_state.trainable)
+    state = peft_state_of(model)
+    if state is None:
+        raise ValueError("the model has no PEFT method applied: nothing of it is trained")
+    names = set(state.trainable)
     return {k: v for k, v in model.state_dict().items() if k in names or k.startswith("distiller.")}
 
 
@@ -119,12 +136,12 @@ class PartCounts:
     total: int = 0
 
 
-def parameter_parts(model: nn.Module) -> dict[str, PartCounts]:
+def parameter_parts(model: SamLike | nn.Module) -> dict[str, PartCounts]:
     """Parameter counts by part (image encoder, prompt encoder, mask decoder, relation module -- the distiller's
     own parts --, other), each parameter counted in the part it sits in (an HQ-SAM token added to the decoder
     counts in the mask decoder, as trainable and added), plus ``"total"``; like peft's
     ``print_trainable_parameters`` by part."""
-    state: PeftState | None = getattr(model, "peft_state", None)
+    state = peft_state_of(model)
     added = set(state.added) if state else set()
     parts = {title: PartCounts() for title in (*PART_TITLES.values(), "other", "total")}
     for name, param in model.named_parameters():

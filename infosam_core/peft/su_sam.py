@@ -27,13 +27,15 @@ nothing special.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import nn
 
+from infosam_core.options import bounds
 from infosam_core.peft.common import (
     Bottleneck,
     PeftConfig,
@@ -42,15 +44,17 @@ from infosam_core.peft.common import (
     encoder_blocks,
     output_dim,
 )
+from infosam_core.peft.method import PeftMethod
 
-VARIANTS = ("series", "parallel", "mixed")
+Variant = Literal["series", "parallel", "mixed"]
+VARIANTS: tuple[str, ...] = get_args(Variant)
 
 
 @dataclass
 class SuSamConfig(PeftConfig):
-    variant: str = "mixed"
-    mlp_ratio: float = 0.25
-    scale: float = 1.0
+    variant: Variant = "mixed"
+    mlp_ratio: float = field(default=0.25, metadata=bounds(1e-3, 8.0))  # as the adapter's: hidden <= 8x the width
+    scale: float = field(default=1.0, metadata=bounds(-100.0, 100.0))
 
 
 class ScaledAdapter(Bottleneck):
@@ -86,13 +90,9 @@ class ScaledAdapter(Bottleneck):
 
 
 def inject(sam: Sam, config: SuSamConfig, generator: torch.Generator | None = None) -> None:
-    if config.variant not in VARIANTS:
-        raise ValueError(f"SU-SAM variant must be one of {', '.join(VARIANTS)}, got {config.variant!r}")
-    if config.mlp_ratio <= 0:
-        raise ValueError(f"mlp_ratio must be > 0, got {config.mlp_ratio}")
     series_attn = config.variant in ("series", "mixed")
     series_mlp = config.variant == "series"
-    for block in encoder_blocks(sam.image_encoder):
+    for block in encoder_blocks(sam):
         device, dtype = block_device_dtype(block)
         for name, target, series in (("su_attn", block.attn, series_attn), ("su_mlp", block.mlp, series_mlp)):
             dim = output_dim(target)
@@ -120,3 +120,6 @@ def inject(sam: Sam, config: SuSamConfig, generator: torch.Generator | None = No
 def _input_dim(module: nn.Module) -> int:
     first = next(m for m in module.modules() if isinstance(m, (nn.Linear, nn.LayerNorm)))
     return first.in_features if isinstance(first, nn.Linear) else first.normalized_shape[0]
+
+
+METHOD = PeftMethod("su_sam", SuSamConfig, inject, "SU-SAM adapters (series / parallel / mixed) + decoder", "SU-SAM")

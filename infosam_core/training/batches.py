@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.utils.checkpoint
-from segment_anything.modeling import Sam
 
 from infosam_core.data.datasets import SegmentationSample
 from infosam_core.data.masks import resize_mask
 from infosam_core.data.prompt_sampling import box_from_mask, point_from_mask
+from infosam_core.models.protocols import SamLike
 from infosam_core.models.transforms import ResizeLongestSide
 
 
@@ -125,7 +125,7 @@ def apply_flip(array: np.ndarray, variant: int) -> np.ndarray:
 
 
 def make_batch(
-    sam: Sam,
+    sam: SamLike,
     samples: list[PreparedSample],
     keys: list[tuple[int, int]],
     rng: np.random.Generator | Sequence[np.random.Generator],
@@ -135,7 +135,7 @@ def make_batch(
     """Flip, normalise, pad and prompt the samples ``keys`` = [(sample index, flip variant), ...] on ``sam``'s
     device. ``rng``: one generator for all prompts, or one per key (:func:`sample_rng`, as training does).
     ``Batch.keys`` are (image key, flip variant): what identifies the encoder input."""
-    device = sam.pixel_mean.device
+    device = sam.device
     size = sam.image_encoder.img_size
     rngs = [rng] * len(keys) if isinstance(rng, np.random.Generator) else list(rng)
     if len(rngs) != len(keys):

@@ -66,6 +66,11 @@ class TrainConfig:
     keep_best: bool = True  # with validation samples, end with the best epoch's weights
 
     def validate(self) -> None:
+        """Raise ValueError for a setting that cannot train; the PEFT and distiller options first
+        (:class:`~infosam_core.options.OptionError`, one line naming the option)."""
+        from infosam_core.peft.registry import make_config
+
+        make_config(self.peft, self.peft_options)  # unknown method or option, wrong type, out of bounds
         if self.distill != NO_DISTILLATION and self.distill not in DISTILLERS:
             raise ValueError(f"distill must be one of {', '.join(distiller_names())}, got {self.distill!r}")
         if self.distill != NO_DISTILLATION:
@@ -100,10 +105,3 @@ class TrainConfig:
             raise ValueError(f"teacher_cache_max_mb must be a finite number >= 0, got {self.teacher_cache_max_mb}")
         if self.val_prompt not in ("box", "point", "points5"):
             raise ValueError(f"val_prompt must be box, point or points5, got {self.val_prompt!r}")
-        for name, options in (("distill_options", self.distill_options), ("peft_options", self.peft_options)):
-            for key, value in options.items():
-                if isinstance(value, float) and not math.isfinite(value):
-                    raise ValueError(f"{name}: {key}={value} must be a finite number")
-        from infosam_core.peft.registry import make_config
-
-        make_config(self.peft, self.peft_options)  # unknown method or option, wrong type, out of bounds

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -66,11 +67,8 @@ def init_from_environment(device: torch.device, timeout_s: float = 3600.0) -> Di
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(
-            backend_for(device),
-            timeout=timedelta(seconds=timeout_s),
-            **({"device_id": device} if device.type == "cuda" else {}),
-        )
+        device_id: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend_for(device), timeout=timedelta(seconds=timeout_s), **device_id)
     return DistributedContext.current(device)
 
 
@@ -122,7 +120,10 @@ class DistributedContext:
             return tensor
         from torch.distributed._functional_collectives import all_gather_single
 
-        gathered = all_gather_single(tensor.contiguous(), 0, dist.group.WORLD)  # differentiable: reduce-scatter back
+        world = dist.group.WORLD
+        if world is None:
+            raise RuntimeError("no default process group: DistributedContext.enabled without one")
+        gathered = all_gather_single(tensor.contiguous(), 0, world)  # differentiable: reduce-scatter back
         return gathered.wait() if hasattr(gathered, "wait") else gathered
 
     def mean(self, values: torch.Tensor) -> torch.Tensor:

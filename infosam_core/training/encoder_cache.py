@@ -1,13 +1,12 @@
 """Caching what does not change during fine-tuning: the teacher's image features and the student's frozen leading encoder blocks.
 
-Model families differ behind :class:`~infosam_core.models.training_backbone.TrainingBackbone`: an encoder that
-is not a segment-anything ViT (MobileSAM's TinyViT, SAM2's Hiera) runs whole through its backbone's
-``encode``, and its extra decoder inputs (SAM2's high-resolution features) are cached with the embedding;
-a TinyViT whose ``layers`` a decoder reads (HQ-SAM's on ``vit_t``) runs whole too, with those layers'
-outputs captured as a ViT's blocks are (:func:`~infosam_core.models.decoder_features.encoder_block_outputs`),
-and so are the Hiera blocks a multi-level distiller reads on SAM2 (its stage ends by default: forward hooks
-on ``trunk.blocks`` while the backbone's ``encode`` runs, so the high-resolution decoder features flow as
-without a distiller; the teacher's are cached with its embedding, the student's keep their gradient).
+Model families differ behind :class:`~infosam_core.models.training_backbone.TrainingBackbone`, and the cache
+runs every family the same way through it: the student's frozen leading blocks
+(``frozen_prefix_depth()``: a segment-anything ViT's blocks without a trainable parameter; 0 for families whose
+encoder runs whole, MobileSAM's TinyViT and SAM2's Hiera) once per image with ``encode_prefix``, and the rest
+of each encoder with ``encode_from``, which captures the outputs of the feature blocks that a multi-level
+distiller or a decoder reads (HQ-SAM's) as they pass and returns the family's extra decoder inputs (SAM2's
+high-resolution features), cached with the teacher's embedding.
 """
 
 from __future__ import annotations
@@ -16,85 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.utils.checkpoint
 from segment_anything.modeling import Sam
 
-from infosam_core.models.decoder_features import captured_block_outputs, encoder_block_outputs
-from infosam_core.models.training_backbone import ImageFeatures, TrainingBackbone, training_backbone_for
+from infosam_core.models.registry import family_of
+from infosam_core.models.training_backbone import ImageFeatures, TrainingBackbone, channels_first
 from infosam_core.training.batches import Batch
-
-
-def frozen_prefix_depth(encoder: torch.nn.Module) -> int:
-    """How many leading ViT blocks (with the patch and position embeddings) have no trainable parameter.
-
-    Their output never changes during training, so it can be cached per image like the teacher's embedding
-    (the ``adapter`` method leaves blocks 0 and 1 frozen: 2 of 12 blocks at ViT-B, 2 of 4 at tiny).
-    0 for encoders that are not segment-anything ViTs (MobileSAM's TinyViT, SAM2's Hiera): they run whole.
-    """
-    if not _is_vit(encoder):
-        return 0
-    if any(p.requires_grad for p in encoder.patch_embed.parameters()):
-        return 0
-    if encoder.pos_embed is not None and encoder.pos_embed.requires_grad:
-        return 0
-    depth = 0
-    for block in encoder.blocks:
-        if any(p.requires_grad for p in block.parameters()):
-            break
-        depth += 1
-    return depth
-
-
-def _is_vit(encoder: torch.nn.Module) -> bool:
-    return isinstance(getattr(encoder, "blocks", None), torch.nn.ModuleList) and hasattr(encoder, "pos_embed")
-
-
-def encoder_prefix(
-    encoder: torch.nn.Module,
-    x: torch.Tensor,
-    depth: int,
-    capture: tuple[int, ...] = (),
-    features: dict[int, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Patch + position embedding and blocks[:depth] of an ``ImageEncoderViT``: (B, 3, S, S) -> (B, h, w, D).
-
-    Block ``i`` in ``capture`` (and < ``depth``) has its output (B, h, w, D) put in ``features[i]``.
-    """
-    x = encoder.patch_embed(x)
-    if encoder.pos_embed is not None:
-        x = x + encoder.pos_embed
-    for i, block in enumerate(encoder.blocks[:depth]):
-        x = block(x)
-        if features is not None and i in capture:
-            features[i] = x
-    return x
-
-
-def encoder_suffix(
-    encoder: torch.nn.Module,
-    x: torch.Tensor,
-    depth: int,
-    checkpoint: bool = False,
-    capture: tuple[int, ...] = (),
-    features: dict[int, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """blocks[depth:] and the neck: (B, h, w, D) -> image embeddings (B, C, h, w).
-
-    ``checkpoint``: activation (gradient) checkpointing per block -- only each block's input is kept for the
-    backward pass and the block is recomputed there: much less memory (ViT-B at 1024 px) for ~1/3 more time.
-    Block ``i`` in ``capture`` (and >= ``depth``) has its output (B, h, w, D) put in ``features[i]``.
-    """
-    checkpoint = checkpoint and torch.is_grad_enabled()
-    for i, block in enumerate(encoder.blocks[depth:], start=depth):
-        x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False) if checkpoint else block(x)
-        if features is not None and i in capture:
-            features[i] = x
-    return encoder.neck(x.permute(0, 3, 1, 2))
-
-
-def _channels_first(x: torch.Tensor) -> torch.Tensor:
-    """(..., h, w, D) block output -> (..., D, h, w)."""
-    return x.movedim(-1, -3)
 
 
 def _compact(x: torch.Tensor) -> torch.Tensor:
@@ -134,7 +59,7 @@ class EncoderCache:
 
     ``teacher`` is the frozen pre-trained model (or the student itself when there is no distillation: then
     only a frozen encoder's embeddings are taken from it); ``student`` the model in training. The frozen prefix
-    (:func:`frozen_prefix_depth`) is computed once with the student's own (frozen, hence unchanged base)
+    (the student backbone's ``frozen_prefix_depth()``) is computed once with the student's own (frozen, hence unchanged base)
     blocks and shared by both encoders: a new image costs one prefix, one teacher suffix and one student
     suffix; a cached image costs the student suffix only. With ``enabled=False`` (benchmarks: the
     reference code's behaviour) both encoders run in full every step. Entries stop being added once they
@@ -169,7 +94,7 @@ class EncoderCache:
     ) -> None:
         self.teacher, self.student = teacher, student
         if backbones is None:
-            backbones = (training_backbone_for(teacher), training_backbone_for(student))
+            backbones = (family_of(teacher).training_backbone(teacher), family_of(student).training_backbone(student))
         self.teacher_backbone, self.student_backbone = backbones
         self.checkpoint = checkpoint  # activation checkpointing of the student's trainable blocks
         self.student_frozen = not any(p.requires_grad for p in student.image_encoder.parameters())
@@ -183,7 +108,7 @@ class EncoderCache:
         self.decoder_capture_t = from_teacher if self.need_teacher else ()
         self.capture_t = tuple(dict.fromkeys(self.blocks + from_teacher)) if self.need_teacher else ()
         self.capture_s = tuple(dict.fromkeys(self.blocks + self.decoder_blocks_s))
-        self.depth = 0 if self.student_frozen or not enabled else frozen_prefix_depth(student.image_encoder)
+        self.depth = 0 if self.student_frozen or not enabled else self.student_backbone.frozen_prefix_depth()
         if self.decoder_blocks_s and not self.student_frozen:  # the student's decoder reads its own blocks
             self.depth = min(self.depth, *self.decoder_blocks_s)
         self.enabled, self.max_bytes = enabled, max_bytes
@@ -220,37 +145,26 @@ class EncoderCache:
         prefix_out: dict[tuple[int, int], torch.Tensor] = {}
         if not run:
             return teacher_out, prefix_out
-        encoder = self.teacher.image_encoder
         captured: dict[int, torch.Tensor] = {}
         if self.depth:
-            h = encoder_prefix(
-                self.student.image_encoder, batch.images[[rows[k] for k in run]], self.depth, self.capture_t, captured
-            )
+            images = batch.images[[rows[k] for k in run]]
+            h, captured = self.student_backbone.encode_prefix(images, self.depth, self.capture_t)
             prefix_out = dict(zip(run, h))
             if need_t:
                 picked = [run.index(k) for k in need_t]
                 captured = {i: v[picked] for i, v in captured.items()}
-                t = encoder_suffix(
-                    encoder, torch.stack([prefix_out[k] for k in need_t]), self.depth, False, self.capture_t, captured
+                t, more = self.teacher_backbone.encode_from(
+                    torch.stack([prefix_out[k] for k in need_t]), self.depth, self.capture_t
                 )
-                teacher_out = dict(zip(need_t, t))
-        elif need_t and not _is_vit(encoder) and self.decoder_capture_t:  # TinyViT whose layers a decoder reads
-            embedding, captured = encoder_block_outputs(
-                encoder, batch.images[[rows[k] for k in need_t]], self.capture_t
-            )
-            teacher_out = dict(zip(need_t, embedding))
-        elif need_t and not _is_vit(encoder):  # MobileSAM's TinyViT, SAM2's Hiera: run whole (hooks: the blocks read)
-            with captured_block_outputs(encoder, self.capture_t) as captured:
-                encoded = self.teacher_backbone.encode(batch.images[[rows[k] for k in need_t]])
-            teacher_out = dict(zip(need_t, encoded.unbind()))
+                captured.update(more)
+                teacher_out = dict(zip(need_t, t.unbind()))
         elif need_t:
-            x = encoder_prefix(encoder, batch.images[[rows[k] for k in need_t]], 0)
-            teacher_out = dict(zip(need_t, encoder_suffix(encoder, x, 0, False, self.capture_t, captured)))
+            t, captured = self.teacher_backbone.encode_from(batch.images[[rows[k] for k in need_t]], 0, self.capture_t)
+            teacher_out = dict(zip(need_t, t.unbind()))
         # the distiller's blocks in float16 when in range; decoder inputs exact
         blocks = {i: v.clone() if i not in self.blocks else _compact(v) for i, v in captured.items()}
         teacher_out = {  # (embedding, extra decoder inputs, {block: output})
-            k: (*(e if isinstance(e, tuple) else (e, ())), {i: v[n] for i, v in blocks.items()})
-            for n, (k, e) in enumerate(teacher_out.items())
+            k: (e, x, {i: v[n] for i, v in blocks.items()}) for n, (k, (e, x)) in enumerate(teacher_out.items())
         }
         self.teacher_images += len(teacher_out)
         for k, value in teacher_out.items():
@@ -277,7 +191,7 @@ class EncoderCache:
             f_t, extra_t = stacked.embed, stacked.extra
             if self.capture_t:
                 blocks_t = {
-                    i: _channels_first(torch.stack([b[i] for _, _, b in entries]).to(f_t.dtype)) for i in self.capture_t
+                    i: channels_first(torch.stack([b[i] for _, _, b in entries]).to(f_t.dtype)) for i in self.capture_t
                 }
         if self.student_frozen:
             extra_s = extra_t + tuple(blocks_t[i] for i in self.decoder_blocks_s)
@@ -285,22 +199,13 @@ class EncoderCache:
             blocks_t = {i: blocks_t[i] for i in self.blocks}
             return EncoderFeatures(f_t, f_t, blocks_t, dict(blocks_t), extra_t, extra_s)
         extra_t = extra_t + tuple(blocks_t[i] for i in self.decoder_blocks_t)
-        encoder = self.student.image_encoder
-        captured: dict[int, torch.Tensor] = {}
-        extra_s: tuple[torch.Tensor, ...] = ()
         if self.depth:
-            h = torch.stack([prefix_out[k] if k in prefix_out else self.prefix_entries[k] for k in batch.keys])
-            f_s = encoder_suffix(encoder, h, self.depth, self.checkpoint, self.capture_s, captured)
-        elif not _is_vit(encoder) and self.decoder_blocks_s:  # TinyViT whose layers the decoder reads (HQ-SAM)
-            f_s, captured = encoder_block_outputs(encoder, batch.images, self.capture_s)
-        elif not _is_vit(encoder):  # MobileSAM's TinyViT, SAM2's Hiera: run whole (hooks: the distiller's blocks)
-            with captured_block_outputs(encoder, self.capture_s) as captured:
-                encoded = self.student_backbone.encode(batch.images)
-            f_s, extra_s = encoded.embed, encoded.extra
+            x = torch.stack([prefix_out[k] if k in prefix_out else self.prefix_entries[k] for k in batch.keys])
         else:
-            x = encoder_prefix(encoder, batch.images, 0)
-            f_s = encoder_suffix(encoder, x, 0, self.checkpoint, self.capture_s, captured)
-        extra_s = extra_s + tuple(_channels_first(captured[i]) for i in self.decoder_blocks_s)
-        blocks_s = {i: _channels_first(captured[i]) if i in captured else blocks_t[i] for i in self.blocks}
+            x = batch.images
+        encoded, captured = self.student_backbone.encode_from(x, self.depth, self.capture_s, self.checkpoint)
+        f_s, extra_s = encoded.embed, encoded.extra
+        extra_s = extra_s + tuple(channels_first(captured[i]) for i in self.decoder_blocks_s)
+        blocks_s = {i: channels_first(captured[i]) if i in captured else blocks_t[i] for i in self.blocks}
         blocks_t = {i: blocks_t[i] for i in self.blocks}
         return EncoderFeatures(f_t, f_s, blocks_t, blocks_s, extra_t, extra_s)

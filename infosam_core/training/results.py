@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from segment_anything.modeling import Sam
-
+from infosam_core.models.protocols import SamLike
 from infosam_core.peft.state import PeftReport
 from infosam_core.training.config import TrainConfig
 
@@ -43,7 +42,7 @@ class TrainResult:
     """The adapted model (eval mode; ``model.peft_state`` and, with a distiller, ``model.distiller``) and how it
     went."""
 
-    model: Sam
+    model: SamLike
     report: PeftReport
     config: TrainConfig
     history: list[dict[str, Any]]  # one entry per epoch (mean losses, lr, validation mIoU)

@@ -58,16 +58,19 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import Sam
 
 from infosam_core.data.datasets import SegmentationSample
 from infosam_core.distill import Distiller, DistillInputs, ModelDims, make_distiller
+from infosam_core.distill.base import distiller_of, set_distiller
 from infosam_core.evaluation.prompted import evaluate
+from infosam_core.models.devices import resolve_device
 from infosam_core.models.fingerprint import model_fingerprint
-from infosam_core.models.training_backbone import ImageFeatures, training_backbone_for
+from infosam_core.models.protocols import SamLike
+from infosam_core.models.registry import family_of
+from infosam_core.models.training_backbone import ImageFeatures
 from infosam_core.peft.common import auxiliary_loss
 from infosam_core.peft.registry import apply_peft
-from infosam_core.peft.state import PeftReport, trained_state
+from infosam_core.peft.state import PeftReport, peft_state_of, trained_state
 from infosam_core.training.batches import (
     Batch,
     epoch_order,
@@ -77,7 +80,6 @@ from infosam_core.training.batches import (
     sample_rng,
 )
 from infosam_core.training.config import TrainConfig
-from infosam_core.training.devices import resolve_device
 from infosam_core.training.distributed import DistributedContext
 from infosam_core.training.encoder_cache import EncoderCache
 from infosam_core.training.losses import structure_loss
@@ -108,7 +110,7 @@ class _StepModule(torch.nn.Module):
     """The student as one module whose forward is a training step's losses: what DistributedDataParallel wraps
     (DDP hooks the parameters of the module it wraps and needs the loss to come out of its forward)."""
 
-    def __init__(self, student: Sam, step_losses: Callable[[Batch], StepLosses]) -> None:
+    def __init__(self, student: SamLike, step_losses: Callable[[Batch], StepLosses]) -> None:
         super().__init__()
         self.student = student
         self.step_losses = step_losses
@@ -119,13 +121,13 @@ class _StepModule(torch.nn.Module):
 
 
 def build_student(
-    config: TrainConfig, base_sam: Sam, init_model: Sam | None, device: torch.device, generator: torch.Generator
-) -> Sam:
+    config: TrainConfig, base_sam: SamLike, init_model: SamLike | None, device: torch.device, generator: torch.Generator
+) -> SamLike:
     """A copy of ``base_sam`` with ``config.peft`` applied, or a copy of ``init_model`` (an earlier result of
     the same method on the same base model) to continue from, with the distiller attached as
     ``student.distiller`` (kept from ``init_model`` when it has the same one)."""
     if init_model is not None:
-        state = getattr(init_model, "peft_state", None)
+        state = peft_state_of(init_model)
         if state is None or state.method != config.peft:
             raise ValueError(
                 f"cannot continue: the given model uses PEFT {state.method if state else 'none'!r}, "
@@ -137,10 +139,10 @@ def build_student(
     else:
         student = copy.deepcopy(base_sam).to(device)
         apply_peft(student, config.peft, generator=generator, **config.peft_options)
-    current = getattr(student, "distiller", None)
-    if not (isinstance(current, Distiller) and current.name == config.distill):
+    current = distiller_of(student)
+    if not (current is not None and current.name == config.distill):
         distiller = make_distiller(config.distill, config.distill_options, ModelDims.of(student), generator)
-        student.distiller = distiller.to(device) if distiller is not None else None
+        set_distiller(student, distiller.to(device) if distiller is not None else None)
     return student
 
 
@@ -150,12 +152,12 @@ class Trainer:
     def __init__(
         self,
         config: TrainConfig,
-        base_sam: Sam,
+        base_sam: SamLike,
         samples: list[SegmentationSample],
         progress: Callable[[TrainProgress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         val_samples: list[SegmentationSample] | None = None,
-        init_model: Sam | None = None,
+        init_model: SamLike | None = None,
         callbacks: list[EpochCallback] | None = None,
     ) -> None:
         config.validate()
@@ -172,7 +174,7 @@ class Trainer:
                 f"{max(1, round(config.batch_size / self.dist.world_size)) * self.dist.world_size}"
             )
         self.generator = torch.Generator().manual_seed(config.seed)
-        base_backbone = training_backbone_for(base_sam)
+        base_backbone = family_of(base_sam).training_backbone(base_sam)
         self.prepared = prepare_samples(samples, base_backbone.input_size, resize=base_backbone.resize)
         if len(self.prepared) < config.batch_size:
             raise ValueError(
@@ -196,19 +198,21 @@ class Trainer:
         self.t0 = time.monotonic()
 
     # ------------------------------------------------------------------------------------------- phases
-    def _build_models(self, init_model: Sam | None) -> None:
+    def _build_models(self, init_model: SamLike | None) -> None:
         self.student = build_student(self.config, self.base_sam, init_model, self.device, self.generator)
-        self.distiller: Distiller | None = self.student.distiller
+        self.distiller: Distiller | None = distiller_of(self.student)
         self.term_names = self.distiller.term_names if self.distiller is not None else ()
         self.report = PeftReport.from_model(self.student)
         self.teacher = self.student  # without distillation only the frozen parts are shared, and the student has them
         if self.distiller is not None:
             on_device = next(self.base_sam.parameters()).device == self.device
             self.teacher = self.base_sam if on_device else copy.deepcopy(self.base_sam).to(self.device)
-        # what differs per model family (resizing, encoder outputs, prompts, decoding): chosen by the model's type
-        self.student_backbone = training_backbone_for(self.student)
+        # what differs per model family (resizing, encoder outputs, prompts, decoding): chosen by the model's family
+        self.student_backbone = family_of(self.student).training_backbone(self.student)
         self.teacher_backbone = (
-            self.student_backbone if self.teacher is self.student else training_backbone_for(self.teacher)
+            self.student_backbone
+            if self.teacher is self.student
+            else family_of(self.teacher).training_backbone(self.teacher)
         )
 
     def _build_caches(self) -> None:
@@ -238,6 +242,7 @@ class Trainer:
             total = seg if aux is None else seg + aux  # in the total; the reported seg loss stays the segmentation's
             if self.distiller is None:
                 return StepLosses(total, seg, {})
+            assert f_t is not None  # the cache encodes the teacher whenever there is a distiller
             inputs = DistillInputs(
                 f_t,
                 f_s,
@@ -419,12 +424,12 @@ class Trainer:
 
 def train(
     config: TrainConfig,
-    base_sam: Sam,
+    base_sam: SamLike,
     samples: list[SegmentationSample],
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     val_samples: list[SegmentationSample] | None = None,
-    init_model: Sam | None = None,
+    init_model: SamLike | None = None,
     callbacks: list[EpochCallback] | None = None,
 ) -> TrainResult:
     """Train a PEFT (+ distiller) student of ``base_sam`` on ``samples``; see the module docstring.
@@ -433,7 +438,7 @@ def train(
     step (True -> stop, ``cancelled=True``). With ``val_samples``, the mean IoU (``config.val_prompt``) is
     measured after every epoch and, with ``keep_best``, the best epoch's weights are returned (also when
     cancelled). ``init_model`` (a previous ``TrainResult.model``, or an adapter loaded with
-    :func:`~infosam_core.peft.checkpoint.load_peft_checkpoint`) continues an earlier run. ``callbacks`` are
+    :func:`~infosam_core.adapter_files.checkpoint.load_peft_checkpoint`) continues an earlier run. ``callbacks`` are
     called after every epoch as ``callback(trainer, epoch)`` (:data:`EpochCallback`).
     Raises ValueError for unusable settings/data and :class:`TrainingError` when the loss or gradients stop
     being finite (``error.result`` holds the last good weights: a bad step is never applied).

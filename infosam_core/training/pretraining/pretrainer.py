@@ -31,9 +31,10 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,7 +100,8 @@ class Pretrainer:
         if not 0.0 <= config.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0 = no weight averaging), not {config.ema_decay}")
         torch.manual_seed(config.seed)
-        self.sam = (
+        # segment-anything's class: decode_prompts runs its mask decoder (models.batched_decoder)
+        self.sam: Sam = (
             load_sam(config.model_type, config.init_weights) if config.init_weights else build_sam(config.model_type)
         ).train()
         self.sam.to(self.device)
@@ -108,7 +110,7 @@ class Pretrainer:
             torch.backends.cudnn.allow_tf32 = True
         self.rng = np.random.default_rng(config.seed)  # prompt choices (scenes come from their own stream)
         self.gen = torch.Generator().manual_seed(config.seed)
-        self._scenes = None
+        self._scenes: Iterator[Any] | None = None  # (image, (h, w), masks) per scene
         self._data_wait_s = 0.0  # time spent waiting for scenes since the last log line
         self.optimizer = torch.optim.AdamW(self.sam.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.ema = (

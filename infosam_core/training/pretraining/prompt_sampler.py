@@ -23,6 +23,7 @@ class PromptBatch:
     def with_point(self, coords: torch.Tensor, labels: torch.Tensor) -> PromptBatch:
         if self.coords is None:
             return PromptBatch(coords[:, None], labels[:, None], self.boxes)
+        assert self.labels is not None  # points always come with their labels
         return PromptBatch(
             torch.cat([self.coords, coords[:, None]], 1), torch.cat([self.labels, labels[:, None]], 1), self.boxes
         )

@@ -1,5 +1,5 @@
-"""PEFT checkpoints ("adapters" in the app and CLI, whatever the PEFT method): only the trained tensors, plus
-the JSON needed to rebuild the method.
+"""Adapter files: PEFT checkpoints ("adapters" in the app and CLI, whatever the PEFT method): only the trained
+tensors, plus the JSON needed to rebuild the method and the distiller.
 
 ``save_peft_checkpoint(model, path)`` writes
 

@@ -1,0 +1,73 @@
+"""What several sub-commands share: the ``--device`` argument and its check, the ``--out`` folder check, and
+``KEY=VALUE`` option parsing. Every command imports these from here (none from another command's module)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from infosam_core.cli import CLIError
+
+DEVICE_DEFAULT = "auto"  # CUDA when present, else the CPU: the same for every command that takes --device
+
+
+def add_device_argument(parser: argparse.ArgumentParser, extra_help: str = "") -> None:
+    """``--device`` with the one default of every command (:data:`DEVICE_DEFAULT`); ``extra_help`` is appended
+    to the help text."""
+    parser.add_argument(
+        "--device",
+        default=DEVICE_DEFAULT,
+        help=f"{DEVICE_DEFAULT} (default: CUDA when available, else the CPU), cpu, cuda, cuda:1, ...{extra_help}",
+    )
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, before any data or model is loaded."""
+    import torch
+
+    if device == "auto" or device == "cpu":
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CLIError(f"--device {device}: no CUDA GPU is available here; use --device cpu (or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise CLIError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise CLIError(f"--device {device}: Apple MPS is not available here; use --device cpu (or auto)")
+    else:
+        raise CLIError(f"--device {device}: unsupported; use auto, cpu, cuda or cuda:N")
+
+
+def check_out_dir(out: Path) -> None:
+    """``--out`` must be a folder this process can write, checked before any long work starts."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: is a file; give a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise CLIError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose another folder") from None
+
+
+def parse_option(text: str, flag: str = "--peft-option", example: str = "rank=8") -> tuple[str, Any]:
+    """``KEY=VALUE`` -> ``(key, value)``; the value is read as JSON when it is (numbers, true/false/null, lists),
+    else kept as text. CLIError naming ``flag`` and an ``example`` when there is no ``=`` or no key."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise CLIError(f"{flag} {text!r}: expected KEY=VALUE, e.g. {example}")
+    raw = value.strip()
+    try:
+        parsed = json.loads(raw.lower() if raw.lower() in ("true", "false", "null") else raw)
+    except json.JSONDecodeError:
+        parsed = raw
+    return key.strip(), parsed
