@@ -60,4 +60,4 @@ screenshots: install
 	$(PY) scripts/take_screenshots.py --out docs/screenshots
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache

@@ -38,17 +38,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from segment_anything.modeling import Sam
 
 import infosam_core
-from infosam_core.distill.base import Distiller, ModelDims
+from infosam_core.distill.base import ModelDims, distiller_of, set_distiller
 from infosam_core.distill.registry import make_distiller
 from infosam_core.io.atomic import remove_stale_temp_files, write_bytes_atomic, write_json_atomic
 from infosam_core.io.hashing import file_sha256
 from infosam_core.io.paths import UnsafePathError, resolve_inside, safe_name
 from infosam_core.models.fingerprint import model_fingerprint
+from infosam_core.models.protocols import SamLike
 from infosam_core.peft.registry import apply_peft
-from infosam_core.peft.state import trained_state
+from infosam_core.peft.state import peft_state_of, trained_state
 
 FORMAT = "infosam-adapter"
 
@@ -90,14 +90,14 @@ def tensors_path_of(json_path: Path, meta: dict[str, Any]) -> Path:
         ) from None
 
 
-def save_peft_checkpoint(model: Sam, path: str | Path, summary: dict[str, Any] | None = None) -> tuple[Path, Path]:
+def save_peft_checkpoint(model: SamLike, path: str | Path, summary: dict[str, Any] | None = None) -> tuple[Path, Path]:
     """Write the adapter of ``model`` (which went through :func:`~infosam_core.peft.registry.apply_peft`).
 
     ``summary``: JSON-able training facts (e.g. ``TrainResult.summary()``). Returns both paths.
     """
     from safetensors.torch import save
 
-    state = getattr(model, "peft_state", None)
+    state = peft_state_of(model)
     if state is None:
         raise PeftCheckpointError("this model has no PEFT method applied (apply_peft / train first): nothing to save")
     _, json_path = peft_checkpoint_paths(path)
@@ -214,7 +214,7 @@ def read_peft_checkpoint_info(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_peft_checkpoint(base_sam: Sam, path: str | Path) -> Sam:
+def load_peft_checkpoint(base_sam: SamLike, path: str | Path) -> SamLike:
     """A copy of ``base_sam`` with the saved adapter applied and loaded (eval mode, on ``base_sam``'s device).
 
     Refuses (PeftCheckpointError) when ``base_sam`` is not the model the adapter was made for, when either file
@@ -226,7 +226,7 @@ def load_peft_checkpoint(base_sam: Sam, path: str | Path) -> Sam:
     _, json_path = peft_checkpoint_paths(path)
     meta = read_peft_checkpoint_info(path)
     tensors_path = tensors_path_of(json_path, meta)
-    if getattr(base_sam, "peft_state", None) is not None:
+    if peft_state_of(base_sam) is not None:
         raise PeftCheckpointError(f"{json_path}: load adapters onto the base model, not onto an already adapted one.")
     fingerprint = model_fingerprint(base_sam)
     if fingerprint != meta["base_fingerprint"]:
@@ -260,7 +260,9 @@ def load_peft_checkpoint(base_sam: Sam, path: str | Path) -> Sam:
         apply_peft(model, meta["method"], generator=unused_rng, base_fingerprint=fingerprint, **meta["options"])
     except (ValueError, TypeError, OverflowError) as exc:
         raise PeftCheckpointError(f"{json_path}: cannot rebuild PEFT {meta['method']!r}: {exc}") from None
-    expected = set(model.peft_state.trainable)
+    state = peft_state_of(model)
+    assert state is not None  # apply_peft recorded it
+    expected = set(state.trainable)
     if meta.get("format_version", 1) < 2 and any(k.startswith("relation.") for k in tensors):
         tensors = {("distiller." + k if k.startswith("relation.") else k): v for k, v in tensors.items()}
         meta["distiller"] = {"name": "infosam", "options": {}}
@@ -270,7 +272,7 @@ def load_peft_checkpoint(base_sam: Sam, path: str | Path) -> Sam:
             distiller = make_distiller(info["name"], dict(info.get("options", {})), ModelDims.of(model), unused_rng)
         except (ValueError, TypeError, KeyError, OverflowError) as exc:
             raise PeftCheckpointError(f"{json_path}: cannot rebuild distiller {info!r}: {exc}") from None
-        model.distiller = distiller.to(base_sam.device) if distiller is not None else None
+        set_distiller(model, distiller.to(base_sam.device) if distiller is not None else None)
         if distiller is not None:
             expected |= {f"distiller.{k}" for k in distiller.state_dict()}
     missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
@@ -291,8 +293,8 @@ def load_peft_checkpoint(base_sam: Sam, path: str | Path) -> Sam:
     return model.eval()
 
 
-def _distiller_info(model: Sam) -> dict[str, Any] | None:
-    distiller = getattr(model, "distiller", None)
-    if not isinstance(distiller, Distiller):
+def _distiller_info(model: SamLike) -> dict[str, Any] | None:
+    distiller = distiller_of(model)
+    if distiller is None:
         return None
     return {"name": distiller.name, "options": dataclasses.asdict(distiller.config)}

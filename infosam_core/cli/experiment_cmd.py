@@ -89,7 +89,8 @@ def run_on_gpus(args: argparse.Namespace, ids: list[str]) -> int:
             (gpu, subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         )
 
-    def relay(gpu: str, proc: subprocess.Popen) -> None:
+    def relay(gpu: str, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None  # started with stdout=PIPE
         for line in proc.stdout:
             print(f"[gpu {gpu}] {line}", end="", flush=True)
 

@@ -35,12 +35,13 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from infosam_core.distill.base import set_distiller
     from infosam_core.distill.registry import make_distiller
     from infosam_core.models.checkpoints import CheckpointError
     from infosam_core.models.fingerprint import model_fingerprint
     from infosam_core.models.registry import load_sam
     from infosam_core.peft.registry import apply_peft, make_config
-    from infosam_core.peft.state import format_parameter_parts, parameter_parts
+    from infosam_core.peft.state import format_parameter_parts, parameter_parts, peft_state_of
 
     options = dict(parse_option(o) for o in args.peft_option)
     if options and not args.peft:
@@ -59,10 +60,11 @@ def run(args: argparse.Namespace) -> int:
             apply_peft(model, args.peft, generator=torch.Generator().manual_seed(0), **options)
         distiller = make_distiller(args.distill, {}, model.prompt_encoder.embed_dim, torch.Generator())
         if distiller is not None:
-            model.distiller = distiller
+            set_distiller(model, distiller)
     except (ValueError, TypeError, CheckpointError, ImportError) as exc:
         raise CLIError(str(exc)) from None
     parts = parameter_parts(model)
+    state = peft_state_of(model)
     if args.json:
         print(
             json.dumps(
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                     "checkpoint": str(args.checkpoint) if args.checkpoint else None,
                     "fingerprint": fingerprint,
                     "peft": args.peft,
-                    "peft_options": getattr(model, "peft_state", None) and model.peft_state.options,
+                    "peft_options": state.options if state is not None else None,
                     "distill": args.distill,
                     "parts": {k: vars(v) for k, v in parts.items()},
                 },
@@ -81,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     source = str(args.checkpoint) if args.checkpoint else "random weights"
     print(f"model {args.model} ({source}), fingerprint {fingerprint}")
-    if args.peft:
-        opts = ", ".join(f"{k}={v}" for k, v in model.peft_state.options.items())
+    if state is not None:  # args.peft was applied
+        opts = ", ".join(f"{k}={v}" for k, v in state.options.items())
         print(f"PEFT {args.peft} ({opts})" + (f" + distiller {args.distill}" if distiller is not None else ""))
     print(format_parameter_parts(parts))
     return 0

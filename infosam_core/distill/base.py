@@ -86,6 +86,7 @@ class DistillInputs:
         """The teacher's low-res single-mask logits (B, 1, 4h, 4w) for the same prompts (no grad)."""
         if "logits" not in self._memo:
             logits, token = self.decode_teacher(True)
+            assert logits is not None  # asked for with logits
             self._memo["logits"], self._memo["token"] = logits, token
         return self._memo["logits"]
 
@@ -124,7 +125,7 @@ class ModelDims:
     encoder_name: str = "ViT"
 
     @classmethod
-    def of(cls, sam: nn.Module) -> ModelDims:
+    def of(cls, sam: SamLike) -> ModelDims:
         """The dimensions of a model, from its backbone family's block geometry
         (:meth:`~infosam_core.models.family.BackboneFamily.block_geometry`). A family whose block outputs the
         trainer does not capture (MobileSAM's TinyViT) gives depth 0: only single-level distillers apply."""

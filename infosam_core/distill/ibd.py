@@ -25,7 +25,7 @@ a separate SGD). BatchNorm needs ``batch_size >= 2``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +59,7 @@ class AttentionFeatureLoss(nn.Module):
         super().__init__()
         self.qk_dim, self.n_teacher = qk_dim, n_teacher
 
-        def parts() -> nn.Module:
+        def parts() -> nn.ModuleDict:
             return nn.ModuleDict(
                 {
                     "query": nn.ModuleList(
@@ -78,7 +78,8 @@ class AttentionFeatureLoss(nn.Module):
             )
 
         built = seeded_module(parts, generator)
-        self.query, self.key, self.bilinear = built["query"], built["key"], built["bilinear"]
+        self.query, self.key = cast(nn.ModuleList, built["query"]), cast(nn.ModuleList, built["key"])
+        self.bilinear = built["bilinear"]
         self.p_t = nn.Parameter(torch.empty(n_teacher, qk_dim))
         self.p_s = nn.Parameter(torch.empty(n_student, qk_dim))
         seeded_init_(self.p_t, nn.init.xavier_normal_, generator)

@@ -29,7 +29,7 @@ stage ends: 7.39 M in all).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +54,7 @@ class AttentionFusion(nn.Module):
     def __init__(self, c_in: int, c_mid: int, c_out: int, fuse: bool, generator=None) -> None:
         super().__init__()
 
-        def parts() -> nn.Module:
+        def parts() -> nn.ModuleDict:
             return nn.ModuleDict(
                 {
                     "conv1": nn.Sequential(nn.Conv2d(c_in, c_mid, 1, bias=False), nn.BatchNorm2d(c_mid)),
@@ -64,9 +64,9 @@ class AttentionFusion(nn.Module):
             )
 
         built = seeded_module(parts, generator)
-        self.conv1, self.conv2 = built["conv1"], built["conv2"]
+        self.conv1, self.conv2 = cast(nn.Sequential, built["conv1"]), cast(nn.Sequential, built["conv2"])
         self.att_conv = built["att_conv"] if fuse else None
-        for conv in (self.conv1[0], self.conv2[0]):
+        for conv in (cast(nn.Conv2d, self.conv1[0]), cast(nn.Conv2d, self.conv2[0])):
             seeded_init_(conv.weight, nn.init.kaiming_uniform_, generator, a=1)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,7 +26,7 @@ attention can only take a few values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +102,7 @@ class SemckdDistiller(Distiller):
         n, c = len(self.encoder_blocks), dims.encoder_dim
         d = max(1, config.batch_size // config.factor)
 
-        def parts() -> nn.Module:
+        def parts() -> nn.ModuleDict:
             return nn.ModuleDict(
                 {
                     "query": nn.ModuleList([similarity_embedding(config.batch_size, d) for _ in range(n)]),
@@ -112,7 +112,7 @@ class SemckdDistiller(Distiller):
             )
 
         built = seeded_module(parts, generator)
-        self.query, self.key, self.regressors = built["query"], built["key"], built["regressors"]
+        self.query, self.key, self.regressors = (cast(nn.ModuleList, built[k]) for k in ("query", "key", "regressors"))
 
     def forward(self, inputs: DistillInputs) -> DistillLoss:
         c = self.config

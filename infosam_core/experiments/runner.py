@@ -29,13 +29,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from segment_anything.modeling import Sam
-
 from infosam_core.data.datasets import SegmentationSample, load_folder_dataset
 from infosam_core.evaluation.prompted import evaluate
 from infosam_core.experiments.plan import Plan, RunSpec
 from infosam_core.experiments.tables import write_outputs
 from infosam_core.io.atomic import write_json_atomic
+from infosam_core.models.protocols import SamLike
 from infosam_core.models.registry import load_sam
 from infosam_core.training.runs import train_and_save
 from infosam_core.training.trainer import EpochCallback
@@ -121,7 +120,7 @@ def release_run(out_dir: str | Path, run: RunSpec) -> None:
 
 def execute_run(
     run: RunSpec,
-    base_sam: Sam,
+    base_sam: SamLike,
     train_samples: list[SegmentationSample],
     test_samples: list[SegmentationSample],
     callbacks: list[EpochCallback] | None = None,
@@ -199,7 +198,7 @@ def run_experiment(
     for run in runs:
         if (record := finished_record(out_dir, run)) is not None:
             records[run.key] = record
-    models: dict[tuple[str, str | None], Sam] = {}
+    models: dict[tuple[str, str | None], SamLike] = {}
     datasets: dict[str, list[SegmentationSample]] = {}
 
     def samples(path: str) -> list[SegmentationSample]:

@@ -21,10 +21,10 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from torch import nn
 
 from infosam_core.models.decoder_features import decoder_encoder_blocks
 from infosam_core.models.fingerprint import model_fingerprint
+from infosam_core.models.protocols import SamLike
 from infosam_core.models.registry import family_of
 
 
@@ -56,7 +56,7 @@ class Backend(Protocol):
         ...
 
 
-def embedding_fingerprint(model: nn.Module) -> str:
+def embedding_fingerprint(model: SamLike) -> str:
     """What an image's cached features depend on besides the image: the encoder's weights
     (:func:`~infosam_core.models.fingerprint.model_fingerprint`) and, for a decoder that reads encoder blocks,
     which blocks (``_b2`` for HQ-SAM at ViT-B) -- so an embedding cached without them (the base SAM, same
@@ -65,6 +65,6 @@ def embedding_fingerprint(model: nn.Module) -> str:
     return model_fingerprint(model.image_encoder) + "".join(f"_b{i}" for i in blocks)
 
 
-def backend_for(model: nn.Module) -> Backend:
+def backend_for(model: SamLike) -> Backend:
     """The backend of ``model``'s family."""
     return family_of(model).prediction_backend(model)

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from infosam_core.models.protocols import SamLike
 from infosam_core.models.training_backbone import TrainingBackbone
 
 
@@ -77,7 +78,7 @@ class BackboneFamily(ABC):
 
     # ------------------------------------------------------------------------------- models and files
     @abstractmethod
-    def owns(self, model: nn.Module) -> bool:
+    def owns(self, model: SamLike | nn.Module) -> bool:
         """Whether ``model`` is built on this family's encoder."""
 
     @abstractmethod
@@ -85,14 +86,14 @@ class BackboneFamily(ABC):
         """The model type of a state dict (tensors or meta tensors) of this family, None when it is not one."""
 
     @abstractmethod
-    def load(self, model_type: str, checkpoint: Path | None) -> nn.Module:
+    def load(self, model_type: str, checkpoint: Path | None) -> SamLike:
         """``model_type`` with the weights of ``checkpoint`` (random without one, with a warning), eval mode."""
 
     # ---------------------------------------------------------------------------------- encoder blocks
     @abstractmethod
-    def encoder_blocks(self, encoder: nn.Module) -> list[nn.Module]:
+    def encoder_blocks(self, encoder: nn.Module) -> list[Any]:
         """The transformer blocks PEFT methods adapt, input to output (each has an ``attn`` with ``qkv`` and
-        ``proj`` Linears and an ``mlp``)."""
+        ``proj`` Linears and an ``mlp``; typed ``Any``: the backbones' own block classes, untyped)."""
 
     def is_vit_block(self, block: nn.Module) -> bool:
         """Whether ``block`` is a segment-anything ViT block, which methods replace by a wrapper (the others
@@ -118,9 +119,9 @@ class BackboneFamily(ABC):
 
     # ------------------------------------------------------------------------- prediction and training
     @abstractmethod
-    def prediction_backend(self, model: nn.Module) -> Any:
+    def prediction_backend(self, model: SamLike | nn.Module) -> Any:
         """The :class:`~infosam_core.inference.backends.Backend` (prediction) for ``model``."""
 
     @abstractmethod
-    def training_backbone(self, model: nn.Module) -> TrainingBackbone:
+    def training_backbone(self, model: SamLike | nn.Module) -> TrainingBackbone:
         """The :class:`~infosam_core.models.training_backbone.TrainingBackbone` for ``model``."""

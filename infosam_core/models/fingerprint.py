@@ -6,8 +6,10 @@ import hashlib
 
 import torch
 
+from infosam_core.models.protocols import SamLike
 
-def model_fingerprint(model: torch.nn.Module) -> str:
+
+def model_fingerprint(model: SamLike | torch.nn.Module) -> str:
     """A short hash of every parameter and buffer value (and its name) of ``model``.
 
     Two models share a fingerprint only when their weights are identical, so image embeddings and

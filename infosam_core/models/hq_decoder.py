@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from segment_anything.modeling import MaskDecoder, Sam
@@ -68,6 +69,13 @@ SAM_PARTS = ("transformer", "iou_token", "mask_tokens", "output_upscaling", "out
 class HqMaskDecoder(nn.Module):
     """SAM's mask decoder with HQ-SAM's parts (see the module docstring). Built around an existing
     ``MaskDecoder``: its modules are kept under the same names (the same objects, not copies)."""
+
+    # SAM's parts (:data:`SAM_PARTS`), set from ``base`` by name
+    transformer: nn.Module
+    iou_token: nn.Embedding
+    mask_tokens: nn.Embedding
+    output_upscaling: nn.Sequential
+    output_hypernetworks_mlps: nn.ModuleList
 
     def __init__(
         self,
@@ -128,7 +136,7 @@ class HqMaskDecoder(nn.Module):
                 f"{self.encoder_blocks[0]} (encoder_features); none was given"
             )
         vit = encoder_features[0]
-        return vit.to(self.compress_vit_feat[0].weight.dtype)
+        return vit.to(cast(nn.ConvTranspose2d, self.compress_vit_feat[0]).weight.dtype)
 
     def _run(self, image_embeddings, image_pe, sparse, dense, vit_features, repeat: bool):
         """Logits of SAM's four masks + the HQ mask (B, 5, 4h, 4w), SAM's IoU (B, 4), tokens hs (B, T, C)."""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def seeded_init_(
@@ -46,7 +49,7 @@ def init_default_(module: nn.Module, generator: torch.Generator | None = None) -
             m.reset_parameters()
 
 
-def seeded_module(factory: Callable[[], nn.Module], generator: torch.Generator | None = None) -> nn.Module:
+def seeded_module(factory: Callable[[], ModuleT], generator: torch.Generator | None = None) -> ModuleT:
     """``factory()`` built without drawing from the global RNG (on the meta device, then materialised on the
     CPU) and initialised by :func:`init_default_` from ``generator``. Parameters other than those of
     ``Linear`` / ``Conv`` / norm layers are left uninitialised: the caller sets them."""

@@ -48,6 +48,7 @@ from segment_anything.modeling.transformer import Attention, TwoWayAttentionBloc
 from torch import nn
 
 from infosam_core.models.fingerprint import weights_stamp
+from infosam_core.models.protocols import SamLike
 
 _UPSCALE_BLOCK_TOKENS = 512  # image tokens per block of the upscaling (512 x 16 pixels x 32 channels = 1 MB)
 
@@ -58,7 +59,7 @@ def first_two_way_layer(transformer: TwoWayTransformer) -> TwoWayAttentionBlock:
     return next(iter(transformer.layers))
 
 
-def supports(sam: Sam) -> bool:
+def supports(sam: SamLike) -> bool:
     """True when ``sam``'s decoder is segment-anything's stock MaskDecoder / TwoWayTransformer layout."""
     decoder = sam.mask_decoder
     if type(decoder) is not MaskDecoder or type(decoder.transformer) is not TwoWayTransformer:
@@ -178,6 +179,7 @@ class InteractiveDecoder:
             state = self._no_mask_state(state)
             cached = state
             src = state.src
+            assert src is not None  # set by _no_mask_state
         else:
             cached = None
             src = (image_embeddings + dense_prompt_embeddings).flatten(2).permute(0, 2, 1).contiguous()
@@ -202,7 +204,7 @@ class InteractiveDecoder:
         transformer = self.sam.mask_decoder.transformer
         queries, keys = tokens, src
         for index, layer in enumerate(transformer.layers):
-            use_cache = cached is not None and index == 0
+            first_cached = cached if index == 0 else None  # the projections cached for the first block
             # self-attention among the prompt tokens (the first block skips the positional encoding)
             if layer.skip_first_layer_pe:
                 queries = layer.self_attn(q=queries, k=queries, v=queries)
@@ -211,18 +213,20 @@ class InteractiveDecoder:
                 queries = queries + layer.self_attn(q=q, k=q, v=queries)
             queries = layer.norm1(queries)
             # tokens -> image
-            keys_pos = None if use_cache else keys + pos
+            keys_pos = None if first_cached is not None else keys + pos
             attn = layer.cross_attn_token_to_image
-            if use_cache:
-                out = _token_to_image(attn, queries + tokens, key_proj=cached.key0, value_proj=cached.value0)
+            if first_cached is not None:
+                out = _token_to_image(
+                    attn, queries + tokens, key_proj=first_cached.key0, value_proj=first_cached.value0
+                )
             else:
                 out = _token_to_image(attn, queries + tokens, key_input=keys_pos, value_input=keys)
             queries = layer.norm2(queries + out)
             queries = layer.norm3(queries + layer.mlp(queries))
             # image -> tokens
             attn = layer.cross_attn_image_to_token
-            if use_cache:
-                keys = _image_to_token(attn, keys, queries + tokens, queries, query_proj=cached.query0)
+            if first_cached is not None:
+                keys = _image_to_token(attn, keys, queries + tokens, queries, query_proj=first_cached.query0)
             else:
                 keys = _image_to_token(attn, keys, queries + tokens, queries, query_input=keys_pos)
             keys = layer.norm4(keys)
@@ -313,6 +317,7 @@ def _token_to_image(
     if key_proj is not None:
         scores = _matmul_shared(q_diag, key_proj.transpose(1, 2))  # (B, H*T, N)
     else:
+        assert key_input is not None  # the input when there is no projection
         weight, bias = attn.k_proj.weight, attn.k_proj.bias  # (C_attn, C), (C_attn,)
         scores = _matmul_shared(q_diag @ weight, key_input.transpose(1, 2)) + (q_diag @ bias).unsqueeze(-1)
     probs = torch.softmax(scores, dim=-1)
@@ -321,6 +326,7 @@ def _token_to_image(
         index = torch.arange(heads, device=mixed.device)
         out = mixed[:, index, :, index, :].permute(1, 2, 0, 3)  # (B, T, H, d): each head's own block
     else:
+        assert value_input is not None  # the input when there is no projection
         mixed = _matmul_shared(probs, value_input).view(b, heads, t, -1)  # (B, H, T, C)
         weight = attn.v_proj.weight.view(heads, d, -1)  # (H, d, C)
         out = torch.einsum("bhtc,hdc->bthd", mixed, weight) + attn.v_proj.bias.view(heads, d)
@@ -353,6 +359,7 @@ def _image_to_token(
     if query_proj is not None:
         scores = _matmul_shared(k_rows, query_proj.transpose(1, 2))
     else:
+        assert query_input is not None  # the input when there is no projection
         weight, bias = attn.q_proj.weight, attn.q_proj.bias  # (C_attn, C)
         scores = torch.baddbmm(
             (k_rows @ bias).unsqueeze(-1), k_rows @ weight, query_input.transpose(1, 2).expand(b, -1, -1)

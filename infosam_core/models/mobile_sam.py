@@ -35,6 +35,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from segment_anything.modeling import Sam
@@ -43,8 +44,12 @@ from torch import nn
 from infosam_core.models.checkpoints import check_state_matches, load_state_dict_file
 from infosam_core.models.family import BackboneFamily, BlockGeometry
 from infosam_core.models.hq_decoder import add_hq_decoder, has_hq_tensors
+from infosam_core.models.protocols import SamLike
 from infosam_core.models.sam import SamArchitecture, SamBackend, sam_with_encoder
 from infosam_core.models.training_backbone import SamTrainingBackbone
+
+if TYPE_CHECKING:
+    from mobile_sam.modeling.tiny_vit_sam import TinyViT
 
 #: MobileSAM's prompt encoder and decoder are SAM's at 1024 px (ViT-B sizes for the decoder)
 MOBILE_SAM_ARCHITECTURE = SamArchitecture(
@@ -144,41 +149,49 @@ class MobileSamFamily(BackboneFamily):
     block_levels = False
     uniform_blocks = False
 
-    def owns(self, model: nn.Module) -> bool:
+    def owns(self, model: SamLike | nn.Module) -> bool:
         return isinstance(model, Sam) and is_tiny_vit(model.image_encoder)
 
     def guess_model_type(self, state: Mapping[str, torch.Tensor]) -> str | None:
         return guess_mobile_sam_type(state)
 
-    def load(self, model_type: str, checkpoint: Path | None) -> nn.Module:
+    def load(self, model_type: str, checkpoint: Path | None) -> SamLike:
         return load_mobile_sam(model_type, checkpoint)
 
     def encoder_blocks(self, encoder: nn.Module) -> list[nn.Module]:
         """The attention blocks of every stage (stage 1 is convolutional)."""
-        return [block for layer in encoder.layers for block in layer.blocks if hasattr(block, "attn")]
+        return [block for layer in _tiny_vit(encoder).layers for block in layer.blocks if hasattr(block, "attn")]
 
     def feature_blocks(self, encoder: nn.Module) -> Sequence[nn.Module]:
         """The four stages (each output: tokens (B, h*w, D) after its downsample)."""
-        return encoder.layers
+        return _tiny_vit(encoder).layers
 
     def block_geometry(self, encoder: nn.Module) -> BlockGeometry:
         """Depth 0: the trainer captures no TinyViT block outputs for distillers."""
         return BlockGeometry(width=0, depth=0)
 
-    def hq_feature_block(self, encoder: nn.Module) -> tuple[int, int] | None:
+    def hq_feature_block(self, encoder: nn.Module) -> tuple[int, int]:
         """``layers[1]`` (:data:`TINY_VIT_HQ_LAYER`), D = its output channels (160 at ``vit_t``), as sam-hq's
         ``vit_tiny``."""
-        if len(encoder.layers) <= TINY_VIT_HQ_LAYER:
+        layers = _tiny_vit(encoder).layers
+        if len(layers) <= TINY_VIT_HQ_LAYER:
             raise ValueError(f"HQ-SAM reads TinyViT's stage {TINY_VIT_HQ_LAYER + 1}; this TinyViT has fewer stages")
-        layer = encoder.layers[TINY_VIT_HQ_LAYER]
+        layer = layers[TINY_VIT_HQ_LAYER]
         width = layer.downsample.out_dim if layer.downsample is not None else layer.dim
         return TINY_VIT_HQ_LAYER, int(width)
 
-    def prediction_backend(self, model: nn.Module) -> SamBackend:
-        return SamBackend(model, self.feature_blocks(model.image_encoder))
+    def prediction_backend(self, model: SamLike | nn.Module) -> SamBackend:
+        sam = cast(Sam, model)
+        return SamBackend(sam, self.feature_blocks(sam.image_encoder))
 
-    def training_backbone(self, model: nn.Module) -> SamTrainingBackbone:
-        return SamTrainingBackbone(model, self.feature_blocks(model.image_encoder))
+    def training_backbone(self, model: SamLike | nn.Module) -> SamTrainingBackbone:
+        sam = cast(Sam, model)
+        return SamTrainingBackbone(sam, self.feature_blocks(sam.image_encoder))
+
+
+def _tiny_vit(encoder: nn.Module) -> TinyViT:
+    """``encoder`` as what the family's models have: MobileSAM's ``TinyViT`` (see :func:`is_tiny_vit`)."""
+    return cast("TinyViT", encoder)
 
 
 #: the MobileSAM family (model type vit_t)

@@ -35,15 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from segment_anything.modeling import Sam
 from torch import nn
 
 from infosam_core.models.checkpoints import CheckpointError, read_checkpoint_shapes
 from infosam_core.models.family import BackboneFamily
 from infosam_core.models.mobile_sam import FAMILY as MOBILE_SAM
+from infosam_core.models.protocols import SamLike
 from infosam_core.models.sam import FAMILY as SAM
 from infosam_core.models.sam2 import FAMILY as SAM2
-from infosam_core.models.sam2 import SAM2_MODEL_TYPES, Sam2Model
+from infosam_core.models.sam2 import SAM2_MODEL_TYPES
 from infosam_core.resources import BUNDLED_TINY_CHECKPOINT
 
 
@@ -84,7 +84,7 @@ def families() -> tuple[BackboneFamily, ...]:
     return tuple(dict.fromkeys(spec.family for spec in MODELS.values()))
 
 
-def find_family(model: nn.Module) -> BackboneFamily | None:
+def find_family(model: SamLike | nn.Module) -> BackboneFamily | None:
     """The backbone family of a built model: its model type's (``model.model_type``, set by every loader) when
     that family owns it, else the first family that does; None when none does."""
     spec = MODELS.get(str(getattr(model, "model_type", "")))
@@ -93,7 +93,7 @@ def find_family(model: nn.Module) -> BackboneFamily | None:
     return next((family for family in families() if family.owns(model)), None)
 
 
-def family_of(model: nn.Module) -> BackboneFamily:
+def family_of(model: SamLike | nn.Module) -> BackboneFamily:
     """:func:`find_family`, with a ValueError naming the model's classes when no family owns it."""
     family = find_family(model)
     if family is not None:
@@ -151,7 +151,7 @@ def model_choices() -> list[tuple[str, str]]:
     return [(spec.title, spec.name) for spec in MODELS.values()]
 
 
-def load_sam(model_type: str = "tiny", checkpoint: str | Path | None = None) -> Sam | Sam2Model:
+def load_sam(model_type: str = "tiny", checkpoint: str | Path | None = None) -> SamLike:
     """Build ``model_type`` and load ``checkpoint`` into it (eval mode, CPU, float32).
 
     ``tiny`` loads the bundled weights when ``checkpoint`` is None. Other types without a checkpoint are

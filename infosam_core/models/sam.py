@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from infosam_core.models.checkpoints import CheckpointError, check_state_matches
 from infosam_core.models.decoder_features import decoder_encoder_blocks, encode_with_blocks
 from infosam_core.models.family import BackboneFamily, BlockGeometry
 from infosam_core.models.hq_decoder import add_hq_decoder, has_hq_tensors
+from infosam_core.models.protocols import SamLike
 from infosam_core.models.training_backbone import ImageFeatures, SamTrainingBackbone
 from infosam_core.models.transforms import ResizeLongestSide
 
@@ -193,7 +195,7 @@ def is_vit_encoder(encoder: nn.Module) -> bool:
     return isinstance(getattr(encoder, "blocks", None), nn.ModuleList) and hasattr(encoder, "pos_embed")
 
 
-def first_global_block(encoder: nn.Module) -> int:
+def first_global_block(encoder: ImageEncoderViT) -> int:
     """Index of the first global-attention block (``window_size == 0``) of a segment-anything ViT encoder."""
     for i, block in enumerate(encoder.blocks):
         if getattr(block, "window_size", None) == 0:
@@ -201,12 +203,12 @@ def first_global_block(encoder: nn.Module) -> int:
     raise ValueError("HQ-SAM: this ViT encoder has no global-attention block (window_size == 0)")
 
 
-def encoder_width(encoder: nn.Module) -> int:
+def encoder_width(encoder: ImageEncoderViT) -> int:
     """D, the ViT's embedding width (channels of every block's output)."""
     return int(encoder.patch_embed.proj.out_channels)
 
 
-def frozen_prefix_depth(encoder: nn.Module) -> int:
+def frozen_prefix_depth(encoder: ImageEncoderViT) -> int:
     """How many leading ViT blocks (with the patch and position embeddings) have no trainable parameter.
 
     Their output never changes during training, so it can be cached per image like the teacher's embedding
@@ -225,7 +227,7 @@ def frozen_prefix_depth(encoder: nn.Module) -> int:
 
 
 def encoder_prefix(
-    encoder: nn.Module,
+    encoder: ImageEncoderViT,
     x: torch.Tensor,
     depth: int,
     capture: tuple[int, ...] = (),
@@ -246,7 +248,7 @@ def encoder_prefix(
 
 
 def encoder_suffix(
-    encoder: nn.Module,
+    encoder: ImageEncoderViT,
     x: torch.Tensor,
     depth: int,
     checkpoint: bool = False,
@@ -276,7 +278,7 @@ class SamBackend:
     passed to it as ``encoder_features`` (sam-hq's ``SamPredictor`` does the same with ``interm_features``).
     ``feature_blocks``: the encoder's feature blocks (its family's)."""
 
-    def __init__(self, model: nn.Module, feature_blocks: Sequence[nn.Module]) -> None:
+    def __init__(self, model: Sam, feature_blocks: Sequence[nn.Module]) -> None:
         self.model = model
         self.feature_blocks = feature_blocks
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
@@ -285,7 +287,7 @@ class SamBackend:
         input_image = torch.as_tensor(self.transform.apply_image(rgb), device=self.model.device)
         input_image = input_image.permute(2, 0, 1).contiguous()[None, :, :, :]
         features, extra = self.encode_input(self.model.preprocess(input_image))
-        return features, extra, tuple(input_image.shape[-2:])
+        return features, extra, (input_image.shape[-2], input_image.shape[-1])
 
     def encode_input(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """The embedding of preprocessed (1, 3, S, S) input and the outputs of the feature blocks the decoder
@@ -326,7 +328,8 @@ class VitTrainingBackbone(SamTrainingBackbone):
         self, x: torch.Tensor, depth: int, capture: tuple[int, ...] = (), checkpoint: bool = False
     ) -> tuple[ImageFeatures, dict[int, torch.Tensor]]:
         """The encoder from block ``depth`` (``x``: the prefix's output; images when ``depth`` is 0)."""
-        encoder, captured = self.model.image_encoder, {}
+        encoder = self.model.image_encoder
+        captured: dict[int, torch.Tensor] = {}
         if not depth:
             x = encoder_prefix(encoder, x, 0)
         return ImageFeatures(encoder_suffix(encoder, x, depth, checkpoint, capture, captured)), captured
@@ -339,43 +342,51 @@ class SamFamily(BackboneFamily):
     name = "sam"
     encoder_name = "ViT"
 
-    def owns(self, model: nn.Module) -> bool:
+    def owns(self, model: SamLike | nn.Module) -> bool:
         return isinstance(model, Sam) and is_vit_encoder(model.image_encoder)
 
     def guess_model_type(self, state: Mapping[str, torch.Tensor]) -> str | None:
         return guess_model_type(state)
 
-    def load(self, model_type: str, checkpoint: Path | None) -> nn.Module:
+    def load(self, model_type: str, checkpoint: Path | None) -> SamLike:
         return load_segment_anything(model_type, checkpoint)
 
     def encoder_blocks(self, encoder: nn.Module) -> list[nn.Module]:
-        return list(encoder.blocks)
+        return list(_vit(encoder).blocks)
 
     def is_vit_block(self, block: nn.Module) -> bool:
         return isinstance(block, Block)
 
     def replace_encoder_block(self, encoder: nn.Module, index: int, block: nn.Module) -> None:
-        encoder.blocks[index] = block
+        _vit(encoder).blocks[index] = block
 
     def feature_blocks(self, encoder: nn.Module) -> Sequence[nn.Module]:
-        return encoder.blocks
+        return _vit(encoder).blocks
 
     def block_geometry(self, encoder: nn.Module) -> BlockGeometry:
-        blocks = encoder.blocks
+        blocks = _vit(encoder).blocks
         return BlockGeometry(
             width=encoder_width(encoder),
             depth=len(blocks),
             global_blocks=tuple(i for i, b in enumerate(blocks) if getattr(b, "window_size", 0) == 0),
         )
 
-    def hq_feature_block(self, encoder: nn.Module) -> tuple[int, int] | None:
+    def hq_feature_block(self, encoder: nn.Module) -> tuple[int, int]:
         return first_global_block(encoder), encoder_width(encoder)
 
-    def prediction_backend(self, model: nn.Module) -> SamBackend:
-        return SamBackend(model, self.feature_blocks(model.image_encoder))
+    def prediction_backend(self, model: SamLike | nn.Module) -> SamBackend:
+        sam = cast(Sam, model)
+        return SamBackend(sam, self.feature_blocks(sam.image_encoder))
 
-    def training_backbone(self, model: nn.Module) -> VitTrainingBackbone:
-        return VitTrainingBackbone(model, self.feature_blocks(model.image_encoder))
+    def training_backbone(self, model: SamLike | nn.Module) -> VitTrainingBackbone:
+        sam = cast(Sam, model)
+        return VitTrainingBackbone(sam, self.feature_blocks(sam.image_encoder))
+
+
+def _vit(encoder: nn.Module) -> ImageEncoderViT:
+    """``encoder`` as what the family's models have: a segment-anything ``ImageEncoderViT`` (or a copy of that
+    class, see :func:`is_vit_encoder`)."""
+    return cast(ImageEncoderViT, encoder)
 
 
 #: the segment-anything ViT family (model types tiny, vit_b, vit_l, vit_h)

@@ -57,6 +57,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -66,7 +67,11 @@ from torch import nn
 from infosam_core.models.checkpoints import check_state_matches, load_state_dict_file
 from infosam_core.models.decoder_features import captured_block_outputs
 from infosam_core.models.family import BackboneFamily, BlockGeometry
+from infosam_core.models.protocols import SamLike
 from infosam_core.models.training_backbone import ImageFeatures, PromptBatch, WholeEncoderPass
+
+if TYPE_CHECKING:
+    from sam2.modeling.sam2_base import SAM2Base
 
 #: model type -> (config inside the sam2 package, Meta's checkpoint file name)
 SAM2_MODEL_TYPES: dict[str, tuple[str, str]] = {
@@ -107,7 +112,7 @@ def _require_sam2() -> None:
         ) from None
 
 
-def build_sam2_base(model_type: str, image_size: int | None = None) -> nn.Module:
+def build_sam2_base(model_type: str, image_size: int | None = None) -> SAM2Base:
     """Meta's full ``SAM2Base`` for ``model_type`` (random weights, eval mode), configured as ``build_sam2`` does.
 
     ``image_size`` (a multiple of 64; default the config's 1024) changes the input side only -- the weights'
@@ -143,15 +148,15 @@ def build_sam2_base(model_type: str, image_size: int | None = None) -> nn.Module
 class Sam2ImageEncoder(nn.Module):
     """SAM2's image embedding (see the module docstring): (B, 3, 1024, 1024) -> :class:`Sam2Features`."""
 
-    def __init__(self, base: nn.Module) -> None:
+    def __init__(self, base: SAM2Base) -> None:
         super().__init__()
         self.trunk = base.image_encoder.trunk
         self.neck = base.image_encoder.neck
-        self.scalp = base.image_encoder.scalp
+        self.scalp: int = base.image_encoder.scalp
         self.conv_s0 = base.sam_mask_decoder.conv_s0
         self.conv_s1 = base.sam_mask_decoder.conv_s1
-        self.no_mem_embed = base.no_mem_embed  # (1, 1, 256), added to the 64x64 level
-        self.img_size = base.image_size
+        self.no_mem_embed: nn.Parameter = base.no_mem_embed  # (1, 1, 256), added to the 64x64 level
+        self.img_size: int = base.image_size
 
     def forward(self, x: torch.Tensor) -> Sam2Features:
         features, _ = self.neck(self.trunk(x))
@@ -167,8 +172,10 @@ class Sam2Model(nn.Module):
 
     image_format = "RGB"
     mask_threshold = 0.0
+    pixel_mean: torch.Tensor  # buffers, registered in __init__
+    pixel_std: torch.Tensor
 
-    def __init__(self, base: nn.Module, model_type: str) -> None:
+    def __init__(self, base: SAM2Base, model_type: str) -> None:
         super().__init__()
         self.image_encoder = Sam2ImageEncoder(base)
         self.prompt_encoder = base.sam_prompt_encoder
@@ -228,11 +235,15 @@ def sam2_prompt_points(
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """SAM2's prompt layout: a box (B, 4) becomes two points labelled 2 and 3, placed before the clicks."""
     if boxes is None:
-        return (points, labels) if points is not None else None
+        if points is None:
+            return None
+        assert labels is not None  # points come with their labels
+        return points, labels
     box_points = boxes.reshape(-1, 2, 2)
     box_labels = torch.tensor([[2, 3]], dtype=torch.int, device=boxes.device).repeat(boxes.shape[0], 1)
     if points is None:
         return box_points, box_labels
+    assert labels is not None  # points come with their labels
     return torch.cat([box_points, points], dim=1), torch.cat([box_labels, labels.to(torch.int)], dim=1)
 
 
@@ -307,7 +318,7 @@ class Sam2Backend:
     def encode(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[int, int]]:
         x = sam2_preprocess(self.model, rgb)
         features = self.model.image_encoder(x)
-        return features.image_embed, tuple(features.high_res_feats), tuple(x.shape[-2:])
+        return features.image_embed, tuple(features.high_res_feats), (x.shape[-2], x.shape[-1])
 
     def decode(self, features, extra, points, boxes, mask_input, multimask_output):
         coords, labels = points if points is not None else (None, None)
@@ -425,26 +436,26 @@ class Sam2Family(BackboneFamily):
     encoder_name = "SAM2's Hiera"
     uniform_blocks = False
 
-    def owns(self, model: nn.Module) -> bool:
+    def owns(self, model: SamLike | nn.Module) -> bool:
         return isinstance(model, Sam2Model)
 
     def guess_model_type(self, state: Mapping[str, torch.Tensor]) -> str | None:
         return guess_sam2_type(state)
 
-    def load(self, model_type: str, checkpoint: Path | None) -> nn.Module:
+    def load(self, model_type: str, checkpoint: Path | None) -> SamLike:
         return load_sam2(model_type, checkpoint)
 
     def encoder_blocks(self, encoder: nn.Module) -> list[nn.Module]:
-        return list(encoder.trunk.blocks)
+        return list(_image_encoder(encoder).trunk.blocks)
 
     def feature_blocks(self, encoder: nn.Module) -> Sequence[nn.Module]:
-        return encoder.trunk.blocks
+        return _image_encoder(encoder).trunk.blocks
 
     def block_geometry(self, encoder: nn.Module) -> BlockGeometry:
         """Block i outputs ``blocks[i].dim_out`` channels; the patch embedding has stride 4 and each q-pooling
         block (the first of stages 2-4) multiplies the stride by its ``q_stride``; ``stage_ends``: the last block
         of each stage (Hiera-tiny 0, 2, 9, 11 -- widths 96, 192, 384, 768 on grids S/4, S/8, S/16, S/32)."""
-        trunk = encoder.trunk
+        trunk = _image_encoder(encoder).trunk
         stride = int(trunk.patch_embed.proj.stride[0])
         widths, strides = [], []
         for block in trunk.blocks:
@@ -461,11 +472,16 @@ class Sam2Family(BackboneFamily):
             stage_ends=tuple(int(i) for i in trunk.stage_ends),
         )
 
-    def prediction_backend(self, model: nn.Module) -> Sam2Backend:
-        return Sam2Backend(model)
+    def prediction_backend(self, model: SamLike | nn.Module) -> Sam2Backend:
+        return Sam2Backend(cast(Sam2Model, model))
 
-    def training_backbone(self, model: nn.Module) -> Sam2TrainingBackbone:
-        return Sam2TrainingBackbone(model)
+    def training_backbone(self, model: SamLike | nn.Module) -> Sam2TrainingBackbone:
+        return Sam2TrainingBackbone(cast(Sam2Model, model))
+
+
+def _image_encoder(encoder: nn.Module) -> Sam2ImageEncoder:
+    """``encoder`` as what the family's models have (:class:`Sam2Model`'s ``image_encoder``)."""
+    return cast(Sam2ImageEncoder, encoder)
 
 
 #: the SAM2 family (model types sam2.1_hiera_* and sam2_hiera_*)

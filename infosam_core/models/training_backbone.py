@@ -42,7 +42,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from segment_anything.modeling import PromptEncoder
+from segment_anything.modeling import PromptEncoder, Sam
 from torch import nn
 
 from infosam_core.models.batched_decoder import decode, mask_token
@@ -88,8 +88,12 @@ class ImageFeatures:
 class TrainingBackbone(Protocol):
     """What the trainer needs from a model family (see the module docstring)."""
 
-    model: nn.Module
     input_size: int
+
+    @property
+    def model(self) -> nn.Module:
+        """The model the backbone runs (read-only here, so that a family's backbone may hold its own model class)."""
+        ...
 
     def resize(self, image: np.ndarray) -> np.ndarray: ...
 
@@ -143,7 +147,7 @@ class SamTrainingBackbone(WholeEncoderPass):
     """segment-anything's ``Sam`` with its encoder run whole (see the module docstring); ``feature_blocks``: the
     encoder's feature blocks (its family's)."""
 
-    def __init__(self, model: nn.Module, feature_blocks: Sequence[nn.Module]) -> None:
+    def __init__(self, model: Sam, feature_blocks: Sequence[nn.Module]) -> None:
         self.model = model
         self.feature_blocks = feature_blocks
         self.input_size = int(model.image_encoder.img_size)

@@ -25,10 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from segment_anything.modeling import Sam
 from segment_anything.modeling.image_encoder import Block
 from torch import nn
 
+from infosam_core.models.protocols import SamLike
 from infosam_core.models.registry import family_of
 from infosam_core.options import bounds
 from infosam_core.peft.common import (
@@ -74,7 +74,7 @@ class AdapterBlock(WrappedBlock):
         return x + self.adapter_mlp(self.mlp(self.norm2(x)))
 
 
-def inject(sam: Sam, config: AdapterConfig, generator: torch.Generator | None = None) -> None:
+def inject(sam: SamLike, config: AdapterConfig, generator: torch.Generator | None = None) -> None:
     family = family_of(sam)
     blocks = family.encoder_blocks(sam.image_encoder)
     if not 0 <= config.first_block < len(blocks):

@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from segment_anything.modeling import Sam
 from segment_anything.modeling.image_encoder import Block
 from torch import nn
 
+from infosam_core.models.protocols import SamLike
 from infosam_core.models.registry import family_of
 from infosam_core.options import bounds
 from infosam_core.peft.common import (
@@ -67,7 +67,7 @@ class ScaledBottleneck(Bottleneck):
         return self.scale * super().forward(x)
 
 
-def inject(sam: Sam, config: AdaptFormerConfig, generator: torch.Generator | None = None) -> None:
+def inject(sam: SamLike, config: AdaptFormerConfig, generator: torch.Generator | None = None) -> None:
     family = family_of(sam)
     blocks = family.encoder_blocks(sam.image_encoder)
     if not 0 <= config.first_block < len(blocks):

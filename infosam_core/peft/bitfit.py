@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from segment_anything.modeling import Sam
 
+from infosam_core.models.protocols import SamLike
 from infosam_core.peft.common import PeftConfig, encoder_blocks
 from infosam_core.peft.method import PeftMethod
 
@@ -17,7 +17,7 @@ class BitFitConfig(PeftConfig):
     pass
 
 
-def inject(sam: Sam, config: BitFitConfig, generator: torch.Generator | None = None) -> None:
+def inject(sam: SamLike, config: BitFitConfig, generator: torch.Generator | None = None) -> None:
     for block in encoder_blocks(sam):
         for name, param in block.named_parameters():
             if name.endswith("bias"):

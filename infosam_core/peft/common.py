@@ -13,12 +13,14 @@ either way."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from segment_anything.modeling.image_encoder import Block, window_partition, window_unpartition
 from torch import nn
 
 from infosam_core.models.initialization import init_linear_
+from infosam_core.models.protocols import SamLike
 from infosam_core.models.registry import family_of
 from infosam_core.options import Options
 
@@ -91,8 +93,10 @@ class WrappedBlock(nn.Module):
         self.window_size = block.window_size
 
 
-def encoder_blocks(sam: nn.Module) -> list[nn.Module]:
-    """The transformer blocks of ``sam``'s image encoder that PEFT adapts, input to output (its family's)."""
+def encoder_blocks(sam: SamLike) -> list[Any]:
+    """The transformer blocks of ``sam``'s image encoder that PEFT adapts, input to output (its family's). Typed
+    ``Any``: they are the backbones' own classes (segment-anything's, MobileSAM's, Meta's Hiera), untyped, and
+    methods read their ``attn`` / ``mlp`` / ``norm1`` parts."""
     return family_of(sam).encoder_blocks(sam.image_encoder)
 
 
@@ -104,7 +108,7 @@ def output_dim(module: nn.Module) -> int:
     return linears[-1].out_features
 
 
-def add_output_hook(target: nn.Module, owner: nn.Module, name: str, branch: nn.Module, use_input: bool) -> None:
+def add_output_hook(target: nn.Module, owner: nn.Module, name: str, branch: HookedBranch, use_input: bool) -> None:
     """Register ``branch`` as ``owner.<name>`` (so its weights are saved as ``...<name>.*``) and change
     ``target``'s output y to ``branch(y)`` (``use_input=False``) or ``y + branch(x)`` with x the input of
     ``target`` (``use_input=True``). The hook is a bound method of ``branch``, so ``copy.deepcopy`` of the
@@ -113,12 +117,14 @@ def add_output_hook(target: nn.Module, owner: nn.Module, name: str, branch: nn.M
     target.register_forward_hook(branch.output_hook if not use_input else branch.parallel_hook)
 
 
-def auxiliary_loss(model: nn.Module) -> torch.Tensor | None:
+def auxiliary_loss(model: SamLike | nn.Module) -> torch.Tensor | None:
     """The sum of the training losses that injected modules report (e.g. ConvLoRA's load balancing) through an
     ``auxiliary_loss()`` method, for the last forward pass; None when no module reports one. The trainer adds it
     to the step's loss without knowing which method produced it."""
     losses = [
-        loss for m in model.modules() if hasattr(m, "auxiliary_loss") and (loss := m.auxiliary_loss()) is not None
+        loss
+        for m in model.modules()
+        if (report := getattr(m, "auxiliary_loss", None)) is not None and (loss := report()) is not None
     ]
     return torch.stack([loss.float() for loss in losses]).sum() if losses else None
 

@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import Sam
 from torch import nn
 
 from infosam_core.models.initialization import seeded_init_
+from infosam_core.models.protocols import SamLike
 from infosam_core.options import bounds
 from infosam_core.peft.common import PeftConfig, encoder_blocks
 from infosam_core.peft.lora import LoraLinear
@@ -128,7 +128,7 @@ class ConvLoraLinear(LoraLinear):
         return loss
 
 
-def inject(sam: Sam, config: ConvLoraConfig, generator: torch.Generator | None = None) -> None:
+def inject(sam: SamLike, config: ConvLoraConfig, generator: torch.Generator | None = None) -> None:
     for block in encoder_blocks(sam):
         block.attn.qkv = ConvLoraLinear(block.attn.qkv, config, generator)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from segment_anything.modeling import Sam
 
+from infosam_core.models.protocols import SamLike
 from infosam_core.peft.common import PeftConfig
 from infosam_core.peft.method import PeftMethod
 
@@ -16,7 +16,7 @@ class DecoderConfig(PeftConfig):
     pass
 
 
-def inject(sam: Sam, config: DecoderConfig, generator: torch.Generator | None = None) -> None:
+def inject(sam: SamLike, config: DecoderConfig, generator: torch.Generator | None = None) -> None:
     if not config.train_decoder:
         raise ValueError("peft method 'decoder' with train_decoder=False would train nothing")
 

@@ -34,6 +34,7 @@ import torch
 from segment_anything.modeling import Sam
 
 from infosam_core.models.hq_decoder import add_hq_decoder
+from infosam_core.models.protocols import SamLike
 from infosam_core.models.registry import find_family
 from infosam_core.peft.common import PeftConfig
 from infosam_core.peft.method import PeftMethod
@@ -45,7 +46,7 @@ class HqSamConfig(PeftConfig):
     hq_token_only: bool = False
 
 
-def inject(sam: Sam, config: HqSamConfig, generator: torch.Generator | None = None) -> None:
+def inject(sam: SamLike, config: HqSamConfig, generator: torch.Generator | None = None) -> None:
     name = getattr(sam, "model_type", type(sam).__name__)
     try:
         family = find_family(sam) if isinstance(sam, Sam) else None

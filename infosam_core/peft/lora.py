@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import Sam
 from torch import nn
 
 from infosam_core.models.initialization import seeded_init_
+from infosam_core.models.protocols import SamLike
 from infosam_core.options import bounds
 from infosam_core.peft.common import PeftConfig, encoder_blocks
 from infosam_core.peft.method import PeftMethod
@@ -58,7 +58,7 @@ class LoraLinear(nn.Linear):
         return f"{super().extra_repr()}, rank={self.rank}, alpha={self.alpha}"
 
 
-def inject(sam: Sam, config: LoraConfig, generator: torch.Generator | None = None) -> None:
+def inject(sam: SamLike, config: LoraConfig, generator: torch.Generator | None = None) -> None:
     for block in encoder_blocks(sam):
         block.attn.qkv = LoraLinear(block.attn.qkv, config.rank, config.alpha, generator)
 

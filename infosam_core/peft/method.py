@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
+from infosam_core.models.protocols import SamLike
 from infosam_core.peft.common import PeftConfig
 
 
@@ -22,7 +22,7 @@ class PeftMethod:
 
     name: str
     config_cls: type[PeftConfig]
-    inject: Callable[[nn.Module, Any, torch.Generator | None], None]
+    inject: Callable[[SamLike, Any, torch.Generator | None], None]
     description: str
     title: str = ""
 

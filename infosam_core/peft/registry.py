@@ -26,13 +26,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from segment_anything.modeling import Sam
 
+from infosam_core.models.protocols import SamLike
 from infosam_core.options import OptionError
 from infosam_core.peft import adapter, adaptformer, bitfit, convlora, decoder_only, hq_sam, lora, su_sam
 from infosam_core.peft.common import PeftConfig
 from infosam_core.peft.method import PeftMethod
-from infosam_core.peft.state import PeftReport, PeftState
+from infosam_core.peft.state import PeftReport, PeftState, peft_state_of, set_peft_state
 
 METHOD_MODULES = (adapter, lora, bitfit, adaptformer, decoder_only, su_sam, convlora, hq_sam)
 PEFT_METHODS: dict[str, PeftMethod] = {}  # name -> entry, in registration order
@@ -68,7 +68,7 @@ def make_config(method: str, options: Mapping[str, Any]) -> PeftConfig:
 
 
 def apply_peft(
-    sam: Sam,
+    sam: SamLike,
     method: str,
     *,
     generator: torch.Generator | None = None,
@@ -84,10 +84,9 @@ def apply_peft(
     """
     from infosam_core.models.fingerprint import model_fingerprint
 
-    if getattr(sam, "peft_state", None) is not None:
-        raise ValueError(
-            f"this model already has PEFT method {sam.peft_state.method!r} applied; start from the base model"
-        )
+    applied = peft_state_of(sam)
+    if applied is not None:
+        raise ValueError(f"this model already has PEFT method {applied.method!r} applied; start from the base model")
     config = make_config(method, options)
     base_fingerprint = base_fingerprint or model_fingerprint(sam)
     before = {name for name, _ in sam.named_parameters()}
@@ -96,7 +95,7 @@ def apply_peft(
     if config.train_decoder:
         sam.mask_decoder.requires_grad_(True)
     params = dict(sam.named_parameters())
-    sam.peft_state = PeftState(
+    state = PeftState(
         method=method,
         options=dataclasses.asdict(config),
         base_model_type=str(getattr(sam, "model_type", "unknown")),
@@ -104,4 +103,5 @@ def apply_peft(
         added=sorted(set(params) - before),
         trainable=sorted(name for name, p in params.items() if p.requires_grad),
     )
+    set_peft_state(sam, state)
     return PeftReport.from_model(sam)

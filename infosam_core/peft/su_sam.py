@@ -32,9 +32,9 @@ from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import Sam
 from torch import nn
 
+from infosam_core.models.protocols import SamLike
 from infosam_core.options import bounds
 from infosam_core.peft.common import (
     Bottleneck,
@@ -89,7 +89,7 @@ class ScaledAdapter(Bottleneck):
         return output + self(x)
 
 
-def inject(sam: Sam, config: SuSamConfig, generator: torch.Generator | None = None) -> None:
+def inject(sam: SamLike, config: SuSamConfig, generator: torch.Generator | None = None) -> None:
     series_attn = config.variant in ("series", "mixed")
     series_mlp = config.variant == "series"
     for block in encoder_blocks(sam):

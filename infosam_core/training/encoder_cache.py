@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from segment_anything.modeling import Sam
 
+from infosam_core.models.protocols import SamLike
 from infosam_core.models.registry import family_of
 from infosam_core.models.training_backbone import ImageFeatures, TrainingBackbone, channels_first
 from infosam_core.training.batches import Batch
@@ -47,6 +47,7 @@ class EncoderFeatures:
 
     def teacher_features(self) -> ImageFeatures:
         """The teacher's embedding and extra decoder inputs (what its decoder reads)."""
+        assert self.teacher is not None  # the teacher is encoded whenever it is read (need_teacher)
         return ImageFeatures(self.teacher, self.teacher_extra)
 
     def student_features(self) -> ImageFeatures:
@@ -83,8 +84,8 @@ class EncoderCache:
 
     def __init__(
         self,
-        teacher: Sam,
-        student: Sam,
+        teacher: SamLike,
+        student: SamLike,
         need_teacher: bool,
         enabled: bool,
         max_bytes: float,
@@ -135,7 +136,7 @@ class EncoderCache:
 
         Returns this batch's fresh teacher outputs and prefix features, by key (stored too, within budget).
         """
-        rows = {}  # key -> first row of the batch with that key
+        rows: dict[tuple[int, int], int] = {}  # key -> first row of the batch with that key
         for i, k in enumerate(batch.keys):
             rows.setdefault(k, i)
         need_t = [k for k in rows if self.need_teacher and k not in self.teacher_entries]
@@ -184,7 +185,9 @@ class EncoderCache:
     def features(self, batch: Batch) -> EncoderFeatures:
         """The batch's embeddings and, with ``blocks``, block outputs (see :class:`EncoderFeatures`)."""
         teacher_out, prefix_out = self._fill(batch)
-        f_t, extra_t, blocks_t = None, (), {}
+        f_t: torch.Tensor | None = None
+        extra_t: tuple[torch.Tensor, ...] = ()
+        blocks_t: dict[int, torch.Tensor] = {}
         if self.need_teacher:
             entries = [teacher_out[k] if k in teacher_out else self.teacher_entries[k] for k in batch.keys]
             stacked = ImageFeatures.stack([(e, x) for e, x, _ in entries])
@@ -194,6 +197,7 @@ class EncoderCache:
                     i: channels_first(torch.stack([b[i] for _, _, b in entries]).to(f_t.dtype)) for i in self.capture_t
                 }
         if self.student_frozen:
+            assert f_t is not None  # a frozen student encoder is the teacher's: need_teacher is set
             extra_s = extra_t + tuple(blocks_t[i] for i in self.decoder_blocks_s)
             extra_t = extra_t + tuple(blocks_t[i] for i in self.decoder_blocks_t)
             blocks_t = {i: blocks_t[i] for i in self.blocks}

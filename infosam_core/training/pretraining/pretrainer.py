@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -100,10 +100,11 @@ class Pretrainer:
         if not 0.0 <= config.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0 = no weight averaging), not {config.ema_decay}")
         torch.manual_seed(config.seed)
-        # segment-anything's class: decode_prompts runs its mask decoder (models.batched_decoder)
-        self.sam: Sam = (
+        # segment-anything's class (SAM model types only): decode_prompts runs its mask decoder (batched_decoder)
+        model = (
             load_sam(config.model_type, config.init_weights) if config.init_weights else build_sam(config.model_type)
-        ).train()
+        )
+        self.sam = cast(Sam, model).train()
         self.sam.to(self.device)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
