@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from infosam_core.adapter_files.checkpoint import read_peft_checkpoint_info
     from infosam_core.adapter_files.loading import check_adapter_file, load_model_with_adapter
-    from infosam_core.model_export.formats import ONNX_FORMAT, ExportFormatError, check_format, precheck_format
+    from infosam_core.model_export.formats import ONNX_FORMAT, check_format, precheck_format
 
     if args.format == ONNX_FORMAT and args.out.is_file():
         raise CLIError(f"--out {args.out}: ONNX export writes a folder; this is a file")
@@ -69,25 +69,14 @@ def run(args: argparse.Namespace) -> int:
         check_format(model, args.format)
     except ValueError as exc:  # ExportFormatError, CheckpointError, PeftCheckpointError: one line each
         raise CLIError(str(exc)) from None
-    if args.format == ONNX_FORMAT:
-        from infosam_core.model_export.onnx_files import OnnxCheckError, export_onnx
-
-        try:
-            result = export_onnx(model, args.out, single_mask=not args.multi_mask)
-        except (ImportError, OnnxCheckError, ExportFormatError) as exc:
-            raise CLIError(str(exc)) from None
-        print(
-            f"{result.encoder}, {result.decoder}, {result.config}  (onnxruntime vs torch: encoder "
-            f"{result.encoder_max_diff:.1e}, decoder {result.decoder_max_diff:.1e})"
-        )
-        return 0
-    from infosam_core.model_export.merge import save_merged_checkpoint
+    from infosam_core.model_export.onnx_files import OnnxCheckError
+    from infosam_core.model_export.writer import export_model
 
     try:
-        path = save_merged_checkpoint(model, args.out, args.format)
-    except ValueError as exc:
+        result = export_model(model, args.format, args.out, single_mask=not args.multi_mask)
+    except (ValueError, ImportError, OnnxCheckError) as exc:  # ExportFormatError, CheckpointError: one line each
         raise CLIError(str(exc)) from None
     except OSError as exc:
-        raise CLIError(f"{args.out}: cannot write the checkpoint ({exc.strerror or exc})") from None
-    print(f"{args.format} checkpoint ({method} merged) -> {path}")
+        raise CLIError(f"{args.out}: cannot write ({exc.strerror or exc})") from None
+    print(result.summary)
     return 0
