@@ -259,3 +259,59 @@ def test_micro_sam_checkpoint_with_other_weights_is_refused_with_the_file_name(r
     torch.save({"model_state": state}, path)
     with pytest.raises(ValueError, match="partial.pt"):
         load_model_with_adapter("tiny", path, device="cpu")
+
+
+@pytest.mark.slow
+def test_sam2_lora_merged_checkpoint_loads_in_stock_sam2(tmp_path):
+    """SAM2: Meta's {"model": ...} layout, image parts from the adapted model, memory parts from the base file."""
+    pytest.importorskip("sam2")
+    from infosam_core.model_export.merge import save_merged_checkpoint
+    from infosam_core.models.sam2 import Sam2Model, build_sam2_base, load_sam2
+
+    kind = "sam2.1_hiera_tiny"
+    torch.manual_seed(0)
+    base_file = tmp_path / "base.pt"
+    torch.save({"model": build_sam2_base(kind).state_dict()}, base_file)
+    model = load_sam2(kind, base_file)
+    apply_peft(model, "lora", generator=torch.Generator().manual_seed(0))
+    assert formats_for(model) == ["sam2"]
+    with torch.no_grad():
+        for block in model.image_encoder.trunk.blocks:
+            block.attn.qkv.lora_B.normal_(std=0.02, generator=torch.Generator().manual_seed(1))
+        model.mask_decoder.iou_token.weight.add_(1.0)  # a trained decoder weight
+    out = save_merged_checkpoint(model, tmp_path / "merged.pt")
+    checkpoint = torch.load(out, map_location="cpu", weights_only=True)
+    stock = build_sam2_base(kind)
+    stock.load_state_dict(checkpoint["model"], strict=True)
+    torch.testing.assert_close(stock.sam_mask_decoder.iou_token.weight, model.mask_decoder.iou_token.weight)
+    reloaded = Sam2Model(stock, kind).eval()
+    x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want, got = model.image_encoder(x), reloaded.image_encoder(x)
+    torch.testing.assert_close(got.image_embed, want.image_embed, atol=1e-4, rtol=1e-4)
+    base_state = torch.load(base_file, weights_only=True)["model"]
+    memory = [k for k in base_state if k.startswith("memory_encoder.")]
+    assert memory and all(torch.equal(checkpoint["model"][k], base_state[k]) for k in memory)
+
+
+@pytest.mark.slow
+def test_mobile_sam_lora_merged_checkpoint_loads_in_stock_mobile_sam(tmp_path):
+    mobile_sam = pytest.importorskip("mobile_sam")
+    from infosam_core.model_export.merge import save_merged_checkpoint
+    from infosam_core.models.registry import load_sam
+
+    with pytest.warns(UserWarning):
+        model = load_sam("vit_t")  # random weights
+    apply_peft(model, "lora", generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "lora_B"):
+                module.lora_B.normal_(std=0.02, generator=torch.Generator().manual_seed(1))
+    assert formats_for(model) == ["sam"]  # no ONNX for TinyViT (see formats.onnx_problem)
+    out = save_merged_checkpoint(model, tmp_path / "vit_t_merged.pth")
+    stock = mobile_sam.sam_model_registry["vit_t"]()
+    stock.load_state_dict(torch.load(out, map_location="cpu", weights_only=True), strict=True)
+    stock.eval()
+    x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(stock.image_encoder(x), model.image_encoder(x), atol=1e-4, rtol=1e-4)

@@ -3,7 +3,7 @@
 * ``sam`` -- a plain state dict in Meta's segment-anything layout (SAM ViT-B/L/H, the bundled tiny SAM, MobileSAM
   ``vit_t``), for stock ``segment_anything`` / ``mobile_sam`` / micro-sam;
 * ``sam2`` -- SAM2's ``{"model": state_dict}`` checkpoint, for stock ``sam2``;
-* ``onnx`` -- the image encoder and the prompt encoder + mask decoder as ONNX files (segment-anything's ONNX
+* ``onnx`` -- (SAM ViT-B/L/H and the tiny SAM) the image encoder and the prompt encoder + mask decoder as ONNX files (segment-anything's ONNX
   interface), for X-AnyLabeling, CVAT, Label Studio and onnxruntime.
 
 A checkpoint format needs the adapted weights to *merge* into the base model's own parameters: LoRA
@@ -76,10 +76,18 @@ def checkpoint_format(model: SamLike | nn.Module) -> str | None:
 def onnx_problem(model: SamLike | nn.Module) -> str | None:
     """Why the model cannot be exported as ONNX here (None when it can)."""
     family = find_family(model) if isinstance(model, nn.Module) else None
-    if family is None or family.name not in ("sam", "mobile_sam"):
-        return "ONNX export covers SAM, the tiny SAM and MobileSAM (SAM2's decoder has another interface)"
+    if family is None or family.name != "sam":
+        return (
+            "ONNX export covers SAM and the tiny SAM (MobileSAM's TinyViT encoder does not trace faithfully: "
+            "onnxruntime's embedding differs from torch's; SAM2's decoder has another interface)"
+        )
     if isinstance(getattr(model, "mask_decoder", None), HqMaskDecoder):
         return "HQ-SAM's decoder reads encoder blocks, which SAM's ONNX decoder interface does not carry"
+    encoder = getattr(model, "image_encoder", None)
+    parameters = list(encoder.parameters()) if isinstance(encoder, nn.Module) else []
+    encoder_bytes = sum(p.numel() * p.element_size() for p in parameters)
+    if encoder_bytes >= 2**31:
+        return f"its image encoder ({encoder_bytes / 2**30:.1f} GiB) exceeds ONNX's 2 GB single-file limit"
     if any(isinstance(m, ConvLoraLinear) for m in model.modules()):
         return (
             "ConvLoRA picks an expert per image with data-dependent control flow, which a traced graph fixes to "
@@ -136,13 +144,13 @@ def precheck_format(method: str, model_type: str, fmt: str) -> None:
     spec = MODELS.get(model_type)
     own = _CHECKPOINT_FORMAT.get(spec.family.name) if spec is not None else None
     applies = [f for f in (own,) if f is not None and method in MERGING_METHODS]
-    if own in ("sam",) and method not in NO_ONNX_METHODS:
+    if spec is not None and spec.family.name == "sam" and method not in NO_ONNX_METHODS:
         applies.append(ONNX_FORMAT)
     if fmt in applies:
         return
     hint = f"use --format {' or '.join(applies)}" if applies else "no export format applies"
     if fmt == ONNX_FORMAT:
-        why = "ONNX export covers SAM-family models (not SAM2) and neither HQ-SAM nor ConvLoRA"
+        why = "ONNX export covers SAM and the tiny SAM (not MobileSAM or SAM2), and neither HQ-SAM nor ConvLoRA"
     elif own != fmt:
         why = f"the base model ({model_type}) is not a {fmt} model (its format is {own})"
     else:
