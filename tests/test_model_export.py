@@ -315,3 +315,25 @@ def test_mobile_sam_lora_merged_checkpoint_loads_in_stock_mobile_sam(tmp_path):
     x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(stock.image_encoder(x), model.image_encoder(x), atol=1e-4, rtol=1e-4)
+
+
+def test_micro_sam_checkpoint_with_pickled_objects_is_refused_with_the_way_out(random_tiny_sam, tmp_path):
+    """torch_em also pickles its trainer's init arguments: never unpickled; micro-sam's export makes a plain file."""
+    import argparse
+
+    path = tmp_path / "best.pt"
+    state = {"sam." + k: v for k, v in random_tiny_sam.state_dict().items()}
+    torch.save({"model_state": state, "init": argparse.Namespace(model_class="TrainableSAM")}, path)
+    with pytest.raises(ValueError, match="export_custom_sam_model"):
+        load_model_with_adapter("tiny", path, device="cpu")
+
+
+def test_onnx_without_the_export_extra_says_how_to_install(random_tiny_sam, tmp_path, monkeypatch):
+    import sys
+
+    from infosam_core.model_export.onnx_files import export_onnx
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as when it is not installed
+    with pytest.raises(ImportError, match=r"infosam-studio\[export\]"):
+        export_onnx(random_tiny_sam, tmp_path / "onnx")
+    assert not (tmp_path / "onnx" / "encoder.onnx").exists()

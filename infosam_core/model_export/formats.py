@@ -3,14 +3,15 @@
 * ``sam`` -- a plain state dict in Meta's segment-anything layout (SAM ViT-B/L/H, the bundled tiny SAM, MobileSAM
   ``vit_t``), for stock ``segment_anything`` / ``mobile_sam`` / micro-sam;
 * ``sam2`` -- SAM2's ``{"model": state_dict}`` checkpoint, for stock ``sam2``;
-* ``onnx`` -- (SAM ViT-B/L/H and the tiny SAM) the image encoder and the prompt encoder + mask decoder as ONNX files (segment-anything's ONNX
-  interface), for X-AnyLabeling, CVAT, Label Studio and onnxruntime.
+* ``onnx`` -- the image encoder and the prompt encoder + mask decoder as ONNX files (segment-anything's ONNX
+  interface), for X-AnyLabeling, CVAT, Label Studio and onnxruntime: SAM ViT-B/L and the tiny SAM (not
+  MobileSAM: TinyViT's traced graph differs from torch in onnxruntime; not SAM2; not ViT-H: over ONNX's 2 GB).
 
 A checkpoint format needs the adapted weights to *merge* into the base model's own parameters: LoRA
 (``W + scale * B A`` into each ``qkv``), BitFit (biases), decoder-only (decoder weights) and a model without an
 adapter. Methods that add modules the base model lacks (Adapter, AdaptFormer, SU-SAM, ConvLoRA's experts,
-HQ-SAM's token and fusion layers) cannot merge: they export as ONNX, whose graph carries the added modules --
-all but HQ-SAM (its decoder reads encoder blocks, outside SAM's ONNX decoder interface) and ConvLoRA (its
+HQ-SAM's token and fusion layers) cannot merge: they export as ONNX, whose graph carries the added modules
+(the ONNX files are checked with onnxruntime against torch) -- all but HQ-SAM (its decoder reads encoder blocks, outside SAM's ONNX decoder interface) and ConvLoRA (its
 per-image expert choice is control flow that tracing would freeze).
 A model trained with a distiller exports without it (the distiller's parts only served training).
 """
