@@ -307,7 +307,7 @@ def test_mobile_sam_lora_merged_checkpoint_loads_in_stock_mobile_sam(tmp_path):
         for module in model.modules():
             if hasattr(module, "lora_B"):
                 module.lora_B.normal_(std=0.02, generator=torch.Generator().manual_seed(1))
-    assert formats_for(model) == ["sam"]  # no ONNX for TinyViT (see formats.onnx_problem)
+    assert formats_for(model) == ["sam", "onnx"]
     out = save_merged_checkpoint(model, tmp_path / "vit_t_merged.pth")
     stock = mobile_sam.sam_model_registry["vit_t"]()
     stock.load_state_dict(torch.load(out, map_location="cpu", weights_only=True), strict=True)
@@ -315,6 +315,13 @@ def test_mobile_sam_lora_merged_checkpoint_loads_in_stock_mobile_sam(tmp_path):
     x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(stock.image_encoder(x), model.image_encoder(x), atol=1e-4, rtol=1e-4)
+
+    # ONNX: TinyViT's BatchNorms make the model's mode matter; the export leaves it in eval mode
+    from infosam_core.model_export.onnx_files import export_onnx
+
+    result = export_onnx(model, tmp_path / "onnx")
+    assert result.encoder_max_diff < 1e-3 and result.decoder_max_diff < 1e-2
+    assert not any(m.training for m in model.modules())
 
 
 def test_micro_sam_checkpoint_with_pickled_objects_is_refused_with_the_way_out(random_tiny_sam, tmp_path):

@@ -98,10 +98,14 @@ def decoder_graph(model: Sam, single_mask: bool) -> nn.Module:
             size_hw: Any = (h, w)  # tensors, not ints: the output size stays an input of the graph
             return F.interpolate(masks, size=size_hw, mode="bilinear", align_corners=False)
 
-    return SamDecoderOnnx(model, return_single_mask=single_mask)
+    return SamDecoderOnnx(model, return_single_mask=single_mask).eval()
 
 
 def _export(module: nn.Module, args: tuple, path: Path, **kw: Any) -> None:
+    """``torch.onnx.export`` to ``path`` atomically. ``module`` must be in eval mode: the exporter puts the
+    module's own mode back on all its children afterwards (a new wrapper is in training mode by default, which
+    would leave the model in training mode: MobileSAM's BatchNorms would then use batch statistics)."""
+    assert not module.training, "export wrappers in eval mode (see the docstring)"
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's warnings about shapes read as Python numbers
         torch.onnx.export(module, args, str(tmp), opset_version=OPSET, do_constant_folding=True, dynamo=False, **kw)
@@ -141,7 +145,7 @@ def export_onnx(model: Sam, folder: str | Path, single_mask: bool = True, check:
     example = torch.rand(1, 3, size, (size * 3) // 4, generator=torch.Generator().manual_seed(1)) * 255
     with torch.no_grad():
         _export(
-            EncoderGraph(model),
+            EncoderGraph(model).eval(),
             (example,),
             encoder,
             input_names=["input_image"],
@@ -222,7 +226,7 @@ def check_onnx(model: Sam, folder: Path, single_mask: bool, tolerance: float = 1
     enc = ort.InferenceSession(str(folder / ENCODER_FILE), options, providers=["CPUExecutionProvider"])
     dec = ort.InferenceSession(str(folder / DECODER_FILE), options, providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        want_embedding = EncoderGraph(model)(image).numpy()
+        want_embedding = EncoderGraph(model).eval()(image).numpy()
         inputs = decoder_inputs(model, num_points=5, seed=3)
         inputs["image_embeddings"] = torch.from_numpy(want_embedding)
         inputs["orig_im_size"] = torch.tensor([float(size) * 1.5, float(size) * 0.5])  # not the trace's
