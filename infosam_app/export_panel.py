@@ -1,7 +1,10 @@
-"""Export: label images (TIFF / PNG) per image, COCO JSON of the project, the adapted model's adapter.
+"""Export: label images (TIFF / PNG) per image, COCO JSON of the project, the adapted model's adapter, and the
+adapted model itself for other tools (a merged SAM / SAM2 checkpoint or ONNX files: the formats that apply to
+its PEFT method, :func:`infosam_core.model_export.formats.formats_for`), written in a background task.
 
 Each action takes an explicit destination (tests, scripts) or asks with a file dialog. Writing happens in
-the core (:mod:`infosam_core.annotation.export`, :func:`infosam_core.adapter_files.checkpoint.save_peft_checkpoint`), atomically.
+the core (:mod:`infosam_core.annotation.export`, :func:`infosam_core.adapter_files.checkpoint.save_peft_checkpoint`,
+:func:`infosam_core.model_export.writer.export_model`), atomically.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from qtpy.QtWidgets import QComboBox, QFileDialog, QGridLayout, QLabel, QPushBut
 
 from infosam_app.session import Session
 from infosam_app.shortcuts import TOOLTIPS
+from infosam_app.workers import Task
 
 
 class ExportPanel(QWidget):
@@ -30,6 +34,10 @@ class ExportPanel(QWidget):
         self.coco_btn.setToolTip(TOOLTIPS["export_coco"])
         self.adapter_btn = QPushButton("Export adapter…")
         self.adapter_btn.setToolTip(TOOLTIPS["export_adapter"])
+        self.model_format_combo = QComboBox()
+        self.model_format_combo.setToolTip(TOOLTIPS["export_model"])
+        self.model_btn = QPushButton("Export model…")
+        self.model_btn.setToolTip(TOOLTIPS["export_model"])
         self.result_label = QLabel("")
         self.result_label.setWordWrap(True)
         grid.addWidget(QLabel("Label format"), 0, 0)
@@ -37,10 +45,13 @@ class ExportPanel(QWidget):
         grid.addWidget(self.masks_btn, 1, 0, 1, 2)
         grid.addWidget(self.coco_btn, 2, 0, 1, 2)
         grid.addWidget(self.adapter_btn, 3, 0, 1, 2)
-        grid.addWidget(self.result_label, 4, 0, 1, 2)
+        grid.addWidget(self.model_format_combo, 4, 0)
+        grid.addWidget(self.model_btn, 4, 1)
+        grid.addWidget(self.result_label, 5, 0, 1, 2)
         self.masks_btn.clicked.connect(lambda: self.export_masks())
         self.coco_btn.clicked.connect(lambda: self.export_coco())
         self.adapter_btn.clicked.connect(lambda: self.export_adapter())
+        self.model_btn.clicked.connect(lambda: self.export_model())
         session.model_changed.connect(self._sync)
         session.project_changed.connect(self._sync)
         self._sync()
@@ -50,6 +61,21 @@ class ExportPanel(QWidget):
         self.masks_btn.setEnabled(has_project)
         self.coco_btn.setEnabled(has_project)
         self.adapter_btn.setEnabled(self.session.has_adapted)
+        self._sync_model_formats()
+
+    def _sync_model_formats(self) -> None:
+        """The model formats that apply to the adapted model's method (none without an adapted model)."""
+        from infosam_core.model_export.formats import FORMAT_TITLES, formats_for
+
+        formats = formats_for(self.session.sams["adapted"]) if self.session.has_adapted else []
+        current = self.model_format_combo.currentData()
+        self.model_format_combo.clear()
+        for fmt in formats:
+            self.model_format_combo.addItem(FORMAT_TITLES[fmt], fmt)
+        if current in formats:
+            self.model_format_combo.setCurrentIndex(formats.index(current))
+        self.model_format_combo.setEnabled(bool(formats))
+        self.model_btn.setEnabled(bool(formats))
 
     def _default_dir(self) -> str:
         p = self.session.project
@@ -133,3 +159,45 @@ class ExportPanel(QWidget):
             return None
         self._done(f"Wrote the adapter to {json_path} + {tensors_path.name}")
         return json_path
+
+    def export_model(self, path: str | Path | None = None, fmt: str | None = None) -> Task | None:
+        """Write the adapted model as ``fmt`` (default: the format chosen) to ``path`` (a file for checkpoints, a
+        folder for ONNX; None: ask), in a background task; the result is shown when it is done."""
+        from infosam_core.model_export.formats import ONNX_FORMAT
+        from infosam_core.model_export.writer import export_model
+
+        session = self.session
+        fmt = fmt or self.model_format_combo.currentData()
+        if not session.has_adapted or not fmt:
+            session.fail("No adapted model to export (or no format applies to its method): adapt or load one first.")
+            return None
+        if path is None:
+            Path(self._default_dir()).mkdir(parents=True, exist_ok=True)
+            if fmt == ONNX_FORMAT:
+                path = QFileDialog.getExistingDirectory(self, "Export ONNX files to", self._default_dir())
+            else:
+                suffix = "pt" if fmt == "sam2" else "pth"
+                path, _ = QFileDialog.getSaveFileName(
+                    self, "Export model", str(Path(self._default_dir()) / f"model_{fmt}.{suffix}"), f"*.{suffix}"
+                )
+            if not path:
+                return None
+        self.model_btn.setEnabled(False)
+
+        def finished(result) -> None:
+            self._sync_model_formats()
+            self._done(result.summary)
+
+        def failed(exc: BaseException) -> None:
+            self._sync_model_formats()
+            session.fail(f"Model export failed: {exc}")
+
+        return session.tasks.run(
+            export_model,
+            session.sams["adapted"],
+            fmt,
+            path,
+            name="export model",
+            on_result=finished,
+            on_error=failed,
+        )

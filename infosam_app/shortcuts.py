@@ -66,4 +66,6 @@ TOOLTIPS: dict[str, str] = {
     "export_masks": "Write one label image per image (0 = background, 1..N objects)",
     "export_coco": "Write all objects as COCO instance annotations (RLE masks) with their prompts",
     "export_adapter": "Write the adapted model's trained tensors (safetensors) and its config (JSON)",
+    "export_model": "Write the adapted model for other tools: a SAM / SAM2 checkpoint with the adapter merged "
+    "(LoRA, BitFit, decoder-only) or ONNX files (encoder + decoder, SAM's ONNX interface)",
 }

@@ -17,7 +17,9 @@ class CheckpointError(ValueError):
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a tensor dict from ``.safetensors`` or a ``torch.save`` file, never executing code.
 
-    Accepts the raw state dict or the usual wrappers (``{"model": ...}``, ``{"state_dict": ...}``).
+    Accepts the raw state dict or the usual wrappers (``{"model": ...}``, ``{"state_dict": ...}``, micro-sam's
+    training checkpoints ``{"model_state": {"sam.<SAM key>": ...}, ...}``; a ``module.`` / ``sam.`` prefix on
+    every key is removed).
     """
     path = Path(path)
     if not path.exists():
@@ -36,7 +38,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(
                 f"{path}: refused: the file contains pickled Python objects other than tensors, which could run "
                 "code when loaded. Only plain state dicts are accepted; re-save the weights with "
-                "`torch.save(model.state_dict(), ...)` or as .safetensors."
+                "`torch.save(model.state_dict(), ...)` or as .safetensors (a micro-sam training checkpoint: "
+                "micro_sam.util.export_custom_sam_model writes one)."
             ) from None
         if isinstance(exc, (zipfile.BadZipFile, EOFError, RuntimeError)) or "zip" in msg.lower():
             raise CheckpointError(
@@ -105,8 +108,15 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
+#: wrappers around a state dict: Meta's SAM2 files ({"model": ...}), Lightning and plain training scripts, micro-sam
+#: (torch_em) training checkpoints ({"model_state": ..., "optimizer_state": ..., ...})
+_STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict", "model_state")
+#: prefixes that wrappers put before every key: DDP's ``module.``, micro-sam's ``TrainableSAM`` (``sam.``)
+_WRAPPER_PREFIXES = ("module.", "sam.")
+
+
 def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    for key in ("model", "state_dict", "model_state_dict"):
+    for key in _STATE_DICT_KEYS:
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
             break
@@ -115,6 +125,9 @@ def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointError(f"{path}: holds no tensors; it is not a model checkpoint.")
+    for prefix in _WRAPPER_PREFIXES:  # in this order: micro-sam trained with DDP saves "module.sam.*"
+        if all(k.startswith(prefix) for k in tensors):
+            tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
     return tensors
 
 
