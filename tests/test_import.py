@@ -427,6 +427,7 @@ def _crash_at(monkeypatch, n: int) -> None:
         monkeypatch.setattr(os, name, make(name))
 
 
+@pytest.mark.slow
 def test_a_crash_at_any_rename_of_an_import_keeps_old_or_new(tmp_path, monkeypatch):
     images = _images(tmp_path / "images")
     _label_folder(tmp_path / "labels")
@@ -463,3 +464,23 @@ def test_a_crash_at_any_rename_of_an_import_keeps_old_or_new(tmp_path, monkeypat
             break
         n += 1
     assert n >= 5  # the import renamed label files, pending files, the journal and the commits
+
+
+@pytest.mark.parametrize(
+    "categories, message",
+    [
+        ("cells", "field 'categories' must be a list"),
+        ([{"id": 1, "name": ""}], "categories[0].name"),
+        ([{"id": 1, "name": "a"}, {"id": 1, "name": "b"}], "names the id 1 twice"),
+        ([{"id": 1, "name": "a", "color": "red"}], "categories[0].color"),
+        ([{"id": 0, "name": "a"}], "categories[0].id"),
+    ],
+)
+def test_malformed_categories_name_the_file_and_field(tmp_path, categories, message):
+    project = Project.create(tmp_path / "p")
+    manifest = json.loads(project.manifest_path.read_text())
+    manifest["categories"] = categories
+    project.manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(Exception, match="project.json") as err:
+        Project.open(tmp_path / "p")
+    assert message in str(err.value)

@@ -27,6 +27,8 @@ nothing: it writes every new label file and every new ``objects.json`` / ``proje
 renames each pending file into place and deletes the journal. Whoever takes the project's lock next finishes
 a journal left by a crash (renames what is still pending); pending files without a journal are an
 uncommitted batch and are deleted. A crash before the journal leaves the old state, after it the new one.
+(``read_only`` opens take no lock and finish nothing: until the project is opened normally once, they read the
+state from before such a crashed batch, or partly after it.)
 
 Sharing. A project may be open in several processes (two app windows, the app and a script) and in several
 ``Project`` objects at once. Every change runs under the project's lock (``.infosam.lock``, an OS file lock
