@@ -1,5 +1,5 @@
 """Importing existing annotations into a project: instance label images, binary mask folders, COCO files and
-label arrays (a napari Labels layer's data).
+label arrays (e.g. a viewer's label layer).
 
 Everything is read and checked first (sizes against the images, image names, empty masks, overlapping COCO
 masks: each refused with one message naming the file); only then are the objects written, in one all-or-nothing
@@ -81,7 +81,7 @@ def import_labels(
 def import_label_array(
     project: Project, image: Path | str, labels: np.ndarray, category: str | None = None, source: str = "labels"
 ) -> ImportSummary:
-    """Import one label array (e.g. a napari Labels layer's data) for one image file: each non-zero value one
+    """Import one label array (e.g. a viewer's label layer) for one image file: each non-zero value one
     object of ``category``."""
     image = Path(image)
     arr = _checked_label_array(np.asarray(labels), source)
