@@ -28,6 +28,11 @@ class ExportPanel(QWidget):
         self.format_combo = QComboBox()
         self.format_combo.addItem("TIFF (16/32-bit labels)", "tif")
         self.format_combo.addItem("PNG (16-bit labels)", "png")
+        self.layout_combo = QComboBox()
+        self.layout_combo.setToolTip(TOOLTIPS["label_layout"])
+        self.layout_combo.addItem("Instances (object ids)", "instances")
+        self.layout_combo.addItem("One label image per category", "per_category")
+        self.layout_combo.addItem("Semantic (category ids)", "semantic")
         self.masks_btn = QPushButton("Export masks…")
         self.masks_btn.setToolTip(TOOLTIPS["export_masks"])
         self.coco_btn = QPushButton("Export COCO JSON…")
@@ -42,12 +47,14 @@ class ExportPanel(QWidget):
         self.result_label.setWordWrap(True)
         grid.addWidget(QLabel("Label format"), 0, 0)
         grid.addWidget(self.format_combo, 0, 1)
-        grid.addWidget(self.masks_btn, 1, 0, 1, 2)
-        grid.addWidget(self.coco_btn, 2, 0, 1, 2)
-        grid.addWidget(self.adapter_btn, 3, 0, 1, 2)
-        grid.addWidget(self.model_format_combo, 4, 0)
-        grid.addWidget(self.model_btn, 4, 1)
-        grid.addWidget(self.result_label, 5, 0, 1, 2)
+        grid.addWidget(QLabel("Label images"), 1, 0)
+        grid.addWidget(self.layout_combo, 1, 1)
+        grid.addWidget(self.masks_btn, 2, 0, 1, 2)
+        grid.addWidget(self.coco_btn, 3, 0, 1, 2)
+        grid.addWidget(self.adapter_btn, 4, 0, 1, 2)
+        grid.addWidget(self.model_format_combo, 5, 0)
+        grid.addWidget(self.model_btn, 5, 1)
+        grid.addWidget(self.result_label, 6, 0, 1, 2)
         self.masks_btn.clicked.connect(lambda: self.export_masks())
         self.coco_btn.clicked.connect(lambda: self.export_coco())
         self.adapter_btn.clicked.connect(lambda: self.export_adapter())
@@ -85,7 +92,9 @@ class ExportPanel(QWidget):
         self.result_label.setText(text)
         self.session.tell(text)
 
-    def export_masks(self, out_dir: str | Path | None = None, fmt: str | None = None) -> list[Path]:
+    def export_masks(
+        self, out_dir: str | Path | None = None, fmt: str | None = None, layout: str | None = None
+    ) -> list[Path]:
         from infosam_core.annotation.export import export_label_images
 
         project = self.session.project
@@ -93,13 +102,14 @@ class ExportPanel(QWidget):
             self.session.fail("Open or create a project first.")
             return []
         fmt = fmt or self.format_combo.currentData()
+        layout = layout or self.layout_combo.currentData()
         if out_dir is None:
             Path(self._default_dir()).mkdir(parents=True, exist_ok=True)
             out_dir = QFileDialog.getExistingDirectory(self, "Export label images to", self._default_dir())
             if not out_dir:
                 return []
         try:
-            paths = export_label_images(project, out_dir, fmt=fmt)
+            paths = export_label_images(project, out_dir, fmt=fmt, layout=layout)
         except Exception as exc:  # noqa: BLE001 - shown, never fatal
             self.session.fail(f"Export failed: {exc}")
             return []

@@ -1,4 +1,5 @@
-"""Images: open files, a folder or a project; the image list with object counts; previous / next."""
+"""Images: open files, a folder or a project; import existing labels; the image list with object counts;
+previous / next."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QMenu,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -19,6 +21,7 @@ from qtpy.QtWidgets import (
 
 from infosam_app.session import Session
 from infosam_app.shortcuts import TOOLTIPS
+from infosam_core.annotation.records import ProjectError
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp);;All files (*)"
 
@@ -35,6 +38,14 @@ class ImagePanel(QWidget):
         self.open_project_btn = self._button("Project…", "open_project", self.choose_project, row)
         self.new_project_btn = self._button("New…", "new_project", self.choose_new_project, row)
         lay.addLayout(row)
+        self.import_btn = QPushButton("Import labels…")
+        self.import_btn.setToolTip(TOOLTIPS["import_labels"])
+        menu = QMenu(self.import_btn)
+        menu.addAction("Label images or masks (folder)…", lambda: self.import_labels(kind="folder"))
+        menu.addAction("COCO JSON file…", lambda: self.import_labels(kind="coco"))
+        menu.addAction("Selected napari Labels layer (this image)", lambda: self.import_labels_layer())
+        self.import_btn.setMenu(menu)
+        lay.addWidget(self.import_btn)
         self.project_label = QLabel("No project: open images to start one.")
         self.project_label.setWordWrap(True)
         self.project_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -67,6 +78,82 @@ class ImagePanel(QWidget):
         b.clicked.connect(slot)
         row.addWidget(b)
         return b
+
+    # ---- import (the work is in infosam_core.annotation.importing: checked first, all or nothing)
+    def import_labels(self, labels: str | Path | None = None, kind: str = "auto"):
+        """Import a folder of label images / masks or a COCO file for the project's images; objects of label
+        images take the current category. ``kind``: "folder" or "coco" pick the dialog; else passed to the core.
+        Returns the :class:`ImportSummary` (None when refused: the message says why, nothing was written)."""
+        from infosam_core.annotation.importing import import_labels
+
+        session = self.session
+        project = session.project
+        if project is None or not project.images:
+            session.fail("Add the images first (Images… or Folder…), then import their labels.")
+            return None
+        if labels is None:
+            if kind == "coco":
+                labels, _ = QFileDialog.getOpenFileName(self, "Import COCO JSON", str(Path.home()), "JSON (*.json)")
+            else:
+                labels = QFileDialog.getExistingDirectory(self, "Import label images or masks", str(Path.home()))
+            if not labels:
+                return None
+        images = []
+        for entry in project.images:
+            try:
+                images.append(project.image_path(entry))
+            except ProjectError:
+                continue
+        category = project.category(session.category_id).name if session.category_id else None
+        try:
+            summary = import_labels(
+                project, images, labels, kind if kind not in ("folder",) else "auto", category=category
+            )
+        except (ProjectError, OSError) as exc:
+            session.fail(f"Import refused, nothing imported: {exc}")
+            return None
+        self._after_import(summary)
+        return summary
+
+    def import_labels_layer(self, layer=None):
+        """Import the selected napari Labels layer (not one of the studio's) as objects of the image shown, in
+        the current category."""
+        from napari.layers import Labels
+
+        from infosam_core.annotation.importing import import_label_array
+
+        session = self.session
+        project, key = session.project, session.key
+        if project is None or key is None:
+            session.fail("Show an image first; its labels come from the selected Labels layer.")
+            return None
+        ours = {id(x) for x in (session.layers.objects, session.layers.preview, session.layers.proposals) if x}
+        if layer is None:
+            layer = session.viewer.layers.selection.active
+        if not isinstance(layer, Labels) or id(layer) in ours:
+            session.fail("Select a napari Labels layer of your own (not objects/preview/proposals) to import.")
+            return None
+        try:
+            summary = import_label_array(
+                project,
+                project.image_path(key),
+                layer.data,
+                category=project.category(session.category_id).name,
+                source=f"Labels layer {layer.name!r}",
+            )
+        except (ProjectError, OSError) as exc:
+            session.fail(f"Import refused, nothing imported: {exc}")
+            return None
+        self._after_import(summary)
+        return summary
+
+    def _after_import(self, summary) -> None:
+        session = self.session
+        session.category_changed.emit()  # COCO may have brought categories
+        if session.key is not None:
+            session.show_objects(session.key)
+        session.images_changed.emit()
+        session.tell(summary.describe().capitalize() + ".")
 
     # ---- dialogs (thin: the work is in Session)
     def choose_images(self) -> None:

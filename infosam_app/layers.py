@@ -147,9 +147,17 @@ class StudioLayers:
             self.points.feature_defaults = {"label": 1}
             self._emit_created(self.points)
 
-    def set_objects(self, labels: np.ndarray) -> None:
+    def set_objects(self, labels: np.ndarray, colors: dict[int, str] | None = None) -> None:
+        """Show the accepted objects; ``colors`` (object id -> colour, e.g. its category's) instead of the
+        cycling colours."""
+        from napari.utils.colormaps import CyclicLabelColormap, DirectLabelColormap
+
         self.ensure_prompt_layers(labels.shape)
         self.objects.data = labels
+        if colors is not None:
+            self.objects.colormap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", **colors})
+        elif isinstance(self.objects.colormap, DirectLabelColormap):
+            self.objects.colormap = CyclicLabelColormap(colors=["transparent", *OBJECT_COLORS], background_value=0)
         self.objects.refresh()
 
     def set_preview(self, mask: np.ndarray | None, shape: tuple[int, int] | None = None) -> None:

@@ -22,7 +22,7 @@ class ObjectEditor:
         self.edits = ObjectEdits()
 
     def _refresh(self, key: str) -> None:
-        self.session.layers.set_objects(self.session.project.annotations(key).labels)
+        self.session.show_objects(key)
         self.session.images_changed.emit()  # counts in the image list
 
     def _model_label(self) -> str:
@@ -35,7 +35,15 @@ class ObjectEditor:
         if project is None or key is None:
             return None
         try:
-            obj = self.edits.accept(project, key, mask, prompts, model=self._model_label(), replace_id=replace_id)
+            obj = self.edits.accept(
+                project,
+                key,
+                mask,
+                prompts,
+                model=self._model_label(),
+                replace_id=replace_id,
+                category=session.category_id,
+            )
         except (NotAcceptable, ProjectError, OSError) as exc:  # refused by the rule, or not saved
             session.fail(f"Not accepted: {exc}")
             return None
@@ -51,7 +59,9 @@ class ObjectEditor:
         session, project, key = self.session, self.session.project, self.session.key
         if project is None or key is None:
             return []
-        added, error = self.edits.accept_many(project, key, items, model=self._model_label())
+        added, error = self.edits.accept_many(
+            project, key, items, model=self._model_label(), category=session.category_id
+        )
         if error is not None:
             session.fail(f"Not accepted: {error}")
         if added:

@@ -85,6 +85,7 @@ class PromptController(QObject):
             "refine": self.refine,
             "delete": self.delete_object,
             "toggle_model": self.toggle_model,
+            "next_category": self.session.next_category,
             "next_image": lambda: self.session.next_image(1),
             "previous_image": lambda: self.session.next_image(-1),
         }

@@ -44,6 +44,7 @@ class Session(QObject):
     embedding_changed = Signal(str)  # "computing" | "ready" | "error"
     model_changed = Signal()  # a model was loaded / adapted / the active one switched
     model_loading = Signal(bool)
+    category_changed = Signal()  # the current category (new objects take it) or the project's list changed
     status = Signal(str)  # a one-line message for the status bar
     error = Signal(str)  # a message the user must see (also shown as a napari notification)
 
@@ -57,6 +58,8 @@ class Session(QObject):
         self.prefetch = PrefetchPolicy()
         self.models = ModelSet()
         self.last_error: str | None = None
+        self.category_id = 1  # new objects take this category (an id of the project's list)
+        self.color_by_category = False
 
     # ------------------------------------------------------------------------------------------ state views
     # The panels read these; the state objects above own them.
@@ -145,8 +148,61 @@ class Session(QObject):
         self._set_project(project)
         return project
 
+    # ------------------------------------------------------------------------------------------ categories
+    def set_category(self, category_id: int) -> None:
+        """Make ``category_id`` (one of the project's) the category of the objects accepted from now on."""
+        project = self.project
+        if project is None or category_id not in [c.id for c in project.categories]:
+            return
+        if category_id != self.category_id:
+            self.category_id = category_id
+            self.category_changed.emit()
+            self.tell(f"Category: {project.category(category_id).name} (K: next)")
+
+    def next_category(self) -> None:
+        """Switch to the project's next category (K), wrapping around."""
+        project = self.project
+        if project is None:
+            return
+        ids = [c.id for c in project.categories]
+        i = ids.index(self.category_id) if self.category_id in ids else -1
+        self.set_category(ids[(i + 1) % len(ids)])
+
+    def add_category(self, name: str) -> int | None:
+        """Add a category to the project (or find it by name) and make it current; returns its id."""
+        try:
+            project = self.ensure_project()
+            category = project.add_category(name)
+        except (ProjectError, OSError) as exc:
+            self.fail(f"Cannot add the category: {exc}")
+            return None
+        self.category_changed.emit()
+        self.set_category(category.id)
+        return category.id
+
+    def set_color_by_category(self, on: bool) -> None:
+        self.color_by_category = bool(on)
+        if self.key is not None:
+            self.show_objects(self.key)
+
+    def show_objects(self, key: str) -> None:
+        """Put image ``key``'s accepted objects on the objects layer (coloured by category when chosen)."""
+        project = self.project
+        if project is None:
+            return
+        ann = project.annotations(key)
+        if ann.labels is None:
+            return
+        colors = None
+        if self.color_by_category:
+            by_id = {c.id: c.color for c in project.categories}
+            colors = {oid: by_id.get(obj.category, "#ffffff") for oid, obj in ann.objects.items()}
+        self.layers.set_objects(ann.labels, colors)
+
     def _set_project(self, project: Project) -> None:
         self.navigation.open(project)
+        self.category_id = project.categories[0].id
+        self.category_changed.emit()
         self.images.clear()
         self.models.set_cache_dir(self.embedding_cache_dir)
         self.project_changed.emit()
@@ -250,6 +306,8 @@ class Session(QObject):
         self.navigation.raw, self.navigation.rgb = raw, rgb
         self.layers.show_image(raw, rgb, entry.name)
         self.layers.set_objects(labels)
+        if self.color_by_category:
+            self.show_objects(key)
         self.layers.set_preview(None, rgb.shape[:2])
         self.image_changed.emit(self.index)
         self.ensure_embedding()

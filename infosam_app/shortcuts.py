@@ -14,6 +14,7 @@ SHORTCUTS: dict[str, tuple[tuple[str, ...], str]] = {
     "refine": (("R",), "refine the object under the mouse: its prompts come back; Enter replaces it"),
     "delete": (("D",), "delete the object under the mouse"),
     "toggle_model": (("C",), "compare: switch Base / Adapted model for the same prompts"),
+    "next_category": (("K",), "next category: objects accepted from now on take it"),
     "next_image": (("N", "PageDown"), "next image"),
     "previous_image": (("P", "PageUp"), "previous image"),
 }
@@ -64,7 +65,15 @@ TOOLTIPS: dict[str, str] = {
     "relation_map": "Overlay the adapted model's InfoSAM relation map of this image (for the box prompt, or the "
     "whole image): where its relation module links image features to the mask. Needs an adapter trained with InfoSAM",
     "export_masks": "Write one label image per image (0 = background, 1..N objects)",
-    "export_coco": "Write all objects as COCO instance annotations (RLE masks) with their prompts",
+    "export_coco": "Write all objects as COCO instance annotations (RLE masks) with their categories and prompts",
+    "label_layout": "Instance labels (object ids); one label image per category; or a semantic image whose "
+    "pixels are category ids",
+    "category": "Category of the objects you accept from now on (K cycles); the project's list",
+    "add_category": "Add a category to the project",
+    "color_by_category": "Colour the accepted objects by their category instead of one colour each",
+    "import_labels": "Import existing annotations into the project (all or nothing): a folder of label images or "
+    "binary masks matched to the project's images by file name, a COCO JSON file, or the selected napari Labels "
+    "layer (for the image shown). Objects take their COCO category, else the current one",
     "export_adapter": "Write the adapted model's trained tensors (safetensors) and its config (JSON)",
     "export_model": "Write the adapted model for other tools: a SAM / SAM2 checkpoint with the adapter merged "
     "(LoRA, BitFit, decoder-only) or ONNX files (encoder + decoder, SAM's ONNX interface)",

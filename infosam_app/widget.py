@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 )
 
 from infosam_app.adapt_panel import AdaptPanel
+from infosam_app.category_panel import CategoryPanel
 from infosam_app.export_panel import ExportPanel
 from infosam_app.gl_safety import make_triton_unimportable
 from infosam_app.image_panel import ImagePanel
@@ -157,6 +158,8 @@ class StudioWidget(QWidget):
         for b in (self.points_btn, self.box_btn, self.label_btn):
             modes.addWidget(b)
         pl.addLayout(modes)
+        self.category_panel = CategoryPanel(self.session)
+        pl.addWidget(self.category_panel)
         actions = QHBoxLayout()
         for text, slot in (
             ("Accept ⏎", self.prompts.accept),

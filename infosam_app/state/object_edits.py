@@ -86,11 +86,13 @@ class ObjectEdits:
         prompts: ObjectPrompts,
         model: str = "",
         replace_id: int | None = None,
+        category: int = 1,
     ) -> AnnotatedObject:
         """Save ``mask`` as a new object, or as the new shape and prompts of ``replace_id`` (when it exists).
 
         Raises :class:`NotAcceptable` (nothing saved) for a non-empty mask the rule refuses, and the project's
-        :class:`ProjectError` / ``OSError`` when saving fails.
+        :class:`ProjectError` / ``OSError`` when saving fails. ``category``: a new object's category id (a
+        replaced object keeps its own).
         """
         ann = project.annotations(key)
         mask = np.asarray(mask, bool)
@@ -101,15 +103,27 @@ class ObjectEdits:
             action = ObjectAction(
                 "replace", key, replace_id, ann.objects[replace_id], np.asarray(ann.labels == replace_id)
             )
+        if action.kind == "replace" and action.old is not None:
+            category = action.old.category
         obj = project.add_object(
-            key, mask, prompts, model=model, replace_id=replace_id if action.kind == "replace" else None
+            key,
+            mask,
+            prompts,
+            model=model,
+            replace_id=replace_id if action.kind == "replace" else None,
+            category=category,
         )
         action.object_id = obj.id
         self._record(action)
         return obj
 
     def accept_many(
-        self, project: Project, key: str, items: list[tuple[np.ndarray, ObjectPrompts]], model: str = ""
+        self,
+        project: Project,
+        key: str,
+        items: list[tuple[np.ndarray, ObjectPrompts]],
+        model: str = "",
+        category: int = 1,
     ) -> tuple[list[AnnotatedObject], ProjectError | OSError | None]:
         """Save several masks as new objects, in order; one undo step for all.
 
@@ -123,7 +137,7 @@ class ObjectEdits:
             if not acceptable(project.annotations(key).labels, mask):
                 continue
             try:
-                added.append(project.add_object(key, mask, prompts, model=model))
+                added.append(project.add_object(key, mask, prompts, model=model, category=category))
             except (ProjectError, OSError) as exc:
                 error = exc
                 break

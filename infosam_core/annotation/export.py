@@ -1,4 +1,6 @@
-"""Exporting accepted objects: label images (TIFF or PNG) per image and one COCO JSON (RLE masks).
+"""Exporting accepted objects: label images (TIFF or PNG) per image -- instance labels, one instance label image
+per category, or a semantic image whose pixels are category ids -- and one COCO JSON (RLE masks, the
+project's categories).
 
 Every file is written atomically. Nothing here imports Qt or torch.
 """
@@ -21,6 +23,11 @@ from infosam_core.io.images import ImageError, check_pixel_count
 from infosam_core.io.paths import UnsafePathError, resolve_inside
 
 LABEL_FORMATS = ("tif", "png")
+
+
+# What one label image per project image holds: every object's id; one file per category with that category's
+# objects' ids; or the category id of every object's pixels.
+LABEL_LAYOUTS = ("instances", "per_category", "semantic")
 
 
 class ExportError(ValueError):
@@ -76,14 +83,23 @@ def _label_image_for(project: Project, key: str) -> np.ndarray:
 
 
 def export_label_images(
-    project: Project, out_dir: str | Path, fmt: str = "tif", only_annotated: bool = False
+    project: Project,
+    out_dir: str | Path,
+    fmt: str = "tif",
+    only_annotated: bool = False,
+    layout: str = "instances",
 ) -> list[Path]:
-    """One label image per project image, named ``<image stem>_labels.<fmt>``; returns the written paths."""
+    """Label images of the project's images; returns the written paths. ``layout`` (:data:`LABEL_LAYOUTS`):
+    ``instances``: ``<image stem>_labels.<fmt>``, 0 = background, each object its id; ``per_category``:
+    ``<image stem>_<category>_labels.<fmt>`` for every category of the project, holding the ids of that
+    category's objects only; ``semantic``: ``<image stem>_semantic.<fmt>``, each object's pixels its category id."""
     fmt = fmt.lower().lstrip(".")
     if fmt == "tiff":
         fmt = "tif"
     if fmt not in LABEL_FORMATS:
         raise ExportError(f"unknown label format {fmt!r}; choose one of {', '.join(LABEL_FORMATS)}.")
+    if layout not in LABEL_LAYOUTS:
+        raise ExportError(f"unknown label layout {layout!r}; choose one of {', '.join(LABEL_LAYOUTS)}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -93,16 +109,40 @@ def export_label_images(
             continue
         labels = _label_image_for(project, entry.key)
         stem = _plain_stem(entry.name) or _plain_stem(entry.key) or "image"
-        name = f"{stem}_labels.{fmt}"
-        if name in used:  # two images with the same file name from different folders
-            name = f"{_plain_stem(entry.key) or 'image'}_labels.{fmt}"
-        used.add(name)
-        try:
-            target = resolve_inside(out_dir, name)  # names come from the project file: never outside out_dir
-        except UnsafePathError as exc:
-            raise ExportError(f"{project.root}: image {entry.key!r} gives an unusable export name ({exc}).") from None
-        written.append(write_label_image(target, labels))
+        if f"{stem}_labels.{fmt}" in used:  # two images with the same file name from different folders
+            stem = _plain_stem(entry.key) or "image"
+        used.add(f"{stem}_labels.{fmt}")
+        for name, image in _layout_images(project, entry.key, labels, stem, layout):
+            try:
+                target = resolve_inside(out_dir, f"{name}.{fmt}")  # names come from the project file: kept inside
+            except UnsafePathError as exc:
+                raise ExportError(
+                    f"{project.root}: image {entry.key!r} gives an unusable export name ({exc})."
+                ) from None
+            written.append(write_label_image(target, image))
     return written
+
+
+def _layout_images(
+    project: Project, key: str, labels: np.ndarray, stem: str, layout: str
+) -> list[tuple[str, np.ndarray]]:
+    """(file name without suffix, label image) of one project image in ``layout``."""
+    if layout == "instances":
+        return [(f"{stem}_labels", labels)]
+    objects = project.annotations(key).objects
+    lut = np.zeros(int(labels.max(initial=0)) + 1, dtype=np.uint32)  # object id -> its category id
+    for oid, obj in objects.items():
+        if oid < lut.size:
+            lut[oid] = obj.category
+    categories_of = lut[labels]
+    if layout == "semantic":
+        top = max((c.id for c in project.categories), default=1)
+        return [(f"{stem}_semantic", categories_of.astype(np.uint16 if top <= 65535 else np.uint32))]
+    out = []
+    for cat in project.categories:
+        name = _plain_stem(cat.name + ".x") or f"category{cat.id}"
+        out.append((f"{stem}_{name}_labels", np.where(categories_of == cat.id, labels, 0).astype(labels.dtype)))
+    return out
 
 
 def _plain_stem(name: str) -> str:
@@ -133,11 +173,14 @@ def decode_rle(rle: dict[str, Any]) -> np.ndarray:
 def coco_from_label_images(
     items: Iterable[tuple[str, np.ndarray, dict[int, dict[str, Any]] | None]],
     category: str = "object",
+    categories: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A COCO instance-segmentation dict from ``(file_name, label_image, extra_per_object)`` items.
 
     Each non-zero label becomes one annotation (RLE segmentation, area, xywh bbox, ``iscrowd`` 0); the
-    optional ``extra_per_object[label]`` dict is stored under the annotation's ``attributes``.
+    optional ``extra_per_object[label]`` dict is stored under the annotation's ``attributes``, except its
+    ``category_id``, which becomes the annotation's (default 1). ``categories``: COCO's category list (default:
+    one category named ``category``).
     """
     from pycocotools import mask as mask_utils
 
@@ -151,16 +194,18 @@ def coco_from_label_images(
             if label == 0:
                 continue
             rle = encode_rle(labels == label)
+            attributes = dict((extra or {}).get(int(label), {}))
+            category_id = attributes.pop("category_id", 1)
             x, y, bw, bh = mask_utils.toBbox({**rle, "counts": rle["counts"].encode("ascii")}).tolist()
             ann = {
                 "id": ann_id,
                 "image_id": image_id,
-                "category_id": 1,
+                "category_id": category_id,
                 "segmentation": rle,
                 "area": int(mask_utils.area({**rle, "counts": rle["counts"].encode("ascii")})),
                 "bbox": [float(x), float(y), float(bw), float(bh)],
                 "iscrowd": 0,
-                "attributes": {"label": int(label), **((extra or {}).get(int(label), {}))},
+                "attributes": {"label": int(label), **attributes},
             }
             annotations.append(ann)
             ann_id += 1
@@ -171,22 +216,29 @@ def coco_from_label_images(
         },
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": 1, "name": category, "supercategory": category}],
+        "categories": list(categories)
+        if categories is not None
+        else [{"id": 1, "name": category, "supercategory": category}],
     }
 
 
-def project_to_coco(project: Project, only_annotated: bool = True, category: str = "object") -> dict[str, Any]:
-    """The project as a COCO dict; each annotation carries its object's prompts under ``attributes``."""
+def project_to_coco(project: Project, only_annotated: bool = True) -> dict[str, Any]:
+    """The project as a COCO dict with the project's categories; each annotation carries its object's category
+    and, under ``attributes``, its prompts."""
 
     def items():
         for entry in project.images:
             if only_annotated and not project.object_count(entry.key):
                 continue
             ann = project.annotations(entry.key)
-            extra = {oid: {"prompts": obj.to_dict()["prompts"], "model": obj.model} for oid, obj in ann.objects.items()}
+            extra = {
+                oid: {"prompts": obj.to_dict()["prompts"], "model": obj.model, "category_id": obj.category}
+                for oid, obj in ann.objects.items()
+            }
             yield entry.name, _label_image_for(project, entry.key), extra
 
-    return coco_from_label_images(items(), category=category)
+    categories = [{"id": c.id, "name": c.name, "supercategory": c.name, "color": c.color} for c in project.categories]
+    return coco_from_label_images(items(), categories=categories)
 
 
 def export_coco(project: Project, path: str | Path, only_annotated: bool = True) -> Path:

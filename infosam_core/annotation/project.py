@@ -2,7 +2,9 @@
 
 Layout of a project folder::
 
-    project.json                    manifest: name, format version, the image list (path, hash, shape)
+    project.json                    manifest: name, format version, the image list (path, hash, shape), the
+                                    category list (id, name, colour; absent in older projects = one
+                                    category "object")
     ui.json                         UI state (the image shown last); not essential
     annotations/<key>/objects.json  per image: image path + sha256, the label file's name, every object's
                                     prompts (points, box, chosen candidate), area, bounding box, model
@@ -18,6 +20,15 @@ Crash safety. Saving one image's annotations is a two-step commit:
 A crash before step 2 leaves the previous ``objects.json`` naming the previous, untouched label file (the
 orphan new file is removed on the next open); a crash after it leaves the new state. No reader ever sees a
 label image that disagrees with its prompts. Temporary files of a writer that died are removed too.
+
+Batches. :meth:`Project.add_labelled_images` (imports) changes many images and the manifest at once, all or
+nothing: it writes every new label file and every new ``objects.json`` / ``project.json`` as
+``<name>.pending``, then the journal ``.infosam-batch.json`` listing them (atomically: the commit point), then
+renames each pending file into place and deletes the journal. Whoever takes the project's lock next finishes
+a journal left by a crash (renames what is still pending); pending files without a journal are an
+uncommitted batch and are deleted. A crash before the journal leaves the old state, after it the new one.
+(``read_only`` opens take no lock and finish nothing: until the project is opened normally once, they read the
+state from before such a crashed batch, or partly after it.)
 
 Sharing. A project may be open in several processes (two app windows, the app and a script) and in several
 ``Project`` objects at once. Every change runs under the project's lock (``.infosam.lock``, an OS file lock
@@ -55,18 +66,24 @@ import numpy as np
 
 from infosam_core.annotation.label_files import read_labels_tiff, write_labels_tiff
 from infosam_core.annotation.records import (
+    CATEGORY_PALETTE,
+    MAX_CATEGORY_ID,
+    MAX_LABEL_ID,
     AnnotatedObject,
+    Category,
     ImageAnnotations,
     ImageEntry,
+    LabelledImage,
     ObjectPrompts,
     ProjectError,
     _now,
     as_int,
     as_list,
+    categories_from_list,
     get_field,
 )
 from infosam_core.data.masks import mask_bounds
-from infosam_core.io.atomic import remove_stale_temp_files, write_json_atomic
+from infosam_core.io.atomic import _fsync_dir, remove_stale_temp_files, write_json_atomic
 from infosam_core.io.hashing import file_sha256
 from infosam_core.io.images import ImageError, check_pixel_count
 from infosam_core.io.paths import UnsafePathError, resolve_inside, safe_name
@@ -92,6 +109,12 @@ LOCK_OWNER_NAME = ".infosam.lock.owner"
 LOCK_TIMEOUT_S = 20.0
 
 
+BATCH_JOURNAL_NAME = ".infosam-batch.json"
+
+
+PENDING_SUFFIX = ".pending"
+
+
 READ_LOCK_TIMEOUT_S = 2.0
 
 
@@ -103,6 +126,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 _LABELS_RE = re.compile(r"^labels-(\d{6})\.tif$")
+
+
+_JOURNAL_FILE_RE = re.compile(r"^(project\.json|annotations/[A-Za-z0-9_.-]{1,80}/objects\.json)$")
 
 
 def default_projects_dir() -> Path:
@@ -182,6 +208,7 @@ class Project:
         if not isinstance(settings, dict):
             raise ProjectError(f"{where}: field 'settings' must be a JSON object; the file is damaged.")
         self.settings = dict(settings)
+        self.categories: list[Category] = categories_from_list(manifest.get("categories"), where)
         raw = get_field(manifest, "images", where, required=False) or []
         entries = [ImageEntry.from_dict(d, where, f"images[{i}]") for i, d in enumerate(as_list(raw, where, "images"))]
         keys = [e.key for e in entries]
@@ -226,6 +253,7 @@ class Project:
         try:
             if self._lock.lock_counter == 1:
                 self._write_lock_owner()
+                self._finish_batch()
             yield
         finally:
             self._lock.release()
@@ -351,8 +379,51 @@ class Project:
             "name": self.name,
             "created": self.created,
             "images": [e.to_dict() for e in self.images],
+            "categories": [c.to_dict() for c in self.categories],
             "settings": self.settings,
         }
+
+    # ---- categories
+    def category(self, category_id: int) -> Category:
+        """The category with this id (ProjectError if the project has none)."""
+        for c in self.categories:
+            if c.id == category_id:
+                return c
+        raise ProjectError(f"{self.root}: no category with id {category_id}.")
+
+    def category_named(self, name: str) -> Category | None:
+        for c in self.categories:
+            if c.name == name:
+                return c
+        return None
+
+    def add_category(self, name: str, color: str | None = None) -> Category:
+        """The category called ``name``, created (with the next palette colour unless ``color``) if new; saved."""
+        with self._locked():
+            self._refresh_manifest()
+            before = len(self.categories)
+            cat = self._ensure_category(name, color)
+            if len(self.categories) != before:
+                self.save_manifest()
+            return cat
+
+    def _ensure_category(self, name: str, color: str | None = None) -> Category:
+        """In memory only: the category called ``name``, appended if new (the caller saves the manifest)."""
+        name = str(name).strip()
+        if not name or len(name) > 80 or "\x00" in name:
+            raise ProjectError(f"category name {name!r:.90} must be non-empty and at most 80 characters.")
+        found = self.category_named(name)
+        if found is not None:
+            return found
+        new_id = max((c.id for c in self.categories), default=0) + 1
+        if new_id > MAX_CATEGORY_ID:
+            raise ProjectError(f"{self.root}: at most {MAX_CATEGORY_ID} categories.")
+        cat = Category.from_dict(
+            {"id": new_id, "name": name, "color": color or CATEGORY_PALETTE[(new_id - 1) % len(CATEGORY_PALETTE)]},
+            "new category",
+        )
+        self.categories.append(cat)
+        return cat
 
     def save_manifest(self) -> None:
         """Write this object's manifest (callers that change it re-read it first, under the lock)."""
@@ -398,7 +469,7 @@ class Project:
             self._refresh_manifest()
             return self._add_images(files)
 
-    def _add_images(self, files: list[Path]) -> list[ImageEntry]:
+    def _add_images(self, files: list[Path], save: bool = True) -> list[ImageEntry]:
         by_hash = {e.sha256: e for e in self.images}
         keys = {e.key for e in self.images}
         result: list[ImageEntry] = []
@@ -426,7 +497,7 @@ class Project:
             keys.add(key)
             result.append(entry)
             changed = True
-        if changed:
+        if changed and save:
             self.save_manifest()
         return result
 
@@ -559,8 +630,10 @@ class Project:
         """Delete label files and temp files left by an interrupted save (never the committed one)."""
         if self.read_only or not folder.is_dir() or folder.is_symlink():
             return
+        batch_open = (self.root / BATCH_JOURNAL_NAME).exists()
         for p in folder.iterdir():
-            if _LABELS_RE.match(p.name) and p.name != keep:
+            uncommitted = p.name == OBJECTS_NAME + PENDING_SUFFIX and not batch_open
+            if (_LABELS_RE.match(p.name) and p.name != keep) or uncommitted:
                 with contextlib.suppress(OSError):
                     p.unlink()
         remove_stale_temp_files(folder)
@@ -570,11 +643,15 @@ class Project:
         with self._locked():
             self._save_annotations(ann)
 
-    def _save_annotations(self, ann: ImageAnnotations) -> None:
-        folder = self.annotation_dir(ann.entry.key)
+    def _writable_annotation_dir(self, key: str) -> Path:
+        folder = self.annotation_dir(key)
         folder.mkdir(parents=True, exist_ok=True)
         if folder.is_symlink() or not folder.resolve().is_relative_to(self.root.resolve()):
             raise ProjectError(f"{folder}: leads outside the project folder; the project is damaged.")
+        return folder
+
+    def _write_new_labels(self, folder: Path, ann: ImageAnnotations) -> tuple[int, str | None, dict[str, Any]]:
+        """Step 1 of a save: the new label file; returns (revision, its name, the ``objects.json`` content)."""
         rev = ann.revision + 1
         labels_name = None
         if ann.labels is not None:
@@ -595,6 +672,11 @@ class Project:
             "saved": _now(),
             "objects": [ann.objects[i].to_dict() for i in sorted(ann.objects)],
         }
+        return rev, labels_name, meta
+
+    def _save_annotations(self, ann: ImageAnnotations) -> None:
+        folder = self._writable_annotation_dir(ann.entry.key)
+        rev, labels_name, meta = self._write_new_labels(folder, ann)
         write_json_atomic(folder / OBJECTS_NAME, meta)  # the commit point
         self._stamps[f"objects/{ann.entry.key}"] = self._stamp(folder / OBJECTS_NAME)
         ann.revision = rev
@@ -609,18 +691,20 @@ class Project:
         model: str = "",
         replace_id: int | None = None,
         overwrite: bool = False,
+        category: int = 1,
     ) -> AnnotatedObject:
         """Accept ``mask`` (bool, H x W) as a new object, or as the new shape of ``replace_id``; saved at once.
 
         Pixels that belong to other accepted objects are kept unless ``overwrite``. Raises
-        :class:`ProjectError` when nothing of the mask is left to paint.
+        :class:`ProjectError` when nothing of the mask is left to paint. ``category``: a category id of the
+        project.
         """
         mask = np.asarray(mask)
         if mask.ndim != 2 or min(mask.shape) < 1:
             raise ProjectError(f"a mask must be a 2-D (H, W) array, got shape {mask.shape}")
         mask = mask.astype(bool, copy=False)
         with self._locked():
-            return self._add_object(key, mask, prompts, model, replace_id, overwrite)
+            return self._add_object(key, mask, prompts, model, replace_id, overwrite, category)
 
     def _add_object(
         self,
@@ -630,8 +714,10 @@ class Project:
         model: str,
         replace_id: int | None,
         overwrite: bool,
+        category: int = 1,
     ) -> AnnotatedObject:
         self._refresh_manifest()
+        self.category(category)  # refuses an unknown id
         ann = self._fresh_annotations(key)
         labels = ann.ensure_labels(mask.shape)
         if self.entry(key).shape is None:
@@ -653,7 +739,15 @@ class Project:
         if object_id > np.iinfo(new_labels.dtype).max:
             new_labels = new_labels.astype(np.uint32)
         new_labels[paint] = object_id
-        obj = AnnotatedObject(id=object_id, prompts=prompts, area=area, bbox=_bbox(paint), model=model, created=_now())
+        obj = AnnotatedObject(
+            id=object_id,
+            prompts=prompts,
+            area=area,
+            bbox=_bbox(paint),
+            model=model,
+            created=_now(),
+            category=category,
+        )
         objects = dict(ann.objects)
         if overwrite:  # objects partly painted over: refresh their areas, drop those that vanished
             for oid, other in list(objects.items()):
@@ -667,6 +761,21 @@ class Project:
         objects[object_id] = obj
         self._commit(ann, new_labels, objects)
         return obj
+
+    def set_object_category(self, key: str, object_id: int, category: int) -> AnnotatedObject:
+        """Give an object another category (a category id of the project); saved at once."""
+        with self._locked():
+            self._refresh_manifest()
+            self.category(category)
+            ann = self._fresh_annotations(key)
+            if object_id not in ann.objects:
+                raise ProjectError(f"object {object_id} does not exist in {ann.entry.name}.")
+            objects = dict(ann.objects)
+            obj = AnnotatedObject.from_dict(objects[object_id].to_dict())
+            obj.category = category
+            objects[object_id] = obj
+            self._commit(ann, ann.labels, objects)
+            return obj
 
     def remove_object(self, key: str, object_id: int) -> AnnotatedObject:
         with self._locked():
@@ -707,6 +816,160 @@ class Project:
         self._save_annotations(staged)
         ann.labels, ann.objects, ann.revision = staged.labels, staged.objects, staged.revision
         self._annotations[ann.entry.key] = ann
+
+    # ---- batches (imports): all or nothing, see "Batches" in the module docstring
+    def add_labelled_images(
+        self, items: Sequence[LabelledImage], model: str = "import", categories: Sequence[str] = ()
+    ) -> dict[str, list[int]]:
+        """Add the images of ``items`` (if new) and their objects, all or nothing; returns key -> new object ids.
+
+        Each non-zero value of an item's label image becomes one object of that item's category (created in the
+        project if new), its bounding box recorded as its prompt. An image without objects keeps its label
+        values as object ids; otherwise the new objects are numbered after the existing ones and never paint
+        over them. Everything is checked before anything is written; a :class:`ProjectError` names the item's
+        ``source`` and leaves the project as it was. ``categories``: names to create first, in this order (e.g. a
+        COCO file's list, so that its ids keep their order).
+        """
+        with self._locked():
+            self._refresh_manifest()
+            try:
+                for name in categories:
+                    self._ensure_category(name)
+                return self._add_labelled_images(list(items), model)
+            except BaseException:
+                if (self.root / BATCH_JOURNAL_NAME).exists():  # committed: finish it if we still can
+                    with contextlib.suppress(Exception):
+                        self._finish_batch()
+                self._apply_manifest(_read_json(self.manifest_path), str(self.manifest_path))
+                self._stamps[MANIFEST_NAME] = self._stamp(self.manifest_path)
+                raise
+
+    def _add_labelled_images(self, items: list[LabelledImage], model: str) -> dict[str, list[int]]:
+        entries = self._add_images([Path(it.image) for it in items], save=False)
+        staged: list[tuple[ImageAnnotations, ImageAnnotations]] = []
+        seen: dict[str, str] = {}
+        for item, entry in zip(items, entries):
+            if entry.key in seen:
+                raise ProjectError(
+                    f"{item.source}: labels for {entry.name} are given twice (also by {seen[entry.key]})."
+                )
+            seen[entry.key] = item.source
+            labels = np.asarray(item.labels)
+            if labels.ndim != 2 or labels.dtype.kind not in "uib":
+                raise ProjectError(
+                    f"{item.source}: a label image is 2-D integers, found {labels.dtype} {labels.shape}."
+                )
+            if entry.shape and list(labels.shape) != list(entry.shape):
+                raise ProjectError(
+                    f"{item.source}: the labels are {labels.shape[1]}x{labels.shape[0]} px but the image "
+                    f"{entry.name} is {entry.shape[1]}x{entry.shape[0]} px."
+                )
+            entry.shape = [int(labels.shape[0]), int(labels.shape[1])]
+            ann = self._fresh_annotations(entry.key)
+            new = self._stage_labelled_image(item, ann, labels, model)
+            if new is not None:
+                staged.append((ann, new))
+        # write: new label files and pending objects.json / project.json, then the journal (commit point)
+        committed: list[str] = []
+        for _ann, new in staged:
+            folder = self._writable_annotation_dir(new.entry.key)
+            new.revision, _name, meta = self._write_new_labels(folder, new)
+            write_json_atomic(folder / (OBJECTS_NAME + PENDING_SUFFIX), meta)
+            committed.append(f"annotations/{folder.name}/{OBJECTS_NAME}")
+        write_json_atomic(self.root / (MANIFEST_NAME + PENDING_SUFFIX), self.to_manifest())
+        committed.append(MANIFEST_NAME)
+        write_json_atomic(self.root / BATCH_JOURNAL_NAME, {"format": 1, "files": committed})  # the commit point
+        self._finish_batch()
+        self._stamps[MANIFEST_NAME] = self._stamp(self.manifest_path)
+        result: dict[str, list[int]] = {}
+        for ann, new in staged:
+            key = ann.entry.key
+            result[key] = sorted(set(new.objects) - set(ann.objects))
+            ann.labels, ann.objects, ann.revision = new.labels, new.objects, new.revision
+            self._annotations[key] = ann
+            folder = self.annotation_dir(key)
+            self._stamps[f"objects/{key}"] = self._stamp(folder / OBJECTS_NAME)
+            self._remove_orphans(folder, keep=f"labels-{new.revision:06d}.tif")
+        return result
+
+    def _stage_labelled_image(
+        self, item: LabelledImage, ann: ImageAnnotations, labels: np.ndarray, model: str
+    ) -> ImageAnnotations | None:
+        """The image's annotations with ``item``'s objects added (in memory); None when it holds none."""
+        from scipy import ndimage
+
+        existing = ann.ensure_labels(labels.shape)
+        values, inverse = np.unique(labels, return_inverse=True)
+        inverse = inverse.reshape(labels.shape)
+        if values.size and int(values[0]) < 0:
+            raise ProjectError(f"{item.source}: holds negative labels ({int(values[0])}); labels are 0 or positive.")
+        if values.size and int(values[-1]) > MAX_LABEL_ID:
+            raise ProjectError(f"{item.source}: label {int(values[-1])} is above the largest id ({MAX_LABEL_ID}).")
+        nonzero = [k for k, v in enumerate(values.tolist()) if v != 0]
+        if not nonzero:
+            return None
+        fresh = not ann.objects and not existing.any()
+        start = ann.next_id()
+        ids = [int(values[k]) if fresh else start + n for n, k in enumerate(nonzero)]
+        if max(ids) > MAX_LABEL_ID:
+            raise ProjectError(f"{item.source}: too many objects for one image ({max(ids)}).")
+        index = (inverse + 1).astype(np.int64)  # value k of ``values`` -> k + 1; 0 = nothing to paint
+        index[(labels == 0) | (existing != 0)] = 0
+        areas = np.bincount(index.ravel(), minlength=values.size + 1)
+        boxes = ndimage.find_objects(index, max_label=values.size)
+        top = max(max(ids), int(existing.max(initial=0)))
+        new_labels = existing.astype(np.uint16 if top <= 65535 else np.uint32, copy=True)
+        lut = np.zeros(values.size + 1, dtype=new_labels.dtype)
+        objects = dict(ann.objects)
+        created = _now()
+        for k, object_id in zip(nonzero, ids):
+            value = int(values[k])
+            if areas[k + 1] == 0:
+                raise ProjectError(
+                    f"{item.source}: object {value} lies entirely on objects already in {ann.entry.name}; nothing of "
+                    "it is left to add."
+                )
+            rows, cols = boxes[k]
+            bbox = [int(cols.start), int(rows.start), int(cols.stop), int(rows.stop)]
+            name = item.categories.get(value) or self.categories[0].name
+            objects[object_id] = AnnotatedObject(
+                id=object_id,
+                prompts=ObjectPrompts(box=[float(bbox[0]), float(bbox[1]), float(bbox[2] - 1), float(bbox[3] - 1)]),
+                area=int(areas[k + 1]),
+                bbox=bbox,
+                model=model,
+                created=created,
+                category=self._ensure_category(name).id,
+            )
+            lut[k + 1] = object_id
+        painted = lut[index]
+        new_labels[index > 0] = painted[index > 0]
+        return ImageAnnotations(ann.entry, new_labels, objects, ann.revision)
+
+    def _finish_batch(self) -> None:
+        """Finish a batch whose journal is on disk (rename what is still pending), or remove the pending
+        manifest of one that never committed (called whenever the lock is taken)."""
+        journal = self.root / BATCH_JOURNAL_NAME
+        if not journal.is_file():
+            with contextlib.suppress(OSError):
+                (self.root / (MANIFEST_NAME + PENDING_SUFFIX)).unlink()
+            return
+        try:
+            files = json.loads(journal.read_text("utf-8"))["files"]
+            names = [f for f in files if isinstance(f, str) and _JOURNAL_FILE_RE.match(f)]
+        except (OSError, ValueError, KeyError, TypeError):
+            names = []  # unreadable (it is written atomically, so edited by hand): treat as never committed
+        for name in names:
+            try:
+                final = resolve_inside(self.root, name)
+            except UnsafePathError:
+                continue
+            pending = final.with_name(final.name + PENDING_SUFFIX)
+            if pending.is_file():
+                os.replace(pending, final)
+                _fsync_dir(final.parent)
+        journal.unlink()
+        _fsync_dir(self.root)
 
     def iter_objects(self) -> Iterable[tuple[ImageEntry, ImageAnnotations]]:
         """(entry, annotations) of every image with at least one object."""

@@ -1,4 +1,5 @@
-"""What is recorded per annotated object and image: the prompts a user gave, the object, the image entry."""
+"""What is recorded per annotated object and image: the prompts a user gave, the object and its category, the
+image entry, and a batch of labelled images to add at once."""
 
 from __future__ import annotations
 
@@ -88,6 +89,79 @@ def as_list(value: Any, where: str, field_name: str, length: int | None = None) 
 MAX_LABEL_ID = 2**32 - 1
 
 
+# ----------------------------------------------------------------------------------------------- categories
+DEFAULT_CATEGORY = "object"
+
+
+MAX_CATEGORY_ID = 65535
+
+
+# Distinct colours for new categories, in order (the first is the default category's).
+CATEGORY_PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+
+
+_COLOUR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+@dataclass
+class Category:
+    """A class of objects in a project: its id (the value of a semantic label image, COCO's ``category_id``),
+    its name and its display colour (``#rrggbb``)."""
+
+    id: int
+    name: str
+    color: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "category", field_name: str = "category") -> Category:
+        f = field_name
+        cid = as_int(get_field(d, "id", where, f"{f}.id"), where, f"{f}.id", 1, MAX_CATEGORY_ID)
+        name = as_str(get_field(d, "name", where, f"{f}.name"), where, f"{f}.name").strip()
+        if not name or len(name) > 80 or "\x00" in name:
+            raise _fail(where, f"{f}.name", "must be a non-empty name of at most 80 characters")
+        color = get_field(d, "color", where, f"{f}.color", required=False)
+        if color is None:
+            color = CATEGORY_PALETTE[(cid - 1) % len(CATEGORY_PALETTE)]
+        color = as_str(color, where, f"{f}.color")
+        if not _COLOUR_RE.match(color):
+            raise _fail(where, f"{f}.color", f"must be a colour #rrggbb, found {color!r:.20}")
+        return cls(id=cid, name=name, color=color.lower())
+
+
+def default_categories() -> list[Category]:
+    """The category list of a project that names none (projects written before categories existed)."""
+    return [Category(1, DEFAULT_CATEGORY, CATEGORY_PALETTE[0])]
+
+
+def categories_from_list(raw: Any, where: str) -> list[Category]:
+    """The checked category list of a manifest (``None`` = the default list); ids and names are unique."""
+    if raw is None:
+        return default_categories()
+    cats = [Category.from_dict(d, where, f"categories[{i}]") for i, d in enumerate(as_list(raw, where, "categories"))]
+    if not cats:
+        return default_categories()
+    for attr in ("id", "name"):
+        values = [getattr(c, attr) for c in cats]
+        if len(set(values)) != len(values):
+            dup = next(v for v in values if values.count(v) > 1)
+            raise _fail(where, "categories", f"names the {attr} {dup!r} twice")
+    return cats
+
+
 # ----------------------------------------------------------------------------------------------- records
 @dataclass
 class ObjectPrompts:
@@ -132,7 +206,8 @@ class ObjectPrompts:
 
 @dataclass
 class AnnotatedObject:
-    """One accepted object: its id in the label image, the prompts that made it, and facts about it."""
+    """One accepted object: its id in the label image, the prompts that made it, facts about it, and its
+    category (a :class:`Category` id of the project; objects saved before categories existed read as 1)."""
 
     id: int
     prompts: ObjectPrompts
@@ -140,6 +215,7 @@ class AnnotatedObject:
     bbox: list[int]  # [x0, y0, x1, y1], inclusive-exclusive, in pixels
     model: str = ""
     created: str = ""
+    category: int = 1  # a Category id of the project (1 = the default category)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -160,6 +236,13 @@ class AnnotatedObject:
             bbox=[as_int(v, where, f"{f}.bbox", 0) for v in bbox],
             model=str(get_field(d, "model", where, f"{f}.model", required=False) or ""),
             created=str(get_field(d, "created", where, f"{f}.created", required=False) or ""),
+            category=as_int(
+                get_field(d, "category", where, f"{f}.category", required=False) or 1,
+                where,
+                f"{f}.category",
+                1,
+                MAX_CATEGORY_ID,
+            ),
         )
 
 
@@ -227,3 +310,15 @@ class ImageAnnotations:
                 f"but the image is {shape[1]}x{shape[0]} px: the image file changed since it was annotated."
             )
         return self.labels
+
+
+@dataclass
+class LabelledImage:
+    """Objects to add to one image in one batch (:meth:`Project.add_labelled_images`): ``labels`` (H, W)
+    integers, 0 = background, every other value one object; ``categories[value]`` that object's category name;
+    ``source`` the file they were read from (named in messages)."""
+
+    image: Path
+    labels: np.ndarray
+    categories: dict[int, str]
+    source: str

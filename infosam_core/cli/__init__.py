@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "infosam_core.cli.info_cmd",
     "infosam_core.cli.experiment_cmd",
     "infosam_core.cli.export_model_cmd",
+    "infosam_core.cli.import_cmd",
 )
 ENTRY_POINT_GROUP = "infosam.commands"
 
