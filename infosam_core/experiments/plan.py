@@ -524,12 +524,13 @@ def read_plan_text(path: Path) -> str:
         raise PlanError(f"{path}: is a folder; give the plan's .toml file") from None
     except OSError as exc:
         raise PlanError(f"{path}: cannot read the plan ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
         if stat.S_ISDIR(mode):
             raise PlanError(f"{path}: is a folder; give the plan's .toml file")
-        if not stat.S_ISREG(mode):
-            raise PlanError(f"{path}: not a regular file (a pipe or a device); give the plan's .toml file")
+        raise PlanError(f"{path}: not a regular file (a pipe or a device); give the plan's .toml file")
+    with os.fdopen(fd, "rb") as f:
         try:
             raw = f.read(MAX_PLAN_BYTES + 1)
         except OSError as exc:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import time
 from collections.abc import Callable
@@ -113,9 +114,10 @@ def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, None
     except OSError as exc:
         return None, f"{path}: cannot be read ({exc.strerror or exc})"
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None, f"{path}: not a regular file"
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return None, f"{path}: not a regular file"
         try:
             raw = f.read(MAX_RECORD_BYTES + 1)
         except OSError as exc:
@@ -217,6 +219,7 @@ def execute_run(
         "settings": run.settings(),
         "config": asdict(run.config) if run.config is not None else None,
         "adapter": adapter,
+        "runner": runner_identity(),
     }
 
 
@@ -244,7 +247,13 @@ def failed_record(run: RunSpec, error: BaseException, seconds: float) -> dict[st
         "train_s": round(seconds, 2),
         "fingerprint": run.fingerprint(),
         "settings": run.settings(),
+        "runner": runner_identity(),
     }
+
+
+def runner_identity() -> dict[str, Any]:
+    """Which process ran a run (kept in its record: shows which runner trained it)."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}
 
 
 def stored_records(
