@@ -93,6 +93,7 @@ def run_on_gpus(args: argparse.Namespace, ids: list[str]) -> int:
         )
 
     def relay(gpu: str, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None  # opened with stdout=PIPE
         for line in proc.stdout:
             print(f"[gpu {gpu}] {line}", end="", flush=True)
 
