@@ -207,7 +207,8 @@ def test_an_old_claim_file_naming_a_live_process_does_not_block_a_run(tmp_path, 
     monkeypatch.setattr(
         runner_module, "execute_run", lambda run, *a, **k: trained.append(run.key) or fake_record(None, run)
     )
-    assert main(["experiment", str(path), "--data-root", str(data_root), "--out", str(out)]) == 0
+    # as a --gpus worker (--claim-runs), which used to skip a run whose claim file named a live process for ever
+    assert main(["experiment", str(path), "--data-root", str(data_root), "--out", str(out), "--claim-runs"]) == 0
     assert trained == [run.key]
 
 
