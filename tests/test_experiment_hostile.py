@@ -141,6 +141,7 @@ def test_a_users_own_tables_in_out_are_never_overwritten(tmp_path, data_root, ca
     monkeypatch.setattr(runner_module, "train_and_save", lambda *a, **k: pytest.fail("trained"))
     refused(capsys, [*base, "--report"], name, "not written by infosam experiment", "choose another --out")
     refused(capsys, base, name, "not written by infosam experiment")
+    refused(capsys, [*base, "--gpus", "0"], name, "not written by infosam experiment")  # before any worker starts
     assert (out / name).read_text() == "my own notes, not an experiment's\n"
     assert not (out / "runs").exists()  # refused before any run
 

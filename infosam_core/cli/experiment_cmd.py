@@ -172,6 +172,12 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--relation-maps must be >= 0")
     if args.out.exists() and not args.out.is_dir():
         raise CLIError(f"--out {args.out}: is a file; give a folder (it is created if missing)")
+    from infosam_core.experiments.tables import OutputsNotOursError, check_outputs_are_ours
+
+    try:
+        check_outputs_are_ours(args.out)  # before any worker starts (the runner checks again)
+    except OutputsNotOursError as exc:
+        raise CLIError(str(exc)) from None
     if args.report:
         try:
             records = write_report(plan, args.out, args.data_root, warn=_warn)
