@@ -176,8 +176,7 @@ def test_missing_dataset_fails_before_any_training(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------------------- several GPUs
-def test_claims_give_each_run_to_one_worker_and_stale_claims_are_taken_over(tmp_path, data_root):
-    import os
+def test_claims_are_exclusive_os_locks_released_when_the_holder_dies(tmp_path, data_root):
     import subprocess
     import sys
 
@@ -186,15 +185,28 @@ def test_claims_give_each_run_to_one_worker_and_stale_claims_are_taken_over(tmp_
     plan_path = tmp_path / "plan.toml"
     plan_path.write_text(SMALL_PLAN)
     run = load_plan(plan_path).runs(data_root)[0]
-    assert claim_run(tmp_path, run) is True
-    assert claim_run(tmp_path, run) is False  # held by a live process (this one)
-    release_run(tmp_path, run)
-    assert not claim_path(tmp_path, run).exists()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    claim_path(tmp_path, run).write_text(json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename}))
-    assert claim_run(tmp_path, run) is True  # the dead worker's claim is taken over
-    claim_path(tmp_path, run).write_text(json.dumps({"pid": 1, "host": "another-machine"}))
-    assert claim_run(tmp_path, run) is False  # another host's worker: left alone
+    lock = claim_run(tmp_path, run)
+    assert lock is not None
+    assert claim_run(tmp_path, run) is None  # held (another lock object, as another runner would have)
+    release_run(lock)
+    # a holder killed with -9 (never releasing): the OS frees its lock, the run is free at once
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from filelock import FileLock; lock = FileLock({str(claim_path(tmp_path, run))!r}); lock.acquire(); "
+            "print('held', flush=True); import time; time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    assert claim_run(tmp_path, run) is None
+    holder.kill()
+    holder.wait()
+    lock = claim_run(tmp_path, run, timeout=5)
+    assert lock is not None
+    release_run(lock)
 
 
 def test_gpus_refused_without_those_gpus_and_on_bad_lists(tmp_path, data_root, capsys):

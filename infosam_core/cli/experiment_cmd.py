@@ -6,8 +6,9 @@
 
 Writes ``OUT/runs/<dataset>__<method>__seed<k>.json`` per run, ``OUT/results.csv`` (one row per run) and
 ``OUT/table.md`` (the paper's layout, mean ± std x100). Calling it again skips finished runs; an
-interrupted run starts again. ``--gpus`` spreads the independent runs over GPUs: one worker process per GPU
-(``CUDA_VISIBLE_DEVICES`` set to it), each taking the next unclaimed run, so one run per GPU at a time. The
+interrupted run starts again. Several runners may share one ``--out``: each run is trained by the one runner
+holding its OS lock. ``--gpus`` spreads the independent runs over GPUs: one worker process per GPU
+(``CUDA_VISIBLE_DEVICES`` set to it), each taking the next free run, so one run per GPU at a time. The
 plan format: :mod:`infosam_core.experiments.plan` and docs/EXPERIMENTS.md.
 """
 
@@ -53,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="spread the runs over these GPUs, one run per GPU at a time (e.g. 0,1,2,3; one worker process each)",
     )
     parser.add_argument("--claim-runs", action="store_true", help=argparse.SUPPRESS)  # set on --gpus workers
+    parser.add_argument("--quiet-notes", action="store_true", help=argparse.SUPPRESS)  # set on --gpus workers
     parser.set_defaults(func=run)
 
 
@@ -78,6 +80,7 @@ def run_on_gpus(args: argparse.Namespace, ids: list[str]) -> int:
     """One worker process per GPU over the same --out (runs are claimed, so each trains once); then the
     tables from every worker's results. Each worker's lines are prefixed with its GPU."""
     argv = [sys.executable, "-m", "infosam_core", "experiment", str(args.plan), "--out", str(args.out), "--claim-runs"]
+    argv += ["--quiet-notes"]  # the parent printed the plan's notes once
     if args.data_root is not None:
         argv += ["--data-root", str(args.data_root)]
     if args.relation_maps:
@@ -107,10 +110,25 @@ def run_on_gpus(args: argparse.Namespace, ids: list[str]) -> int:
     from infosam_core.experiments.runner import write_report
 
     plan = load_plan(args.plan)
-    records = write_report(plan, args.out, args.data_root)
+    records = write_report(plan, args.out, args.data_root, warn=_warn)
     total = len(plan.runs(args.data_root))
-    print(f"{len(records)}/{total} runs finished on GPUs {','.join(ids)} -> {args.out / 'table.md'}")
-    return 0 if len(records) == total and not any(codes) else 1
+    ok, failed = _counts(records)
+    print(f"{ok}/{total} runs finished{_failed_text(failed)} on GPUs {','.join(ids)} -> {args.out / 'table.md'}")
+    return 0 if ok == total and not any(codes) else 1
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _counts(records: list[dict]) -> tuple[int, int]:
+    """(finished, failed) among stored records."""
+    failed = sum(1 for r in records if r.get("status") == "failed")
+    return len(records) - failed, failed
+
+
+def _failed_text(failed: int) -> str:
+    return f", {failed} failed (see table.md)" if failed else ""
 
 
 def _duration(seconds: float | None) -> str:
@@ -122,22 +140,28 @@ def _duration(seconds: float | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from infosam_core.experiments.plan import PlanError, load_plan
-    from infosam_core.experiments.runner import finished_record, run_experiment, write_report
+    from infosam_core.experiments.runner import check_record, run_experiment, write_report
 
     try:
         plan = load_plan(args.plan)
+        runs = plan.runs(args.data_root)
     except PlanError as exc:
         raise CLIError(str(exc)) from None
-    runs = plan.runs(args.data_root)
+    if not args.quiet_notes:
+        for line in plan.absolute_paths():
+            _warn(f"note: {line}")
     unavailable = plan.unavailable()
     if args.dry_run:
         print(
             f"{args.plan}: {len(plan.datasets)} dataset(s) x {len(plan.methods)} method(s) x {len(plan.seeds)} seed(s)"
         )
         for r in runs:
-            done = args.out is not None and finished_record(args.out, r) is not None
+            record, problem = check_record(args.out, r) if args.out is not None else (None, None)
+            if problem:
+                _warn(f"warning: {problem}; the run will be redone")
+            state = "todo" if record is None else "done" if record.get("status", "ok") == "ok" else "FAIL"
             what = "zero-shot" if r.config is None else f"{r.config.peft} + {r.config.distill}, {r.config.epochs} ep"
-            print(f"  {'done' if done else 'todo'}  {r.key}  ({what}, {r.dataset.prompt}, {r.model})")
+            print(f"  {state}  {r.key}  ({what}, {r.dataset.prompt}, {r.model})")
         for name, why in unavailable.items():
             print(f"  n/a   {name}: {why}")
         print(f"{len(runs)} run(s); {len(unavailable)} method(s) not available yet")
@@ -146,12 +170,25 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--out is required (the folder for results.csv, table.md and the per-run files)")
     if args.relation_maps < 0:
         raise CLIError("--relation-maps must be >= 0")
+    if args.out.exists() and not args.out.is_dir():
+        raise CLIError(f"--out {args.out}: is a file; give a folder (it is created if missing)")
+    from infosam_core.experiments.tables import OutputsNotOursError, check_outputs_are_ours
+
+    try:
+        check_outputs_are_ours(args.out)  # before any worker starts (the runner checks again)
+    except OutputsNotOursError as exc:
+        raise CLIError(str(exc)) from None
     if args.report:
         try:
-            records = write_report(plan, args.out, args.data_root)
+            records = write_report(plan, args.out, args.data_root, warn=_warn)
+        except ValueError as exc:  # OutputsNotOursError
+            raise CLIError(str(exc)) from None
         except OSError as exc:
             raise CLIError(f"{args.out}: cannot write the tables ({exc.strerror or exc})") from None
-        print(f"{len(records)}/{len(runs)} runs finished -> {args.out / 'results.csv'}, {args.out / 'table.md'}")
+        ok, failed = _counts(records)
+        print(
+            f"{ok}/{len(runs)} runs finished{_failed_text(failed)} -> {args.out / 'results.csv'}, {args.out / 'table.md'}"
+        )
         return 0
     if args.gpus is not None:
         ids = parse_gpus(args.gpus)
@@ -169,6 +206,9 @@ def run(args: argparse.Namespace) -> int:
         if not p.finished:
             print(f"[{p.done + 1}/{p.total}] {label} ... (ETA {_duration(p.eta_s)})", flush=True)
             return
+        if p.record.get("status") == "failed":
+            print(f"[{p.done}/{p.total}] FAILED: {p.record['error']} (the other runs go on)", flush=True)
+            return
         metrics = ", ".join(f"{k} {100 * v:.1f}" for k, v in p.record["metrics"].items())
         took = p.record["train_s"] + p.record["eval_s"]
         print(f"[{p.done}/{p.total}] done in {_duration(took)}: {metrics}; ETA {_duration(p.eta_s)}", flush=True)
@@ -182,13 +222,19 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         records = run_experiment(
-            plan, args.out, args.data_root, report, interrupts.stop.is_set, callbacks_for, claim_runs=args.claim_runs
+            plan, args.out, args.data_root, report, interrupts.stop.is_set, callbacks_for, warn=_warn
         )
-    except (ValueError, OSError) as exc:  # DatasetError, CheckpointError, unwritable output
+    except (
+        ValueError,
+        OSError,
+    ) as exc:  # PlanError (device), OutputsNotOursError, DatasetError, CheckpointError, unwritable output
         raise CLIError(str(exc)) from None
     finally:
         interrupts.restore()
-    print(f"{len(records)}/{len(runs)} runs finished -> {args.out / 'results.csv'}, {args.out / 'table.md'}")
-    if args.claim_runs:  # a --gpus worker: the others may still be finishing theirs
+    ok, failed = _counts(records)
+    print(
+        f"{ok}/{len(runs)} runs finished{_failed_text(failed)} -> {args.out / 'results.csv'}, {args.out / 'table.md'}"
+    )
+    if args.claim_runs:  # a --gpus worker: the parent reports the whole experiment
         return 0
-    return 0 if len(records) == len(runs) else 1
+    return 0 if ok == len(runs) else 1

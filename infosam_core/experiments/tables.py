@@ -3,7 +3,11 @@
 ``table.md``: one row per method (plan order), the datasets as column groups (one column per metric, named
 ``<dataset> <metric>``), each cell ``mean ± std`` over the seeds, x100 like the paper, with one decimal. The
 std is the sample standard deviation (ddof = 1; a single seed shows the value alone). A cell with fewer
-finished seeds than planned says ``(n=k)``; a method that cannot run yet shows ``n/a`` and the reason below the table.
+finished seeds than planned says ``(n=k)``; a method that cannot run yet shows ``n/a`` and the reason below the table;
+a failed run (``status = "failed"``: its training diverged) is left out of both files and named below the table.
+
+Both files are only ever overwritten when they are this module's (:func:`check_outputs_are_ours`): a user's own
+``results.csv`` or ``table.md`` in the output folder is refused, never replaced.
 """
 
 from __future__ import annotations
@@ -20,6 +24,45 @@ from infosam_core.experiments.plan import Plan
 from infosam_core.io.atomic import write_text_atomic
 
 TIMING_COLUMNS = ("steps", "train_s", "eval_s")
+CSV_HEADER_START = "dataset,method,seed"
+TABLE_MARK = "Mean ± std over seeds"  # the first line of every table.md written here (after the title)
+
+
+class OutputsNotOursError(ValueError):
+    """``results.csv`` or ``table.md`` in the output folder was not written by an experiment: not overwritten."""
+
+
+def _is_ours(path: Path) -> bool:
+    """Whether ``path`` (an existing entry) is a results.csv / table.md this module wrote (read: 4 KB at most)."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    lines = head.splitlines()
+    if path.name == "results.csv":
+        return (
+            bool(lines) and lines[0].startswith(CSV_HEADER_START + ",") and lines[0].endswith(",".join(TIMING_COLUMNS))
+        )
+    return any(line.startswith(TABLE_MARK) for line in lines[:3])
+
+
+def check_outputs_are_ours(out_dir: str | Path) -> None:
+    """Refuse (:class:`OutputsNotOursError`) an output folder whose ``results.csv`` or ``table.md`` exists and
+    was not written here: the user's own file is kept; the fix is another ``--out`` or moving the file away."""
+    for name in ("results.csv", "table.md"):
+        path = Path(out_dir) / name
+        if (path.exists() or path.is_symlink()) and not _is_ours(path):
+            raise OutputsNotOursError(
+                f"{path}: exists and was not written by infosam experiment; it is not overwritten: "
+                "move it away or choose another --out"
+            )
+
+
+def _ok(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("status", "ok") == "ok"]
 
 
 def metric_columns(plan: Plan) -> list[str]:
@@ -36,7 +79,7 @@ def results_csv(plan: Plan, records: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["dataset", "method", "seed", *metrics, *TIMING_COLUMNS])
-    for r in records:
+    for r in _ok(records):
         values = [f"{r['metrics'][m]:.6f}" if m in r["metrics"] else "" for m in metrics]
         timing = [r.get("steps", 0), f"{r.get('train_s', 0.0):.1f}", f"{r.get('eval_s', 0.0):.1f}"]
         writer.writerow([r["dataset"], r["method"], r["seed"], *values, *timing])
@@ -62,7 +105,7 @@ def format_cell(values: list[float], planned: int) -> str:
 def summary(plan: Plan, records: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[float]]:
     """(dataset, method, metric) -> the finished seeds' values, in plan seed order."""
     out: dict[tuple[str, str, str], list[float]] = {}
-    for r in records:
+    for r in _ok(records):
         for metric, value in r["metrics"].items():
             out.setdefault((r["dataset"], r["method"], metric), []).append(float(value))
     return out
@@ -78,7 +121,7 @@ def table_markdown(plan: Plan, records: list[dict[str, Any]]) -> str:
     if plan.title:
         lines += [f"## {plan.title}", ""]
     lines += [
-        f"Mean ± std over seeds {list(plan.seeds)} (x100); prompts: "
+        f"{TABLE_MARK} {list(plan.seeds)} (x100); prompts: "
         + ", ".join(f"{d.name} {d.prompt}" for d in plan.datasets)
         + ".",
         "",
@@ -93,6 +136,14 @@ def table_markdown(plan: Plan, records: list[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(row) + " |")
     if unavailable:
         lines += ["", "¹ not run: " + "; ".join(f"{name}: {why}" for name, why in unavailable.items()) + "."]
+    failed = [r for r in records if r.get("status") == "failed"]
+    if failed:
+        lines += [
+            "",
+            "Failed (left out): "
+            + "; ".join(f"{r['dataset']} / {r['method']} / seed {r['seed']}: {r['error']}" for r in failed)
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
