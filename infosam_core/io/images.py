@@ -119,6 +119,29 @@ def _header_shape(path: Path) -> tuple[tuple[int, ...] | None, str | None]:
         Image.MAX_IMAGE_PIXELS = max_pixels()
 
 
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """``(height, width)`` of an image file from its header, without decoding pixels; None when the header does
+    not say it plainly (an unknown format, a multi-frame or multi-page image). ImageError for a file that is
+    not a regular file or whose header cannot be read."""
+    path = Path(path)
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise ImageError(f"{path}: {'file not found' if problem == 'not found' else 'is ' + problem}.")
+    try:
+        shape, _ = _header_shape(path)
+    except Exception as exc:  # noqa: BLE001 - a header no reader understands: one message naming the file
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise ImageError(f"{path}: not a readable image ({first}).") from None
+    if shape is None:
+        return None
+    dims = list(shape)
+    if len(dims) == 3 and dims[-1] <= 4:
+        dims = dims[:-1]
+    elif len(dims) == 3 and dims[0] <= 4:
+        dims = dims[1:]
+    return (int(dims[0]), int(dims[1])) if len(dims) == 2 else None
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as stored: PNG, JPEG, BMP, ... via imageio; .tif / .tiff via tifffile.
 
