@@ -242,6 +242,8 @@ def guess_sam2_type(state: Mapping[str, torch.Tensor]) -> str | None:
     if not isinstance(patch, torch.Tensor) or patch.dim() < 1 or "sam_mask_decoder.iou_token.weight" not in state:
         return None
     blocks = block_count(state, "image_encoder.trunk.blocks.")
+    if blocks is None:
+        return None
     size = _HIERA_SIZES.get((int(patch.shape[0]), blocks))
     if size is None:
         return None
