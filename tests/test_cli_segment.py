@@ -94,3 +94,51 @@ def test_base_and_adapted_on_dsb_nuclei_print_f1(dsb_dir, tmp_path, capsys, tiny
         assert len(list(out.glob("*_labels.tif"))) == 3
         assert all(len(np.unique(read_label_image(p))) > 2 for p in out.glob("*_labels.tif"))
         assert json.loads((out / "coco.json").read_text())["annotations"]
+
+
+# ------------------------------------------------------------------------------------- issue 32: hostile inputs
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_bad_out_truth_and_grid_are_refused_before_the_work(tmp_path, nucleus_folder, capsys, monkeypatch):
+    """``--out`` a file, ``--truth`` masks of another size, ``--points-per-side 100000`` (74.5 GiB): exit 2 and one
+    line, before any model is loaded."""
+    from infosam_core.adapter_files import loading
+
+    monkeypatch.setattr(loading, "load_model_with_adapter", lambda *a, **k: pytest.fail("work started"))
+    (tmp_path / "file").write_text("x")
+    assert main(["segment", str(nucleus_folder), "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in _one_line(capsys.readouterr().err)
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    for image in nucleus_folder.iterdir():
+        iio.imwrite(truth / image.name, np.zeros((64, 64), np.uint8))
+    assert main(["segment", str(nucleus_folder), "--out", str(tmp_path / "o"), "--truth", str(truth)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "the mask is 64 x 64 but" in line and "is 120 x 140" in line
+    assert main(["segment", str(nucleus_folder), "--out", str(tmp_path / "o"), "--points-per-side", "100000"]) == 2
+    assert "points_per_side must be in [1, 256]" in _one_line(capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_out_in_the_input_folder_and_unreadable_label_files(tmp_path, nucleus_folder, capsys):
+    """``--out`` = the input folder: a re-run does not segment its own label files (``a_labels_labels.tif``) and
+    coco.json lists the images only; a damaged ``*_labels.tif`` already there is made again, not a traceback."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for image in sorted(nucleus_folder.iterdir())[:2]:
+        (folder / image.name).write_bytes(image.read_bytes())
+    for _ in range(2):
+        assert main(["segment", str(folder), "--out", str(folder), *FAST]) == 0
+    capsys.readouterr()
+    assert not list(folder.glob("*_labels_labels.*"))
+    coco = json.loads((folder / "coco.json").read_text())
+    assert sorted(im["file_name"] for im in coco["images"]) == sorted(p.name for p in folder.glob("*.png"))
+    damaged = sorted(folder.glob("*_labels.tif"))[0]
+    damaged.write_bytes(b"not a tiff")
+    assert main(["segment", str(folder), "--out", str(folder), *FAST]) == 0
+    assert "unreadable" in capsys.readouterr().err
+    assert read_label_image(damaged).shape == (120, 140)

@@ -300,6 +300,7 @@ def test_gradients_reach_exactly_the_intended_parameters(base, samples, name):
         ("tinysam", {"relation_module": True}),
         ("ibd", {}),
         ("semckd", {"batch_size": 2}),
+        ("semckd", {"factor": 1}),  # batch_size from the run's (issue 32)
         ("reviewkd", {}),
     ],
 )
@@ -310,6 +311,8 @@ def test_trains_and_adapter_round_trips(base, samples, tmp_path, name, options):
     save_peft_checkpoint(result.model, tmp_path / "a")
     loaded = load_peft_checkpoint(base, tmp_path / "a")
     assert loaded.distiller.name == name and loaded.distiller.config == result.model.distiller.config
+    if name == "semckd":
+        assert loaded.distiller.config.batch_size == 2
     for k, v in result.model.distiller.state_dict().items():
         assert torch.equal(loaded.distiller.state_dict()[k].cpu(), v.cpu())
 
@@ -322,8 +325,9 @@ def test_registry_and_options():
     with pytest.raises(ValueError, match="relation_module"):
         TrainConfig(distill="mobilesam", distill_options={"relation_module": True}, batch_size=1).validate()
     TrainConfig(distill="mobilesam", batch_size=1).validate()
-    with pytest.raises(ValueError, match="batch_size=2"):
-        TrainConfig(distill="semckd", batch_size=2).validate()
+    TrainConfig(distill="semckd", batch_size=2).validate()  # its batch_size follows the run's (issue 32)
+    with pytest.raises(ValueError, match="built for batches of 4 .* or set it to 2"):
+        TrainConfig(distill="semckd", distill_options={"batch_size": 4}, batch_size=2).validate()
     with pytest.raises(ValueError, match="block index"):
         make_distiller("vid", {"blocks": "7"}, DIMS)
     with pytest.raises(ValueError, match="unknown option"):

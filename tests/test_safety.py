@@ -499,6 +499,11 @@ def test_predictor_refuses_prompts_outside_the_image(random_tiny_sam):
         predictor.predict(np.array([[1e6, 1e6]]), np.array([1]))
     with pytest.raises(ValueError, match="outside the 64x64 image"):
         predictor.predict(box=np.array([100, 100, 200, 200]))
+    # issue 32: a box far beyond the image that overlaps it is refused too, by the CLI's rule
+    for box in ([0, 0, 1e6, 1e6], [-5, 0, 10, 10], [0, 0, 64.5, 64]):
+        with pytest.raises(ValueError, match=r"reaches outside the 64x64 image \(0\.\.64, 0\.\.64\)"):
+            predictor.predict(box=np.array(box))
+    predictor.predict(box=np.array([0, 0, 64, 64]))  # the whole image
     predictor.predict(np.array([[64, 0]]), np.array([1]))  # the far edge is inside
 
 

@@ -44,7 +44,8 @@ from infosam_core.distill.base import ModelDims, distiller_of, set_distiller
 from infosam_core.distill.registry import make_distiller
 from infosam_core.io.atomic import remove_stale_temp_files, write_bytes_atomic, write_json_atomic
 from infosam_core.io.hashing import file_sha256
-from infosam_core.io.paths import UnsafePathError, resolve_inside, safe_name
+from infosam_core.io.paths import UnsafePathError, regular_file_problem, resolve_inside, safe_name
+from infosam_core.models.checkpoints import ACCEPTED_DTYPES
 from infosam_core.models.fingerprint import model_fingerprint
 from infosam_core.models.protocols import SamLike
 from infosam_core.peft.registry import apply_peft
@@ -54,6 +55,10 @@ FORMAT = "infosam-adapter"
 
 
 FORMAT_VERSION = 2
+
+
+#: the largest adapter description read (a real one is a few KB)
+MAX_JSON_BYTES = 16 << 20
 
 
 class PeftCheckpointError(ValueError):
@@ -169,9 +174,17 @@ def glob_escape(text: str) -> str:
 def read_peft_checkpoint_info(path: str | Path) -> dict[str, Any]:
     """The adapter's JSON (validated), e.g. to show what it is before loading it."""
     _, json_path = peft_checkpoint_paths(path)
-    if not json_path.exists():
+    problem = regular_file_problem(json_path)
+    if problem == "not found":
         raise PeftCheckpointError(
             f"{json_path}: adapter description not found (an adapter is a .json + .safetensors pair)."
+        )
+    if problem is not None:
+        raise PeftCheckpointError(f"{json_path}: is {problem}, not a regular file; give the adapter's .json file.")
+    if json_path.stat().st_size > MAX_JSON_BYTES:
+        raise PeftCheckpointError(
+            f"{json_path}: {json_path.stat().st_size / 2**20:.0f} MiB, too large for an adapter description "
+            f"(at most {MAX_JSON_BYTES >> 20} MiB); it is not one."
         )
     try:
         meta = json.loads(json_path.read_text(encoding="utf-8"))
@@ -236,8 +249,14 @@ def load_peft_checkpoint(base_sam: SamLike, path: str | Path) -> SamLike:
             f"{getattr(base_sam, 'model_type', '?')} with fingerprint {fingerprint}. Load the base model it was "
             "trained from (same model type and checkpoint) before loading this adapter."
         )
-    if not tensors_path.exists():
+    problem = regular_file_problem(tensors_path)
+    if problem == "not found":
         raise PeftCheckpointError(f"{tensors_path}: adapter weights not found (expected beside {json_path.name}).")
+    if problem is not None:
+        raise PeftCheckpointError(
+            f"{tensors_path}: is {problem}, not a regular file; the adapter's weights file is damaged. Copy both "
+            "files of the adapter again."
+        )
     if file_sha256(tensors_path) != meta["tensors_sha256"]:
         raise PeftCheckpointError(
             f"{tensors_path}: the weights do not match {json_path.name} (damaged, or from another save). "
@@ -248,6 +267,8 @@ def load_peft_checkpoint(base_sam: SamLike, path: str | Path) -> SamLike:
     except (SafetensorError, OSError, ValueError) as exc:
         raise PeftCheckpointError(f"{tensors_path}: not a readable safetensors file ({str(exc)[:160]}).") from None
     for name, tensor in tensors.items():
+        if tensor.dtype not in ACCEPTED_DTYPES:  # e.g. float8: not a dtype adapters are saved in
+            raise _dtype_error(tensors_path, name, tensor)
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise PeftCheckpointError(
                 f"{tensors_path}: tensor {name!r} holds NaN or infinite values; the adapter is unusable "
@@ -289,8 +310,21 @@ def load_peft_checkpoint(base_sam: SamLike, path: str | Path) -> SamLike:
             f"{tensors_path}: {bad[0]} has shape {tuple(tensors[bad[0]].shape)}, expected "
             f"{tuple(current[bad[0]].shape)}: the adapter was made for another architecture."
         )
+    not_float = next((k for k, v in tensors.items() if current[k].is_floating_point() != v.is_floating_point()), None)
+    if not_float is not None:  # an integer or bool copy of a weight predicts nonsense; a float counter is wrong too
+        raise _dtype_error(tensors_path, not_float, tensors[not_float], current[not_float].dtype)
     model.load_state_dict(tensors, strict=False)
     return model.eval()
+
+
+def _dtype_error(
+    path: Path, name: str, tensor: torch.Tensor, expected: torch.dtype | None = None
+) -> PeftCheckpointError:
+    want = "float32, float16, bfloat16 or float64" if expected is None or expected.is_floating_point else "an integer"
+    return PeftCheckpointError(
+        f"{path}: tensor {name!r} has dtype {str(tensor.dtype).removeprefix('torch.')}, expected {want}; the file is "
+        "damaged or was not saved by InfoSAM Studio. Train or export the adapter again."
+    )
 
 
 def _distiller_info(model: SamLike) -> dict[str, Any] | None:

@@ -85,7 +85,7 @@ def parse_box(text: str) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     from infosam_core.adapter_files.loading import load_model_with_adapter
-    from infosam_core.inference.predictor import Predictor
+    from infosam_core.inference.predictor import Predictor, box_outside_image
     from infosam_core.io.atomic import atomic_path
     from infosam_core.io.images import ImageError, load_rgb
 
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     for x, y, _ in points:
         if not (0 <= x < width and 0 <= y < height):
             raise CLIError(f"--point {x:g},{y:g} lies outside the {width}x{height} image")
-    if box is not None and (box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height):
+    if box is not None and box_outside_image(box, width, height):
         raise CLIError(f"--box {args.box} reaches outside the {width}x{height} image (0..{width}, 0..{height})")
     try:
         sam = load_model_with_adapter(args.model, args.checkpoint, args.adapter, args.device)

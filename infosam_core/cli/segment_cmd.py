@@ -6,7 +6,8 @@
 
 Writes ``<stem>_labels.<fmt>`` per image (0 background, 1..N objects, the image's size) and one COCO file
 ``coco.json`` (RLE masks) for the set. Each label image is written last and atomically, so a re-run skips
-the images already done. ``--truth`` takes a folder of ground-truth masks named like the images (a binary
+the images already done (a label file there that cannot be read is made again). Label files in ``--out``
+are never taken as input images, so ``--out`` may be an input folder. ``--truth`` takes a folder of ground-truth masks named like the images (a binary
 mask is split into objects by connected components; a label image is used as is) and prints instance F1
 at IoU 0.5.
 """
@@ -16,9 +17,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from infosam_core.cli import CLIError, add_model_argument
-from infosam_core.cli.common import add_device_argument, check_device
+from infosam_core.cli.common import add_device_argument, check_device, check_out_dir
 
 FORMATS = ("tif", "png")
 
@@ -56,10 +58,13 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.io.images import ImageError, load_rgb
 
     check_device(args.device)
+    check_out_dir(args.out)
     try:
         images = find_images(args.inputs)
     except ProjectError as exc:
         raise CLIError(str(exc)) from None
+    out_folder = args.out.resolve()
+    images = [path for path in images if not _is_label_file(path, out_folder)]  # this command's own output
     if not images:
         raise CLIError(f"no images found in {', '.join(map(str, args.inputs))} (.png, .jpg, .tif, .bmp)")
     by_stem: dict[str, Path] = {}
@@ -71,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
             )
         by_stem[path.stem] = path
     truth = _truth_files(args.truth, images) if args.truth is not None else None
+    if truth is not None:
+        _check_truth_sizes(truth)
     overrides = {
         key: value
         for key, value in (
@@ -91,7 +98,14 @@ def run(args: argparse.Namespace) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     label_paths = {path: args.out / f"{path.stem}_labels.{args.format}" for path in images}
-    todo = [path for path in images if not label_paths[path].exists()]
+    labels: dict[Path, Any] = {}
+    for path in images:  # a re-run: the label images already made; one that cannot be read is made again
+        if label_paths[path].exists():
+            try:
+                labels[path] = read_label_image(label_paths[path])
+            except Exception as exc:  # noqa: BLE001 - whatever the reader's complaint: segment the image again
+                print(f"{label_paths[path]}: unreadable ({type(exc).__name__}): segmenting again", file=sys.stderr)
+    todo = [path for path in images if path not in labels]
     if len(todo) < len(images):
         print(f"{len(images) - len(todo)} of {len(images)} images already segmented in {args.out}: skipped")
     predictor = Predictor(sam, cache_size=1)
@@ -103,10 +117,10 @@ def run(args: argparse.Namespace) -> int:
             failed.append(str(exc))
             continue
         result = segment_all(predictor, image, config)
-        write_label_image(label_paths[path], result.labels())
+        labels[path] = result.labels()
+        write_label_image(label_paths[path], labels[path])
 
-    done = [path for path in images if label_paths[path].exists()]
-    labels = {path: read_label_image(label_paths[path]) for path in done}
+    done = [path for path in images if path in labels]
     coco = coco_from_label_images((path.name, labels[path], None) for path in done)
     write_json_atomic(args.out / "coco.json", coco)
     n_objects = len(coco["annotations"])
@@ -116,7 +130,10 @@ def run(args: argparse.Namespace) -> int:
 
         total = InstanceScore(0, 0, 0)
         for path in done:
-            total = total + match_instances(labels[path], load_instances(truth[path]))
+            try:
+                total = total + match_instances(labels[path], load_instances(truth[path]))
+            except ValueError as exc:  # ImageError, or sizes that differ (a header the size check could not read)
+                raise CLIError(f"--truth {truth[path]}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
         print(
             f"F1@0.5 {total.f1:.3f}  precision {total.precision:.3f}  recall {total.recall:.3f}  "
             f"({total.true_positives} matched, {total.false_positives} extra, {total.false_negatives} missed)"
@@ -124,6 +141,27 @@ def run(args: argparse.Namespace) -> int:
     for message in failed:
         print(f"skipped: {message}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _is_label_file(path: Path, out_folder: Path) -> bool:
+    """A label image this command wrote (``<stem>_labels.<fmt>`` in ``--out``): never an input."""
+    return path.parent == out_folder and any(path.name.endswith(f"_labels.{fmt}") for fmt in FORMATS)
+
+
+def _check_truth_sizes(truth: dict[Path, Path]) -> None:
+    """Every ground-truth mask has its image's size (from the files' headers), before any segmenting."""
+    from infosam_core.io.images import ImageError, image_size
+
+    for image, mask in truth.items():
+        try:
+            want, got = image_size(image), image_size(mask)
+        except ImageError as exc:
+            raise CLIError(str(exc)) from None
+        if want is not None and got is not None and want != got:
+            raise CLIError(
+                f"--truth {mask}: the mask is {got[0]} x {got[1]} but {image.name} is {want[0]} x {want[1]} "
+                "(height x width); give the masks of these images"
+            )
 
 
 def _truth_files(folder: Path, images: list[Path]) -> dict[Path, Path]:

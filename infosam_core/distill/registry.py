@@ -9,6 +9,7 @@ returns None for it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -107,6 +108,18 @@ def make_distiller_config(name: str, options: Mapping[str, Any]) -> Options:
     if name not in DISTILLERS:
         raise OptionError(None, f"unknown distiller {name!r}; choose one of {', '.join(distiller_names())}")
     return DISTILLERS[name].config_cls.parse(options, owner=f"distiller {name!r}")
+
+
+def options_for_batch(name: str, options: Mapping[str, Any], batch_size: int) -> dict[str, Any]:
+    """``options`` with the distiller's ``batch_size`` option (SemCKD's: its attention is built for the batch) set
+    to ``batch_size`` -- the batch each process trains on -- when the options do not name it; a distiller without
+    that option gets ``options`` unchanged."""
+    spec = DISTILLERS.get(name)
+    if spec is None or "batch_size" in options:
+        return dict(options)
+    if "batch_size" not in {f.name for f in dataclasses.fields(spec.config_cls)}:
+        return dict(options)
+    return {**options, "batch_size": batch_size}
 
 
 def batch_size_problem(name: str, options: dict[str, Any], batch_size: int) -> str | None:

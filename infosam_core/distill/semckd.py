@@ -92,7 +92,8 @@ class SemckdDistiller(Distiller):
         if batch_size != config.batch_size:
             return (
                 f"distiller 'semckd' is built for batches of {config.batch_size} (its attention reads the batch "
-                f"dimension) but batch_size is {batch_size}: add --distill-option batch_size={batch_size}."
+                f"dimension) but batch_size is {batch_size}: leave out --distill-option batch_size (it follows the "
+                f"training batch size) or set it to {batch_size}."
             )
         return None
 

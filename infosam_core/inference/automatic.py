@@ -40,6 +40,9 @@ from torchvision.ops import batched_nms
 
 from infosam_core.inference.predictor import Predictor
 
+#: the largest prompt grid (n x n point prompts): 256^2 = 65536 prompts, 64 times SAM's default 32 x 32
+MAX_POINTS_PER_SIDE = 256
+
 _MAX_BATCH_LOGIT_BYTES = 256 * 2**20  # a batch's full-resolution logits (prompts x 3 x H x W float32) at most
 
 
@@ -68,8 +71,11 @@ class AutomaticConfig:
     max_mask_fraction: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.points_per_side < 1:
-            raise ValueError(f"points_per_side must be >= 1, got {self.points_per_side}")
+        if not 1 <= self.points_per_side <= MAX_POINTS_PER_SIDE:
+            raise ValueError(
+                f"points_per_side must be in [1, {MAX_POINTS_PER_SIDE}] (a grid of n x n prompts per image; SAM "
+                f"uses 32), got {self.points_per_side}"
+            )
         if self.points_per_batch < 1:
             raise ValueError(f"points_per_batch must be >= 1, got {self.points_per_batch}")
         for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "max_mask_fraction"):

@@ -362,9 +362,11 @@ class Predictor(SamPredictor):
                 raise ValueError(f"box must be x0, y0, x1, y1 with x0 <= x1 and y0 <= y1; got {box_array.tolist()}")
             if self.original_size is not None:
                 height, width = self.original_size
-                x0, y0, x1, y1 = box_array.tolist()
-                if x0 > width or y0 > height or x1 < 0 or y1 < 0:
-                    raise ValueError(f"box {box_array.tolist()} lies outside the {width}x{height} image")
+                if box_outside_image(box_array, width, height):
+                    raise ValueError(
+                        f"box {box_array.tolist()} reaches outside the {width}x{height} image (0..{width}, "
+                        f"0..{height}); clip it to the image"
+                    )
         if mask_input is not None:
             mask = _as_float_array(mask_input, "mask_input").astype(np.float32)
             if mask.ndim == 2:
@@ -376,6 +378,14 @@ class Predictor(SamPredictor):
                     f"got {mask.shape}"
                 )
         return coords, labels, box_array, mask
+
+
+def box_outside_image(box: Any, width: int, height: int) -> bool:
+    """Whether box ``x0, y0, x1, y1`` (pixels) reaches outside a ``width`` x ``height`` image, i.e. leaves
+    ``[0, width] x [0, height]``: the one rule of the library and the CLI (the app clips its boxes to the
+    image). SAM would scale such a box without complaint and predict from a prompt the image does not hold."""
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
+    return x0 < 0 or y0 < 0 or x1 > width or y1 > height
 
 
 def _postprocess_masks(

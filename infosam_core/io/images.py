@@ -13,6 +13,8 @@ converts it; the rules, in order:
   kept), which makes 16-bit microscopy and HDR-ish floats look right. A constant image becomes 0.
 * refused: empty arrays, NaN or infinite values, non-numeric dtypes.
 
+CMYK images Pillow reads (print JPEGs) are converted to RGB by Pillow, not taken as RGBA.
+
 Every failure raises :class:`ImageError`, whose message names the file (when there is one) and the fix.
 
 Size limit. A small compressed file can decode to gigabytes (a 391 KB zlib TIFF of 20000 x 20000 px is
@@ -20,7 +22,7 @@ Size limit. A small compressed file can decode to gigabytes (a 391 KB zlib TIFF 
 images of more than :func:`max_pixels` pixels (height x width, default :data:`DEFAULT_MAX_PIXELS` =
 100 megapixels, e.g. 10000 x 10000) before decoding anything. Raise it with the environment variable
 ``INFOSAM_MAX_PIXELS`` (e.g. ``INFOSAM_MAX_PIXELS=400000000``). The same limit applies to masks and
-label images.
+label images. A multi-frame image (APNG, GIF, ...) counts frames x height x width, all read from headers.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from infosam_core.io.paths import regular_file_problem
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -86,15 +90,17 @@ def check_pixel_count(shape: tuple[int, ...], where: str) -> None:
         )
 
 
-def _header_shape(path: Path) -> tuple[int, ...] | None:
-    """The stored array shape from the file's header, without decoding pixels (None when unknown)."""
+def _header_shape(path: Path) -> tuple[tuple[int, ...] | None, str | None]:
+    """The stored array shape from the file's header, without decoding pixels (None when unknown), and Pillow's
+    mode (e.g. ``"CMYK"``; None for TIFF and formats Pillow does not read). A multi-frame image (APNG, GIF, WebP,
+    ...) is ``(frames, height, width, bands)``: every frame is decoded, so the limit counts them all."""
     if path.suffix.lower() in TIFF_SUFFIXES:
         import tifffile
 
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
-                return None
-            return tuple(int(d) for d in tif.series[0].shape)
+                return None, None
+            return tuple(int(d) for d in tif.series[0].shape), None
     from PIL import Image
 
     # Pillow's own bomb guard would refuse at open, before this check names the limit: the header is read
@@ -103,11 +109,37 @@ def _header_shape(path: Path) -> tuple[int, ...] | None:
     try:
         with Image.open(path) as im:
             width, height = im.size
-            return (int(height), int(width))
+            frames = int(getattr(im, "n_frames", 1) or 1)  # from the header (APNG's acTL) or a scan of frame headers
+            if frames > 1:
+                return (frames, int(height), int(width), len(im.getbands())), im.mode
+            return (int(height), int(width)), im.mode
     except Exception:  # noqa: BLE001 - not a format Pillow reads: imageio tries its other plugins next
-        return None
+        return None, None
     finally:
         Image.MAX_IMAGE_PIXELS = max_pixels()
+
+
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """``(height, width)`` of an image file from its header, without decoding pixels; None when the header does
+    not say it plainly (an unknown format, a multi-frame or multi-page image). ImageError for a file that is
+    not a regular file or whose header cannot be read."""
+    path = Path(path)
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise ImageError(f"{path}: {'file not found' if problem == 'not found' else 'is ' + problem}.")
+    try:
+        shape, _ = _header_shape(path)
+    except Exception as exc:  # noqa: BLE001 - a header no reader understands: one message naming the file
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise ImageError(f"{path}: not a readable image ({first}).") from None
+    if shape is None:
+        return None
+    dims = list(shape)
+    if len(dims) == 3 and dims[-1] <= 4:
+        dims = dims[:-1]
+    elif len(dims) == 3 and dims[0] <= 4:
+        dims = dims[1:]
+    return (int(dims[0]), int(dims[1])) if len(dims) == 2 else None
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -117,17 +149,25 @@ def read_image(path: str | Path) -> np.ndarray:
     Raises :class:`ImageError` for a missing, empty, corrupt or unsupported file.
     """
     path = Path(path)
-    if not path.exists():
+    problem = regular_file_problem(path)
+    if problem == "not found":
         raise ImageError(f"{path}: file not found. Check the path.")
-    if path.is_dir():
+    if problem == "a folder":
         raise ImageError(f"{path}: is a folder, not an image file.")
+    if problem is not None:
+        raise ImageError(f"{path}: is {problem}, not a regular file; give an image file.")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: file is empty (0 bytes). Copy or export the image again.")
     try:
-        shape = _header_shape(path)
+        shape, mode = _header_shape(path)
         if shape is not None:
             check_pixel_count(shape, str(path))
-        if path.suffix.lower() in TIFF_SUFFIXES:
+        if mode == "CMYK":  # e.g. a print JPEG: Pillow converts (inverted Adobe CMYK too); imageio keeps C, M, Y, K
+            from PIL import Image
+
+            with Image.open(path) as im:
+                image = np.asarray(im.convert("RGB"))
+        elif path.suffix.lower() in TIFF_SUFFIXES:
             import tifffile
 
             image = tifffile.imread(path)
@@ -135,6 +175,8 @@ def read_image(path: str | Path) -> np.ndarray:
             import imageio.v3 as iio
 
             image = iio.imread(path)
+            if shape is not None and len(shape) == 2 and image.ndim == 4 and image.shape[0] == 1:
+                image = image[0]  # a one-frame GIF comes as a stack of one (imageio's Pillow plugin)
     except ImageError:
         raise
     except MemoryError:

@@ -41,3 +41,26 @@ def safe_name(name: object) -> str:
     if len(name) > 255:
         raise UnsafePathError(f"{name[:40]!r}...: file name longer than 255 characters")
     return name
+
+
+def regular_file_problem(path: str | Path) -> str | None:
+    """What keeps ``path`` from being read as a file: ``"not found"``, ``"a folder"``, or ``"a FIFO"`` /
+    ``"a device"`` / ``"a socket"`` (reading one hangs or never ends: refuse it before opening); None for a
+    regular file (symbolic links followed)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return "not found"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -9,9 +10,24 @@ from pathlib import Path
 import torch
 from segment_anything.modeling import Sam
 
+from infosam_core.io.paths import regular_file_problem
+
 
 class CheckpointError(ValueError):
     """A model file that cannot be used; the message names the file and what to do."""
+
+
+#: weight dtypes accepted in a checkpoint; float8 and other exotic types are refused (they cannot be checked for
+#: NaN, and no SAM family is saved so). Integer and bool tensors pass here (BatchNorm counters are int64) and
+#: are refused where the model expects floats (:func:`check_state_matches`).
+ACCEPTED_DTYPES = frozenset(
+    {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.int32, torch.int16}
+    | {torch.int8, torch.uint8, torch.bool}
+)
+
+#: the declared (uncompressed) size of a ``torch.save`` zip's members may exceed the file's size by this much at
+#: most: ``torch.save`` stores them uncompressed, so a larger total is a decompression bomb.
+ZIP_SLACK_BYTES = 1 << 20
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -19,19 +35,78 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
     Accepts the raw state dict or the usual wrappers (``{"model": ...}``, ``{"state_dict": ...}``, micro-sam's
     training checkpoints ``{"model_state": {"sam.<SAM key>": ...}, ...}``; a ``module.`` / ``sam.`` prefix on
-    every key is removed).
+    every key is removed). Bounded before it allocates: only regular files; a zip ``torch.save`` file's members
+    may not expand beyond the file's size (:data:`ZIP_SLACK_BYTES`) and its tensors are checked memory-mapped
+    first (no tensor larger than its storage, e.g. stride 0); safetensors files are bounded by their format.
     """
     path = Path(path)
-    if not path.exists():
+    _check_readable_file(path)
+    if _is_safetensors(path):
+        return _check_finite(_check_dtypes(_load_safetensors(path), path), path)
+    if zipfile.is_zipfile(path):
+        _check_zip_members(path)
+        _check_layout(_unwrap_state_dict(_torch_load(path, mmap=True), path), path)
+    return _check_finite(_check_dtypes(_unwrap_state_dict(_torch_load(path, mmap=False), path), path), path)
+
+
+def inspect_checkpoint_shapes(path: str | Path) -> dict[str, torch.Tensor] | None:
+    """The tensor names and shapes of a checkpoint file, as tensors on the ``meta`` device, without reading the
+    weights: the safetensors header, or a ``torch.save`` zip file memory-mapped (``weights_only=True``, its
+    members and layouts checked as :func:`load_state_dict_file` does). None for an old non-zip ``torch.save``
+    file (readable only whole). Raises :class:`CheckpointError` naming the file and what is wrong with it
+    (missing, not a regular file, empty, truncated, corrupt, pickled code, a bomb)."""
+    path = Path(path)
+    _check_readable_file(path)
+    if _is_safetensors(path):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), "pt") as f:
+                names = list(f.keys())  # a safetensors handle is not iterable
+                return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in names}
+        except Exception as exc:  # noqa: BLE001 - the header parser's complaint, with the file's name
+            raise CheckpointError(
+                f"{path}: not a readable safetensors file (corrupt header: {_first_line(str(exc), exc)[:160]}). "
+                "It may be truncated: copy it again."
+            ) from None
+    if not zipfile.is_zipfile(path):
+        return None
+    _check_zip_members(path)
+    tensors = _check_layout(_unwrap_state_dict(_torch_load(path, mmap=True), path), path)
+    return {k: torch.empty(v.shape, device="meta") for k, v in tensors.items()}
+
+
+def read_checkpoint_shapes(path: str | Path) -> dict[str, torch.Tensor] | None:
+    """:func:`inspect_checkpoint_shapes`, None when the file cannot be read that way (for a guess that may fail
+    quietly, e.g. the app's model menu following a chosen file); :func:`load_state_dict_file` then says what is
+    wrong."""
+    try:
+        return inspect_checkpoint_shapes(path)
+    except CheckpointError:
+        return None
+
+
+def _check_readable_file(path: Path) -> None:
+    """Refuse a missing path, a folder, a FIFO / device / socket (reading one hangs or never ends) and an empty
+    file, each with its own message."""
+    problem = regular_file_problem(path)
+    if problem == "not found":
         raise CheckpointError(f"{path}: file not found. Give the path of a SAM checkpoint (.pth or .safetensors).")
-    if path.is_dir():
+    if problem == "a folder":
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file.")
+    if problem is not None:
+        raise CheckpointError(f"{path}: is {problem}, not a regular file; give the checkpoint file itself.")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: file is empty. Download or copy the checkpoint again.")
-    if _is_safetensors(path):
-        return _check_finite(_load_safetensors(path), path)
+
+
+def _torch_load(path: Path, mmap: bool) -> object:
+    """``torch.load(weights_only=True)`` (memory-mapped when ``mmap``: storages are not read), every failure one
+    :class:`CheckpointError` naming the file; torch's warnings (e.g. on old pickles) are not shown."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - we classify and re-raise with the file's name
         msg = str(exc)
         if "Weights only load failed" in msg or "Unsupported global" in msg or "Unsupported operand" in msg:
@@ -47,30 +122,55 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
                 "Download it again and check its size."
             ) from None
         raise CheckpointError(f"{path}: could not be read as a checkpoint: {_first_line(msg, exc)[:200]}") from None
-    return _check_finite(_unwrap_state_dict(obj, path), path)
 
 
-def read_checkpoint_shapes(path: str | Path) -> dict[str, torch.Tensor] | None:
-    """The tensor names and shapes of a checkpoint file, as tensors on the ``meta`` device, without reading the
-    weights: the safetensors header, or a ``torch.save`` zip file memory-mapped (``weights_only=True``). For
-    telling which model a file is before loading it. None when the file cannot be read that way (missing, not
-    a checkpoint, an old non-zip ``torch.save`` file): :func:`load_state_dict_file` then says what is wrong."""
-    path = Path(path)
+def _check_zip_members(path: Path) -> None:
+    """Refuse a ``torch.save`` zip whose members declare more bytes than the file holds (a decompression bomb:
+    ``torch.save`` never compresses) or that cannot be listed."""
+    size = path.stat().st_size
     try:
-        if not path.is_file() or path.stat().st_size == 0:
-            return None
-        if _is_safetensors(path):
-            from safetensors import safe_open
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (corrupt zip: {_first_line(str(exc), exc)[:160]}). "
+            "Download it again and check its size."
+        ) from None
+    if declared > size + ZIP_SLACK_BYTES:
+        raise CheckpointError(
+            f"{path}: refused: its zip members expand to {declared / 2**20:.0f} MiB from a {size / 2**20:.1f} MiB "
+            "file (a decompression bomb; torch.save stores tensors uncompressed). Re-save the weights with "
+            "torch.save or as .safetensors."
+        )
 
-            with safe_open(str(path), "pt") as f:
-                names = list(f.keys())  # a safetensors handle is not iterable
-                return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in names}
-        if not zipfile.is_zipfile(path):
-            return None
-        tensors = _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True, mmap=True), path)
-        return {k: torch.empty(v.shape, device="meta") for k, v in tensors.items()}
-    except Exception:  # noqa: BLE001 - unreadable this way: the full load reports the problem with the file's name
-        return None
+
+def _check_layout(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Refuse tensors with more elements than their storage holds (stride 0 or overlapping strides: a tiny file
+    that becomes gigabytes when copied) and exotic dtypes; ``tensors`` are memory-mapped, nothing is read."""
+    _check_dtypes(tensors, path)
+    for name, tensor in tensors.items():
+        storage_bytes = tensor.untyped_storage().nbytes()
+        if tensor.numel() * tensor.element_size() > storage_bytes:
+            raise CheckpointError(
+                f"{path}: refused: tensor {name!r} has {tensor.numel()} elements but its storage holds "
+                f"{storage_bytes // max(tensor.element_size(), 1)} (strides {tuple(tensor.stride())}: a crafted "
+                "file that expands when copied). Re-save the weights with torch.save or as .safetensors."
+            )
+    return tensors
+
+
+def _check_dtypes(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    for name, tensor in tensors.items():
+        if tensor.dtype not in ACCEPTED_DTYPES:
+            _refuse_dtype(path, name, tensor)
+    return tensors
+
+
+def _refuse_dtype(path: Path, name: str, tensor: torch.Tensor) -> None:
+    raise CheckpointError(
+        f"{path}: tensor {name!r} has dtype {str(tensor.dtype).removeprefix('torch.')}; weights must be float32, "
+        "float16, bfloat16 or float64. Convert the checkpoint (e.g. tensor.float()) and save it again."
+    )
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -131,6 +231,15 @@ def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def block_count(state: Mapping[str, object], prefix: str) -> int | None:
+    """1 + the largest block number ``N`` in keys ``<prefix>N.<...>`` (0 without such keys); None when a key under
+    ``prefix`` has no number there (a crafted or foreign file: no model type matches)."""
+    numbers = [str(k)[len(prefix) :].split(".", 1)[0] for k in state if str(k).startswith(prefix)]
+    if not all(n.isdigit() and n.isascii() and len(n) < 6 for n in numbers):
+        return None
+    return 1 + max((int(n) for n in numbers), default=-1)
+
+
 def check_state_matches(
     state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], path: Path, what: str
 ) -> None:
@@ -150,6 +259,14 @@ def check_state_matches(
         raise CheckpointError(
             f"{path}: shapes do not match {what}: {len(bad)} tensors differ, e.g. {k} is {got}, "
             f"expected {want}. The file was made for another architecture."
+        )
+    not_float = [k for k, v in expected.items() if v.is_floating_point() and not state[k].is_floating_point()]
+    if not_float:
+        k = not_float[0]
+        raise CheckpointError(
+            f"{path}: {len(not_float)} weights of {what} are not floating point, e.g. {k} has dtype "
+            f"{str(state[k].dtype).removeprefix('torch.')}; weights must be float32, float16, bfloat16 or float64 "
+            "(an integer or bool copy predicts nonsense). Use the original checkpoint."
         )
 
 

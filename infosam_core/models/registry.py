@@ -37,7 +37,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from infosam_core.models.checkpoints import CheckpointError, read_checkpoint_shapes
+from infosam_core.models.checkpoints import (
+    CheckpointError,
+    inspect_checkpoint_shapes,
+    load_state_dict_file,
+    read_checkpoint_shapes,
+)
 from infosam_core.models.family import BackboneFamily
 from infosam_core.models.mobile_sam import FAMILY as MOBILE_SAM
 from infosam_core.models.protocols import SamLike
@@ -107,9 +112,13 @@ def family_of(model: SamLike | nn.Module) -> BackboneFamily:
 
 def detect_model_type(state: Mapping[str, torch.Tensor]) -> str | None:
     """The model type a state dict belongs to, from its tensor names and shapes (None when none matches): the
-    first answer of the families' guessers."""
+    first answer of the families' guessers. A guesser that fails on crafted names or shapes counts as no match
+    (each is written not to; this keeps one bad file from being a traceback)."""
     for family in families():
-        found = family.guess_model_type(state)
+        try:
+            found = family.guess_model_type(state)
+        except Exception:  # noqa: BLE001 - a state dict no guesser understands matches no model type
+            found = None
         if found is not None and found in MODELS:
             return found
     return None
@@ -132,12 +141,11 @@ def resolve_model_type(model_type: str, checkpoint: str | Path | None) -> str:
         return model_type
     if checkpoint is None:
         return "tiny"
-    found = checkpoint_model_type(checkpoint)
+    shapes = inspect_checkpoint_shapes(checkpoint)  # a missing, special, truncated, corrupt or crafted file: says so
+    if shapes is None:  # an old non-zip torch.save file: readable only whole
+        shapes = load_state_dict_file(checkpoint)
+    found = detect_model_type(shapes)
     if found is None:
-        if Path(checkpoint).is_dir():
-            raise CheckpointError(f"{checkpoint}: is a folder, not a checkpoint file.")
-        if not Path(checkpoint).is_file():
-            raise CheckpointError(f"{checkpoint}: file not found. Give the path of a SAM checkpoint.")
         raise CheckpointError(
             f"{checkpoint}: cannot tell which model this file is for (its tensors match none of "
             f"{', '.join(MODEL_TYPES)}). Name the model type (--model), or check that it is a SAM, SAM2 or "

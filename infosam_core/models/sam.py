@@ -28,7 +28,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from segment_anything.modeling.image_encoder import Block
 from torch import nn
 
-from infosam_core.models.checkpoints import CheckpointError, check_state_matches, load_state_dict_file
+from infosam_core.models.checkpoints import CheckpointError, block_count, check_state_matches, load_state_dict_file
 from infosam_core.models.decoder_features import decoder_encoder_blocks, encode_with_blocks
 from infosam_core.models.family import BackboneFamily, BlockGeometry
 from infosam_core.models.hq_decoder import add_hq_decoder, has_hq_tensors
@@ -141,9 +141,9 @@ def sam_with_encoder(encoder: torch.nn.Module, a: SamArchitecture, model_type: s
 def guess_model_type(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     """Which SAM variant a state dict belongs to, from its shapes (None when it is not a SAM)."""
     pos = state_dict.get("image_encoder.pos_embed")
-    if pos is None:
+    if not isinstance(pos, torch.Tensor):
         return None
-    depth = 1 + max((int(k.split(".")[2]) for k in state_dict if k.startswith("image_encoder.blocks.")), default=-1)
+    depth = block_count(state_dict, "image_encoder.blocks.")
     for name, a in ARCHITECTURES.items():
         grid = a.image_embedding_size
         if tuple(pos.shape) == (1, grid, grid, a.encoder_embed_dim) and depth == a.encoder_depth:

@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infosam_core.models.checkpoints import check_state_matches, load_state_dict_file
+from infosam_core.models.checkpoints import block_count, check_state_matches, load_state_dict_file
 from infosam_core.models.decoder_features import captured_block_outputs
 from infosam_core.models.family import BackboneFamily, BlockGeometry
 from infosam_core.models.protocols import SamLike
@@ -250,12 +250,11 @@ def sam2_prompt_points(
 def guess_sam2_type(state: Mapping[str, torch.Tensor]) -> str | None:
     """Which SAM2 model type a state dict holds (None when it is not a SAM2 one), from its keys and shapes."""
     patch = state.get("image_encoder.trunk.patch_embed.proj.weight")
-    if patch is None or "sam_mask_decoder.iou_token.weight" not in state:
+    if not isinstance(patch, torch.Tensor) or patch.dim() < 1 or "sam_mask_decoder.iou_token.weight" not in state:
         return None
-    blocks = 1 + max(
-        (int(k.split(".")[3]) for k in state if k.startswith("image_encoder.trunk.blocks.")),
-        default=-1,
-    )
+    blocks = block_count(state, "image_encoder.trunk.blocks.")
+    if blocks is None:
+        return None
     size = _HIERA_SIZES.get((int(patch.shape[0]), blocks))
     if size is None:
         return None

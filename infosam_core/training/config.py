@@ -12,6 +12,7 @@ from infosam_core.distill.registry import (
     batch_size_problem,
     distiller_names,
     make_distiller_config,
+    options_for_batch,
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -79,7 +80,10 @@ class TrainConfig:
             raise ValueError(f"distill_options {sorted(self.distill_options)} given with distill='none'")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError("batch_size and epochs must be >= 1")
-        problem = batch_size_problem(self.distill, self.distill_options, self.batch_size)
+        # a distiller built for the batch (SemCKD) takes the run's batch size unless its option names one (the
+        # trainer gives it the per-process batch under DDP)
+        options = options_for_batch(self.distill, self.distill_options, self.batch_size)
+        problem = batch_size_problem(self.distill, options, self.batch_size)
         if problem:
             raise ValueError(problem)
         if not math.isfinite(self.distill_weight) or self.distill_weight < 0:

@@ -49,6 +49,7 @@ sharded over the ranks and reduced. The result equals a one-process run up to fl
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -62,6 +63,7 @@ import torch.nn.functional as F
 from infosam_core.data.datasets import SegmentationSample
 from infosam_core.distill import Distiller, DistillInputs, ModelDims, make_distiller
 from infosam_core.distill.base import distiller_of, set_distiller
+from infosam_core.distill.registry import batch_size_problem, options_for_batch
 from infosam_core.evaluation.prompted import evaluate
 from infosam_core.models.devices import resolve_device
 from infosam_core.models.fingerprint import model_fingerprint
@@ -173,6 +175,14 @@ class Trainer:
                 f"processes ({self.dist.world_size}): use e.g. --batch-size "
                 f"{max(1, round(config.batch_size / self.dist.world_size)) * self.dist.world_size}"
             )
+        # a distiller built for the batch (SemCKD) is built for the batch each process trains on
+        per_process = config.batch_size // self.dist.world_size
+        options = options_for_batch(config.distill, config.distill_options, per_process)
+        if options != config.distill_options:
+            problem = batch_size_problem(config.distill, options, per_process)
+            if problem:
+                raise ValueError(problem)
+            config = self.config = dataclasses.replace(config, distill_options=options)
         self.generator = torch.Generator().manual_seed(config.seed)
         base_backbone = family_of(base_sam).training_backbone(base_sam)
         self.prepared = prepare_samples(samples, base_backbone.input_size, resize=base_backbone.resize)
