@@ -25,19 +25,9 @@ from infosam_core.io.atomic import atomic_path
 from infosam_core.model_export.formats import SAM2_FORMAT, ExportFormatError, check_format, checkpoint_format
 from infosam_core.models.checkpoints import check_state_matches, load_state_dict_file
 from infosam_core.models.protocols import SamLike
+from infosam_core.models.sam2 import SAM2_META_KEY_PREFIXES
 from infosam_core.peft.lora import LoraLinear
 from infosam_core.peft.state import peft_state_of
-
-#: the adapted SAM2 model's key prefixes -> Meta's ``SAM2Base`` names
-_SAM2_RENAMES = (
-    ("image_encoder.trunk.", "image_encoder.trunk."),
-    ("image_encoder.neck.", "image_encoder.neck."),
-    ("image_encoder.conv_s0.", "sam_mask_decoder.conv_s0."),
-    ("image_encoder.conv_s1.", "sam_mask_decoder.conv_s1."),
-    ("image_encoder.no_mem_embed", "no_mem_embed"),
-    ("prompt_encoder.", "sam_prompt_encoder."),
-    ("mask_decoder.", "sam_mask_decoder."),
-)
 
 
 def merged_state_dict(model: SamLike | nn.Module) -> dict[str, torch.Tensor]:
@@ -70,7 +60,7 @@ def sam2_checkpoint_state(model: SamLike | nn.Module, merged: dict[str, torch.Te
     full = load_state_dict_file(base_file)
     renamed: dict[str, torch.Tensor] = {}
     for key, value in merged.items():
-        for ours, meta in _SAM2_RENAMES:
+        for ours, meta in SAM2_META_KEY_PREFIXES:
             if key.startswith(ours):
                 renamed[meta + key[len(ours) :]] = value
                 break

@@ -91,6 +91,17 @@ _HIERA_SIZES = {(96, 12): "tiny", (96, 16): "small", (112, 24): "base_plus", (14
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SINGLE_MASK_TOKEN_INDEX = 2  # hs[:, 2]: after the object-score and IoU tokens
+
+#: our SAM2 model's state-dict key prefixes -> Meta's ``SAM2Base`` names (the merged-checkpoint export)
+SAM2_META_KEY_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("image_encoder.trunk.", "image_encoder.trunk."),
+    ("image_encoder.neck.", "image_encoder.neck."),
+    ("image_encoder.conv_s0.", "sam_mask_decoder.conv_s0."),
+    ("image_encoder.conv_s1.", "sam_mask_decoder.conv_s1."),
+    ("image_encoder.no_mem_embed", "no_mem_embed"),
+    ("prompt_encoder.", "sam_prompt_encoder."),
+    ("mask_decoder.", "sam_mask_decoder."),
+)
 SAM2_INSTALL_HINT = "SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2==1.1.0"
 
 
