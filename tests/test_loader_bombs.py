@@ -137,6 +137,7 @@ def test_special_files_are_refused_without_opening(tmp_path, tiny_state):
         load_state_dict_file(tmp_path)
 
 
+@pytest.mark.slow
 def test_auto_says_what_is_wrong_with_the_file(tmp_path, tiny_state, capsys):
     """A truncated download, a corrupt safetensors header and a pickle with code: each its own message, not
     "cannot tell which model"; a plain pickle (protocol 4, not torch.save) prints no torch warning."""
@@ -206,6 +207,7 @@ _DTYPES = st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.i
 _SHAPES = st.lists(st.integers(0, 3), max_size=4).map(tuple)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.dictionaries(_KEYS, st.tuples(_SHAPES, _DTYPES), max_size=8), st.booleans())
 def test_fuzzed_key_names_dtypes_and_shapes_detect_or_refuse(tmp_path_factory, spec, on_tiny):
