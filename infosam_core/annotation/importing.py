@@ -33,6 +33,7 @@ import numpy as np
 from infosam_core.annotation.project import Project, find_images
 from infosam_core.annotation.records import LabelledImage, ProjectError
 from infosam_core.io.images import ImageError, load_rgb, read_image
+from infosam_core.io.paths import paths_by_stem
 
 ImportKind = Literal["auto", "labels", "masks", "coco"]
 
@@ -147,14 +148,13 @@ def match_label_file(label_file: Path, images_by_stem: dict[str, Path]) -> Path 
 
 
 def _images_by_stem(images: Sequence[Path]) -> dict[str, Path]:
-    by_stem: dict[str, Path] = {}
-    for im in images:
-        if im.stem in by_stem:
-            raise LabelImportError(
-                f"{im}: two images share the name {im.stem!r} ({by_stem[im.stem].name}); labels are matched by name, "
-                "so import them from separate folders."
-            )
-        by_stem[im.stem] = im
+    by_stem, clash = paths_by_stem(list(images))
+    if clash is not None:
+        im, first = clash
+        raise LabelImportError(
+            f"{im}: two images share the name {im.stem!r} ({first.name}); labels are matched by name, "
+            "so import them from separate folders."
+        )
     return by_stem
 
 

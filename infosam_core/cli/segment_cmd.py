@@ -21,6 +21,7 @@ from typing import Any
 
 from infosam_core.cli import CLIError, add_model_argument
 from infosam_core.cli.common import add_device_argument, check_device, check_out_dir
+from infosam_core.io.paths import paths_by_stem
 
 FORMATS = ("tif", "png")
 
@@ -67,14 +68,13 @@ def run(args: argparse.Namespace) -> int:
     images = [path for path in images if not _is_label_file(path, out_folder)]  # this command's own output
     if not images:
         raise CLIError(f"no images found in {', '.join(map(str, args.inputs))} (.png, .jpg, .tif, .bmp)")
-    by_stem: dict[str, Path] = {}
-    for path in images:
-        if path.stem in by_stem:
-            raise CLIError(
-                f"{path} and {by_stem[path.stem]} share the name {path.stem!r}: their label files would collide; "
-                "segment them into different --out folders"
-            )
-        by_stem[path.stem] = path
+    _, clash = paths_by_stem(images)
+    if clash is not None:
+        path, first = clash
+        raise CLIError(
+            f"{path} and {first} share the name {path.stem!r}: their label files would collide; "
+            "segment them into different --out folders"
+        )
     truth = _truth_files(args.truth, images) if args.truth is not None else None
     if truth is not None:
         _check_truth_sizes(truth)

@@ -64,3 +64,14 @@ def regular_file_problem(path: str | Path) -> str | None:
     if stat.S_ISSOCK(mode):
         return "a socket"
     return "a special file"
+
+
+def paths_by_stem(paths: list[Path] | tuple[Path, ...]) -> tuple[dict[str, Path], tuple[Path, Path] | None]:
+    """``{stem: path}`` of ``paths`` (the first of each stem) and the first two paths that share a stem, or None
+    (label files are named after their image's stem, so two such images would collide)."""
+    by_stem: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in by_stem:
+            return by_stem, (path, by_stem[path.stem])
+        by_stem[path.stem] = path
+    return by_stem, None
