@@ -93,3 +93,22 @@ def _error(call, *args) -> BaseException | None:
     except BaseException as exc:  # noqa: BLE001 - handed to the test
         return exc
     return None
+
+
+def test_a_cmyk_tiff_is_converted_to_rgb_not_taken_as_rgba(tmp_path):
+    """Issue 32: CMYK TIFFs read through tifffile kept C, M, Y, K (a cyan print became near-black RGBA)."""
+    import numpy as np
+    import tifffile
+
+    from infosam_core.io.images import load_rgb
+
+    cmyk = np.zeros((8, 10, 4), np.uint8)
+    cmyk[..., 0] = 255  # full cyan, no black: RGB (0, 255, 255)
+    cmyk[:4, :, 3] = 128  # half black on the top rows: RGB (0, 127, 127)
+    for dtype, scale in ((np.uint8, 1), (np.uint16, 257)):
+        path = tmp_path / f"print_{np.dtype(dtype).name}.tif"
+        tifffile.imwrite(path, cmyk.astype(dtype) * scale, photometric="separated")
+        rgb = load_rgb(path)
+        assert rgb.shape == (8, 10, 3)
+        assert tuple(rgb[6, 0]) == (0, 255, 255)
+        assert tuple(rgb[0, 0]) == (0, 127, 127)

@@ -42,13 +42,17 @@ import math
 import os
 import re
 import stat
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, packaged (a dependency there)
+    import tomli as tomllib
 
 from infosam_core.data.prompt_sampling import PROTOCOLS
 from infosam_core.distill.registry import (

@@ -100,7 +100,7 @@ def _header_shape(path: Path) -> tuple[tuple[int, ...] | None, str | None]:
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
                 return None, None
-            return tuple(int(d) for d in tif.series[0].shape), None
+            return tuple(int(d) for d in tif.series[0].shape), _tiff_mode(tif)
     from PIL import Image
 
     # Pillow's own bomb guard would refuse at open, before this check names the limit: the header is read
@@ -117,6 +117,33 @@ def _header_shape(path: Path) -> tuple[tuple[int, ...] | None, str | None]:
         return None, None
     finally:
         Image.MAX_IMAGE_PIXELS = max_pixels()
+
+
+def _tiff_mode(tif: object) -> str | None:
+    """``"CMYK"`` for a TIFF whose first page stores C, M, Y, K separations (photometric SEPARATED with the CMYK
+    ink set and four samples), else None (the samples are taken as stored)."""
+    import tifffile
+
+    page = tif.pages[0]  # type: ignore[attr-defined]
+    inkset = page.tags.get(332)  # InkSet: 1 = CMYK (also when absent), 2 = another ink set
+    if (
+        getattr(page, "photometric", None) == tifffile.PHOTOMETRIC.SEPARATED
+        and (inkset is None or inkset.value == 1)
+        and getattr(page, "samplesperpixel", 0) == 4
+    ):
+        return "CMYK"
+    return None
+
+
+def cmyk_to_rgb(image: np.ndarray) -> np.ndarray:
+    """RGB of a (H, W, 4) CMYK array (0 = no ink), in the input's dtype: ``R = (1 - C)(1 - K)`` etc., the plain
+    conversion Pillow also uses; ink amounts in ``[0, max]`` of an unsigned integer type or in ``[0, 1]``."""
+    if image.ndim != 3 or image.shape[-1] != 4:
+        raise ImageError(f"a CMYK image must have 4 samples per pixel, got shape {image.shape}")
+    top = float(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) else 1.0
+    ink = image.astype(np.float32) / top
+    rgb = (1.0 - ink[..., :3]) * (1.0 - ink[..., 3:4]) * top
+    return np.rint(rgb).astype(image.dtype) if np.issubdtype(image.dtype, np.integer) else rgb.astype(image.dtype)
 
 
 def image_size(path: str | Path) -> tuple[int, int] | None:
@@ -162,7 +189,11 @@ def read_image(path: str | Path) -> np.ndarray:
         shape, mode = _header_shape(path)
         if shape is not None:
             check_pixel_count(shape, str(path))
-        if mode == "CMYK":  # e.g. a print JPEG: Pillow converts (inverted Adobe CMYK too); imageio keeps C, M, Y, K
+        if mode == "CMYK" and path.suffix.lower() in TIFF_SUFFIXES:  # a print TIFF: tifffile keeps C, M, Y, K
+            import tifffile
+
+            image = cmyk_to_rgb(tifffile.imread(path))
+        elif mode == "CMYK":  # e.g. a print JPEG: Pillow converts (inverted Adobe CMYK too); imageio keeps C, M, Y, K
             from PIL import Image
 
             with Image.open(path) as im:

@@ -11,6 +11,7 @@ import torch
 from segment_anything.modeling import Sam
 
 from infosam_core.io.paths import regular_file_problem
+from infosam_core.models.legacy_torch_files import LegacyFileError, NotALegacyFileError, check_legacy_file
 
 
 class CheckpointError(ValueError):
@@ -37,7 +38,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     training checkpoints ``{"model_state": {"sam.<SAM key>": ...}, ...}``; a ``module.`` / ``sam.`` prefix on
     every key is removed). Bounded before it allocates: only regular files; a zip ``torch.save`` file's members
     may not expand beyond the file's size (:data:`ZIP_SLACK_BYTES`) and its tensors are checked memory-mapped
-    first (no tensor larger than its storage, e.g. stride 0); safetensors files are bounded by their format.
+    first (no tensor larger than its storage, e.g. stride 0); an old non-zip ``torch.save`` file's declared
+    storages must fit in the file (:mod:`.legacy_torch_files`) and its tensors in their storages; safetensors files
+    are bounded by their format.
     """
     path = Path(path)
     _check_readable_file(path)
@@ -46,7 +49,10 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if zipfile.is_zipfile(path):
         _check_zip_members(path)
         _check_layout(_unwrap_state_dict(_torch_load(path, mmap=True), path), path)
-    return _check_finite(_check_dtypes(_unwrap_state_dict(_torch_load(path, mmap=False), path), path), path)
+    else:
+        _check_legacy_storages(path)
+    tensors = _unwrap_state_dict(_torch_load(path, mmap=False), path)
+    return _check_finite(_check_layout(tensors, path), path)
 
 
 def inspect_checkpoint_shapes(path: str | Path) -> dict[str, torch.Tensor] | None:
@@ -122,6 +128,23 @@ def _torch_load(path: Path, mmap: bool) -> object:
                 "Download it again and check its size."
             ) from None
         raise CheckpointError(f"{path}: could not be read as a checkpoint: {_first_line(msg, exc)[:200]}") from None
+
+
+def _check_legacy_storages(path: Path) -> None:
+    """Refuse an old (pre-1.6, non-zip) ``torch.save`` file whose pickle declares more storage than the file holds
+    (torch allocates the declared size before reading), or that cannot be followed; nothing is allocated here."""
+    try:
+        check_legacy_file(path)
+    except NotALegacyFileError:
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: neither a zip nor an old torch.save "
+            "file). Download it again and check its size."
+        ) from None
+    except LegacyFileError as exc:
+        raise CheckpointError(
+            f"{path}: refused: {exc}. If it is your own checkpoint, re-save it with a current torch "
+            "(`torch.save(state_dict, new_path)`) or as .safetensors."
+        ) from None
 
 
 def _check_zip_members(path: Path) -> None:
