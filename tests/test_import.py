@@ -357,6 +357,43 @@ def test_cli_import_creates_the_project(tmp_path, capsys):
     assert project.total_objects() == 12
 
 
+def test_cli_export_writes_the_imported_labels_back_pixel_identical(tmp_path, capsys):
+    """`infosam import` then `infosam export` (issue 28: the project's labels from the command line)."""
+    images = _images(tmp_path / "images")
+    truth = _label_folder(tmp_path / "labels")
+    assert main(["import", str(tmp_path / "p"), "--images", str(images), "--labels", str(tmp_path / "labels")]) == 0
+    capsys.readouterr()
+    rc = main(["export", str(tmp_path / "p"), "--out", str(tmp_path / "out"), "--coco", str(tmp_path / "c.json")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "3 label images (instances)" in out and "12 objects in 1 categories" in out
+    for name, labels in truth.items():
+        np.testing.assert_array_equal(read_label_image(tmp_path / "out" / f"{name}_labels.tif"), labels)
+    coco = json.loads((tmp_path / "c.json").read_text())
+    assert len(coco["annotations"]) == 12 and [c["name"] for c in coco["categories"]] == ["object"]
+    rc = main(["export", str(tmp_path / "p"), "--out", str(tmp_path / "sem"), "--layout", "semantic"])
+    assert rc == 0 and sorted(p.name for p in (tmp_path / "sem").iterdir())[0] == "a_semantic.tif"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "nothing to export"),
+        (["--coco", "x.txt"], "give the path of a .json file"),
+    ],
+)
+def test_cli_export_refuses_with_one_line(tmp_path, capsys, extra, message):
+    Project.create(tmp_path / "p")
+    assert main(["export", str(tmp_path / "p"), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_export_of_a_missing_project_names_it(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+    assert "nowhere: not a project folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 # ----------------------------------------------------------------------------------------------- project files
 def test_a_project_of_the_previous_format_loads_with_one_default_category(tmp_path):
     image = _images(tmp_path / "images") / "a.png"

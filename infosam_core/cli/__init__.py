@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES = (
     "infosam_core.cli.experiment_cmd",
     "infosam_core.cli.export_model_cmd",
     "infosam_core.cli.import_cmd",
+    "infosam_core.cli.export_cmd",
 )
 ENTRY_POINT_GROUP = "infosam.commands"
 
