@@ -344,3 +344,26 @@ def test_onnx_without_the_export_extra_says_how_to_install(random_tiny_sam, tmp_
     with pytest.raises(ImportError, match=r"infosam-studio\[export\]"):
         export_onnx(random_tiny_sam, tmp_path / "onnx")
     assert not (tmp_path / "onnx" / "encoder.onnx").exists()
+
+
+def test_a_large_encoder_is_written_with_external_data_and_still_checks(random_tiny_sam, tmp_path, monkeypatch):
+    """ViT-H's encoder (2.5 GB) is over a protobuf file's 2 GiB: its weights go to ``encoder.onnx.data`` beside the
+    graph. The same path is taken here by lowering the threshold on the tiny model; onnxruntime's check runs on the
+    written files, and they still load after the folder is moved (the graph names its data by bare file name)."""
+    import onnx
+
+    from infosam_core.model_export import onnx_files
+
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_BYTES", 1 << 20)  # the tiny encoder: ~13 MB; its decoder: ~8 MB
+    result = onnx_files.export_onnx(random_tiny_sam, tmp_path / "onnx")
+    assert result.encoder_max_diff < 1e-3 and result.decoder_max_diff < 1e-3
+    names = sorted(p.name for p in (tmp_path / "onnx").iterdir())
+    assert names == ["decoder.onnx", "decoder.onnx.data", "encoder.onnx", "encoder.onnx.data", "onnx.json"]
+    assert (
+        (tmp_path / "onnx" / "encoder.onnx").stat().st_size
+        < 1 << 20
+        < (tmp_path / "onnx" / "encoder.onnx.data").stat().st_size
+    )
+    (tmp_path / "onnx").rename(tmp_path / "moved")
+    onnx.checker.check_model(str(tmp_path / "moved" / "encoder.onnx"))
+    onnx_files.check_onnx(random_tiny_sam.eval(), tmp_path / "moved", single_mask=True)

@@ -5,7 +5,7 @@
 * ``sam2`` -- SAM2's ``{"model": state_dict}`` checkpoint, for stock ``sam2``;
 * ``onnx`` -- the image encoder and the prompt encoder + mask decoder as ONNX files (segment-anything's ONNX
   interface), for X-AnyLabeling, CVAT, Label Studio and onnxruntime: SAM ViT-B/L, the tiny SAM and MobileSAM
-  (not SAM2; not ViT-H, whose encoder is over ONNX's 2 GB file limit).
+  (ViT-H's 2.5 GB encoder with its weights in ``encoder.onnx.data``, ONNX's external data; not SAM2).
 
 A checkpoint format needs the adapted weights to *merge* into the base model's own parameters: LoRA
 (``W + scale * B A`` into each ``qkv``), BitFit (biases), decoder-only (decoder weights) and a model without an
@@ -81,11 +81,6 @@ def onnx_problem(model: SamLike | nn.Module) -> str | None:
         return "ONNX export covers SAM, the tiny SAM and MobileSAM (SAM2's decoder has another interface)"
     if isinstance(getattr(model, "mask_decoder", None), HqMaskDecoder):
         return "HQ-SAM's decoder reads encoder blocks, which SAM's ONNX decoder interface does not carry"
-    encoder = getattr(model, "image_encoder", None)
-    parameters = list(encoder.parameters()) if isinstance(encoder, nn.Module) else []
-    encoder_bytes = sum(p.numel() * p.element_size() for p in parameters)
-    if encoder_bytes >= 2**31:
-        return f"its image encoder ({encoder_bytes / 2**30:.1f} GiB) exceeds ONNX's 2 GB single-file limit"
     if any(isinstance(m, ConvLoraLinear) for m in model.modules()):
         return (
             "ConvLoRA picks an expert per image with data-dependent control flow, which a traced graph fixes to "

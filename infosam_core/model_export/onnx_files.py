@@ -7,6 +7,8 @@ checked with onnxruntime, plus a JSON describing the preprocessing.
   is the model's input size S (segment-anything's ``ResizeLongestSide``; h, w <= S, either dynamic); the graph
   normalises with the model's pixel mean / std and pads bottom / right to S x S, as ``Sam.preprocess``.
   Output ``image_embeddings`` (1, 256, S/16, S/16) (the tiny SAM: S = 256, 32 x 32).
+  An encoder of 2 GB or more (SAM ViT-H) keeps its weights in ``encoder.onnx.data`` beside the graph (ONNX's
+  external data; onnxruntime and ``onnx.load`` read it from the graph's folder): copy both files.
 * ``decoder.onnx``: segment-anything's ``SamOnnxModel`` (the graph of ``scripts/export_onnx_model.py``; its
   crop to the unpadded size kept dynamic, see :func:`decoder_graph`) on the adapted model: inputs ``image_embeddings``, ``point_coords`` (1, N, 2) in the model's input frame (pixel
   coordinates times S / longest side), ``point_labels`` (1, N) (1 object, 0 background, 2 / 3 box corners,
@@ -42,6 +44,9 @@ from infosam_core.io.atomic import atomic_path, write_json_atomic
 from infosam_core.model_export.formats import ONNX_FORMAT, check_format, method_name
 
 ENCODER_FILE, DECODER_FILE, CONFIG_FILE = "encoder.onnx", "decoder.onnx", "onnx.json"
+#: a graph whose weights reach this many bytes keeps them in ``<file>.data`` beside it (ONNX's external data:
+#: a protobuf file cannot exceed 2 GiB; SAM ViT-H's encoder holds 2.5 GB), as onnxruntime reads them
+EXTERNAL_DATA_BYTES = 2**31 - 2**26
 OPSET = 17  # segment-anything's export script's default
 INSTALL_HINT = "pip install 'infosam-studio[export]' (onnx and onnxruntime)"
 
@@ -104,11 +109,51 @@ def decoder_graph(model: Sam, single_mask: bool) -> nn.Module:
 def _export(module: nn.Module, args: tuple, path: Path, **kw: Any) -> None:
     """``torch.onnx.export`` to ``path`` atomically. ``module`` must be in eval mode: the exporter puts the
     module's own mode back on all its children afterwards (a new wrapper is in training mode by default, which
-    would leave the model in training mode: MobileSAM's BatchNorms would then use batch statistics)."""
+    would leave the model in training mode: MobileSAM's BatchNorms would then use batch statistics). A module
+    whose weights reach :data:`EXTERNAL_DATA_BYTES` is written with its weights in ``<path>.data``
+    (:func:`_export_with_external_data`)."""
     assert not module.training, "export wrappers in eval mode (see the docstring)"
+    if _weight_bytes(module) >= EXTERNAL_DATA_BYTES:
+        _export_with_external_data(module, args, path, **kw)
+        return
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's warnings about shapes read as Python numbers
         torch.onnx.export(module, args, str(tmp), opset_version=OPSET, do_constant_folding=True, dynamo=False, **kw)
+
+
+def _weight_bytes(module: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def _export_with_external_data(module: nn.Module, args: tuple, path: Path, **kw: Any) -> None:
+    """Export into a scratch folder beside ``path`` (torch writes a large model's weights as many files), then
+    gather every weight into one ``<path>.data`` file that the graph names by its bare file name, and move the
+    data file and then the graph into place (a graph never points at data that is not there yet)."""
+    onnx, _ = require_onnx()
+    import shutil
+    import tempfile
+
+    data_name = f"{path.name}.data"
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as scratch:
+        raw, gathered = Path(scratch) / "raw" / path.name, Path(scratch) / "out" / path.name
+        raw.parent.mkdir()
+        gathered.parent.mkdir()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, args, str(raw), opset_version=OPSET, do_constant_folding=True, dynamo=False, **kw)
+        proto = onnx.load(str(raw), load_external_data=True)
+        onnx.save_model(
+            proto,
+            str(gathered),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_name,
+            size_threshold=1024,
+        )
+        del proto
+        os.replace(gathered.parent / data_name, path.parent / data_name)
+        os.replace(gathered, path)
+        shutil.rmtree(raw.parent, ignore_errors=True)
 
 
 def decoder_inputs(model: Sam, num_points: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
