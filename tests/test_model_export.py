@@ -274,7 +274,7 @@ def test_sam2_lora_merged_checkpoint_loads_in_stock_sam2(tmp_path):
     torch.save({"model": build_sam2_base(kind).state_dict()}, base_file)
     model = load_sam2(kind, base_file)
     apply_peft(model, "lora", generator=torch.Generator().manual_seed(0))
-    assert formats_for(model) == ["sam2"]
+    assert formats_for(model) == ["sam2", "onnx"]
     with torch.no_grad():
         for block in model.image_encoder.trunk.blocks:
             block.attn.qkv.lora_B.normal_(std=0.02, generator=torch.Generator().manual_seed(1))
@@ -367,3 +367,62 @@ def test_a_large_encoder_is_written_with_external_data_and_still_checks(random_t
     (tmp_path / "onnx").rename(tmp_path / "moved")
     onnx.checker.check_model(str(tmp_path / "moved" / "encoder.onnx"))
     onnx_files.check_onnx(random_tiny_sam.eval(), tmp_path / "moved", single_mask=True)
+
+
+@pytest.mark.slow
+def test_sam2_adapter_model_onnx_gives_our_predictors_masks(tmp_path):
+    """SAM2 ONNX (issue 28): an Adapter-adapted random SAM2.1-tiny at a 256 input, exported through the CLI's
+    writer, run as a consumer does (encoder on the resized, normalised image; decoder on points in the S x S frame;
+    low-res logits upsampled to the image): the masks equal our Predictor's on a box and on points."""
+    pytest.importorskip("sam2")
+    import torch.nn.functional as F
+
+    from infosam_core.model_export.sam2_onnx import sam2_encoder_input
+    from infosam_core.model_export.writer import export_model
+    from infosam_core.models.sam2 import Sam2Model, build_sam2_base
+
+    torch.manual_seed(0)
+    model = Sam2Model(build_sam2_base("sam2.1_hiera_tiny", image_size=256), "sam2.1_hiera_tiny").eval()
+    apply_peft(model, "adapter", generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # adapters start as the identity: give them weights so the graph must carry them
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.02)
+    model.eval()
+    assert "onnx" in formats_for(model)
+    result = export_model(model, "onnx", tmp_path / "onnx", single_mask=False)
+    assert "onnxruntime vs torch" in result.summary
+    image = _image()
+    h, w = image.shape[:2]
+    encoder = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    decoder = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    feats = dict(
+        zip(
+            ["high_res_feats_0", "high_res_feats_1", "image_embed"],
+            encoder.run(None, {"image": sam2_encoder_input(model, image).numpy()}),
+        )
+    )
+    predictor = Predictor(model)
+    predictor.set_image(image)
+    scale = np.array([256 / w, 256 / h], np.float32)
+    box = np.array([20.0, 15.0, 70.0, 60.0])
+    clicks = np.array([[40.0, 30.0], [10.0, 10.0]])
+    for coords, labels, kwargs in (
+        (box.reshape(2, 2), np.array([2.0, 3.0]), {"box": box}),
+        (clicks, np.array([1.0, 0.0]), {"point_coords": clicks, "point_labels": np.array([1, 0])}),
+    ):
+        low_res, _ = decoder.run(
+            None,
+            {
+                **feats,
+                "point_coords": (coords * scale)[None].astype(np.float32),
+                "point_labels": labels[None].astype(np.float32),
+                "mask_input": np.zeros((1, 1, 64, 64), np.float32),
+                "has_mask_input": np.zeros(1, np.float32),
+            },
+        )
+        onnx_masks = F.interpolate(torch.from_numpy(low_res), (h, w), mode="bilinear", align_corners=False)[0] > 0
+        ours_masks, _, _ = predictor.predict(multimask_output=True, **kwargs)
+        assert ours_masks.shape == tuple(onnx_masks.shape)
+        agreement = (ours_masks == onnx_masks.numpy()).mean()
+        assert agreement > 0.999, agreement

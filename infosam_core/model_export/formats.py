@@ -5,7 +5,8 @@
 * ``sam2`` -- SAM2's ``{"model": state_dict}`` checkpoint, for stock ``sam2``;
 * ``onnx`` -- the image encoder and the prompt encoder + mask decoder as ONNX files (segment-anything's ONNX
   interface), for X-AnyLabeling, CVAT, Label Studio and onnxruntime: SAM ViT-B/L, the tiny SAM and MobileSAM
-  (ViT-H's 2.5 GB encoder with its weights in ``encoder.onnx.data``, ONNX's external data; not SAM2).
+  (ViT-H's 2.5 GB encoder with its weights in ``encoder.onnx.data``, ONNX's external data), and SAM2 with the
+  SAM2 ONNX interface (:mod:`.sam2_onnx`).
 
 A checkpoint format needs the adapted weights to *merge* into the base model's own parameters: LoRA
 (``W + scale * B A`` into each ``qkv``), BitFit (biases), decoder-only (decoder weights) and a model without an
@@ -77,8 +78,8 @@ def checkpoint_format(model: SamLike | nn.Module) -> str | None:
 def onnx_problem(model: SamLike | nn.Module) -> str | None:
     """Why the model cannot be exported as ONNX here (None when it can)."""
     family = find_family(model) if isinstance(model, nn.Module) else None
-    if family is None or family.name not in ("sam", "mobile_sam"):
-        return "ONNX export covers SAM, the tiny SAM and MobileSAM (SAM2's decoder has another interface)"
+    if family is None or family.name not in ("sam", "mobile_sam", "sam2"):
+        return "ONNX export covers SAM, the tiny SAM, MobileSAM and SAM2"
     if isinstance(getattr(model, "mask_decoder", None), HqMaskDecoder):
         return "HQ-SAM's decoder reads encoder blocks, which SAM's ONNX decoder interface does not carry"
     if any(isinstance(m, ConvLoraLinear) for m in model.modules()):
@@ -137,13 +138,13 @@ def precheck_format(method: str, model_type: str, fmt: str) -> None:
     spec = MODELS.get(model_type)
     own = _CHECKPOINT_FORMAT.get(spec.family.name) if spec is not None else None
     applies = [f for f in (own,) if f is not None and method in MERGING_METHODS]
-    if own == SAM_FORMAT and method not in NO_ONNX_METHODS:
+    if own in (SAM_FORMAT, SAM2_FORMAT) and method not in NO_ONNX_METHODS:
         applies.append(ONNX_FORMAT)
     if fmt in applies:
         return
     hint = f"use --format {' or '.join(applies)}" if applies else "no export format applies"
     if fmt == ONNX_FORMAT:
-        why = "ONNX export covers SAM, the tiny SAM and MobileSAM (not SAM2), and neither HQ-SAM nor ConvLoRA"
+        why = "ONNX export covers SAM, the tiny SAM, MobileSAM and SAM2, and neither HQ-SAM nor ConvLoRA"
     elif own != fmt:
         why = f"the base model ({model_type}) is not a {fmt} model (its format is {own})"
     else:

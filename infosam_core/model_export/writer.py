@@ -28,8 +28,15 @@ def export_model(model: SamLike | nn.Module, fmt: str, out: str | Path, single_m
     check_format(model, fmt)
     if fmt == ONNX_FORMAT:
         from infosam_core.model_export.onnx_files import export_onnx
+        from infosam_core.models.registry import find_family
 
-        result = export_onnx(model, out, single_mask=single_mask)
+        family = find_family(model)
+        if family is not None and family.name == "sam2":
+            from infosam_core.model_export.sam2_onnx import export_sam2_onnx
+
+            result = export_sam2_onnx(model, out, single_mask=single_mask)  # type: ignore[arg-type]
+        else:
+            result = export_onnx(model, out, single_mask=single_mask)
         return ModelExport(
             fmt,
             [result.encoder, result.decoder, result.config],
