@@ -90,6 +90,25 @@ class ObjectEditor:
         session.tell(f"Deleted object {object_id} (U undoes).")
         return True
 
+    def set_category(self, object_id: int) -> bool:
+        """Give object ``object_id`` of the shown image the current category (U undoes it)."""
+        session, project, key = self.session, self.session.project, self.session.key
+        if project is None or key is None or object_id not in project.annotations(key).objects:
+            session.tell(f"There is no object {object_id} on this image.")
+            return False
+        name = project.category(session.category_id).name
+        try:
+            changed = self.edits.set_category(project, key, object_id, session.category_id)
+        except (ProjectError, OSError) as exc:
+            session.fail(f"Category change failed: {exc}")
+            return False
+        if changed is None:
+            session.tell(f"Object {object_id} is already '{name}'.")
+            return False
+        self._refresh(key)
+        session.tell(f"Object {object_id} is now '{name}' (U undoes).")
+        return True
+
     def undo(self) -> bool:
         """Revert the last object change on the shown image."""
         session, project, key = self.session, self.session.project, self.session.key

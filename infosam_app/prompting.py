@@ -86,6 +86,7 @@ class PromptController(QObject):
             "delete": self.delete_object,
             "toggle_model": self.toggle_model,
             "next_category": self.session.next_category,
+            "set_category": self.set_object_category,
             "next_image": lambda: self.session.next_image(1),
             "previous_image": lambda: self.session.next_image(-1),
         }
@@ -400,6 +401,14 @@ class PromptController(QObject):
             self.session.tell("Delete: point the mouse at an accepted object first.")
             return False
         return self.objects.delete(object_id)
+
+    def set_object_category(self, object_id: int | None = None) -> bool:
+        """Give an accepted object (default: the one under the mouse) the current category; U undoes it."""
+        object_id = object_id if object_id is not None else self.objects.under_cursor()
+        if object_id is None:
+            self.session.tell("Category: point the mouse at an accepted object first (Shift+K gives it the category).")
+            return False
+        return self.objects.set_category(object_id)
 
     def toggle_model(self) -> None:
         s = self.session

@@ -77,6 +77,25 @@ def test_accept_refuse_replace_delete_and_undo_per_image(tmp_path):
     assert set(project.annotations(b).objects) == {1}  # ... and image b was never touched
 
 
+def test_category_change_is_saved_recorded_and_undone(tmp_path):
+    project = _project(tmp_path, 1)
+    key = project.images[0].key
+    cell = project.add_category("cell").id
+    edits = ObjectEdits()
+    obj = edits.accept(project, key, _rect(0, 10, 0, 10), P)
+    assert obj.category == 1
+    assert edits.set_category(project, key, obj.id, cell).category == cell
+    assert Project.open(project.root).annotations(key).objects[obj.id].category == cell  # saved at once
+    assert edits.set_category(project, key, obj.id, cell) is None  # no change: nothing recorded
+    assert edits.set_category(project, key, 9, cell) is None and edits.depth(key) == 2
+    with pytest.raises(ProjectError):
+        edits.set_category(project, key, obj.id, 42)  # not a category of the project
+    assert edits.depth(key) == 2
+    assert edits.undo(project, key).kind == "category"
+    assert Project.open(project.root).annotations(key).objects[obj.id].category == 1
+    assert np.array_equal(project.annotations(key).labels == obj.id, _rect(0, 10, 0, 10))  # shape untouched
+
+
 def test_accept_many_skips_covered_masks_and_is_one_undo_step(tmp_path):
     project = _project(tmp_path, 1)
     key = project.images[0].key
