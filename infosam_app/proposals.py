@@ -27,6 +27,7 @@ from infosam_app.prompting import PromptController
 from infosam_app.session import Session
 from infosam_app.state.proposal_review import ProposalReview, label_at, proposal_prompts
 from infosam_app.state.ranking import SUGGEST_POINTS_PER_SIDE, UncertaintyRanking, images_to_rank, rank_images
+from infosam_app.state.wording import plural
 from infosam_core.inference.automatic import AutomaticConfig, Proposal, segment_all
 
 
@@ -204,16 +205,24 @@ class ProposalController(QObject):
         todo = images_to_rank(project, counts)
         config = replace(self.config(), points_per_side=SUGGEST_POINTS_PER_SIDE)
         fork = predictor.fork()
+        skipped: list[str] = []
 
         def work(should_stop, report):
-            return rank_images(fork, todo, config, should_stop=should_stop, report=report)
+            return rank_images(fork, todo, config, should_stop=should_stop, report=report, skipped=skipped)
 
         def finished(scores):
             self.suggest_task = None
             self.ranking.update(scores, counts)
             self.suggestions_changed.emit()
             best = self.suggested()
-            s.tell(f"Suggested next: {best[0][0] if best else 'none'} (the model is least sure there).")
+            text = f"Suggested next: {best[0][0] if best else 'none'} (the model is least sure there)."
+            if skipped:
+                s.fail(
+                    f"{text} Not ranked, unreadable ({plural(len(skipped), 'image')}; right-click → Remove from "
+                    f"project): {'; '.join(skipped[:3])}"
+                )
+            else:
+                s.tell(text)
 
         def failed(exc):
             self.suggest_task = None

@@ -23,6 +23,7 @@ from infosam_app.session import Session
 from infosam_app.state import gc_policy
 from infosam_app.state.method_choices import default_distiller, distill_label
 from infosam_app.state.models import ModelInfo, device_name
+from infosam_app.state.wording import plural
 from infosam_app.workers import TaskKind
 from infosam_core.annotation.training_samples import ObjectSource, snapshot_objects
 
@@ -43,11 +44,11 @@ class RunSettings:
     low_memory: bool = False  # activation checkpointing (TrainConfig.grad_checkpoint)
 
 
-def _train_job(sources, config, base_sam, init_model, run_dir: Path, report, should_stop):
+def _train_job(sources, config, base_sam, init_model, run_dir: Path, report, should_stop, on_skip=None):
     from infosam_core.annotation.training_samples import build_samples
     from infosam_core.training.runs import train_and_save
 
-    samples = build_samples(sources)
+    samples = build_samples(sources, on_skip=on_skip)
     if len(samples) < MIN_OBJECTS:
         raise ValueError(f"need at least {MIN_OBJECTS} accepted objects to adapt, found {len(samples)}")
     config.batch_size = max(2, min(config.batch_size, len(samples)))
@@ -88,6 +89,7 @@ class TrainingController(QObject):
         self.last_settings: RunSettings | None = None
         self.run_dir: Path | None = None
         self.lr_scale = 1.0  # after a diverged run, Continue trains its last good weights at a lower rate
+        self.skipped: list[str] = []
 
     @property
     def running(self) -> bool:
@@ -122,6 +124,7 @@ class TrainingController(QObject):
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.run_dir = session.project.adapters_dir / f"{stamp}-{settings.method}{'-continued' if continue_run else ''}"
         self.last_settings = settings
+        self.skipped = []  # images the run could not read (filled from the worker; read once it is done)
         gc_policy.freeze_new()  # where the app manages the GC (StudioWidget): what was made since, too
         self.task = session.tasks.run(
             _train_job,
@@ -130,6 +133,7 @@ class TrainingController(QObject):
             session.sams["base"],
             init_model,
             self.run_dir,
+            on_skip=self.skipped.append,
             name="train",
             kind=TaskKind.TRAINING,  # the session refuses to swap the base model while it runs
             on_progress=self.progress.emit,
@@ -207,6 +211,10 @@ class TrainingController(QObject):
             f"Adaptation {reason} after {result.steps} steps; now predicting with the adapted model. "
             f"Saved in {adapter_path.parent}"
         )
+        if self.skipped:
+            session.fail(
+                f"Adapt skipped {plural(len(self.skipped), 'unreadable image')}: {'; '.join(self.skipped[:3])}"
+            )
         self.finished.emit(result)
 
     def _on_error(self, exc: BaseException) -> None:

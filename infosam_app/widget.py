@@ -38,6 +38,20 @@ from infosam_app.shortcuts import MOUSE_HELP, TOOLTIPS, shortcut_rows
 from infosam_app.state import gc_policy
 
 
+def _warn_bad_qt_binding() -> None:
+    """As a napari plugin the window exists already: a known-bad Qt binding is only warned about."""
+    from infosam_app.qt_safety import current_binding_problem
+
+    problem = current_binding_problem()
+    if problem is not None:
+        import warnings
+
+        from napari.utils.notifications import show_warning
+
+        warnings.warn(problem, RuntimeWarning, stacklevel=3)
+        show_warning(problem)
+
+
 def _guard_triton() -> None:
     """As a napari plugin the window may exist already: see :mod:`infosam_app.gl_safety`."""
     from qtpy.QtWidgets import QApplication
@@ -59,6 +73,7 @@ class StudioWidget(QWidget):
     ):
         super().__init__()
         _guard_triton()
+        _warn_bad_qt_binding()
         self.viewer = napari_viewer
         self.session = Session(napari_viewer, self)
         self.prompts = PromptController(self.session, self)

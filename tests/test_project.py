@@ -381,3 +381,29 @@ def test_killed_process_during_remove_image_leaves_a_consistent_project(tmp_path
         else:
             assert not folder.exists()
     assert not (project.root / ".infosam-batch.json").exists()
+
+
+def test_export_and_training_samples_skip_an_unreadable_image(tmp_path):
+    from infosam_core.annotation.export import ExportError, export_label_images, project_to_coco
+    from infosam_core.annotation.training_samples import build_samples, snapshot_objects
+
+    project, a, b, _files = _project_with_objects_and_cache(tmp_path)
+    (tmp_path / "data" / "im0.png").write_text("not an image any more\n")
+    skipped: list[str] = []
+    samples = build_samples(snapshot_objects(project), on_skip=skipped.append)
+    assert len(samples) == 1 and len(skipped) == 1 and "im0.png" in skipped[0]
+    with pytest.raises(ValueError):
+        build_samples(snapshot_objects(project))
+    # an image without objects and of unknown size that cannot be read: skipped by exports, named
+    project.remove_object(a.key, 1)
+    project.entry(a.key).shape = None
+    project._annotations.pop(a.key)
+    project.annotations(a.key).labels = None
+    skipped = []
+    written = export_label_images(project, tmp_path / "out", skipped=skipped)
+    assert [p.name for p in written] == ["im1_labels.tif"] and "im0.png" in skipped[0]
+    coco_skipped: list[str] = []
+    coco = project_to_coco(project, only_annotated=False, skipped=coco_skipped)
+    assert [im["file_name"] for im in coco["images"]] == ["im1.png"] and coco_skipped
+    with pytest.raises(ExportError):
+        export_label_images(project, tmp_path / "out2")
