@@ -25,7 +25,7 @@ from qtpy.QtCore import QObject, Signal
 
 from infosam_app.prompting import PromptController
 from infosam_app.session import Session
-from infosam_app.state.proposal_review import ProposalReview, label_at, proposal_prompts
+from infosam_app.state.proposal_review import ProposalReview, proposal_prompts
 from infosam_app.state.ranking import SUGGEST_POINTS_PER_SIDE, UncertaintyRanking, images_to_rank, rank_images
 from infosam_app.state.wording import plural
 from infosam_core.inference.automatic import AutomaticConfig, Proposal, segment_all
@@ -100,7 +100,7 @@ class ProposalController(QObject):
             self.ranking.record(key, result.uncertainty)
             self.set_proposals(result.proposals, key)
             s.tell(
-                f"{len(result.proposals)} proposals (uncertainty {result.uncertainty:.2f}): Accept all, click one "
+                f"{plural(len(result.proposals), 'proposal')} (uncertainty {result.uncertainty:.2f}): Accept all, click one "
                 "on the 'proposals' layer to reject it, or Refine it."
             )
             self.suggestions_changed.emit()
@@ -145,7 +145,7 @@ class ProposalController(QObject):
         """The proposal shown at pixel (x, y), if any."""
         if self.layer is None:
             return None
-        return label_at(self.layer.data, x, y)
+        return self.review.index_at(self.layer.data, x, y)
 
     def _on_click(self, layer, event) -> None:
         row, col = layer.world_to_data(event.position)[-2:]
@@ -172,7 +172,7 @@ class ProposalController(QObject):
         skipped = len(items) - len(objects)
         self.clear()
         self.session.tell(
-            f"Accepted {len(objects)} proposals as objects; saved"
+            f"Accepted {plural(len(objects), 'proposal')} as objects; saved"
             + (f" ({skipped} overlapping accepted objects skipped)" if skipped else "")
             + ". U undoes them all."
         )
@@ -228,7 +228,7 @@ class ProposalController(QObject):
             self.suggest_task = None
             s.fail(f"Suggest next failed: {exc}")
 
-        s.tell(f"Ranking {len(todo)} images without objects ...")
+        s.tell(f"Ranking {plural(len(todo), 'image')} without objects ...")
         self.suggest_task = s.tasks.run(
             work,
             name="suggest next",

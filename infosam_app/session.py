@@ -209,7 +209,8 @@ class Session(QObject):
         self.project_changed.emit()
         self.images_changed.emit()
         self.tell(
-            f"Project {project.name}: {len(project.images)} images, {project.total_objects()} objects ({project.root})"
+            f"Project {project.name}: {plural(len(project.images), 'image')}, {plural(project.total_objects(), 'object')} "
+            f"({project.root})"
         )
         if not project.images:
             self.navigation.clear_image()
@@ -511,6 +512,12 @@ class Session(QObject):
         self.tasks.run(
             make_predictor, sam, self.embedding_cache_dir, name="adapted predictor", on_result=ok, on_error=failed
         )
+
+    def drop_adapted(self) -> None:
+        """Predict with the base model only (the project opened has no adapter of its own)."""
+        if self.models.drop_adapted():
+            self.model_changed.emit()
+            self.ensure_embedding()
 
     def set_active(self, name: str) -> None:
         """Switch the model prompts are predicted with ("base" or "adapted")."""
