@@ -53,7 +53,10 @@ class AdaptPanel(QWidget):
         self.controller = TrainingController(session, self)
         self.max_steps: int | None = None  # tests and demos: a hard step limit
         self._last_val: float | None = None
-        self._pending_adapter: Path | None = None  # the project's adapter, loaded once a base model is there
+        self._pending_adapter: Path | None = None
+        self._last_progress = (
+            None  # the run's latest TrainProgress  # the project's adapter, loaded once a base model is there
+        )
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(self._settings_form())
@@ -255,6 +258,7 @@ class AdaptPanel(QWidget):
 
     def _on_started(self) -> None:
         self._last_val = None
+        self._last_progress = None
         settings = self.controller.last_settings
         terms = [TERM_LABELS.get(t, t) for t in distill_term_names(settings.distill)] if settings else []
         panels = [["seg"], terms] if terms else [["seg"]]
@@ -267,6 +271,7 @@ class AdaptPanel(QWidget):
         self._sync_buttons()
 
     def _on_progress(self, p) -> None:
+        self._last_progress = p
         pct = int(100 * p.step / max(p.total_steps, 1))
         self.progress_bar.setValue(pct)
         self.progress_bar.setFormat(f"step {p.step}/{p.total_steps}  %p%")
@@ -377,7 +382,8 @@ class AdaptPanel(QWidget):
         """What closing now does to the run, in words (the close dialog's text)."""
         c = self.controller
         run = c.run_dir.name if c.run_dir is not None else "the run"
-        step = self.progress_bar.format().split("  ")[0] if self.progress_bar.value() else "starting"
+        last = self._last_progress
+        step = f"step {last.step} of {last.total_steps}" if last is not None else "preparing the samples"
         return (
             f"Adapting is running ({step}). If you close now, the run stops after the current step and keeps the "
             f"best adapter so far in adapters/{run}/ of the project; reopening the project brings it back as the "
