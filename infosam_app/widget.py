@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 from infosam_app.adapt_panel import AdaptPanel
 from infosam_app.category_panel import CategoryPanel
 from infosam_app.export_panel import ExportPanel
+from infosam_app.getting_started import GettingStarted
 from infosam_app.gl_safety import make_triton_unimportable
 from infosam_app.image_panel import ImagePanel
 from infosam_app.model_panel import ModelPanel
@@ -163,6 +164,8 @@ class StudioWidget(QWidget):
         w = QWidget()
         lay = QVBoxLayout(w)
         lay.setContentsMargins(0, 0, 0, 0)
+        self.getting_started = GettingStarted()
+        lay.addWidget(self.getting_started)
         lay.addWidget(self._boxed("Images", self.image_panel))
         lay.addWidget(self._boxed("Model", self.model_panel))
         prompt = QWidget()
