@@ -12,8 +12,22 @@ import numpy as np
 
 from infosam_app.session import Session
 from infosam_app.state.object_edits import NotAcceptable, ObjectEdits, acceptable, free_pixels
+from infosam_app.state.wording import plural
 from infosam_core.annotation.project import ProjectError
 from infosam_core.annotation.records import AnnotatedObject, ObjectPrompts
+
+
+def undo_text(action) -> str:
+    """What an undo reverted, in words: "the new object 3", "4 accepted proposals (objects 5-8)", ..."""
+    if action.kind == "add_many":
+        ids = list(action.object_ids) or [action.object_id]
+        span = f"object {ids[0]}" if len(ids) == 1 else f"objects {min(ids)}–{max(ids)}"
+        return f"the {plural(len(ids), 'accepted proposal')} ({span})"
+    return {
+        "add": f"the new object {action.object_id}",
+        "replace": f"the refinement of object {action.object_id}",
+        "delete": f"the deletion of object {action.object_id}",
+    }.get(action.kind, f"{action.kind} of object {action.object_id}")
 
 
 class ObjectEditor:
@@ -122,7 +136,7 @@ class ObjectEditor:
             return False
         assert action is not None  # the stack was not empty
         self._refresh(key)
-        session.tell(f"Undone: {action.kind} of object {action.object_id}")
+        session.tell(f"Undone: {undo_text(action)}.")
         return True
 
     def under_cursor(self) -> int | None:

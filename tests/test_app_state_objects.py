@@ -15,7 +15,6 @@ from infosam_app.state.ranking import images_to_rank, rank_images
 from infosam_core.annotation.project import Project, ProjectError
 from infosam_core.annotation.records import ObjectPrompts
 from infosam_core.inference.automatic import AutomaticConfig, Proposal
-from infosam_core.io.images import ImageError
 
 SHAPE = (20, 20)
 
@@ -191,5 +190,6 @@ def test_rank_images_scores_each_readable_image_and_skips_missing_files(tmp_path
     assert rank_images(None, todo, config, should_stop=lambda: True) == {}  # cancelled before the first
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
-    with pytest.raises(ImageError):  # an unreadable image fails the whole ranking (as before the split)
-        rank_images(None, [(keys[1], broken)], config)
+    skipped: list[str] = []  # an unreadable image is skipped and named; the others are still ranked (issue 30)
+    scores = rank_images(None, [(keys[1], broken), (keys[1], todo[0][1])], config, skipped=skipped)
+    assert list(scores) == [keys[1]] and len(skipped) == 1 and skipped[0].startswith("broken.png: not a readable")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
 
     from infosam_core.adapter_files.loading import load_model_with_adapter
     from infosam_core.annotation.export import coco_from_label_images, read_label_image, write_label_image
@@ -110,15 +110,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(images) - len(todo)} of {len(images)} images already segmented in {args.out}: skipped")
     predictor = Predictor(sam, cache_size=1)
     failed = []
-    for path in tqdm(todo, desc="segment", unit="image", disable=None):
+    for number, path in enumerate(todo, start=1):  # one line per image on stderr (progress, also when piped)
+        started = time.perf_counter()
         try:
             image = load_rgb(path)
         except ImageError as exc:
             failed.append(str(exc))
+            print(f"segment [{number}/{len(todo)}] {path.name}: skipped (not readable)", file=sys.stderr, flush=True)
             continue
+        height, width = image.shape[:2]
+        print(f"segment [{number}/{len(todo)}] {path.name} ({width} x {height}) ...", file=sys.stderr, flush=True)
         result = segment_all(predictor, image, config)
         labels[path] = result.labels()
         write_label_image(label_paths[path], labels[path])
+        print(
+            f"segment [{number}/{len(todo)}] {path.name}: {len(result.proposals)} objects in "
+            f"{time.perf_counter() - started:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     done = [path for path in images if path in labels]
     coco = coco_from_label_images((path.name, labels[path], None) for path in done)
