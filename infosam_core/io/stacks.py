@@ -294,6 +294,32 @@ def is_stack_source(path: str | Path) -> bool:
     return path.is_dir() or path.suffix.lower() == ".zarr"
 
 
+def is_stack_file(path: str | Path) -> bool:
+    """A TIFF whose first series is a stack, not one 2-D image: its metadata names a Z or T axis with more than one
+    plane, or it has more planes than a 2-D image's layouts allow ((Y, X, C) or (C, Y, X) with C <= 4). False for
+    every other file, and for a TIFF whose header cannot be read (the image reader then says why)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+        return False
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                return False
+            shape = tuple(int(d) for d in tif.series[0].shape)
+            axes = str(tif.series[0].axes)
+    except Exception:  # noqa: BLE001 - not a readable TIFF: not a stack either
+        return False
+    sizes = dict(zip(axes, shape, strict=False))
+    if any(sizes.get(a, 1) > 1 for a in STACK_AXES):
+        return True
+    dims = [d for d in shape if d > 1]
+    if len(dims) <= 2:
+        return False
+    return not (len(dims) == 3 and (dims[-1] <= 4 or dims[0] in (1, 3, 4)))
+
+
 def read_stack(path: str | Path, axes: str | None = None) -> Stack:
     """A stack from a multi-page TIFF / OME-TIFF, a zarr array or OME-Zarr image, or a folder of numbered
     slices (see the module docstring). ``axes`` overrides what the source says. StackError names the fix."""
@@ -504,6 +530,7 @@ __all__ = [
     "numbered_slices",
     "parse_axes",
     "read_label_stack",
+    "is_stack_file",
     "read_stack",
     "stack_from_array",
     "write_label_stack",
