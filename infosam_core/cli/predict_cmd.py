@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     if wants_stack(args):
-        return run_predict_stack(args)
+        box = parse_box(args.box) if args.box is not None else None
+        return run_predict_stack(args, [parse_point(p) for p in args.point], box)
     if not args.point and args.box is None:
         raise CLIError("give a prompt: --point X,Y (repeatable) and/or --box X0,Y0,X1,Y1")
     if args.out.suffix.lower() != ".png":

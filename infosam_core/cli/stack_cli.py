@@ -105,18 +105,16 @@ def _check_out(out: Path, propagate: bool) -> None:
     raise CLIError(f"--out {out}: a stack's mask is written as .tif or .zarr (a 2-D .png only without --propagate)")
 
 
-def run_predict_stack(args: argparse.Namespace) -> int:
+def run_predict_stack(args: argparse.Namespace, points: list[tuple[float, float, int]], box: np.ndarray | None) -> int:
+    """`infosam predict` on a stack, with the prompts ``predict_cmd`` parsed: (x, y, label) points and a box."""
     from infosam_core.adapter_files.loading import load_model_with_adapter
-    from infosam_core.cli.predict_cmd import parse_box, parse_point
     from infosam_core.inference.predictor import Predictor, box_outside_image
     from infosam_core.inference.propagation import PropagationConfig, SlicePrompt, propagate
     from infosam_core.io.stacks import write_label_stack
 
-    if not args.point and args.box is None:
+    if not points and box is None:
         raise CLIError("give a prompt: --point X,Y (repeatable) and/or --box X0,Y0,X1,Y1")
     _check_out(args.out, args.propagate)
-    points = [parse_point(p) for p in args.point]
-    box = parse_box(args.box) if args.box is not None else None
     stack = _open_stack(args.image, args.axes)
     if args.slice is None:
         raise CLIError(
