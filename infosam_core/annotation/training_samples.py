@@ -1,5 +1,6 @@
 """A project's accepted objects as training samples: one :class:`SegmentationSample` per object (its image,
-the binary mask of that object).
+the binary mask of that object); a 3D object of a stack gives one sample per slice it spans (the slice's plane,
+the object's mask there).
 
 Two steps, so that a GUI can take the snapshot on its own thread and do the slow part elsewhere:
 :func:`snapshot_objects` copies what is needed (label images, object ids, image paths) from the project, and
@@ -18,6 +19,7 @@ from infosam_core.annotation.project import Project
 from infosam_core.annotation.records import ProjectError
 from infosam_core.data.datasets import SegmentationSample
 from infosam_core.io.images import load_rgb
+from infosam_core.io.stacks import Stack, read_stack
 
 
 @dataclass
@@ -29,6 +31,8 @@ class ObjectSource:
     name: str
     labels: np.ndarray
     object_ids: list[int]
+    plane: int | None = None  # a stack's slice (None: a 2-D image)
+    axes: str | None = None  # the stack's axes where its file does not name them
 
 
 def snapshot_objects(project: Project, on_missing: Callable[[str], None] | None = None) -> list[ObjectSource]:
@@ -45,7 +49,25 @@ def snapshot_objects(project: Project, on_missing: Callable[[str], None] | None 
                 on_missing(f"{entry.name}: image not found, its objects are not used")
             continue
         sources.append(ObjectSource(path, entry.name, ann.labels.copy(), sorted(ann.objects)))
-    return sources
+    return sources + _stack_slice_sources(project, on_missing)
+
+
+def _stack_slice_sources(project: Project, on_missing: Callable[[str], None] | None) -> list[ObjectSource]:
+    """The slices of the project's 3D objects, one source per slice that holds any."""
+    from infosam_core.annotation.stack_objects import stack_training_sources
+
+    try:
+        stacks = stack_training_sources(project)
+    except ProjectError as exc:
+        if on_missing is not None:
+            on_missing(f"{exc}: its objects are not used")
+        return []
+    out = []
+    for src in stacks:
+        for plane, labels in src.planes.items():
+            ids = [int(i) for i in np.unique(labels[labels > 0])]
+            out.append(ObjectSource(src.path, f"{src.name}[{plane}]", labels, ids, plane, src.axes))
+    return out
 
 
 def build_samples(
@@ -56,9 +78,15 @@ def build_samples(
     An image that cannot be read, or that no longer matches its labels, raises ValueError (ImageError is one);
     with ``on_skip`` it is skipped instead and reported through ``on_skip(message)``."""
     samples = []
+    stacks: dict[tuple[Path, str | None], Stack] = {}
     for src in sources:
         try:
-            rgb = load_rgb(src.path)
+            if src.plane is None:
+                rgb = load_rgb(src.path)
+            else:
+                if (src.path, src.axes) not in stacks:
+                    stacks[(src.path, src.axes)] = read_stack(src.path, src.axes)
+                rgb = stacks[(src.path, src.axes)].rgb(src.plane)
             if rgb.shape[:2] != src.labels.shape:
                 raise ValueError(
                     f"{src.name}: the image is {rgb.shape[1]}x{rgb.shape[0]} px but its labels are "

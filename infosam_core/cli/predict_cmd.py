@@ -7,7 +7,7 @@
     infosam predict photo.jpg --model vit_b --checkpoint sam_hq_vit_b.pth --box 30,40,200,180 --out m.png  # HQ-SAM
 
 The mask is written atomically as an 8-bit PNG (0 background, 255 object) of the image's size, and the
-model's predicted quality score is printed.
+model's predicted quality score is printed. Stacks (``--slice K``, ``--propagate``): see ``cli/stack_cli.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 
 from infosam_core.cli import CLIError, add_model_argument
 from infosam_core.cli.common import add_device_argument, check_device
+from infosam_core.cli.stack_cli import add_predict_stack_arguments, run_predict_stack, wants_stack
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_device_argument(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="MASK.png", help="where to write the mask")
+    add_predict_stack_arguments(parser)  # --slice, --propagate, --axes ... (z-stacks and time series)
     parser.set_defaults(func=run)
 
 
@@ -90,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.io.images import ImageError, load_rgb
 
     check_device(args.device)
+    if wants_stack(args):
+        box = parse_box(args.box) if args.box is not None else None
+        return run_predict_stack(args, [parse_point(p) for p in args.point], box)
     if not args.point and args.box is None:
         raise CLIError("give a prompt: --point X,Y (repeatable) and/or --box X0,Y0,X1,Y1")
     if args.out.suffix.lower() != ".png":

@@ -9,7 +9,7 @@ Writes ``<stem>_labels.<fmt>`` per image (0 background, 1..N objects, the image'
 the images already done (a label file there that cannot be read is made again). Label files in ``--out``
 are never taken as input images, so ``--out`` may be an input folder. ``--truth`` takes a folder of ground-truth masks named like the images (a binary
 mask is split into objects by connected components; a label image is used as is) and prints instance F1
-at IoU 0.5.
+at IoU 0.5. Stacks (multi-page TIFF, zarr, ``--stack``): one 3D label TIFF each, see ``cli/stack_cli.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 from infosam_core.cli import CLIError, add_model_argument
 from infosam_core.cli.common import add_device_argument, check_device, check_out_dir
+from infosam_core.cli.stack_cli import add_segment_stack_arguments, run_segment_stacks, stack_inputs
 from infosam_core.io.paths import paths_by_stem
 
 FORMATS = ("tif", "png")
@@ -44,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=FORMATS, default="tif", help="label image format (default: tif)")
     parser.add_argument("--truth", type=Path, help="folder of ground-truth masks named like the images: print F1")
     add_device_argument(parser)
+    add_segment_stack_arguments(parser)  # --stack, --link-iou, --axes (z-stacks and time series)
     parser.set_defaults(func=run)
 
 
@@ -60,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     check_out_dir(args.out)
+    stacks = stack_inputs(args)
+    if stacks is not None:
+        return run_segment_stacks(args, stacks)
     try:
         images = find_images(args.inputs)
     except ProjectError as exc:

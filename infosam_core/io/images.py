@@ -262,7 +262,8 @@ def _to_hwc(image: np.ndarray, where: str) -> np.ndarray:
     if image.ndim != 3:
         raise ImageError(
             f"{where}expected a 2-D (H, W) or 3-D (H, W, C) image, got {image.ndim}-D shape {image.shape}. "
-            "For stacks or time series, pass one plane (e.g. image[0])."
+            "For z-stacks or time series, pass one plane (e.g. image[0]), or use the stack commands "
+            "(infosam predict STACK --slice K --propagate, infosam segment STACK; infosam_core.io.stacks)."
         )
     if image.shape[2] not in (1, 2, 3, 4) and image.shape[0] in (1, 3, 4):
         image = np.moveaxis(image, 0, 2)
