@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from infosam_core.cli import CLIError, add_model_argument
-from infosam_core.cli.common import add_device_argument, check_device, check_out_dir
+from infosam_core.cli.common import (
+    add_device_argument,
+    add_precision_argument,
+    check_device,
+    check_out_dir,
+    check_precision,
+)
 from infosam_core.io.paths import paths_by_stem
 
 FORMATS = ("tif", "png")
@@ -43,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=FORMATS, default="tif", help="label image format (default: tif)")
     parser.add_argument("--truth", type=Path, help="folder of ground-truth masks named like the images: print F1")
     add_device_argument(parser)
+    add_precision_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -59,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.io.images import ImageError, load_rgb
 
     check_device(args.device)
+    check_precision(args.precision, args.device)
     check_out_dir(args.out)
     try:
         images = find_images(args.inputs)
@@ -108,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     todo = [path for path in images if path not in labels]
     if len(todo) < len(images):
         print(f"{len(images) - len(todo)} of {len(images)} images already segmented in {args.out}: skipped")
-    predictor = Predictor(sam, cache_size=1)
+    predictor = Predictor(sam, cache_size=1, precision=args.precision)
     failed = []
     for path in tqdm(todo, desc="segment", unit="image", disable=None):
         try:
