@@ -20,7 +20,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(
         peft="adapter",
         distill="infosam",
-        distill_options={"alpha": 1.0, "beta": 0.5},
+        distill_options={"alpha": 1.0, "beta": 0.5, "center": False},  # the paper's formula, on every model
         distill_weight=1.0,
         epochs=10,
         batch_size=4,
