@@ -128,3 +128,25 @@ def test_train_cli_uses_the_model_default_and_the_paper_when_asked():
     assert build_config(parser.parse_args([*common, "tiny", "--preset", "paper"])).distill_options["center"] is False
     assert build_config(parser.parse_args([*common, "vit_b"])).distill_options == {}
     assert build_config(parser.parse_args([*common, "tiny", "--distill", "none"])).distill_options == {}
+
+
+def test_decoder_lr_scale_slows_only_the_decoder(base, samples):
+    from infosam_core.peft.state import trained_state
+
+    start = {
+        k: v.clone()
+        for k, v in trained_state(train(quick(max_steps=1, lr=1e-9, min_lr=0), base, samples).model).items()
+    }
+
+    def moved(scale: float) -> dict[str, float]:
+        state = trained_state(train(quick(max_steps=1, lr=1e-3, min_lr=0, decoder_lr_scale=scale), base, samples).model)
+        return {k: float((state[k] - start[k]).abs().max()) for k in state}
+
+    full, slow = moved(1.0), moved(0.01)
+    decoder = [k for k in full if k.startswith("mask_decoder.") and full[k] > 1e-6]
+    others = [k for k in full if not k.startswith("mask_decoder.") and full[k] > 1e-6]
+    assert decoder and others
+    assert all(slow[k] < 0.05 * full[k] for k in decoder)  # Adam's first step: the step is lr * sign(grad)
+    assert all(slow[k] == pytest.approx(full[k], rel=1e-4) for k in others)
+    with pytest.raises(ValueError, match="decoder_lr_scale"):
+        quick(decoder_lr_scale=0.0).validate()

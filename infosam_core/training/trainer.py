@@ -34,7 +34,8 @@ only the student's trainable part of the encoder, once. With a fully frozen enco
 student's embeddings are the teacher's. ``teacher_cache=False`` recomputes both encoders in full every
 step (benchmarks only); ``teacher_cache_max_mb`` bounds the cache (entries beyond it are recomputed).
 
-Optimisation: Adam (no weight decay), cosine from ``lr`` to ``min_lr`` over all planned steps, batches of
+Optimisation: Adam (no weight decay), cosine from ``lr`` to ``min_lr`` over all planned steps (the mask
+decoder's trainable parameters at ``decoder_lr_scale`` times that rate; 1 = the paper), batches of
 ``batch_size`` with the last partial batch dropped. Everything random comes from ``seed`` through local
 generators (no global RNG state), so training can run in a worker thread: the epoch's order from (seed,
 epoch), each sample's flip and prompt from (seed, epoch, sample index) (:mod:`~infosam_core.training.batches`).
@@ -207,8 +208,14 @@ class Trainer:
         self._build_caches()
         # with several processes: DDP (parameters broadcast from rank 0, gradients averaged in backward)
         self.parallel_step = self.dist.wrap(_StepModule(self.student, self.step_losses)) if self.dist.enabled else None
-        self.params = [p for p in self.student.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=config.lr, weight_decay=0.0)
+        named = [(n, p) for n, p in self.student.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in named]
+        decoder = [p for n, p in named if n.split(".")[0].endswith("mask_decoder")]  # SAM / SAM2 decoders
+        groups = [{"params": self.params, "lr_scale": 1.0}]
+        if decoder and config.decoder_lr_scale != 1.0:  # the decoder at its own rate (issue 31's candidate)
+            rest = [p for n, p in named if not n.split(".")[0].endswith("mask_decoder")]
+            groups = [{"params": rest, "lr_scale": 1.0}, {"params": decoder, "lr_scale": config.decoder_lr_scale}]
+        self.optimizer = torch.optim.Adam([g for g in groups if g["params"]], lr=config.lr, weight_decay=0.0)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, torch.Tensor] | None = None
         self.best_val: float | None = None
@@ -316,7 +323,7 @@ class Trainer:
         self.epoch = epoch  # read by step_losses (a distiller's warm-up)
         lr = cosine_lr(self.step_count, self.total_steps, c.lr, c.min_lr)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         self.lr = lr
         self.optimizer.zero_grad(set_to_none=True)
         if self.parallel_step is not None:
