@@ -20,9 +20,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-COS_THRESHOLD = 0.98  # paper formula on the tiny model: 0.996; centred relation vectors: well below
-LD_THRESHOLD = 0.05  # |L_d| of the collapsed runs: 0.01-0.02; centred relation vectors: about 1.9
-PATIENCE = 8  # steps in a row (the tiny nuclei runs: 8 steps per epoch)
+# Measured per step on the tiny model, nuclei, seed 1, 32 steps (docs/results/README.md): the paper's formula
+# starts at cosine 0.40 (the student is the teacher) and has 0.88-0.99 from step 2 to 23 with |L_d| 0.003-0.3;
+# centred relation vectors stay at cosine -0.05..0.09 with |L_d| 1.6-2.0 (at most log2(batch) = 2 at batch 4).
+COS_THRESHOLD = 0.9
+LD_THRESHOLD = 0.1
+PATIENCE = 8  # steps in a row (the nuclei runs: 8 steps per epoch); that run was flagged from step 18 to 23
 
 
 @dataclass
