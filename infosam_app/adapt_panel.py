@@ -32,6 +32,9 @@ from infosam_app.state.models import ModelInfo, device_name
 from infosam_app.state.wording import adapter_name, plural
 from infosam_app.training import MIN_OBJECTS, RunSettings, TrainingController
 
+# shown on the loss plot while the distillation has stopped carrying information (infosam_core.training.collapse)
+COLLAPSE_FLAG = "distillation collapsed: L_d carries no signal"
+
 
 def format_seconds(s: float | None) -> str:
     if s is None or s != s or s < 0:
@@ -286,6 +289,7 @@ class AdaptPanel(QWidget):
             f"epoch {p.epoch}   elapsed {format_seconds(p.elapsed_s)}   ETA {format_seconds(eta)}{extra}"
         )
         if p.val_miou is None:  # the end-of-epoch report repeats the epoch's mean losses: not plotted
+            self.plot.set_flag(COLLAPSE_FLAG if p.distill_collapsed else "")
             self.plot.add(p.step, {"seg": p.seg_loss, **{TERM_LABELS.get(k, k): v for k, v in p.terms.items()}})
 
     def _on_finished(self, result) -> None:

@@ -224,10 +224,13 @@ class TrainingController(QObject):
     def _train_config(self, settings: RunSettings, continue_run: bool):
         """The core's TrainConfig for the panel's settings; a continued run after a divergence uses a lower lr."""
         from infosam_core.training.config import TrainConfig
+        from infosam_core.training.defaults import recommended_distill_options
 
+        base = self.session.infos.get("base")  # the setting measured best for the model in use (issue 31)
         config = TrainConfig(
             peft=settings.method,
             distill=settings.distill,
+            distill_options=recommended_distill_options(base.model_type if base else None, settings.distill),
             epochs=settings.epochs,
             time_budget_s=settings.time_budget_s,
             max_steps=settings.max_steps,
