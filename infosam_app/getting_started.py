@@ -23,7 +23,8 @@ APP_STATE_NAME = "app.json"
 
 
 def _key(action: str) -> str:
-    return SHORTCUTS[action][0][0]
+    """The action's first key as shown to the user ("Control-Z" -> "Ctrl+Z")."""
+    return SHORTCUTS[action][0][0].replace("Control-", "Ctrl+")
 
 
 def getting_started_steps() -> list[str]:

@@ -102,7 +102,8 @@ class StudioLayers:
     def size_points(self, shape: tuple[int, int]) -> None:
         """Point prompts in screen pixels: a size in image pixels larger than the image can ever be shown,
         clamped by ``canvas_size_limits`` to :data:`POINT_SCREEN_PX` (a fixed image-pixel size was huge on
-        small images and invisible on large ones)."""
+        small images and invisible on large ones). Clamped down, not up: napari enlarges a small point's outline
+        to the lower limit but leaves its face small (seen under Xvfb, napari 0.9)."""
         if not self.alive(self.points):
             return
         big = float(max(shape) * 4 + 100)

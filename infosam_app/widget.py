@@ -8,6 +8,7 @@ their own beyond their controls: the session (project, images, models) and the p
 from __future__ import annotations
 
 import contextlib
+import warnings
 from html import escape
 
 import napari
@@ -118,9 +119,10 @@ class StudioWidget(QWidget):
         app = QCoreApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.cleanup)
-        self._main_window = getattr(getattr(napari_viewer, "window", None), "_qt_window", None)
-        if self._main_window is not None:
-            self._main_window.installEventFilter(self)  # closing during Adapt asks first (eventFilter)
+        self._main_window = None  # closing it during Adapt asks first (eventFilter)
+        with warnings.catch_warnings():  # napari deprecates plugins reaching its window; showEvent finds it too
+            warnings.simplefilter("ignore", FutureWarning)
+            self._watch_main_window(getattr(getattr(napari_viewer, "window", None), "_qt_window", None))
         if load_model:
             self.model_panel.set_choice(model_type, checkpoint)
             s.load_model(model_type, checkpoint)
@@ -270,6 +272,22 @@ class StudioWidget(QWidget):
         gc_policy.freeze_all()
 
     # ------------------------------------------------------------------------------------------ lifecycle
+    def _watch_main_window(self, window) -> None:
+        """Filter the events of ``window`` (napari's main window) to catch its Close while Adapt runs."""
+        from qtpy.QtWidgets import QMainWindow
+
+        if not isinstance(window, QMainWindow) or window is self._main_window:
+            return
+        if self._main_window is not None:
+            with contextlib.suppress(RuntimeError):
+                self._main_window.removeEventFilter(self)
+        self._main_window = window
+        window.installEventFilter(self)
+
+    def showEvent(self, event) -> None:
+        self._watch_main_window(self.window())  # docked: the main window, without napari's private attribute
+        super().showEvent(event)
+
     def eventFilter(self, obj, event) -> bool:
         """Closing the window while Adapt runs: say what is kept and ask; "keep adapting" cancels the close."""
         from qtpy.QtCore import QEvent

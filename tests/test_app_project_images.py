@@ -92,3 +92,18 @@ def test_suggest_next_and_export_skip_an_unreadable_image(studio, qtbot, tmp_pat
     paths = export.export_masks(tmp_path / "labels", fmt="tif", layout="instances")
     assert len(paths) == 2 and "Skipped 1 unreadable image" in s.last_error
     assert export.export_coco(tmp_path / "coco.json") is not None
+
+
+def test_infosam_app_refuses_a_known_bad_binding(monkeypatch):
+    import argparse
+
+    from infosam_app import cli, qt_safety
+    from infosam_core.cli import CLIError
+
+    monkeypatch.setattr(qt_safety, "current_binding", lambda: ("PySide6", "6.12.0"))
+    monkeypatch.delenv(qt_safety.ALLOW_ENV, raising=False)
+    args = argparse.Namespace(images=[], project=None, samples=False, model="tiny", checkpoint=None)
+    with pytest.raises(CLIError, match="none_dealloc"):
+        cli.run(args)
+    monkeypatch.setenv(qt_safety.ALLOW_ENV, "1")  # the user's override
+    assert qt_safety.current_binding_problem() is None

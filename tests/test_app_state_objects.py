@@ -193,3 +193,22 @@ def test_rank_images_scores_each_readable_image_and_skips_missing_files(tmp_path
     skipped: list[str] = []  # an unreadable image is skipped and named; the others are still ranked (issue 30)
     scores = rank_images(None, [(keys[1], broken), (keys[1], todo[0][1])], config, skipped=skipped)
     assert list(scores) == [keys[1]] and len(skipped) == 1 and skipped[0].startswith("broken.png: not a readable")
+
+
+def test_proposal_colours_stay_when_others_are_rejected():
+    """Each proposal keeps its label value (its colour) when another is rejected or taken (issue 30)."""
+    review = ProposalReview()
+    props = [
+        _proposal(_rect(0, 4, 0, 4), 0.9),
+        _proposal(_rect(6, 10, 6, 10), 0.8),
+        _proposal(_rect(12, 16, 12, 16), 0.7),
+    ]
+    review.set(props, "k")
+    before = review.label_image(SHAPE)
+    assert [before[1, 1], before[7, 7], before[13, 13]] == [1, 2, 3]
+    assert review.reject(0)
+    after = review.label_image(SHAPE)
+    assert after[1, 1] == 0 and after[7, 7] == 2 and after[13, 13] == 3  # not renumbered to 1, 2
+    assert review.index_at(after, 7, 7) == 0 and review.index_at(after, 13, 13) == 1
+    assert review.index_at(after, 1, 1) is None
+    assert review.take(1) is props[2] and review.label_image(SHAPE)[7, 7] == 2

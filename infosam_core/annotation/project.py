@@ -6,10 +6,12 @@ Layout of a project folder::
                                     category list (id, name, colour; absent in older projects = one
                                     category "object")
     ui.json                         UI state (the image shown last); not essential
+    adapt.json                      the app's Adapt memory (active adapter, settings, curves); not essential
     annotations/<key>/objects.json  per image: image path + sha256, the label file's name, every object's
                                     prompts (points, box, chosen candidate), area, bounding box, model
     annotations/<key>/labels-<rev>.tif   the label image (0 = background, object id elsewhere), uint16/32
     adapters/ , exports/            written by the app (training output, exported masks)
+    cache/embeddings/               image embeddings computed by the app (``<pixels hash>-<model>.safetensors``)
 
 Crash safety. Saving one image's annotations is a two-step commit:
 
