@@ -8,6 +8,10 @@
 
 The mask is written atomically as an 8-bit PNG (0 background, 255 object) of the image's size, and the
 model's predicted quality score is printed.
+
+An image larger than the model's input side (256 px for the bundled tiny model, 1024 px for SAM) is tiled
+(``--tile-shape``, ``--halo``; ``--tile-shape 0``: off): the prompts are answered from the tile that holds them,
+at the image's native resolution (a box larger than a tile: a grown tile, or a downscaled view).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 
 from infosam_core.cli import CLIError, add_model_argument
 from infosam_core.cli.common import add_device_argument, check_device
+from infosam_core.cli.tiling_options import add_tiling_arguments, check_tiling_values, tiling_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="HQ-SAM models (a sam-hq checkpoint such as sam_hq_vit_b.pth, or an hq_sam adapter): the HQ token's mask alone, as sam-hq's "
         "hq_token_only=True (default: SAM's mask + the HQ mask, sam-hq's default)",
     )
+    add_tiling_arguments(parser)
     add_device_argument(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="MASK.png", help="where to write the mask")
     parser.set_defaults(func=run)
@@ -96,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--out {args.out}: the mask is written as PNG; use a .png file name")
     points = [parse_point(p) for p in args.point]
     box = parse_box(args.box) if args.box is not None else None
+    check_tiling_values(args)
     try:
         image = load_rgb(args.image)
     except ImageError as exc:
@@ -119,11 +126,19 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.checkpoint or args.model} has SAM's plain decoder"
             )
         sam.mask_decoder.hq_token_only = True
-    predictor = Predictor(sam, cache_size=0)
-    predictor.set_image(image)
+    tiling = tiling_from_args(args, sam)
     coords = np.array([p[:2] for p in points], dtype=np.float64) if points else None
     labels = np.array([p[2] for p in points], dtype=np.int64) if points else None
-    masks, scores, _ = predictor.predict(coords, labels, box, multimask_output=args.multimask)
+    if tiling is not None and tiling.needs_tiling((height, width)):
+        from infosam_core.inference.tiling_predictor import TiledPredictor
+
+        tiled = TiledPredictor(Predictor(sam, cache_size=0), tiling)
+        tiled.set_image(image)
+        masks, scores, _ = tiled.predict(coords, labels, box, multimask_output=args.multimask)
+    else:
+        predictor = Predictor(sam, cache_size=0)
+        predictor.set_image(image)
+        masks, scores, _ = predictor.predict(coords, labels, box, multimask_output=args.multimask)
     best = int(np.argmax(scores))
     mask = masks[best].astype(np.uint8) * 255
 

@@ -7,7 +7,9 @@
 Writes ``<stem>_labels.<fmt>`` per image (0 background, 1..N objects, the image's size) and one COCO file
 ``coco.json`` (RLE masks) for the set. Each label image is written last and atomically, so a re-run skips
 the images already done (a label file there that cannot be read is made again). Label files in ``--out``
-are never taken as input images, so ``--out`` may be an input folder. ``--truth`` takes a folder of ground-truth masks named like the images (a binary
+are never taken as input images, so ``--out`` may be an input folder. An image larger than the model's input side
+(256 px for the bundled tiny model, 1024 px for SAM) is segmented tile by tile at native resolution and stitched
+(``--tile-shape``, ``--halo``; ``--tile-shape 0``: off); objects crossing a seam get one label. ``--truth`` takes a folder of ground-truth masks named like the images (a binary
 mask is split into objects by connected components; a label image is used as is) and prints instance F1
 at IoU 0.5.
 """
@@ -21,6 +23,7 @@ from typing import Any
 
 from infosam_core.cli import CLIError, add_model_argument
 from infosam_core.cli.common import add_device_argument, check_device, check_out_dir
+from infosam_core.cli.tiling_options import add_tiling_arguments, check_tiling_values, tiling_from_args
 from infosam_core.io.paths import paths_by_stem
 
 FORMATS = ("tif", "png")
@@ -42,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--stability-thresh", type=float, help="keep masks with stability score at least this")
     parser.add_argument("--format", choices=FORMATS, default="tif", help="label image format (default: tif)")
     parser.add_argument("--truth", type=Path, help="folder of ground-truth masks named like the images: print F1")
+    add_tiling_arguments(parser)
     add_device_argument(parser)
     parser.set_defaults(func=run)
 
@@ -55,10 +59,12 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.annotation.records import ProjectError
     from infosam_core.inference.automatic import AutomaticConfig, segment_all
     from infosam_core.inference.predictor import Predictor
+    from infosam_core.inference.tiling_segment import segment_all_tiled
     from infosam_core.io.atomic import write_json_atomic
     from infosam_core.io.images import ImageError, load_rgb
 
     check_device(args.device)
+    check_tiling_values(args)
     check_out_dir(args.out)
     try:
         images = find_images(args.inputs)
@@ -108,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     todo = [path for path in images if path not in labels]
     if len(todo) < len(images):
         print(f"{len(images) - len(todo)} of {len(images)} images already segmented in {args.out}: skipped")
+    tiling = tiling_from_args(args, sam)
     predictor = Predictor(sam, cache_size=1)
     failed = []
     for path in tqdm(todo, desc="segment", unit="image", disable=None):
@@ -116,8 +123,10 @@ def run(args: argparse.Namespace) -> int:
         except ImageError as exc:
             failed.append(str(exc))
             continue
-        result = segment_all(predictor, image, config)
-        labels[path] = result.labels()
+        if tiling is not None and tiling.needs_tiling(image.shape[:2]):
+            labels[path] = segment_all_tiled(predictor, image, config, tiling).labels
+        else:
+            labels[path] = segment_all(predictor, image, config).labels()
         write_label_image(label_paths[path], labels[path])
 
     done = [path for path in images if path in labels]
