@@ -45,9 +45,10 @@ class RunSettings:
 
 def _train_job(sources, config, base_sam, init_model, run_dir: Path, report, should_stop):
     from infosam_core.annotation.training_samples import build_samples
+    from infosam_core.inference.tiling import TilingConfig
     from infosam_core.training.runs import train_and_save
 
-    samples = build_samples(sources)
+    samples = build_samples(sources, TilingConfig.for_model(base_sam))  # large images: crops around each object
     if len(samples) < MIN_OBJECTS:
         raise ValueError(f"need at least {MIN_OBJECTS} accepted objects to adapt, found {len(samples)}")
     config.batch_size = max(2, min(config.batch_size, len(samples)))

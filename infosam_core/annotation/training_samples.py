@@ -17,6 +17,8 @@ import numpy as np
 from infosam_core.annotation.project import Project
 from infosam_core.annotation.records import ProjectError
 from infosam_core.data.datasets import SegmentationSample
+from infosam_core.inference.tiling import TilingConfig
+from infosam_core.inference.tiling_crops import object_crops
 from infosam_core.io.images import load_rgb
 
 
@@ -48,8 +50,10 @@ def snapshot_objects(project: Project, on_missing: Callable[[str], None] | None 
     return sources
 
 
-def build_samples(sources: list[ObjectSource]) -> list[SegmentationSample]:
+def build_samples(sources: list[ObjectSource], tiling: TilingConfig | None = None) -> list[SegmentationSample]:
     """One sample per object (samples of one image share its RGB array, hence the training caches' entries).
+    With ``tiling`` (e.g. ``TilingConfig.for_model(sam)``), the objects of an image larger than one tile are
+    native-resolution crops around each (:func:`~infosam_core.inference.tiling_crops.object_crops`).
     Raises ValueError when an image no longer matches its labels, ImageError when it cannot be read."""
     samples = []
     for src in sources:
@@ -63,4 +67,6 @@ def build_samples(sources: list[ObjectSource]) -> list[SegmentationSample]:
             mask = src.labels == oid
             if mask.any():
                 samples.append(SegmentationSample(rgb, mask, f"{src.name}#{oid}"))
+    if tiling is not None:
+        samples = object_crops(samples, tiling)
     return samples
