@@ -23,7 +23,7 @@ import numpy as np
 
 from infosam_core.cli import CLIError, add_model_argument
 from infosam_core.cli.common import add_device_argument, check_device
-from infosam_core.cli.tiling_options import add_tiling_arguments, check_tiling_values, tiling_from_args
+from infosam_core.cli.tiling_options import add_tiling_arguments, check_tiling_values, load_input, tiling_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="segment one object from point/box prompts and write a mask PNG",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument("image", type=Path, help="image file (PNG, JPEG, TIFF incl. 16-bit, ...)")
+    parser.add_argument(
+        "image", type=Path, help="image file (PNG, JPEG, TIFF incl. 16-bit and tiled OME-TIFF, ...) or zarr / OME-Zarr"
+    )
     add_model_argument(parser)
     parser.add_argument("--checkpoint", type=Path, help="weights file (.pth or .safetensors) for --model")
     parser.add_argument("--adapter", type=Path, help="adapter saved by `infosam train` or the app (for --model)")
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.adapter_files.loading import load_model_with_adapter
     from infosam_core.inference.predictor import Predictor, box_outside_image
     from infosam_core.io.atomic import atomic_path
-    from infosam_core.io.images import ImageError, load_rgb
+    from infosam_core.io.images import ImageError
 
     check_device(args.device)
     if not args.point and args.box is None:
@@ -104,7 +106,12 @@ def run(args: argparse.Namespace) -> int:
     box = parse_box(args.box) if args.box is not None else None
     check_tiling_values(args)
     try:
-        image = load_rgb(args.image)
+        sam = load_model_with_adapter(args.model, args.checkpoint, args.adapter, args.device)
+    except ValueError as exc:  # CheckpointError, PeftCheckpointError, ModelDeviceError: one line each
+        raise CLIError(str(exc)) from None
+    tiling = tiling_from_args(args, sam)
+    try:
+        image = load_input(args.image, tiling)  # a lazy region source when it is tiled and a zarr / TIFF
     except ImageError as exc:
         raise CLIError(str(exc)) from None
     height, width = image.shape[:2]
@@ -113,10 +120,6 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"--point {x:g},{y:g} lies outside the {width}x{height} image")
     if box is not None and box_outside_image(box, width, height):
         raise CLIError(f"--box {args.box} reaches outside the {width}x{height} image (0..{width}, 0..{height})")
-    try:
-        sam = load_model_with_adapter(args.model, args.checkpoint, args.adapter, args.device)
-    except ValueError as exc:  # CheckpointError, PeftCheckpointError, ModelDeviceError: one line each
-        raise CLIError(str(exc)) from None
 
     if args.hq_token_only:
         if not hasattr(sam.mask_decoder, "hq_token_only"):
@@ -126,7 +129,6 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.checkpoint or args.model} has SAM's plain decoder"
             )
         sam.mask_decoder.hq_token_only = True
-    tiling = tiling_from_args(args, sam)
     coords = np.array([p[:2] for p in points], dtype=np.float64) if points else None
     labels = np.array([p[2] for p in points], dtype=np.int64) if points else None
     if tiling is not None and tiling.needs_tiling((height, width)):

@@ -23,10 +23,10 @@ from typing import Any
 
 from infosam_core.cli import CLIError, add_model_argument
 from infosam_core.cli.common import add_device_argument, check_device, check_out_dir
-from infosam_core.cli.tiling_options import add_tiling_arguments, check_tiling_values, tiling_from_args
+from infosam_core.cli.tiling_options import add_tiling_arguments, check_tiling_values, load_input, tiling_from_args
 from infosam_core.io.paths import paths_by_stem
 
-FORMATS = ("tif", "png")
+FORMATS = ("tif", "png", "zarr")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--points-per-side", type=int, help="grid of N x N point prompts (default: 16 tiny, 32 SAM)")
     parser.add_argument("--pred-iou-thresh", type=float, help="keep masks with predicted IoU above this")
     parser.add_argument("--stability-thresh", type=float, help="keep masks with stability score at least this")
-    parser.add_argument("--format", choices=FORMATS, default="tif", help="label image format (default: tif)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="tif",
+        help="label image format (default: tif); zarr: an OME-Zarr label group per image (large images)",
+    )
     parser.add_argument("--truth", type=Path, help="folder of ground-truth masks named like the images: print F1")
     add_tiling_arguments(parser)
     add_device_argument(parser)
@@ -61,13 +66,15 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.inference.predictor import Predictor
     from infosam_core.inference.tiling_segment import segment_all_tiled
     from infosam_core.io.atomic import write_json_atomic
-    from infosam_core.io.images import ImageError, load_rgb
+    from infosam_core.io.images import ImageError
+    from infosam_core.io.large_images import is_zarr_path, read_labels_zarr, write_labels_zarr
 
     check_device(args.device)
     check_tiling_values(args)
     check_out_dir(args.out)
+    stores = [Path(p).resolve() for p in args.inputs if is_zarr_path(p)]  # zarr / OME-Zarr: one image each
     try:
-        images = find_images(args.inputs)
+        images = find_images([p for p in args.inputs if not is_zarr_path(p)]) + stores
     except ProjectError as exc:
         raise CLIError(str(exc)) from None
     out_folder = args.out.resolve()
@@ -108,7 +115,10 @@ def run(args: argparse.Namespace) -> int:
     for path in images:  # a re-run: the label images already made; one that cannot be read is made again
         if label_paths[path].exists():
             try:
-                labels[path] = read_label_image(label_paths[path])
+                label_path = label_paths[path]
+                labels[path] = (
+                    read_labels_zarr(label_path) if is_zarr_path(label_path) else read_label_image(label_path)
+                )
             except Exception as exc:  # noqa: BLE001 - whatever the reader's complaint: segment the image again
                 print(f"{label_paths[path]}: unreadable ({type(exc).__name__}): segmenting again", file=sys.stderr)
     todo = [path for path in images if path not in labels]
@@ -119,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     failed = []
     for path in tqdm(todo, desc="segment", unit="image", disable=None):
         try:
-            image = load_rgb(path)
+            image = load_input(path, tiling)  # a lazy region source when it is tiled and a zarr / TIFF
         except ImageError as exc:
             failed.append(str(exc))
             continue
@@ -127,7 +137,10 @@ def run(args: argparse.Namespace) -> int:
             labels[path] = segment_all_tiled(predictor, image, config, tiling).labels
         else:
             labels[path] = segment_all(predictor, image, config).labels()
-        write_label_image(label_paths[path], labels[path])
+        if args.format == "zarr":
+            write_labels_zarr(label_paths[path], labels[path])
+        else:
+            write_label_image(label_paths[path], labels[path])
 
     done = [path for path in images if path in labels]
     coco = coco_from_label_images((path.name, labels[path], None) for path in done)
@@ -160,8 +173,11 @@ def _is_label_file(path: Path, out_folder: Path) -> bool:
 def _check_truth_sizes(truth: dict[Path, Path]) -> None:
     """Every ground-truth mask has its image's size (from the files' headers), before any segmenting."""
     from infosam_core.io.images import ImageError, image_size
+    from infosam_core.io.large_images import is_zarr_path
 
     for image, mask in truth.items():
+        if is_zarr_path(image):  # a zarr store's size: checked when its labels are compared
+            continue
         try:
             want, got = image_size(image), image_size(mask)
         except ImageError as exc:

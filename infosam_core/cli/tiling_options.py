@@ -67,3 +67,22 @@ def check_tiling_values(args: argparse.Namespace) -> None:
             TilingConfig(parse_tile_shape(args.tile_shape), parse_tile_shape(args.halo or "0"))
         except ValueError as exc:
             raise CLIError(f"--tile-shape / --halo: {exc}") from None
+
+
+def load_input(path: Any, tiling: Any) -> Any:
+    """An input image for predict / segment: a lazy region source when it will be tiled and can be read by region
+    (zarr / OME-Zarr, TIFF), else the whole image as RGB uint8. ImageError naming the file on failure."""
+    from infosam_core.io.images import TIFF_SUFFIXES, image_size, load_rgb
+    from infosam_core.io.large_images import is_zarr_path, open_regions
+
+    if is_zarr_path(path):
+        source = open_regions(path)
+        if tiling is not None and tiling.needs_tiling(source.shape):
+            return source
+        height, width = source.shape
+        return source.read_rgb(0, 0, height, width)
+    if tiling is not None and path.suffix.lower() in TIFF_SUFFIXES:
+        size = image_size(path)
+        if size is not None and tiling.needs_tiling(size):
+            return open_regions(path)
+    return load_rgb(path)
