@@ -51,6 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--truth", type=Path, help="folder of ground-truth masks named like the images: print F1")
     add_tiling_arguments(parser)
+    parser.add_argument(
+        "--scheduler",
+        metavar="local|ADDRESS",
+        help="segment the tiles of large images on Dask: 'local' starts a LocalCluster of --workers processes, "
+        "an address (tcp://host:8786) joins an existing cluster; each worker loads the model once",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of --scheduler local (default 2)")
     add_device_argument(parser)
     parser.set_defaults(func=run)
 
@@ -71,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     check_tiling_values(args)
+    if args.workers < 1:
+        raise CLIError(f"--workers must be >= 1, got {args.workers}")
     check_out_dir(args.out)
     stores = [Path(p).resolve() for p in args.inputs if is_zarr_path(p)]  # zarr / OME-Zarr: one image each
     try:
@@ -126,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(images) - len(todo)} of {len(images)} images already segmented in {args.out}: skipped")
     tiling = tiling_from_args(args, sam)
     predictor = Predictor(sam, cache_size=1)
+    client = _dask_client(args) if args.scheduler and todo else None
     failed = []
     for path in tqdm(todo, desc="segment", unit="image", disable=None):
         try:
@@ -133,7 +143,12 @@ def run(args: argparse.Namespace) -> int:
         except ImageError as exc:
             failed.append(str(exc))
             continue
-        if tiling is not None and tiling.needs_tiling(image.shape[:2]):
+        if tiling is not None and tiling.needs_tiling(image.shape[:2]) and client is not None:
+            from infosam_core.inference.tiling_dask import ModelSpec, segment_all_tiled_dask
+
+            spec = ModelSpec(args.model, _text(args.checkpoint), _text(args.adapter), args.device)
+            labels[path] = segment_all_tiled_dask(client, spec, image, config, tiling).labels
+        elif tiling is not None and tiling.needs_tiling(image.shape[:2]):
             labels[path] = segment_all_tiled(predictor, image, config, tiling).labels
         else:
             labels[path] = segment_all(predictor, image, config).labels()
@@ -142,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             write_label_image(label_paths[path], labels[path])
 
+    if client is not None:
+        client.close()
     done = [path for path in images if path in labels]
     coco = coco_from_label_images((path.name, labels[path], None) for path in done)
     write_json_atomic(args.out / "coco.json", coco)
@@ -163,6 +180,20 @@ def run(args: argparse.Namespace) -> int:
     for message in failed:
         print(f"skipped: {message}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _text(path: Path | None) -> str | None:
+    return str(path.resolve()) if path is not None else None
+
+
+def _dask_client(args: argparse.Namespace) -> Any:
+    """The Dask client ``--scheduler`` asks for (CLIError when it cannot be reached or started)."""
+    from infosam_core.inference.tiling_dask import connect
+
+    try:
+        return connect(args.scheduler, args.workers)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise CLIError(f"--scheduler {args.scheduler}: cannot reach or start a Dask scheduler ({exc})") from None
 
 
 def _is_label_file(path: Path, out_folder: Path) -> bool:
