@@ -136,13 +136,17 @@ def run(args: argparse.Namespace) -> int:
 
         tiled = TiledPredictor(Predictor(sam, cache_size=0), tiling)
         tiled.set_image(image)
-        masks, scores, _ = tiled.predict(coords, labels, box, multimask_output=args.multimask)
+        region = tiled.predict_region(coords, labels, box, multimask_output=args.multimask)
+        scores, best = region.scores, int(np.argmax(region.scores))
+        y0, x0, y1, x1 = region.window
+        mask = np.zeros((height, width), dtype=np.uint8)  # the only image-sized array: the mask written
+        mask[y0:y1, x0:x1] = region.masks[best].astype(np.uint8) * 255
     else:
         predictor = Predictor(sam, cache_size=0)
         predictor.set_image(image)
         masks, scores, _ = predictor.predict(coords, labels, box, multimask_output=args.multimask)
-    best = int(np.argmax(scores))
-    mask = masks[best].astype(np.uint8) * 255
+        best = int(np.argmax(scores))
+        mask = masks[best].astype(np.uint8) * 255
 
     import imageio.v3 as iio
 
@@ -151,5 +155,5 @@ def run(args: argparse.Namespace) -> int:
             iio.imwrite(tmp, mask, extension=".png")
     except OSError as exc:
         raise CLIError(f"{args.out}: cannot write the mask ({exc.strerror or exc})") from None
-    print(f"score {float(scores[best]):.3f}  {int(masks[best].sum())} px  -> {args.out}")
+    print(f"score {float(scores[best]):.3f}  {int(np.count_nonzero(mask))} px  -> {args.out}")
     return 0

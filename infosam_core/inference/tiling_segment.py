@@ -144,7 +144,7 @@ def window_proposals(
 def stitch(proposals: list[TiledProposal], image_size: tuple[int, int]) -> tuple[np.ndarray, list[TiledProposal], int]:
     """One label image from the proposals of all tiles (see the module docstring): ``(labels, painted
     proposals in label order, duplicates dropped)``."""
-    labels = np.zeros(image_size, dtype=np.uint32)
+    labels = np.zeros(image_size, dtype=np.uint16 if len(proposals) < 65536 else np.uint32)  # no second copy
     order = sorted(
         range(len(proposals)),
         key=lambda i: (not proposals[i].owned, -proposals[i].stability, -proposals[i].predicted_iou),
@@ -163,8 +163,6 @@ def stitch(proposals: list[TiledProposal], image_size: tuple[int, int]) -> tuple
         free = proposal.mask & (region == 0)
         painted.append(proposal)
         region[free] = len(painted)
-    if len(painted) < 65536:
-        labels = labels.astype(np.uint16)
     return labels, painted, dropped
 
 
