@@ -62,9 +62,10 @@ def _train_job(sources, config, base_sam, init_model, run_dir: Path, report, sho
         report(p)
 
     from infosam_core.annotation.training_samples import build_samples
+    from infosam_core.inference.tiling import TilingConfig
     from infosam_core.training.runs import train_and_save
 
-    samples = build_samples(sources, on_skip=on_skip)
+    samples = build_samples(sources, TilingConfig.for_model(base_sam), on_skip=on_skip)  # large images: crops
     if len(samples) < MIN_OBJECTS:
         raise ValueError(f"need at least {MIN_OBJECTS} accepted objects to adapt, found {len(samples)}")
     train_idx, held_idx = held_out_split(len(samples), config.seed)

@@ -208,3 +208,16 @@ def test_tiled_segment_all_finds_small_objects_with_no_seam_splits(tiny_sam):
     seams = seam_score(result.labels, truth)
     assert score.f1 >= 0.7
     assert seams.split <= 1
+
+
+def test_grid_prompts_cover_only_a_tiles_inner_region_at_the_windows_density():
+    from infosam_core.inference.tiling_segment import inner_points
+
+    tiles = tile_grid((700, 700), TilingConfig(192, 32))
+    middle = next(t for t in tiles if t.index == (1, 1))
+    points = inner_points(middle, 16)  # 16 per 256 px window: one per 16 px
+    wy0, wx0, _, _ = middle.window
+    ys, xs = points[:, 1] + wy0, points[:, 0] + wx0
+    y0, x0, y1, x1 = middle.inner
+    assert (ys >= y0).all() and (ys < y1).all() and (xs >= x0).all() and (xs < x1).all()
+    assert len(points) == 12 * 12  # 192 / 16 per side

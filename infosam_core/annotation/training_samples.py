@@ -18,6 +18,8 @@ import numpy as np
 from infosam_core.annotation.project import Project
 from infosam_core.annotation.records import ProjectError
 from infosam_core.data.datasets import SegmentationSample
+from infosam_core.inference.tiling import TilingConfig
+from infosam_core.inference.tiling_crops import object_crops
 from infosam_core.io.images import load_rgb
 from infosam_core.io.stacks import Stack, read_stack
 
@@ -71,9 +73,13 @@ def _stack_slice_sources(project: Project, on_missing: Callable[[str], None] | N
 
 
 def build_samples(
-    sources: list[ObjectSource], on_skip: Callable[[str], None] | None = None
+    sources: list[ObjectSource],
+    tiling: TilingConfig | None = None,
+    on_skip: Callable[[str], None] | None = None,
 ) -> list[SegmentationSample]:
     """One sample per object (samples of one image share its RGB array, hence the training caches' entries).
+    With ``tiling`` (e.g. ``TilingConfig.for_model(sam)``), the objects of an image larger than one tile are
+    native-resolution crops around each (:func:`~infosam_core.inference.tiling_crops.object_crops`).
 
     An image that cannot be read, or that no longer matches its labels, raises ValueError (ImageError is one);
     with ``on_skip`` it is skipped instead and reported through ``on_skip(message)``."""
@@ -101,4 +107,6 @@ def build_samples(
             mask = src.labels == oid
             if mask.any():
                 samples.append(SegmentationSample(rgb, mask, f"{src.name}#{oid}"))
+    if tiling is not None:
+        samples = object_crops(samples, tiling)
     return samples

@@ -8,6 +8,10 @@
 
 The mask is written atomically as an 8-bit PNG (0 background, 255 object) of the image's size, and the
 model's predicted quality score is printed. Stacks (``--slice K``, ``--propagate``): see ``cli/stack_cli.py``.
+
+An image larger than the model's input side (256 px for the bundled tiny model, 1024 px for SAM) is tiled
+(``--tile-shape``, ``--halo``; ``--tile-shape 0``: off): the prompts are answered from the tile that holds them,
+at the image's native resolution (a box larger than a tile: a grown tile, or a downscaled view).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 from infosam_core.cli import CLIError, add_model_argument
 from infosam_core.cli.common import add_device_argument, add_precision_argument, check_device, check_precision
 from infosam_core.cli.stack_cli import add_predict_stack_arguments, run_predict_stack, wants_stack
+from infosam_core.cli.tiling_options import add_tiling_arguments, check_tiling_values, load_input, tiling_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="segment one object from point/box prompts and write a mask PNG",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument("image", type=Path, help="image file (PNG, JPEG, TIFF incl. 16-bit, ...)")
+    parser.add_argument(
+        "image", type=Path, help="image file (PNG, JPEG, TIFF incl. 16-bit and tiled OME-TIFF, ...) or zarr / OME-Zarr"
+    )
     add_model_argument(parser)
     parser.add_argument("--checkpoint", type=Path, help="weights file (.pth or .safetensors) for --model")
     parser.add_argument("--adapter", type=Path, help="adapter saved by `infosam train` or the app (for --model)")
@@ -51,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="HQ-SAM models (a sam-hq checkpoint such as sam_hq_vit_b.pth, or an hq_sam adapter): the HQ token's mask alone, as sam-hq's "
         "hq_token_only=True (default: SAM's mask + the HQ mask, sam-hq's default)",
     )
+    add_tiling_arguments(parser)
     add_device_argument(parser)
     add_precision_argument(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="MASK.png", help="where to write the mask")
@@ -90,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.adapter_files.loading import load_model_with_adapter
     from infosam_core.inference.predictor import Predictor, box_outside_image
     from infosam_core.io.atomic import atomic_path
-    from infosam_core.io.images import ImageError, load_rgb
+    from infosam_core.io.images import ImageError
 
     check_device(args.device)
     check_precision(args.precision, args.device)
@@ -103,8 +111,14 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--out {args.out}: the mask is written as PNG; use a .png file name")
     points = [parse_point(p) for p in args.point]
     box = parse_box(args.box) if args.box is not None else None
+    check_tiling_values(args)
     try:
-        image = load_rgb(args.image)
+        sam = load_model_with_adapter(args.model, args.checkpoint, args.adapter, args.device)
+    except ValueError as exc:  # CheckpointError, PeftCheckpointError, ModelDeviceError: one line each
+        raise CLIError(str(exc)) from None
+    tiling = tiling_from_args(args, sam)
+    try:
+        image = load_input(args.image, tiling)  # a lazy region source when it is tiled and a zarr / TIFF
     except ImageError as exc:
         raise CLIError(str(exc)) from None
     height, width = image.shape[:2]
@@ -113,10 +127,6 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"--point {x:g},{y:g} lies outside the {width}x{height} image")
     if box is not None and box_outside_image(box, width, height):
         raise CLIError(f"--box {args.box} reaches outside the {width}x{height} image (0..{width}, 0..{height})")
-    try:
-        sam = load_model_with_adapter(args.model, args.checkpoint, args.adapter, args.device)
-    except ValueError as exc:  # CheckpointError, PeftCheckpointError, ModelDeviceError: one line each
-        raise CLIError(str(exc)) from None
 
     if args.hq_token_only:
         if not hasattr(sam.mask_decoder, "hq_token_only"):
@@ -126,13 +136,24 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.checkpoint or args.model} has SAM's plain decoder"
             )
         sam.mask_decoder.hq_token_only = True
-    predictor = Predictor(sam, cache_size=0, precision=args.precision)
-    predictor.set_image(image)
     coords = np.array([p[:2] for p in points], dtype=np.float64) if points else None
     labels = np.array([p[2] for p in points], dtype=np.int64) if points else None
-    masks, scores, _ = predictor.predict(coords, labels, box, multimask_output=args.multimask)
-    best = int(np.argmax(scores))
-    mask = masks[best].astype(np.uint8) * 255
+    if tiling is not None and tiling.needs_tiling((height, width)):
+        from infosam_core.inference.tiling_predictor import TiledPredictor
+
+        tiled = TiledPredictor(Predictor(sam, cache_size=0, precision=args.precision), tiling)
+        tiled.set_image(image)
+        region = tiled.predict_region(coords, labels, box, multimask_output=args.multimask)
+        scores, best = region.scores, int(np.argmax(region.scores))
+        y0, x0, y1, x1 = region.window
+        mask = np.zeros((height, width), dtype=np.uint8)  # the only image-sized array: the mask written
+        mask[y0:y1, x0:x1] = region.masks[best].astype(np.uint8) * 255
+    else:
+        predictor = Predictor(sam, cache_size=0, precision=args.precision)
+        predictor.set_image(image)
+        masks, scores, _ = predictor.predict(coords, labels, box, multimask_output=args.multimask)
+        best = int(np.argmax(scores))
+        mask = masks[best].astype(np.uint8) * 255
 
     import imageio.v3 as iio
 
@@ -141,5 +162,5 @@ def run(args: argparse.Namespace) -> int:
             iio.imwrite(tmp, mask, extension=".png")
     except OSError as exc:
         raise CLIError(f"{args.out}: cannot write the mask ({exc.strerror or exc})") from None
-    print(f"score {float(scores[best]):.3f}  {int(masks[best].sum())} px  -> {args.out}")
+    print(f"score {float(scores[best]):.3f}  {int(np.count_nonzero(mask))} px  -> {args.out}")
     return 0

@@ -24,6 +24,7 @@ from typing import Any
 
 from infosam_core.cli import CLIError, InterruptToStop, add_model_argument
 from infosam_core.cli.common import add_device_argument, check_device, check_out_dir, parse_option
+from infosam_core.cli.tiling_options import add_tiling_arguments, check_tiling_values, tiling_from_args
 from infosam_core.distill.registry import DISTILLERS, distiller_names
 from infosam_core.peft.registry import PEFT_METHODS
 from infosam_core.training.defaults import with_recommended_options
@@ -105,6 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this much training time")
     add_device_argument(parser, "; under torchrun auto/cuda mean cuda:LOCAL_RANK")
+    add_tiling_arguments(parser)  # images larger than a tile: trained on as crops around each object
     parser.add_argument(
         "--no-bf16",
         action="store_true",
@@ -259,6 +261,7 @@ def _run(args: argparse.Namespace, config, context) -> int:
     from infosam_core.adapter_files.checkpoint import load_peft_checkpoint
     from infosam_core.adapter_files.loading import check_adapter_file
     from infosam_core.data.datasets import load_folder_dataset, split
+    from infosam_core.inference.tiling_crops import object_crops
     from infosam_core.models.registry import load_sam
     from infosam_core.training.results import TrainingError
     from infosam_core.training.runs import RunFailedError, train_and_save
@@ -268,6 +271,7 @@ def _run(args: argparse.Namespace, config, context) -> int:
         if context.is_main:
             print(*parts, flush=True)
 
+    check_tiling_values(args)
     if args.relation_maps < 0:
         raise CLIError("--relation-maps must be >= 0")
     if args.relation_maps and config.distill != "infosam":
@@ -282,6 +286,11 @@ def _run(args: argparse.Namespace, config, context) -> int:
             val += held_out
         sam = load_sam(args.model, args.checkpoint)
         init_model = load_peft_checkpoint(sam, args.init_adapter) if args.init_adapter else None
+        tiling = tiling_from_args(args, sam)
+        if (
+            tiling is not None
+        ):  # large images: native-resolution crops around each object, as tiled prediction sees them
+            samples, val = object_crops(samples, tiling), object_crops(val, tiling)
     except ValueError as exc:  # DatasetError, CheckpointError and PeftCheckpointError are ValueErrors
         raise CLIError(str(exc)) from None
     except MemoryError:

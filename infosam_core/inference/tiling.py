@@ -25,6 +25,7 @@ of the encoder's weights (so the model and the adapter).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral
@@ -154,6 +155,61 @@ def tile_grid(image_size: tuple[int, int], config: TilingConfig) -> list[Tile]:
             wx0, wx1 = _window(x0, x1, halo_w, window_w, width)
             tiles.append(Tile((row, col), (y0, x0, y1, x1), (wy0, wx0, wy1, wx1)))
     return tiles
+
+
+#: a grown window longer than this many tile windows per side is read downscaled
+MAX_NATIVE_WINDOWS = 2
+
+
+def region_window(
+    tiles: Sequence[Tile],
+    config: TilingConfig,
+    image_size: tuple[int, int],
+    extent: tuple[float, float, float, float],
+) -> tuple[tuple[int, int, int, int], int]:
+    """The window (y0, x0, y1, x1) that holds ``extent`` (y0, x0, y1, x1: a prompt, an object), and the read step.
+
+    * the grid tile whose inner region holds the extent's centre, when its window holds the extent with a margin
+      (a quarter of the halo, at least 4 px, except along the image's border); else another grid tile that does
+      (so nearby prompts and objects share cached tile embeddings);
+    * else a *grown tile*: centred on the extent, as large as it plus the halo on every side, at least one tile
+      window, inside the image; read every ``step``-th pixel (a downscaled view) when it is more than
+      :data:`MAX_NATIVE_WINDOWS` tile windows long.
+
+    An image that does not need tiling is one window, the whole image, step 1.
+    """
+    height, width = image_size
+    if not config.needs_tiling((height, width)):
+        return (0, 0, height, width), 1
+    margin = max(4.0, min(config.halo) / 4)
+    cy, cx = (extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2
+    home = tile_at(tiles, cy, cx)
+    for tile in [home, *(t for t in tiles if t is not home)]:
+        if _holds(tile.window, extent, margin, (height, width)):
+            return tile.window, 1
+    window_h, window_w = config.window_shape
+    halo_h, halo_w = config.halo
+    size_h = min(height, max(window_h, math.ceil(extent[2] - extent[0]) + 2 * halo_h))
+    size_w = min(width, max(window_w, math.ceil(extent[3] - extent[1]) + 2 * halo_w))
+    y0 = int(min(max(0, round(cy - size_h / 2)), height - size_h))
+    x0 = int(min(max(0, round(cx - size_w / 2)), width - size_w))
+    longest = max(size_h / window_h, size_w / window_w)
+    step = 1 if longest <= MAX_NATIVE_WINDOWS else math.ceil(longest / MAX_NATIVE_WINDOWS)
+    return (y0, x0, y0 + size_h, x0 + size_w), step
+
+
+def _holds(
+    window: tuple[int, int, int, int], extent: tuple[float, float, float, float], margin: float, size: tuple[int, int]
+) -> bool:
+    """Whether ``extent`` lies in ``window`` with ``margin`` on every side that is not the image's border."""
+    y0, x0, y1, x1 = window
+    height, width = size
+    return (
+        extent[0] >= (y0 + margin if y0 > 0 else 0)
+        and extent[1] >= (x0 + margin if x0 > 0 else 0)
+        and extent[2] <= (y1 - margin if y1 < height else height)
+        and extent[3] <= (x1 - margin if x1 < width else width)
+    )
 
 
 def tile_at(tiles: Sequence[Tile], y: float, x: float) -> Tile:

@@ -1,15 +1,12 @@
 """Prompted segmentation of large images at native resolution: :class:`TiledPredictor`.
 
 A point or box anywhere on a large image is answered from the tile that holds it (:mod:`.tiling`'s grid, so
-clicks near each other reuse one cached tile embedding):
-
-* the tile whose inner region holds the prompts' centre, when its window holds all the prompts with a margin
-  (a quarter of the halo, at least 4 px, except along the image's border);
-* else another grid tile whose window holds them;
-* else (a box larger than a tile, or points spread over several tiles) a *grown tile*: a window centred on the
-  prompts, as large as they are plus the halo on every side. The encoder shrinks any window to its input side;
-  when the window is more than twice the tile window per side it is read as a *downscaled view* (every
-  ``step``-th pixel), so a huge box never decodes a huge region, and the mask is scaled back up.
+clicks near each other reuse one cached tile embedding; :func:`~infosam_core.inference.tiling.region_window`):
+the grid tile whose window holds all the prompts, else (a box larger than a tile, or points spread over several
+tiles) a *grown tile* centred on the prompts, as large as they are plus the halo on every side. The encoder
+shrinks any window to its input side; a window more than twice the tile window per side is read as a
+*downscaled view* (every ``step``-th pixel), so a huge box never decodes a huge region, and the mask is scaled
+back up.
 
 Masks come back at the image's own resolution (``predict``), or as the window's masks and where they lie
 (``predict_region``, which never allocates an image-sized array). An image no larger than one tile with its
@@ -18,18 +15,14 @@ halo is predicted whole, exactly as :class:`~infosam_core.inference.predictor.Pr
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from infosam_core.inference.predictor import Predictor, box_outside_image
-from infosam_core.inference.tiling import Tile, TilingConfig, tile_at, tile_grid
+from infosam_core.inference.tiling import Tile, TilingConfig, region_window, tile_grid
 from infosam_core.io.large_images import RegionSource, as_regions
-
-#: a grown window longer than this many tile windows per side is read downscaled
-MAX_NATIVE_WINDOWS = 2
 
 
 @dataclass(frozen=True)
@@ -146,27 +139,8 @@ class TiledPredictor:
     def window_for(self, coords: np.ndarray | None, box: np.ndarray | None) -> tuple[tuple[int, int, int, int], int]:
         """The window (y0, x0, y1, x1) that answers these prompts (pixels, x/y order as ``predict`` takes them),
         and the read step (1: native resolution). See the module docstring for the rule."""
-        height, width = self.original_size
         extent = _prompt_extent(coords, box)  # (y0, x0, y1, x1)
-        if not self.is_tiled:
-            return (0, 0, height, width), 1
-        margin = max(4.0, min(self.tiling.halo) / 4)
-        cy, cx = (extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2
-        home = tile_at(self._tiles, cy, cx)
-        candidates = [home] + [t for t in self._tiles if t is not home]
-        for tile in candidates:
-            if _inside(tile.window, extent, margin, (height, width)):
-                return tile.window, 1
-        # a grown tile: the prompts plus the halo on every side, at least a tile window, inside the image
-        window_h, window_w = self.tiling.window_shape
-        halo_h, halo_w = self.tiling.halo
-        size_h = min(height, max(window_h, math.ceil(extent[2] - extent[0]) + 2 * halo_h))
-        size_w = min(width, max(window_w, math.ceil(extent[3] - extent[1]) + 2 * halo_w))
-        y0 = int(min(max(0, round(cy - size_h / 2)), height - size_h))
-        x0 = int(min(max(0, round(cx - size_w / 2)), width - size_w))
-        longest = max(size_h / window_h, size_w / window_w)
-        step = 1 if longest <= MAX_NATIVE_WINDOWS else math.ceil(longest / MAX_NATIVE_WINDOWS)
-        return (y0, x0, y0 + size_h, x0 + size_w), step
+        return region_window(self._tiles, self.tiling, self.original_size, extent)
 
 
 def _prompt_extent(coords: np.ndarray | None, box: np.ndarray | None) -> tuple[float, float, float, float]:
@@ -179,20 +153,6 @@ def _prompt_extent(coords: np.ndarray | None, box: np.ndarray | None) -> tuple[f
         xs += [float(box[0]), float(box[2])]
         ys += [float(box[1]), float(box[3])]
     return min(ys), min(xs), max(ys), max(xs)
-
-
-def _inside(
-    window: tuple[int, int, int, int], extent: tuple[float, float, float, float], margin: float, size: tuple[int, int]
-) -> bool:
-    """Whether ``extent`` lies in ``window`` with ``margin`` on every side that is not the image's border."""
-    y0, x0, y1, x1 = window
-    height, width = size
-    return (
-        extent[0] >= (y0 + margin if y0 > 0 else 0)
-        and extent[1] >= (x0 + margin if x0 > 0 else 0)
-        and extent[2] <= (y1 - margin if y1 < height else height)
-        and extent[3] <= (x1 - margin if x1 < width else width)
-    )
 
 
 def _checked_prompts(

@@ -96,9 +96,17 @@ def tile_proposals(
     predictor: Predictor, source: RegionSource, tile: Tile, config: AutomaticConfig
 ) -> tuple[list[TiledProposal], float]:
     """The proposals of one tile (cut ones dropped, ownership marked) and the tile's uncertainty."""
-    height, width = source.shape
     wy0, wx0, wy1, wx1 = tile.window
-    crop = source.read_rgb(wy0, wx0, wy1, wx1)
+    return window_proposals(predictor, source.read_rgb(wy0, wx0, wy1, wx1), tile, source.shape, config)
+
+
+def window_proposals(
+    predictor: Predictor, crop: np.ndarray, tile: Tile, image_size: tuple[int, int], config: AutomaticConfig
+) -> tuple[list[TiledProposal], float]:
+    """:func:`tile_proposals` on the tile's window already read (``crop``, RGB uint8) of an image of
+    ``image_size``: what a Dask worker runs (:mod:`.tiling_dask`)."""
+    height, width = image_size
+    wy0, wx0, wy1, wx1 = tile.window
     whole = tile.window == (0, 0, height, width)
     points = None if whole else inner_points(tile, config.points_per_side)
     result = segment_all(predictor, crop, config, points=points)
@@ -136,7 +144,7 @@ def tile_proposals(
 def stitch(proposals: list[TiledProposal], image_size: tuple[int, int]) -> tuple[np.ndarray, list[TiledProposal], int]:
     """One label image from the proposals of all tiles (see the module docstring): ``(labels, painted
     proposals in label order, duplicates dropped)``."""
-    labels = np.zeros(image_size, dtype=np.uint32)
+    labels = np.zeros(image_size, dtype=np.uint16 if len(proposals) < 65536 else np.uint32)  # no second copy
     order = sorted(
         range(len(proposals)),
         key=lambda i: (not proposals[i].owned, -proposals[i].stability, -proposals[i].predicted_iou),
@@ -155,8 +163,6 @@ def stitch(proposals: list[TiledProposal], image_size: tuple[int, int]) -> tuple
         free = proposal.mask & (region == 0)
         painted.append(proposal)
         region[free] = len(painted)
-    if len(painted) < 65536:
-        labels = labels.astype(np.uint16)
     return labels, painted, dropped
 
 
