@@ -125,7 +125,7 @@ def test_low_predicted_iou_and_a_jump_stop_propagation():
     )
     assert far.slices == [0, 1, 2, 3]
     low = propagate_projection(ComponentPredictor(low_score=(2,)), stack, 0, SlicePrompt(points=[[15, 15]]))
-    assert low.slices == [0, 1] and "predicted IoU 0.20 < 0.5" in low.stopped["forward"]
+    assert low.slices == [0, 1] and "predicted IoU 0.20 < 0.7" in low.stopped["forward"]
 
 
 def test_config_and_prompt_checks():

@@ -43,7 +43,7 @@ def add_predict_stack_arguments(parser: argparse.ArgumentParser) -> None:
         help="propagate which way (default both)",
     )
     group.add_argument(
-        "--iou-threshold", type=float, help="projection stops where the predicted IoU falls below this (default 0.5)"
+        "--iou-threshold", type=float, help="projection stops where the predicted IoU falls below this (default 0.7)"
     )
     group.add_argument(
         "--overlap-threshold",
