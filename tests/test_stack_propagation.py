@@ -187,7 +187,12 @@ def test_sam2_propagation_equals_sam2_video_predictor(tmp_path):
     from PIL import Image
 
     from infosam_core.inference.predictor import Predictor
-    from infosam_core.inference.propagation_sam2 import build_video_base, frames_tensor, propagate_sam2
+    from infosam_core.inference.propagation_sam2 import (
+        build_video_base,
+        frames_tensor,
+        propagate_sam2,
+        video_predictor,
+    )
     from infosam_core.models.sam2 import Sam2Model, build_sam2_base
 
     model_type, size = "sam2.1_hiera_tiny", 256
@@ -232,3 +237,6 @@ def test_sam2_propagation_equals_sam2_video_predictor(tmp_path):
     # the memory parts came from the checkpoint: another model's memory weights change the result
     again = propagate_sam2(model, stack, 3, SlicePrompt(box=box), memory_state=full_state)
     np.testing.assert_array_equal(again.masks, expected)
+    # the video predictor is built once per model (the checkpoint's memory parts read once), sharing its modules
+    assert video_predictor(model) is video_predictor(model)
+    assert video_predictor(model).sam_mask_decoder is model.mask_decoder
