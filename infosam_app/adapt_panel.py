@@ -3,6 +3,8 @@ Cancel / Continue, and loading an adapter trained before. The work is in :mod:`i
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from pathlib import Path
 
 from qtpy.QtCore import Qt
@@ -24,9 +26,14 @@ from infosam_app.loss_plot import TERM_LABELS, LossPlot
 from infosam_app.relation_overlay import RelationOverlay
 from infosam_app.session import Session
 from infosam_app.shortcuts import TOOLTIPS
+from infosam_app.state.adapt_memory import AdaptMemory, held_out_split
 from infosam_app.state.method_choices import default_distiller, distill_choices, distill_term_names, method_choices
 from infosam_app.state.models import ModelInfo, device_name
+from infosam_app.state.wording import adapter_name, plural
 from infosam_app.training import MIN_OBJECTS, RunSettings, TrainingController
+
+# shown on the loss plot while the distillation has stopped carrying information (infosam_core.training.collapse)
+COLLAPSE_FLAG = "distillation collapsed: L_d carries no signal"
 
 
 def format_seconds(s: float | None) -> str:
@@ -49,6 +56,10 @@ class AdaptPanel(QWidget):
         self.controller = TrainingController(session, self)
         self.max_steps: int | None = None  # tests and demos: a hard step limit
         self._last_val: float | None = None
+        self._pending_adapter: Path | None = None
+        self._last_progress = (
+            None  # the run's latest TrainProgress  # the project's adapter, loaded once a base model is there
+        )
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(self._settings_form())
@@ -113,6 +124,13 @@ class AdaptPanel(QWidget):
         lay.addWidget(self.eta_label)
         self.plot = LossPlot([["seg"], ["L_r", "L_d"]])
         lay.addWidget(self.plot)
+        self.compare_label = QLabel("")  # base vs adapted on held-out objects, after a run (and on reopen)
+        self.compare_label.setWordWrap(True)
+        self.compare_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.compare_label)
+        self.count_label = QLabel("")  # how many objects a run would use, always current
+        self.count_label.setWordWrap(True)
+        lay.addWidget(self.count_label)
         self.info_label = QLabel("")
         self.info_label.setWordWrap(True)
         lay.addWidget(self.info_label)
@@ -141,6 +159,8 @@ class AdaptPanel(QWidget):
         c.message.connect(self.info_label.setText)
         self.session.images_changed.connect(self._sync_buttons)
         self.session.model_changed.connect(self._sync_buttons)
+        self.session.project_changed.connect(self.restore_from_project)
+        self.session.model_changed.connect(self._load_pending_adapter)
 
     # ---- actions
     def settings(self) -> RunSettings:
@@ -159,8 +179,9 @@ class AdaptPanel(QWidget):
             self.plot.clear()
         return self.controller.start(self.settings(), continue_run=continue_run)
 
-    def load_peft_checkpoint(self, path: str | None = None) -> None:
-        """Load an adapter file onto the base model (background); it becomes the adapted model."""
+    def load_peft_checkpoint(self, path: str | None = None, remember: bool = True) -> None:
+        """Load an adapter file onto the base model (background); it becomes the adapted model and, with
+        ``remember``, the project's adapter (``adapt.json``: back on reopen)."""
         session = self.session
         if "base" not in session.sams:
             session.fail("Load a model first.")
@@ -180,13 +201,20 @@ class AdaptPanel(QWidget):
             state = peft_state_of(model)
             method = state.method if state is not None else "adapter"
             info = ModelInfo(
-                f"{method} adapter ({Path(path).parent.name}/{Path(path).name})",
+                f"{adapter_name(method)} ({Path(path).parent.name}/{Path(path).name})",
                 device_name(model),
                 session.infos["base"].model_type,
                 adapter_path=str(path),
             )
             session.set_adapted(model, info, activate=True)
             self.info_label.setText(f"Loaded {path}")
+            if remember and session.project is not None and not session.project.read_only:
+                memory = AdaptMemory.load(session.project.root)
+                memory.set_adapter(session.project.root, path)
+                memory.comparison = None  # measured for another adapter
+                with contextlib.suppress(OSError):
+                    memory.save(session.project.root)
+                self.compare_label.setText("")
 
         session.tasks.run(
             _load_adapter_job,
@@ -213,11 +241,14 @@ class AdaptPanel(QWidget):
             self.load_btn,
         ):
             w.setEnabled(not running)
-        if not running:
-            if n < MIN_OBJECTS:
-                self.info_label.setText(f"Accept at least {MIN_OBJECTS} objects to adapt ({n} so far).")
-            elif not self.info_label.text() or self.info_label.text().startswith("Accept at least"):
-                self.info_label.setText(f"{n} objects ready for adaptation.")
+        if n < MIN_OBJECTS:
+            self.count_label.setText(f"Accept at least {MIN_OBJECTS} objects to adapt ({n} so far).")
+        else:
+            held = held_out_split(n)[1]
+            self.count_label.setText(
+                f"{plural(n, 'object')} in the project"
+                + (f": {len(held)} held out to measure base vs adapted." if held else ".")
+            )
 
     def _sync_relation_check(self) -> None:
         """Enabled only when the adapted model has InfoSAM's relation module; unchecked when the layer went."""
@@ -230,6 +261,7 @@ class AdaptPanel(QWidget):
 
     def _on_started(self) -> None:
         self._last_val = None
+        self._last_progress = None
         settings = self.controller.last_settings
         terms = [TERM_LABELS.get(t, t) for t in distill_term_names(settings.distill)] if settings else []
         panels = [["seg"], terms] if terms else [["seg"]]
@@ -242,6 +274,7 @@ class AdaptPanel(QWidget):
         self._sync_buttons()
 
     def _on_progress(self, p) -> None:
+        self._last_progress = p
         pct = int(100 * p.step / max(p.total_steps, 1))
         self.progress_bar.setValue(pct)
         self.progress_bar.setFormat(f"step {p.step}/{p.total_steps}  %p%")
@@ -251,11 +284,12 @@ class AdaptPanel(QWidget):
             eta = min(eta, max(0.0, budget - p.elapsed_s))
         if p.val_miou is not None:
             self._last_val = p.val_miou
-        extra = f"   IoU on your objects {self._last_val:.3f}" if self._last_val is not None else ""
+        extra = f"   validation IoU {self._last_val:.3f}" if self._last_val is not None else ""
         self.eta_label.setText(
             f"epoch {p.epoch}   elapsed {format_seconds(p.elapsed_s)}   ETA {format_seconds(eta)}{extra}"
         )
         if p.val_miou is None:  # the end-of-epoch report repeats the epoch's mean losses: not plotted
+            self.plot.set_flag(COLLAPSE_FLAG if p.distill_collapsed else "")
             self.plot.add(p.step, {"seg": p.seg_loss, **{TERM_LABELS.get(k, k): v for k, v in p.terms.items()}})
 
     def _on_finished(self, result) -> None:
@@ -272,7 +306,112 @@ class AdaptPanel(QWidget):
             f"{format_seconds(result.elapsed_s)}{best}. Saved to {self.controller.last_adapter_path}. "
             "Press C to compare Base / Adapted."
         )
+        comparison = self.controller.last_comparison
+        self.compare_label.setText(comparison.text() if comparison is not None else "")
+        self._remember(comparison)
         self._sync_buttons()
+
+    # ---- what the project remembers (adapt.json)
+    def _remember(self, comparison) -> None:
+        """Save the active adapter, the settings, the curves shown and the comparison in the project."""
+        project = self.session.project
+        path = self.controller.last_adapter_path
+        if project is None or project.read_only or path is None:
+            return
+        settings = dataclasses.asdict(self.controller.last_settings or self.settings())
+        settings["max_steps"] = None
+        memory = AdaptMemory(
+            settings=settings,
+            history={k: [[x, y] for x, y in v] for k, v in self.plot.series.items() if v},
+            comparison=comparison,
+        )
+        memory.set_adapter(project.root, path)
+        with contextlib.suppress(OSError):
+            memory.save(project.root)
+
+    def restore_from_project(self) -> None:
+        """Another project is open: its Adapt settings, curves, comparison and adapter (or none: base only)."""
+        project = self.session.project
+        if project is None or self.controller.running:
+            return
+        memory = AdaptMemory.load(project.root)
+        self._apply_settings(memory.settings)
+        history = {k: [(x, y) for x, y in v] for k, v in memory.history.items()}
+        panels = [["seg"], [k for k in history if k != "seg"]] if len(history) > 1 else [["seg"]]
+        self.plot.set_panels(panels)
+        for name, points in history.items():
+            if name in self.plot.series:
+                self.plot.series[name].extend(points)
+        self.plot.update()
+        self.compare_label.setText(memory.comparison.text() if memory.comparison is not None else "")
+        self.controller.forget_run()
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("%p%")
+        self.eta_label.setText("")
+        self.info_label.setText("")
+        adapter = memory.adapter_path(project.root)
+        self._pending_adapter = None
+        if adapter is None:
+            self.session.drop_adapted()  # the previous project's adapter must not stay in use
+        elif "base" in self.session.sams:
+            self.session.drop_adapted()
+            self.load_peft_checkpoint(str(adapter), remember=False)
+        else:
+            self._pending_adapter = adapter
+        self._sync_buttons()
+
+    def _load_pending_adapter(self) -> None:
+        if self._pending_adapter is not None and "base" in self.session.sams and not self.session.has_adapted:
+            path, self._pending_adapter = self._pending_adapter, None
+            self.load_peft_checkpoint(str(path), remember=False)
+
+    def _apply_settings(self, values: dict) -> None:
+        """Set the controls from remembered settings (unknown or bad values keep the control as it is)."""
+        for combo, key in ((self.method_combo, "method"), (self.distill_combo, "distill")):
+            index = combo.findData(values.get(key))
+            if index >= 0:
+                combo.setCurrentIndex(index)
+        epochs = values.get("epochs")
+        if isinstance(epochs, int) and not isinstance(epochs, bool):
+            self.epochs_spin.setValue(epochs)
+        budget = values.get("time_budget_s")
+        if budget is None or (isinstance(budget, (int, float)) and not isinstance(budget, bool)):
+            self.budget_spin.setValue(int(round((budget or 0) / 60)))
+        low = values.get("low_memory")
+        if isinstance(low, bool):
+            self.low_memory_check.setChecked(low)
+
+    # ---- closing while a run goes on
+    def close_question(self) -> str:
+        """What closing now does to the run, in words (the close dialog's text)."""
+        c = self.controller
+        run = c.run_dir.name if c.run_dir is not None else "the run"
+        last = self._last_progress
+        step = f"step {last.step} of {last.total_steps}" if last is not None else "preparing the samples"
+        return (
+            f"Adapting is running ({step}). If you close now, the run stops after the current step and keeps the "
+            f"best adapter so far in adapters/{run}/ of the project; reopening the project brings it back as the "
+            "adapted model. The base-vs-adapted comparison is not measured for this run.\n\nStop adapting and close?"
+        )
+
+    def confirm_close(self) -> bool:
+        """Ask before closing during a run (True: close). Tests replace :meth:`ask`."""
+        return self.ask("Close during Adapt", self.close_question())
+
+    def ask(self, title: str, text: str) -> bool:
+        from qtpy.QtWidgets import QMessageBox
+
+        box = QMessageBox(QMessageBox.Icon.Question, title, text, parent=self)
+        stop = box.addButton("Stop adapting and close", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Keep adapting", QMessageBox.ButtonRole.RejectRole)
+        box.exec()
+        return box.clickedButton() is stop
+
+    def stop_for_close(self, timeout_ms: int = 120_000) -> bool:
+        """Cancel the run and wait until it has saved its adapter (True when it ended in time)."""
+        task = self.controller.task
+        self.controller.cancel()
+        return task.wait(timeout_ms) if task is not None else True
 
     def _on_failed(self, message: str) -> None:
         self.info_label.setText(message)

@@ -71,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
         import napari
     except ImportError:
         raise CLIError("the app needs napari and Qt: pip install 'infosam-studio[app]'") from None
+    from infosam_app.qt_safety import current_binding_problem
+
+    problem = current_binding_problem()
+    if problem is not None:
+        raise CLIError(problem)
     if args.checkpoint is not None and not args.checkpoint.is_file():
         raise CLIError(f"{args.checkpoint}: checkpoint file not found")
     for p in args.images:

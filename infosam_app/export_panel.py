@@ -15,6 +15,7 @@ from qtpy.QtWidgets import QComboBox, QFileDialog, QGridLayout, QLabel, QPushBut
 
 from infosam_app.session import Session
 from infosam_app.shortcuts import TOOLTIPS
+from infosam_app.state.wording import plural
 from infosam_app.workers import Task
 
 
@@ -108,13 +109,21 @@ class ExportPanel(QWidget):
             out_dir = QFileDialog.getExistingDirectory(self, "Export label images to", self._default_dir())
             if not out_dir:
                 return []
+        skipped: list[str] = []
         try:
-            paths = export_label_images(project, out_dir, fmt=fmt, layout=layout)
+            paths = export_label_images(project, out_dir, fmt=fmt, layout=layout, skipped=skipped)
         except Exception as exc:  # noqa: BLE001 - shown, never fatal
             self.session.fail(f"Export failed: {exc}")
             return []
-        self._done(f"Wrote {len(paths)} label images ({fmt.upper()}) to {out_dir}")
+        self._done(f"Wrote {plural(len(paths), 'label image')} ({fmt.upper()}) to {out_dir}")
+        self._report_skipped(skipped)
         return paths
+
+    def _report_skipped(self, skipped: list[str]) -> None:
+        if skipped:
+            self.session.fail(
+                f"Skipped {plural(len(skipped), 'unreadable image')} (no objects, size unknown): {'; '.join(skipped[:3])}"
+            )
 
     def export_coco(self, path: str | Path | None = None) -> Path | None:
         from infosam_core.annotation.export import export_coco
@@ -130,12 +139,14 @@ class ExportPanel(QWidget):
             )
             if not path:
                 return None
+        skipped: list[str] = []
         try:
-            out = export_coco(project, path)
+            out = export_coco(project, path, skipped=skipped)
         except Exception as exc:  # noqa: BLE001
             self.session.fail(f"COCO export failed: {exc}")
             return None
-        self._done(f"Wrote {project.total_objects()} objects as COCO JSON to {out}")
+        self._done(f"Wrote {plural(project.total_objects(), 'object')} as COCO JSON to {out}")
+        self._report_skipped(skipped)
         return out
 
     def export_adapter(self, path: str | Path | None = None) -> Path | None:

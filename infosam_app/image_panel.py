@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
 
 from infosam_app.session import Session
 from infosam_app.shortcuts import TOOLTIPS
+from infosam_app.state.wording import plural
 from infosam_core.annotation.records import ProjectError
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp);;All files (*)"
@@ -55,6 +56,9 @@ class ImagePanel(QWidget):
         self.list.setMinimumHeight(80)
         self.list.setMaximumHeight(160)
         self.list.currentRowChanged.connect(self._on_row_changed)
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.customContextMenuRequested.connect(self._show_context_menu)
+        self.list.installEventFilter(self)  # N / P work while the list has the keyboard focus
         lay.addWidget(self.list)
         nav = QHBoxLayout()
         self.prev_btn = QPushButton("◀ Previous (P)")
@@ -188,7 +192,8 @@ class ImagePanel(QWidget):
             counts = project.object_counts()
             total = sum(counts.values())
             self.project_label.setText(
-                f"<b>{project.name}</b>: {len(project.images)} images, {total} objects<br><small>{project.root}</small>"
+                f"<b>{project.name}</b>: {plural(len(project.images), 'image')}, {plural(total, 'object')}"
+                f"<br><small>{project.root}</small>"
             )
             if self.list.count() != len(project.images):
                 self.list.clear()
@@ -198,12 +203,61 @@ class ImagePanel(QWidget):
                 n = counts.get(entry.key, 0)
                 item = self.list.item(i)
                 mark = self.suggestion_mark(entry.key) if self.suggestion_mark is not None else ""
-                item.setText(f"{entry.name}  —  {n} object{'s' if n != 1 else ''}{mark}")
+                item.setText(f"{entry.name}  —  {plural(n, 'object')}{mark}")
                 item.setToolTip(entry.path)
             if 0 <= self.session.index < self.list.count():
                 self.list.setCurrentRow(self.session.index)
         finally:
             self._syncing = False
+
+    def eventFilter(self, obj, event) -> bool:
+        """N / P in the image list go to the next / previous image (as on the canvas), not to list search."""
+        from qtpy.QtCore import QEvent
+
+        if obj is self.list and event.type() == QEvent.Type.KeyPress and not event.modifiers():
+            step = {Qt.Key.Key_N: 1, Qt.Key.Key_P: -1}.get(event.key())
+            if step is not None:
+                self.session.next_image(step)
+                return True
+        return super().eventFilter(obj, event)
+
+    def context_menu_for(self, row: int) -> QMenu | None:
+        """The image list's right-click menu for ``row`` (None outside the rows)."""
+        project = self.session.project
+        if project is None or not 0 <= row < len(project.images):
+            return None
+        entry = project.images[row]
+        menu = QMenu(self.list)
+        action = menu.addAction("Remove from project")
+        action.setToolTip("Take this image, its objects and its cached embeddings out of the project (the file stays)")
+        action.triggered.connect(lambda _=False, key=entry.key: self.remove_image(key, ask=True))
+        return menu
+
+    def _show_context_menu(self, pos) -> None:
+        menu = self.context_menu_for(self.list.indexAt(pos).row())
+        if menu is not None:
+            menu.exec(self.list.viewport().mapToGlobal(pos))
+            menu.deleteLater()  # not while its signal runs: Qt deletes it when control is back in the event loop
+
+    def remove_image(self, key: str, ask: bool = False) -> bool:
+        """Remove image ``key`` from the project; with ``ask``, confirm first when it has objects."""
+        project = self.session.project
+        if project is None:
+            return False
+        n = project.object_count(key)
+        if ask and n:
+            from qtpy.QtWidgets import QMessageBox
+
+            name = project.entry(key).name
+            answer = QMessageBox.question(
+                self,
+                "Remove from project",
+                f"Remove {name} and its {plural(n, 'object')} from the project? The image file is kept; the objects "
+                "are deleted.",
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                return False
+        return self.session.remove_image(key)
 
     def count_text(self, row: int) -> str:
         return self.list.item(row).text()

@@ -34,6 +34,8 @@ OBJECT_COLORS = [
     "#e6beff",
 ]
 
+POINT_SCREEN_PX = 12  # point prompts are drawn this many screen pixels wide, whatever the image size or zoom
+
 IMAGE_NAME = "image"
 OBJECTS_NAME = "objects"
 PREVIEW_NAME = "mask preview"
@@ -84,8 +86,31 @@ class StudioLayers:
         self.image.metadata["raw"] = raw
         shape = rgb.shape[:2]
         self.ensure_prompt_layers(shape)
+        self.size_points(shape)
         if old_shape != shape:
+            self.fit_view(shape)
+
+    def fit_view(self, shape: tuple[int, int]) -> None:
+        """Fit the image to the canvas, centred. Only the image layer counts: the objects and preview layers
+        still have the previous image's size at this point (and a relation map may too), and fitting all
+        layers left a small image in a corner after a larger one."""
+        try:
+            self.viewer.reset_view(layers=[self.image])
+        except TypeError:  # a napari whose reset_view fits every layer
             self.viewer.reset_view()
+
+    def size_points(self, shape: tuple[int, int]) -> None:
+        """Point prompts in screen pixels: a size in image pixels larger than the image can ever be shown,
+        clamped by ``canvas_size_limits`` to :data:`POINT_SCREEN_PX` (a fixed image-pixel size was huge on
+        small images and invisible on large ones)."""
+        if not self.alive(self.points):
+            return
+        big = float(max(shape) * 4 + 100)
+        layer = self.points
+        layer.canvas_size_limits = (POINT_SCREEN_PX, POINT_SCREEN_PX)
+        layer.current_size = big
+        if len(layer.data):
+            layer.size = big
 
     def show_nothing(self) -> None:
         """No image (an empty project): blank the image and every overlay."""
@@ -138,7 +163,8 @@ class StudioLayers:
                 np.empty((0, 2)),
                 name=POINTS_NAME,
                 ndim=2,
-                size=10,
+                size=float(max(shape) * 4 + 100),
+                canvas_size_limits=(POINT_SCREEN_PX, POINT_SCREEN_PX),
                 border_color="white",
                 border_width=0.1,
                 features={"label": np.empty(0, dtype=int)},

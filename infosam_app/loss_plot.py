@@ -18,6 +18,7 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 TERM_LABELS = {"l_r": "L_r", "l_d": "L_d"}  # distiller term name -> legend label
 COLORS = ["#4fc3f7", "#ffb74d", "#81c784", "#e57373", "#ba68c8", "#fff176"]
 MAX_DRAWN = 400
+FLAG_COLOR = "#ff5252"
 SMOOTHING = 0.8  # EMA weight of the past
 
 
@@ -30,6 +31,7 @@ class LossPlot(QWidget):
         self.setMinimumHeight(200)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setToolTip("Training losses per step: segmentation (top), InfoSAM L_r and L_d (bottom)")
+        self.flag = ""  # a warning drawn over the plot (the distillation collapse, issue 31); "" = none
 
     def set_panels(self, panels: list[list[str]]) -> None:
         """Show these series (one list per panel; e.g. another distiller's terms); clears the plot."""
@@ -37,6 +39,12 @@ class LossPlot(QWidget):
         self.series = {n: [] for p in self.panels for n in p}
         self.colors = {n: QColor(COLORS[i % len(COLORS)]) for i, n in enumerate(self.series)}
         self.update()
+
+    def set_flag(self, text: str) -> None:
+        """Show ``text`` as a warning in the plot's top right corner ("" hides it)."""
+        if text != self.flag:
+            self.flag = text
+            self.update()
 
     def sizeHint(self) -> QSize:
         return QSize(320, 220)
@@ -81,6 +89,13 @@ class LossPlot(QWidget):
             Qt.AlignmentFlag.AlignCenter,
             f"step {int(x0)} .. {int(x1)}" if steps else "no training yet",
         )
+        if self.flag:
+            p.setPen(QColor(FLAG_COLOR))
+            p.drawText(
+                QRectF(left, top, self.width() - left - right - 4, fm.height() + 2),
+                Qt.AlignmentFlag.AlignRight,
+                self.flag,
+            )
         p.end()
 
     def _range(self, names: list[str]) -> tuple[float, float] | None:

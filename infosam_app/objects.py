@@ -12,8 +12,22 @@ import numpy as np
 
 from infosam_app.session import Session
 from infosam_app.state.object_edits import NotAcceptable, ObjectEdits, acceptable, free_pixels
+from infosam_app.state.wording import plural
 from infosam_core.annotation.project import ProjectError
 from infosam_core.annotation.records import AnnotatedObject, ObjectPrompts
+
+
+def undo_text(action) -> str:
+    """What an undo reverted, in words: "the new object 3", "4 accepted proposals (objects 5-8)", ..."""
+    if action.kind == "add_many":
+        ids = list(action.object_ids) or [action.object_id]
+        span = f"object {ids[0]}" if len(ids) == 1 else f"objects {min(ids)}–{max(ids)}"
+        return f"the {plural(len(ids), 'accepted proposal')} ({span})"
+    return {
+        "add": f"the new object {action.object_id}",
+        "replace": f"the refinement of object {action.object_id}",
+        "delete": f"the deletion of object {action.object_id}",
+    }.get(action.kind, f"{action.kind} of object {action.object_id}")
 
 
 class ObjectEditor:
@@ -90,6 +104,25 @@ class ObjectEditor:
         session.tell(f"Deleted object {object_id} (U undoes).")
         return True
 
+    def set_category(self, object_id: int) -> bool:
+        """Give object ``object_id`` of the shown image the current category (U undoes it)."""
+        session, project, key = self.session, self.session.project, self.session.key
+        if project is None or key is None or object_id not in project.annotations(key).objects:
+            session.tell(f"There is no object {object_id} on this image.")
+            return False
+        name = project.category(session.category_id).name
+        try:
+            changed = self.edits.set_category(project, key, object_id, session.category_id)
+        except (ProjectError, OSError) as exc:
+            session.fail(f"Category change failed: {exc}")
+            return False
+        if changed is None:
+            session.tell(f"Object {object_id} is already '{name}'.")
+            return False
+        self._refresh(key)
+        session.tell(f"Object {object_id} is now '{name}' (U undoes).")
+        return True
+
     def undo(self) -> bool:
         """Revert the last object change on the shown image."""
         session, project, key = self.session, self.session.project, self.session.key
@@ -103,7 +136,7 @@ class ObjectEditor:
             return False
         assert action is not None  # the stack was not empty
         self._refresh(key)
-        session.tell(f"Undone: {action.kind} of object {action.object_id}")
+        session.tell(f"Undone: {undo_text(action)}.")
         return True
 
     def under_cursor(self) -> int | None:

@@ -86,6 +86,7 @@ class PromptController(QObject):
             "delete": self.delete_object,
             "toggle_model": self.toggle_model,
             "next_category": self.session.next_category,
+            "set_category": self.set_object_category,
             "next_image": lambda: self.session.next_image(1),
             "previous_image": lambda: self.session.next_image(-1),
         }
@@ -339,10 +340,13 @@ class PromptController(QObject):
 
     def clear(self) -> None:
         """Remove every prompt and leave refine mode (accepted objects stay)."""
+        refining = self.state.refine_id
         self.state.clear()
         self._write_layers(ObjectPrompts())
         self._show(None)
         self.state_changed.emit()
+        if refining is not None:  # the "Refining object N ..." line must not stay up
+            self.session.tell(f"Stopped refining object {refining}; it is unchanged.")
 
     def accept(self) -> AnnotatedObject | None:
         """Save the previewed mask as a new object (or as the refined object's new shape); saved at once."""
@@ -371,20 +375,35 @@ class PromptController(QObject):
     def object_under_cursor(self) -> int | None:
         return self.objects.under_cursor()
 
+    def proposal_under_cursor(self) -> bool:
+        """Whether a "Segment all" proposal is under the mouse."""
+        layer = self.layers.proposals
+        if not self.layers.alive(layer):
+            return False
+        try:
+            value = layer.get_value(self.session.viewer.cursor.position, world=True)
+        except Exception:  # noqa: BLE001 - no image yet, or the cursor outside it
+            return False
+        return bool(value)
+
     def refine(self, object_id: int | None = None) -> bool:
-        """Bring back an object's prompts (default: the one under the mouse, else the selected label);
-        accepting then replaces it."""
+        """Bring back an object's prompts (default: the accepted object under the mouse, and only that one:
+        over a proposal or the background nothing is touched); accepting then replaces it."""
         project, key = self.session.project, self.session.key
         if project is None or key is None:
             return False
         ann = project.annotations(key)
         if object_id is None:
             object_id = self.object_under_cursor()
-        if object_id is None and self.layers.objects is not None:
-            object_id = int(self.layers.objects.selected_label)
-        if object_id not in ann.objects:
-            self.session.tell("Refine: point the mouse at an accepted object first (or select its label).")
+        if object_id is None or object_id not in ann.objects:
+            if self.proposal_under_cursor():
+                self.session.tell(
+                    "R refines accepted objects; this is a proposal: click it to reject it, or Accept all first."
+                )
+            else:
+                self.session.tell("Refine: point the mouse at an accepted object first, then press R.")
             return False
+        self.state.refine_id = None  # clear() would announce the end of a refine that is being replaced
         self.clear()
         self.refine_id = object_id
         if self.layers.objects is not None:
@@ -400,6 +419,14 @@ class PromptController(QObject):
             self.session.tell("Delete: point the mouse at an accepted object first.")
             return False
         return self.objects.delete(object_id)
+
+    def set_object_category(self, object_id: int | None = None) -> bool:
+        """Give an accepted object (default: the one under the mouse) the current category; U undoes it."""
+        object_id = object_id if object_id is not None else self.objects.under_cursor()
+        if object_id is None:
+            self.session.tell("Category: point the mouse at an accepted object first (Shift+K gives it the category).")
+            return False
+        return self.objects.set_category(object_id)
 
     def toggle_model(self) -> None:
         s = self.session

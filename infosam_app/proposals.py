@@ -25,8 +25,9 @@ from qtpy.QtCore import QObject, Signal
 
 from infosam_app.prompting import PromptController
 from infosam_app.session import Session
-from infosam_app.state.proposal_review import ProposalReview, label_at, proposal_prompts
+from infosam_app.state.proposal_review import ProposalReview, proposal_prompts
 from infosam_app.state.ranking import SUGGEST_POINTS_PER_SIDE, UncertaintyRanking, images_to_rank, rank_images
+from infosam_app.state.wording import plural
 from infosam_core.inference.automatic import AutomaticConfig, Proposal, segment_all
 
 
@@ -99,7 +100,7 @@ class ProposalController(QObject):
             self.ranking.record(key, result.uncertainty)
             self.set_proposals(result.proposals, key)
             s.tell(
-                f"{len(result.proposals)} proposals (uncertainty {result.uncertainty:.2f}): Accept all, click one "
+                f"{plural(len(result.proposals), 'proposal')} (uncertainty {result.uncertainty:.2f}): Accept all, click one "
                 "on the 'proposals' layer to reject it, or Refine it."
             )
             self.suggestions_changed.emit()
@@ -144,7 +145,7 @@ class ProposalController(QObject):
         """The proposal shown at pixel (x, y), if any."""
         if self.layer is None:
             return None
-        return label_at(self.layer.data, x, y)
+        return self.review.index_at(self.layer.data, x, y)
 
     def _on_click(self, layer, event) -> None:
         row, col = layer.world_to_data(event.position)[-2:]
@@ -171,7 +172,7 @@ class ProposalController(QObject):
         skipped = len(items) - len(objects)
         self.clear()
         self.session.tell(
-            f"Accepted {len(objects)} proposals as objects; saved"
+            f"Accepted {plural(len(objects), 'proposal')} as objects; saved"
             + (f" ({skipped} overlapping accepted objects skipped)" if skipped else "")
             + ". U undoes them all."
         )
@@ -204,22 +205,30 @@ class ProposalController(QObject):
         todo = images_to_rank(project, counts)
         config = replace(self.config(), points_per_side=SUGGEST_POINTS_PER_SIDE)
         fork = predictor.fork()
+        skipped: list[str] = []
 
         def work(should_stop, report):
-            return rank_images(fork, todo, config, should_stop=should_stop, report=report)
+            return rank_images(fork, todo, config, should_stop=should_stop, report=report, skipped=skipped)
 
         def finished(scores):
             self.suggest_task = None
             self.ranking.update(scores, counts)
             self.suggestions_changed.emit()
             best = self.suggested()
-            s.tell(f"Suggested next: {best[0][0] if best else 'none'} (the model is least sure there).")
+            text = f"Suggested next: {best[0][0] if best else 'none'} (the model is least sure there)."
+            if skipped:
+                s.fail(
+                    f"{text} Not ranked, unreadable ({plural(len(skipped), 'image')}; right-click → Remove from "
+                    f"project): {'; '.join(skipped[:3])}"
+                )
+            else:
+                s.tell(text)
 
         def failed(exc):
             self.suggest_task = None
             s.fail(f"Suggest next failed: {exc}")
 
-        s.tell(f"Ranking {len(todo)} images without objects ...")
+        s.tell(f"Ranking {plural(len(todo), 'image')} without objects ...")
         self.suggest_task = s.tasks.run(
             work,
             name="suggest next",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from infosam_app.proposals import ProposalController
+from infosam_app.state.wording import plural
 
 
 class ProposalsPanel(QWidget):
@@ -78,6 +79,6 @@ class ProposalsPanel(QWidget):
         if c.running:
             self.state_label.setText("Proposing ...")
         elif n:
-            self.state_label.setText(f"{n} proposals: click one on the 'proposals' layer to reject it.")
+            self.state_label.setText(f"{plural(n, 'proposal')}: click one on the 'proposals' layer to reject it.")
         else:
             self.state_label.setText("No proposals.")

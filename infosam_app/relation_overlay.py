@@ -119,14 +119,31 @@ class RelationOverlay(QObject):
             self.layer.data = values
             self.layer.contrast_limits = limits
         else:
+            selected = self.session.viewer.layers.selection.active
             self.layer = self.session.viewer.add_image(
                 values, name=LAYER_NAME, colormap="inferno", opacity=0.5, blending="translucent", contrast_limits=limits
             )
             self.layer.metadata["infosam_role"] = "relation_map"
+            self._select_prompt_layer(selected)  # napari selects a new layer: clicks would no longer add prompts
 
     def _remove(self) -> None:
         self._generation += 1
         self.computing = False
         if self.shown:
+            selected = self.session.viewer.layers.selection.active
             self.session.viewer.layers.remove(self.layer)
+            self._select_prompt_layer(None if selected is self.layer else selected)
         self.layer = None
+
+    def _select_prompt_layer(self, previous) -> None:
+        """Select ``previous`` again if it is still there, else the point prompts layer (in "add" mode), so
+        that the next click on the image adds a prompt."""
+        layers = self.session.layers
+        viewer = self.session.viewer
+        if previous is not None and previous in viewer.layers and previous is not self.layer:
+            viewer.layers.selection.active = previous
+            return
+        points = layers.points
+        if layers.alive(points):
+            viewer.layers.selection.active = points
+            points.mode = "add"

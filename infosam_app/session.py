@@ -29,6 +29,7 @@ from infosam_app.state.models import (
     origin_label,
 )
 from infosam_app.state.navigation import Navigation
+from infosam_app.state.wording import plural
 from infosam_app.workers import TaskKind, TaskRunner
 from infosam_core.annotation.project import Project, ProjectError, default_projects_dir
 
@@ -208,7 +209,8 @@ class Session(QObject):
         self.project_changed.emit()
         self.images_changed.emit()
         self.tell(
-            f"Project {project.name}: {len(project.images)} images, {project.total_objects()} objects ({project.root})"
+            f"Project {project.name}: {plural(len(project.images), 'image')}, {plural(project.total_objects(), 'object')} "
+            f"({project.root})"
         )
         if not project.images:
             self.navigation.clear_image()
@@ -234,7 +236,8 @@ class Session(QObject):
         return self.project
 
     def add_images(self, paths: list[str | Path], project_hint: str | None = None) -> int:
-        """Add files/folders to the project (creating one if needed); shows the first new image."""
+        """Add files/folders to the project (creating one if needed); shows the first new image. Files that are
+        not usable images are refused (not added) and named, with the reason, in an error message."""
         if not paths:
             return 0
         try:
@@ -249,11 +252,46 @@ class Session(QObject):
         if entries:
             self.show_image(project.index_of(entries[0].key))
         added = len(project.images) - before
-        self.tell(
-            f"Added {added} image(s) to {project.name}"
-            + (" (others were already there)" if added < len(entries) else "")
+        text = f"Added {plural(added, 'image')} to {project.name}" + (
+            " (others were already there)" if added < len(entries) else ""
         )
+        refused = getattr(entries, "refused", [])
+        if refused:
+            reasons = "; ".join(str(r) for r in refused[:5]) + (
+                f"; and {len(refused) - 5} more" if len(refused) > 5 else ""
+            )
+            self.fail(f"{text}. Not added ({plural(len(refused), 'file')}): {reasons}")
+        else:
+            self.tell(text)
         return added
+
+    def remove_image(self, key: str) -> bool:
+        """Take image ``key`` out of the project (its objects and cached embeddings too; the file stays)."""
+        project = self.project
+        if project is None:
+            return False
+        try:
+            index = project.index_of(key)
+            entry = project.remove_image(key)
+        except (ProjectError, OSError, KeyError, ValueError) as exc:
+            self.fail(f"Cannot remove the image: {exc}")
+            return False
+        self.images.forget(key)
+        shown = self.navigation.index
+        self.images_changed.emit()
+        self.tell(f"Removed {entry.name} from {project.name} (the file itself is kept).")
+        if not project.images:
+            self.navigation.clear_image()
+            self.navigation.index = -1
+            self.layers.show_nothing()
+            self.image_changed.emit(-1)
+        elif index == shown:
+            self.navigation.index = -1
+            self.show_image(min(index, len(project.images) - 1))
+        elif index < shown:
+            self.navigation.index = shown - 1
+            self.images_changed.emit()
+        return True
 
     # ------------------------------------------------------------------------------------------ images
     def show_image(self, index: int) -> None:
@@ -474,6 +512,12 @@ class Session(QObject):
         self.tasks.run(
             make_predictor, sam, self.embedding_cache_dir, name="adapted predictor", on_result=ok, on_error=failed
         )
+
+    def drop_adapted(self) -> None:
+        """Predict with the base model only (the project opened has no adapter of its own)."""
+        if self.models.drop_adapted():
+            self.model_changed.emit()
+            self.ensure_embedding()
 
     def set_active(self, name: str) -> None:
         """Switch the model prompts are predicted with ("base" or "adapted")."""

@@ -15,6 +15,7 @@ SHORTCUTS: dict[str, tuple[tuple[str, ...], str]] = {
     "delete": (("D",), "delete the object under the mouse"),
     "toggle_model": (("C",), "compare: switch Base / Adapted model for the same prompts"),
     "next_category": (("K",), "next category: objects accepted from now on take it"),
+    "set_category": (("Shift-K",), "give the object under the mouse the current category"),
     "next_image": (("N", "PageDown"), "next image"),
     "previous_image": (("P", "PageUp"), "previous image"),
 }

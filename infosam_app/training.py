@@ -11,6 +11,7 @@ last adapter further.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 from dataclasses import dataclass
@@ -21,8 +22,10 @@ from qtpy.QtCore import QObject, Signal
 
 from infosam_app.session import Session
 from infosam_app.state import gc_policy
+from infosam_app.state.adapt_memory import AdaptMemory, Comparison, held_out_split
 from infosam_app.state.method_choices import default_distiller, distill_label
 from infosam_app.state.models import ModelInfo, device_name
+from infosam_app.state.wording import adapter_name, plural
 from infosam_app.workers import TaskKind
 from infosam_core.annotation.training_samples import ObjectSource, snapshot_objects
 
@@ -43,31 +46,79 @@ class RunSettings:
     low_memory: bool = False  # activation checkpointing (TrainConfig.grad_checkpoint)
 
 
-def _train_job(sources, config, base_sam, init_model, run_dir: Path, report, should_stop):
+def _train_job(sources, config, base_sam, init_model, run_dir: Path, report, should_stop, on_skip=None, settings=None):
+    """Train on the objects (less a held-out fifth, see :func:`held_out_split`), save the run, then measure the
+    base and the adapted model on the held-out objects (on the training objects when there are too few).
+
+    The project's ``adapt.json`` is written here, on the worker, as soon as the adapter is saved: a run cut
+    short by closing the app (whose results never reach the GUI) is still the project's adapter on reopen."""
+    history: dict[str, list[list[float]]] = {}
+
+    def record(p) -> None:
+        if p.val_miou is None:  # the end-of-epoch report repeats the epoch's mean losses
+            for name, value in {"seg": p.seg_loss, **p.terms}.items():
+                if value is not None and np.isfinite(value):
+                    history.setdefault(name, []).append([float(p.step), float(value)])
+        report(p)
+
     from infosam_core.annotation.training_samples import build_samples
     from infosam_core.training.runs import train_and_save
 
-    samples = build_samples(sources)
+    samples = build_samples(sources, on_skip=on_skip)
     if len(samples) < MIN_OBJECTS:
         raise ValueError(f"need at least {MIN_OBJECTS} accepted objects to adapt, found {len(samples)}")
-    config.batch_size = max(2, min(config.batch_size, len(samples)))
+    train_idx, held_idx = held_out_split(len(samples), config.seed)
+    train = [samples[i] for i in train_idx]
+    held = [samples[i] for i in held_idx]
+    config.batch_size = max(2, min(config.batch_size, len(train)))
     rng = np.random.default_rng(config.seed)
-    val = [samples[i] for i in sorted(rng.permutation(len(samples))[:MAX_VAL_SAMPLES])]
+    val = [train[i] for i in sorted(rng.permutation(len(train))[:MAX_VAL_SAMPLES])]
     # the set-up (copying the model, resizing samples) makes many objects: no full GC pass until the first step
     with gc_policy.hold_collections() as gc_hold:  # a failed run keeps its last good weights: RunFailedError
         saved = train_and_save(
             config,
             base_sam,
-            samples,
+            train,
             run_dir,
-            facts={"n_samples": len(samples)},
-            progress=gc_hold.release_before(report),
+            facts={"n_samples": len(train), "n_held_out": len(held)},
+            progress=gc_hold.release_before(record),
             should_stop=should_stop,
             val_samples=val,
             init_model=init_model,
         )
     assert saved.files is not None  # a folder was given
-    return saved.result, saved.files.adapter
+    root = run_dir.parent.parent  # <project>/adapters/<run>
+    remember_run(root, saved.files.adapter, settings, history, None)
+    comparison = None
+    if not should_stop():  # closing: the comparison can wait for a later run
+        comparison = compare_models(base_sam, saved.result.model, held or val, held_out=bool(held), seed=config.seed)
+        remember_run(root, saved.files.adapter, settings, history, comparison)
+    return saved.result, saved.files.adapter, comparison
+
+
+def remember_run(root: Path, adapter: Path, settings, history, comparison) -> None:
+    """Write the project's ``adapt.json`` (:class:`AdaptMemory`): this run's adapter, settings and losses."""
+    memory = AdaptMemory(
+        settings=dataclasses.asdict(settings) if settings is not None else {},
+        history={k: [list(p) for p in v] for k, v in history.items()},
+        comparison=comparison,
+    )
+    memory.set_adapter(root, adapter)
+    with contextlib.suppress(OSError):  # UI state: a read-only disk only means nothing is remembered
+        memory.save(root)
+
+
+def compare_models(base_sam, adapted_sam, samples, held_out: bool, seed: int = 0) -> Comparison | None:
+    """Mean IoU of both models on ``samples``, one seeded box prompt each (the same for both)."""
+    from infosam_core.evaluation.prompted import evaluate
+
+    if not samples:
+        return None
+    base = evaluate(base_sam, samples, prompt="box", seed=seed, metrics=("iou",))
+    adapted = evaluate(adapted_sam, samples, prompt="box", seed=seed, metrics=("iou",))
+    if not base.rows:
+        return None
+    return Comparison(base.miou, adapted.miou, len(base.rows), held_out)
 
 
 class TrainingController(QObject):
@@ -88,6 +139,8 @@ class TrainingController(QObject):
         self.last_settings: RunSettings | None = None
         self.run_dir: Path | None = None
         self.lr_scale = 1.0  # after a diverged run, Continue trains its last good weights at a lower rate
+        self.skipped: list[str] = []
+        self.last_comparison: Comparison | None = None
 
     @property
     def running(self) -> bool:
@@ -99,6 +152,13 @@ class TrainingController(QObject):
 
     def object_count(self) -> int:
         return self.session.project.total_objects() if self.session.project is not None else 0
+
+    def forget_run(self) -> None:
+        """Another project: its runs are not this one's to continue."""
+        if not self.running:
+            self.last_result = self.last_adapter_path = self.last_settings = self.run_dir = None
+            self.last_comparison = None
+            self.lr_scale = 1.0
 
     def can_continue(self) -> bool:
         return self.last_result is not None and not self.running
@@ -122,6 +182,7 @@ class TrainingController(QObject):
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.run_dir = session.project.adapters_dir / f"{stamp}-{settings.method}{'-continued' if continue_run else ''}"
         self.last_settings = settings
+        self.skipped = []  # images the run could not read (filled from the worker; read once it is done)
         gc_policy.freeze_new()  # where the app manages the GC (StudioWidget): what was made since, too
         self.task = session.tasks.run(
             _train_job,
@@ -130,6 +191,8 @@ class TrainingController(QObject):
             session.sams["base"],
             init_model,
             self.run_dir,
+            on_skip=self.skipped.append,
+            settings=dataclasses.replace(settings, max_steps=None),
             name="train",
             kind=TaskKind.TRAINING,  # the session refuses to swap the base model while it runs
             on_progress=self.progress.emit,
@@ -137,7 +200,9 @@ class TrainingController(QObject):
             on_error=self._on_error,
         )
         self.started.emit()
-        session.tell(f"Adapting ({settings.method}{distill_label(settings.distill)}) on {n} objects …")
+        session.tell(
+            f"Adapting ({adapter_name(settings.method)}{distill_label(settings.distill)}) on {plural(n, 'object')} …"
+        )
         return True
 
     def _objects_to_train_on(self) -> int | None:
@@ -159,10 +224,13 @@ class TrainingController(QObject):
     def _train_config(self, settings: RunSettings, continue_run: bool):
         """The core's TrainConfig for the panel's settings; a continued run after a divergence uses a lower lr."""
         from infosam_core.training.config import TrainConfig
+        from infosam_core.training.defaults import recommended_distill_options
 
+        base = self.session.infos.get("base")  # the setting measured best for the model in use (issue 31)
         config = TrainConfig(
             peft=settings.method,
             distill=settings.distill,
+            distill_options=recommended_distill_options(base.model_type if base else None, settings.distill),
             epochs=settings.epochs,
             time_budget_s=settings.time_budget_s,
             max_steps=settings.max_steps,
@@ -184,13 +252,14 @@ class TrainingController(QObject):
             self.session.tell("Cancelling: the run stops after this step and keeps its best adapter so far …")
 
     def _on_done(self, payload) -> None:
-        result, adapter_path = payload
+        result, adapter_path, comparison = payload
         self.task = None
         self.last_result, self.last_adapter_path = result, adapter_path
+        self.last_comparison = comparison
         session = self.session
         base_label = session.infos["base"].label if "base" in session.infos else "SAM"
         info = ModelInfo(
-            label=f"{result.config.peft} adapter{distill_label(result.config.distill)} "
+            label=f"{adapter_name(result.config.peft)}{distill_label(result.config.distill)} "
             f"({self.run_dir.name if self.run_dir else 'run'}) on {base_label}",
             device=device_name(result.model),
             model_type=session.infos["base"].model_type if session.infos else "",
@@ -207,6 +276,10 @@ class TrainingController(QObject):
             f"Adaptation {reason} after {result.steps} steps; now predicting with the adapted model. "
             f"Saved in {adapter_path.parent}"
         )
+        if self.skipped:
+            session.fail(
+                f"Adapt skipped {plural(len(self.skipped), 'unreadable image')}: {'; '.join(self.skipped[:3])}"
+            )
         self.finished.emit(result)
 
     def _on_error(self, exc: BaseException) -> None:

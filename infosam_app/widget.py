@@ -7,6 +7,7 @@ their own beyond their controls: the session (project, images, models) and the p
 
 from __future__ import annotations
 
+import contextlib
 from html import escape
 
 import napari
@@ -27,6 +28,7 @@ from qtpy.QtWidgets import (
 from infosam_app.adapt_panel import AdaptPanel
 from infosam_app.category_panel import CategoryPanel
 from infosam_app.export_panel import ExportPanel
+from infosam_app.getting_started import GettingStarted
 from infosam_app.gl_safety import make_triton_unimportable
 from infosam_app.image_panel import ImagePanel
 from infosam_app.model_panel import ModelPanel
@@ -36,6 +38,21 @@ from infosam_app.proposals_panel import ProposalsPanel
 from infosam_app.session import Session
 from infosam_app.shortcuts import MOUSE_HELP, TOOLTIPS, shortcut_rows
 from infosam_app.state import gc_policy
+from infosam_app.state.wording import plural
+
+
+def _warn_bad_qt_binding() -> None:
+    """As a napari plugin the window exists already: a known-bad Qt binding is only warned about."""
+    from infosam_app.qt_safety import current_binding_problem
+
+    problem = current_binding_problem()
+    if problem is not None:
+        import warnings
+
+        from napari.utils.notifications import show_warning
+
+        warnings.warn(problem, RuntimeWarning, stacklevel=3)
+        show_warning(problem)
 
 
 def _guard_triton() -> None:
@@ -59,6 +76,7 @@ class StudioWidget(QWidget):
     ):
         super().__init__()
         _guard_triton()
+        _warn_bad_qt_binding()
         self.viewer = napari_viewer
         self.session = Session(napari_viewer, self)
         self.prompts = PromptController(self.session, self)
@@ -72,6 +90,9 @@ class StudioWidget(QWidget):
         outer.addWidget(self.tabs, 1)
         self.status_label = QLabel("Welcome: open images (or run `infosam app --samples`).")
         self.status_label.setWordWrap(True)
+        # a fixed height: a message that wraps to more lines must not move the buttons above it
+        self.status_label.setFixedHeight(3 * self.status_label.fontMetrics().lineSpacing() + 4)
+        self.status_label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         outer.addWidget(self.status_label)
 
@@ -86,7 +107,7 @@ class StudioWidget(QWidget):
         self.tabs.addTab(self._scroll(self._boxed("Export", self.export_panel)), "Export")
 
         s = self.session
-        s.status.connect(self.status_label.setText)
+        s.status.connect(self._show_status)
         s.model_changed.connect(self._sync_compare)
         s.embedding_changed.connect(self._on_embedding_state)
         self.prompts.state_changed.connect(self._sync_prompt_state)
@@ -97,6 +118,9 @@ class StudioWidget(QWidget):
         app = QCoreApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.cleanup)
+        self._main_window = getattr(getattr(napari_viewer, "window", None), "_qt_window", None)
+        if self._main_window is not None:
+            self._main_window.installEventFilter(self)  # closing during Adapt asks first (eventFilter)
         if load_model:
             self.model_panel.set_choice(model_type, checkpoint)
             s.load_model(model_type, checkpoint)
@@ -140,6 +164,8 @@ class StudioWidget(QWidget):
         w = QWidget()
         lay = QVBoxLayout(w)
         lay.setContentsMargins(0, 0, 0, 0)
+        self.getting_started = GettingStarted()
+        lay.addWidget(self.getting_started)
         lay.addWidget(self._boxed("Images", self.image_panel))
         lay.addWidget(self._boxed("Model", self.model_panel))
         prompt = QWidget()
@@ -173,6 +199,9 @@ class StudioWidget(QWidget):
         pl.addLayout(actions)
         self.prompt_state_label = QLabel("")
         self.prompt_state_label.setWordWrap(True)
+        # two lines always reserved: the text appearing (first prompt, refining) must not shift Segment all's buttons
+        self.prompt_state_label.setFixedHeight(2 * self.prompt_state_label.fontMetrics().lineSpacing() + 4)
+        self.prompt_state_label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         pl.addWidget(self.prompt_state_label)
         lay.addWidget(self._boxed("Prompt", prompt))
         self.proposals_panel = ProposalsPanel(self.proposals)
@@ -205,6 +234,10 @@ class StudioWidget(QWidget):
             target.setChecked(True)
             target.blockSignals(False)
 
+    def _show_status(self, text: str) -> None:
+        self.status_label.setText(text)
+        self.status_label.setToolTip(text)  # the whole message when it is longer than the three lines shown
+
     def _on_embedding_state(self, state: str) -> None:
         text = {"computing": "⏳ embedding …", "ready": "✔ embedding ready", "error": "✖ embedding failed"}
         self.embedding_label.setText(text.get(state, state))
@@ -213,9 +246,13 @@ class StudioWidget(QWidget):
         c = self.prompts
         self.points_btn.setChecked(c.mode == "points")
         self.box_btn.setChecked(c.mode == "box")
-        self.label_btn.setText("next point: positive" if c.next_label else "next point: negative")
+        if c.mode == "box":
+            self.label_btn.setText("box: drag a rectangle")
+        else:
+            self.label_btn.setText("next point: positive" if c.next_label else "next point: negative")
         self.label_btn.setStyleSheet("color: #39ff14;" if c.next_label else "color: #ff5050;")
-        parts = [f"{c.prompt_count} prompt(s)"]
+        self.label_btn.setEnabled(c.mode == "points")  # a box has no label
+        parts = [plural(c.prompt_count, "prompt")]
         if c.candidate is not None and c.candidate >= 0:
             parts.append(f"candidate {c.candidate + 1}/3")
         elif c.prompt_count:
@@ -233,8 +270,23 @@ class StudioWidget(QWidget):
         gc_policy.freeze_all()
 
     # ------------------------------------------------------------------------------------------ lifecycle
+    def eventFilter(self, obj, event) -> bool:
+        """Closing the window while Adapt runs: say what is kept and ask; "keep adapting" cancels the close."""
+        from qtpy.QtCore import QEvent
+
+        if obj is self._main_window and event.type() == QEvent.Type.Close and self.adapt_panel.controller.running:
+            if not self.adapt_panel.confirm_close():
+                event.ignore()
+                return True
+            self.adapt_panel.stop_for_close()
+        return super().eventFilter(obj, event)
+
     def cleanup(self) -> None:
         """Stop background work and remove key bindings (the viewer or the app is closing)."""
+        if self._main_window is not None:
+            with contextlib.suppress(RuntimeError):  # the window is already gone
+                self._main_window.removeEventFilter(self)
+            self._main_window = None
         self.adapt_panel.controller.cancel()
         self.prompts.unbind()
         self.session.shutdown()

@@ -85,6 +85,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=40, help="training steps for the adapting/compare shots")
     ap.add_argument("--model", default="tiny", help="SAM type (default: the bundled tiny model)")
     ap.add_argument("--checkpoint", help="weights for --model (default: the bundled ones)")
+    ap.add_argument("--getting-started", action="store_true", help="also save getting_started.png (the first-run hint)")
     args = ap.parse_args()
     display = None
     if not os.environ.get("DISPLAY"):
@@ -104,6 +105,10 @@ def main() -> int:
     s, c, panel = widget.session, widget.prompts, widget.adapt_panel
     assert wait_until(lambda: "base" in s.predictors and s.embedding_ready, 180), s.last_error
     names = [e.name for e in s.project.images]
+    if args.getting_started:
+        wait_until(lambda: False, 0.5)
+        viewer.window.screenshot(str(args.out / "getting_started.png"), canvas_only=False, flash=False)
+    widget.getting_started.dismiss()  # a first-run hint: the README shots show the app as used every day
 
     def show(name: str) -> None:
         i = names.index(name)

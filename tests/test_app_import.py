@@ -82,6 +82,16 @@ def test_import_labels_switch_category_export_coco(studio, qtbot, tmp_path):
     assert panel.import_labels_layer(layer).per_category == {"nucleus": 1}
     assert (s.layers.objects.data == 2).sum() == 80  # shown at once
 
+    # Shift+K gives an existing object the current category (saved at once); U undoes it
+    assert SHORTCUTS["set_category"][0] == ("Shift-K",)
+    assert c.set_object_category(obj.id)
+    nucleus = s.project.category_named("nucleus").id
+    assert Project.open(s.project.root).annotations(s.key).objects[obj.id].category == nucleus
+    assert "now 'nucleus'" in str(s.viewer.status)
+    assert not c.set_object_category(obj.id)  # already nucleus: nothing recorded
+    c.undo()
+    assert Project.open(s.project.root).annotations(s.key).objects[obj.id].category == obj.category
+
     # colour by category
     from napari.utils.colormaps import DirectLabelColormap
 

@@ -15,7 +15,6 @@ from infosam_app.state.ranking import images_to_rank, rank_images
 from infosam_core.annotation.project import Project, ProjectError
 from infosam_core.annotation.records import ObjectPrompts
 from infosam_core.inference.automatic import AutomaticConfig, Proposal
-from infosam_core.io.images import ImageError
 
 SHAPE = (20, 20)
 
@@ -75,6 +74,25 @@ def test_accept_refuse_replace_delete_and_undo_per_image(tmp_path):
     assert edits.undo(project, a).kind == "add" and not project.annotations(a).objects
     assert edits.undo(project, a) is None  # nothing left on image a ...
     assert set(project.annotations(b).objects) == {1}  # ... and image b was never touched
+
+
+def test_category_change_is_saved_recorded_and_undone(tmp_path):
+    project = _project(tmp_path, 1)
+    key = project.images[0].key
+    cell = project.add_category("cell").id
+    edits = ObjectEdits()
+    obj = edits.accept(project, key, _rect(0, 10, 0, 10), P)
+    assert obj.category == 1
+    assert edits.set_category(project, key, obj.id, cell).category == cell
+    assert Project.open(project.root).annotations(key).objects[obj.id].category == cell  # saved at once
+    assert edits.set_category(project, key, obj.id, cell) is None  # no change: nothing recorded
+    assert edits.set_category(project, key, 9, cell) is None and edits.depth(key) == 2
+    with pytest.raises(ProjectError):
+        edits.set_category(project, key, obj.id, 42)  # not a category of the project
+    assert edits.depth(key) == 2
+    assert edits.undo(project, key).kind == "category"
+    assert Project.open(project.root).annotations(key).objects[obj.id].category == 1
+    assert np.array_equal(project.annotations(key).labels == obj.id, _rect(0, 10, 0, 10))  # shape untouched
 
 
 def test_accept_many_skips_covered_masks_and_is_one_undo_step(tmp_path):
@@ -172,5 +190,6 @@ def test_rank_images_scores_each_readable_image_and_skips_missing_files(tmp_path
     assert rank_images(None, todo, config, should_stop=lambda: True) == {}  # cancelled before the first
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
-    with pytest.raises(ImageError):  # an unreadable image fails the whole ranking (as before the split)
-        rank_images(None, [(keys[1], broken)], config)
+    skipped: list[str] = []  # an unreadable image is skipped and named; the others are still ranked (issue 30)
+    scores = rank_images(None, [(keys[1], broken), (keys[1], todo[0][1])], config, skipped=skipped)
+    assert list(scores) == [keys[1]] and len(skipped) == 1 and skipped[0].startswith("broken.png: not a readable")

@@ -177,7 +177,7 @@ def test_preset_paper_and_explicit_flags():
         2e-5,
         42,
     )
-    assert (config.distill_weight, config.distill_options) == (1.0, {"alpha": 1.0, "beta": 0.5})
+    assert (config.distill_weight, config.distill_options) == (1.0, {"alpha": 1.0, "beta": 0.5, "center": False})
     assert config.epochs == 3 and config.peft_options == {"train_decoder": False, "mlp_ratio": 0.5}
     assert not config.grad_checkpoint and config.bf16
     args = parser.parse_args(["train", "--data", "d", "--out", "o", "--grad-checkpoint", "--no-bf16"])

@@ -46,6 +46,9 @@ class ImageStore:
     def clear(self) -> None:
         self._pairs.clear()
 
+    def forget(self, key: str) -> None:
+        self._pairs.pop(key, None)
+
     def __contains__(self, key: object) -> bool:
         return key in self._pairs
 

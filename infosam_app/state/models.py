@@ -97,6 +97,15 @@ class ModelSet:
         if activate:
             self.active = ADAPTED
 
+    def drop_adapted(self) -> bool:
+        """Forget the adapted model (e.g. another project is opened); False when there was none."""
+        if ADAPTED not in self.sams and ADAPTED not in self.predictors:
+            return False
+        for d in (self.sams, self.predictors, self.infos, self._embedded):
+            d.pop(ADAPTED, None)  # type: ignore[attr-defined]
+        self.active = BASE
+        return True
+
     def activate(self, name: str) -> bool:
         """Make ``name`` the active model; False (and nothing changes) if it is unknown or already active."""
         if name not in self.predictors or name == self.active:

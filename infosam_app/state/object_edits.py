@@ -22,12 +22,13 @@ from infosam_core.annotation.records import AnnotatedObject, ObjectPrompts
 MIN_OBJECT_PX = 10  # an accepted object keeps at least this many pixels ...
 MIN_FREE_FRACTION = 0.05  # ... and this share of its mask once accepted objects are left untouched
 
-EditKind = Literal["add", "replace", "delete", "add_many"]
+EditKind = Literal["add", "replace", "delete", "add_many", "category"]
 
 
 @dataclass
 class ObjectAction:
-    """One undoable change: ``old``/``old_mask`` are what a replaced or deleted object was."""
+    """One undoable change: ``old``/``old_mask`` are what a replaced or deleted object was (for "category":
+    ``old`` is the object with its former category)."""
 
     kind: EditKind
     key: str
@@ -157,6 +158,17 @@ class ObjectEdits:
         self._record(ObjectAction("delete", key, object_id, old, old_mask))
         return old
 
+    def set_category(self, project: Project, key: str, object_id: int, category: int) -> AnnotatedObject | None:
+        """Give object ``object_id`` of image ``key`` the category ``category`` (an id of the project's list).
+        None: there is no such object, or it has that category already (nothing recorded). Raises the project's
+        errors when saving fails (nothing is recorded then)."""
+        old = project.annotations(key).objects.get(object_id)
+        if old is None or old.category == category:
+            return None
+        obj = project.set_object_category(key, object_id, category)
+        self._record(ObjectAction("category", key, object_id, old))
+        return obj
+
     def undo(self, project: Project, key: str) -> ObjectAction | None:
         """Revert the last change of image ``key``; returns it (None: nothing to undo). The change is dropped
         from the stack even when reverting it raises the project's errors."""
@@ -169,6 +181,9 @@ class ObjectEdits:
         elif action.kind == "add_many":
             for object_id in reversed(action.object_ids):
                 project.remove_object(key, object_id)
+        elif action.kind == "category":
+            assert action.old is not None  # a category change keeps the object as it was
+            project.set_object_category(key, action.object_id, action.old.category)
         else:
             assert action.old is not None and action.old_mask is not None  # "replace" and "delete" keep them
             project.restore_object(key, action.old, action.old_mask)

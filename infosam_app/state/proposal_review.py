@@ -34,15 +34,19 @@ class ProposalReview:
     def __init__(self) -> None:
         self.proposals: list[Proposal] = []
         self.key: str | None = None
+        # each proposal's label value, fixed when it is proposed: rejecting one does not recolour the others
+        self.label_values: list[int] = []
 
     def set(self, proposals: list[Proposal], key: str | None = None) -> None:
         """New proposals (for image ``key`` when given)."""
         if key is not None:
             self.key = key
         self.proposals = list(proposals)
+        self.label_values = list(range(1, len(self.proposals) + 1))
 
     def clear(self) -> None:
         self.proposals = []
+        self.label_values = []
         self.key = None
 
     @property
@@ -54,12 +58,14 @@ class ProposalReview:
         if not 0 <= index < len(self.proposals):
             return False
         del self.proposals[index]
+        del self.label_values[index]
         return True
 
     def take(self, index: int) -> Proposal | None:
         """Remove proposal ``index`` and return it (to refine it); None when there is none."""
         if not 0 <= index < len(self.proposals):
             return None
+        del self.label_values[index]
         return self.proposals.pop(index)
 
     def acceptable_for(self, key: str | None) -> bool:
@@ -71,9 +77,17 @@ class ProposalReview:
         return [(p.mask, proposal_prompts(p)) for p in self.proposals]
 
     def label_image(self, shape: tuple[int, int]) -> np.ndarray:
-        """One label per proposal (index + 1; 0: none), the better-scored proposal on top where two overlap."""
+        """One label per proposal (its :attr:`label_values` entry, so its colour stays when others are rejected;
+        0: none), the better-scored proposal on top where two overlap."""
         labels = np.zeros(shape, np.uint16)
         order = sorted(range(len(self.proposals)), key=lambda i: self.proposals[i].predicted_iou)
         for i in order:
-            labels[self.proposals[i].mask] = i + 1
+            labels[self.proposals[i].mask] = self.label_values[i]
         return labels
+
+    def index_at(self, labels: np.ndarray, x: float, y: float) -> int | None:
+        """The index (in :attr:`proposals`) of the proposal shown at pixel (x, y) of :meth:`label_image`."""
+        shown = label_at(labels, x, y)
+        if shown is None or shown + 1 not in self.label_values:
+            return None
+        return self.label_values.index(shown + 1)

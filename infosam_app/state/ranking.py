@@ -39,15 +39,22 @@ def rank_images(
     config: AutomaticConfig,
     should_stop: Callable[[], bool] = lambda: False,
     report: Callable[[tuple[int, int]], object] = lambda _done_total: None,
+    skipped: list[str] | None = None,
 ) -> dict[str, float]:
     """key -> the model's uncertainty on each image of ``todo`` (read and segmented in turn; ``report`` gets
-    (done, total)). Stops early, with the scores so far, when ``should_stop()``; an image that cannot be read
-    raises (the whole ranking fails)."""
+    (done, total)). Stops early, with the scores so far, when ``should_stop()``. An image that cannot be read
+    is not ranked; its name and the reason go to ``skipped``."""
     scores: dict[str, float] = {}
     for done, (key, path) in enumerate(todo, start=1):
         if should_stop():
             break
-        rgb = read_image_pair(path)[1]
+        try:
+            rgb = read_image_pair(path)[1]
+        except (ValueError, OSError) as exc:  # ImageError is a ValueError
+            if skipped is not None:
+                skipped.append(f"{path.name}: {str(exc).removeprefix(f'{path}: ')}")
+            report((done, len(todo)))
+            continue
         scores[key] = segment_all(predictor, rgb, config).uncertainty
         report((done, len(todo)))
     return scores

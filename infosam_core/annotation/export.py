@@ -82,17 +82,33 @@ def _label_image_for(project: Project, key: str) -> np.ndarray:
     return np.zeros(shape, dtype=np.uint16)
 
 
+def _label_image_or_skip(project: Project, key: str, skipped: list[str] | None) -> np.ndarray | None:
+    """:func:`_label_image_for`, or None (noted in ``skipped``) for an image that cannot be read; without
+    ``skipped`` the ExportError is raised."""
+    try:
+        return _label_image_for(project, key)
+    except ExportError as exc:
+        if skipped is None:
+            raise
+        skipped.append(f"{project.entry(key).name}: {exc}")
+        return None
+
+
 def export_label_images(
     project: Project,
     out_dir: str | Path,
     fmt: str = "tif",
     only_annotated: bool = False,
     layout: str = "instances",
+    skipped: list[str] | None = None,
 ) -> list[Path]:
     """Label images of the project's images; returns the written paths. ``layout`` (:data:`LABEL_LAYOUTS`):
     ``instances``: ``<image stem>_labels.<fmt>``, 0 = background, each object its id; ``per_category``:
     ``<image stem>_<category>_labels.<fmt>`` for every category of the project, holding the ids of that
-    category's objects only; ``semantic``: ``<image stem>_semantic.<fmt>``, each object's pixels its category id."""
+    category's objects only; ``semantic``: ``<image stem>_semantic.<fmt>``, each object's pixels its category id.
+
+    An image without objects whose file cannot be read (its size is then unknown) is skipped: named, with the
+    reason, in ``skipped`` when given, else the ExportError is raised."""
     fmt = fmt.lower().lstrip(".")
     if fmt == "tiff":
         fmt = "tif"
@@ -107,7 +123,9 @@ def export_label_images(
     for entry in project.images:
         if only_annotated and not project.object_count(entry.key):
             continue
-        labels = _label_image_for(project, entry.key)
+        labels = _label_image_or_skip(project, entry.key, skipped)
+        if labels is None:
+            continue
         stem = _plain_stem(entry.name) or _plain_stem(entry.key) or "image"
         if f"{stem}_labels.{fmt}" in used:  # two images with the same file name from different folders
             stem = _plain_stem(entry.key) or "image"
@@ -222,9 +240,9 @@ def coco_from_label_images(
     }
 
 
-def project_to_coco(project: Project, only_annotated: bool = True) -> dict[str, Any]:
+def project_to_coco(project: Project, only_annotated: bool = True, skipped: list[str] | None = None) -> dict[str, Any]:
     """The project as a COCO dict with the project's categories; each annotation carries its object's category
-    and, under ``attributes``, its prompts."""
+    and, under ``attributes``, its prompts. ``skipped``: as in :func:`export_label_images`."""
 
     def items():
         for entry in project.images:
@@ -235,15 +253,19 @@ def project_to_coco(project: Project, only_annotated: bool = True) -> dict[str, 
                 oid: {"prompts": obj.to_dict()["prompts"], "model": obj.model, "category_id": obj.category}
                 for oid, obj in ann.objects.items()
             }
-            yield entry.name, _label_image_for(project, entry.key), extra
+            labels = _label_image_or_skip(project, entry.key, skipped)
+            if labels is not None:
+                yield entry.name, labels, extra
 
     categories = [{"id": c.id, "name": c.name, "supercategory": c.name, "color": c.color} for c in project.categories]
     return coco_from_label_images(items(), categories=categories)
 
 
-def export_coco(project: Project, path: str | Path, only_annotated: bool = True) -> Path:
+def export_coco(
+    project: Project, path: str | Path, only_annotated: bool = True, skipped: list[str] | None = None
+) -> Path:
     """Write the project's objects as one COCO JSON file (atomically)."""
-    coco = project_to_coco(project, only_annotated=only_annotated)
+    coco = project_to_coco(project, only_annotated=only_annotated, skipped=skipped)
     write_json_atomic(path, coco)
     return Path(path)
 

@@ -27,6 +27,12 @@ nothing: it writes every new label file and every new ``objects.json`` / ``proje
 renames each pending file into place and deletes the journal. Whoever takes the project's lock next finishes
 a journal left by a crash (renames what is still pending); pending files without a journal are an
 uncommitted batch and are deleted. A crash before the journal leaves the old state, after it the new one.
+:meth:`Project.remove_image` is such a batch too: its journal also lists what to delete once the manifest is
+renamed (the image's ``annotations/<key>`` folder and its files in ``cache/embeddings``).
+
+Adding images. :meth:`Project.add_images` decodes each new file once (:mod:`infosam_core.io.image_checks`):
+a file that is not an image, is truncated or is over the pixel limit is not added; the result's ``refused``
+says which and why.
 (``read_only`` opens take no lock and finish nothing: until the project is opened normally once, they read the
 state from before such a crashed batch, or partly after it.)
 
@@ -85,7 +91,8 @@ from infosam_core.annotation.records import (
 from infosam_core.data.masks import mask_bounds
 from infosam_core.io.atomic import _fsync_dir, remove_stale_temp_files, write_json_atomic
 from infosam_core.io.hashing import file_sha256
-from infosam_core.io.images import ImageError, check_pixel_count
+from infosam_core.io.image_checks import RefusedImage, check_image_file, refusal_reason
+from infosam_core.io.images import ImageError, check_pixel_count, load_rgb
 from infosam_core.io.paths import UnsafePathError, resolve_inside, safe_name
 
 FORMAT_VERSION = 1
@@ -129,6 +136,32 @@ _LABELS_RE = re.compile(r"^labels-(\d{6})\.tif$")
 
 
 _JOURNAL_FILE_RE = re.compile(r"^(project\.json|annotations/[A-Za-z0-9_.-]{1,80}/objects\.json)$")
+
+
+# what a journal may delete when it is finished (remove_image): an image's annotation folder, a cached embedding
+_JOURNAL_REMOVE_RE = re.compile(
+    r"^(annotations/[A-Za-z0-9_.-]{1,80}|cache/embeddings/[0-9a-f]{32}-[A-Za-z0-9_.-]{1,120})$"
+)
+
+
+class AddedImages(list[ImageEntry]):
+    """What :meth:`Project.add_images` returns: the entries of the usable files (new ones and those already in
+    the project), and in ``refused`` the files that were not added, each with the reason."""
+
+    def __init__(self, entries: Iterable[ImageEntry] = ()) -> None:
+        super().__init__(entries)
+        self.refused: list[RefusedImage] = []
+
+
+def rgb_pixels_hash(rgb: np.ndarray) -> str:
+    """The key under which an image's embeddings are cached (the same as
+    :func:`infosam_core.inference.embedding_cache.image_hash`, here without importing torch)."""
+    import hashlib
+
+    rgb = np.ascontiguousarray(rgb)
+    h = hashlib.sha256(rgb.data.cast("B"))
+    h.update(f"{rgb.shape}{rgb.dtype.str}".encode())
+    return h.hexdigest()[:32]
 
 
 def default_projects_dir() -> Path:
@@ -331,7 +364,8 @@ class Project:
         project = cls(root, manifest, read_only=read_only)
         project._stamps[MANIFEST_NAME] = stamp
         if not read_only:
-            with project._locked():
+            with project._locked():  # finishes a batch a crash left (its manifest is then read anew)
+                project._refresh_manifest()
                 remove_stale_temp_files(root)
         return project
 
@@ -459,28 +493,46 @@ class Project:
         except OSError:
             pass
 
-    def add_images(self, paths: Iterable[str | Path]) -> list[ImageEntry]:
+    def add_images(self, paths: Iterable[str | Path]) -> AddedImages:
         """Add image files and folders' images; returns the entries (existing ones for duplicates).
 
-        Images are identified by content (sha256): adding the same file twice adds it once.
+        Images are identified by content (sha256): adding the same file twice adds it once. Every new file is
+        checked first (:func:`infosam_core.io.image_checks.check_image_file`: it decodes completely, within
+        the pixel limit); one that is not usable is not added and is listed, with the reason, in the result's
+        ``refused``.
         """
         files = find_images(paths)
         with self._locked():
             self._refresh_manifest()
-            return self._add_images(files)
+            return self._add_images(files, strict=False)
 
-    def _add_images(self, files: list[Path], save: bool = True) -> list[ImageEntry]:
+    def _add_images(self, files: list[Path], save: bool = True, strict: bool = True) -> AddedImages:
+        """``strict``: an unusable file raises ProjectError (imports: all or nothing); else it is refused."""
         by_hash = {e.sha256: e for e in self.images}
         keys = {e.key for e in self.images}
-        result: list[ImageEntry] = []
+        result = AddedImages()
         changed = False
         for path in files:
             if path.suffix.lower() not in IMAGE_SUFFIXES:
-                raise ProjectError(f"{path}: not a supported image ({', '.join(IMAGE_SUFFIXES)}).")
+                reason = f"not a supported image file type ({', '.join(IMAGE_SUFFIXES)})."
+                if strict:
+                    raise ProjectError(f"{path}: {reason}")
+                result.refused.append(RefusedImage(path, reason))
+                continue
             digest = file_sha256(path)
             if digest in by_hash:
                 result.append(by_hash[digest])
                 continue
+            shape: list[int] | None = None
+            if not strict:
+                try:
+                    shape = list(check_image_file(path))
+                except ImageError as exc:
+                    result.refused.append(RefusedImage(path, refusal_reason(exc, path)))
+                    continue
+                except OSError as exc:
+                    result.refused.append(RefusedImage(path, f"cannot be read ({exc.strerror or exc})."))
+                    continue
             stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem)[:40] or "image"
             key = f"{stem}-{digest[:8]}"
             n = 1
@@ -491,7 +543,7 @@ class Project:
                 rel = os.path.relpath(path, self.root)
             except ValueError:  # another drive on Windows
                 rel = None
-            entry = ImageEntry(key=key, path=str(path), relpath=rel, sha256=digest, name=path.name)
+            entry = ImageEntry(key=key, path=str(path), relpath=rel, sha256=digest, name=path.name, shape=shape)
             self.images.append(entry)
             by_hash[digest] = entry
             keys.add(key)
@@ -500,6 +552,43 @@ class Project:
         if changed and save:
             self.save_manifest()
         return result
+
+    def remove_image(self, key: str) -> ImageEntry:
+        """Take image ``key`` out of the project, all or nothing: its manifest entry, its objects (the
+        ``annotations/<key>`` folder) and its cached embeddings (``cache/embeddings``). The image file itself
+        is never touched. A batch (see "Batches" in the module docstring): a crash leaves the old state or,
+        once the journal is written, the new one (finished by whoever takes the lock next)."""
+        with self._locked():
+            self._refresh_manifest()
+            entry = self.entry(key)  # KeyError for an unknown key
+            folder = self.annotation_dir(key)
+            remove = [f"annotations/{folder.name}"] if folder.exists() else []
+            remove += [f"cache/embeddings/{p.name}" for p in self._cached_embedding_files(entry)]
+            kept = [e for e in self.images if e.key != key]
+            manifest = self.to_manifest()
+            manifest["images"] = [e.to_dict() for e in kept]
+            write_json_atomic(self.root / (MANIFEST_NAME + PENDING_SUFFIX), manifest)
+            write_json_atomic(  # the commit point
+                self.root / BATCH_JOURNAL_NAME, {"format": 1, "files": [MANIFEST_NAME], "remove": remove}
+            )
+            self._finish_batch()
+            self.images[:] = kept
+            self._annotations.pop(key, None)
+            self._stamps.pop(f"objects/{key}", None)
+            self._stamps[MANIFEST_NAME] = self._stamp(self.manifest_path)
+            return entry
+
+    def _cached_embedding_files(self, entry: ImageEntry) -> list[Path]:
+        """The image's files in ``cache/embeddings`` (named ``<hash of its RGB pixels>-<model>.safetensors``);
+        none when the image cannot be read (then no embedding of it was ever computed)."""
+        cache = self.root / "cache" / "embeddings"
+        if not cache.is_dir():
+            return []
+        try:
+            digest = rgb_pixels_hash(load_rgb(self.image_path(entry)))
+        except (ProjectError, ImageError, OSError, MemoryError):
+            return []
+        return sorted(p for p in cache.glob(f"{digest}-*.safetensors") if p.is_file())
 
     def entry(self, key: str) -> ImageEntry:
         for e in self.images:
@@ -955,10 +1044,11 @@ class Project:
                 (self.root / (MANIFEST_NAME + PENDING_SUFFIX)).unlink()
             return
         try:
-            files = json.loads(journal.read_text("utf-8"))["files"]
-            names = [f for f in files if isinstance(f, str) and _JOURNAL_FILE_RE.match(f)]
-        except (OSError, ValueError, KeyError, TypeError):
-            names = []  # unreadable (it is written atomically, so edited by hand): treat as never committed
+            content = json.loads(journal.read_text("utf-8"))
+            names = [f for f in content["files"] if isinstance(f, str) and _JOURNAL_FILE_RE.match(f)]
+            removals = [f for f in content.get("remove", []) if isinstance(f, str) and _JOURNAL_REMOVE_RE.match(f)]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            names, removals = [], []  # unreadable (written atomically, so edited by hand): never committed
         for name in names:
             try:
                 final = resolve_inside(self.root, name)
@@ -968,6 +1058,8 @@ class Project:
             if pending.is_file():
                 os.replace(pending, final)
                 _fsync_dir(final.parent)
+        for target in removals:
+            _remove_inside(self.root, target)
         journal.unlink()
         _fsync_dir(self.root)
 
@@ -985,6 +1077,26 @@ def _read_json(path: Path) -> Any:
         raise ProjectError(f"{path}: cannot be read ({str(exc)[:200]}).") from None
     except RecursionError:
         raise ProjectError(f"{path}: cannot be read (nested too deeply).") from None
+
+
+def _remove_inside(root: Path, relative: str) -> None:
+    """Delete a file or a folder (with its content) named relative to ``root``; never anything outside it, and
+    never through a symbolic link."""
+    import shutil
+
+    try:
+        target = resolve_inside(root, relative)
+    except UnsafePathError:
+        return
+    path = root / relative
+    if path.is_symlink() or path.resolve() != target:
+        return
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    _fsync_dir(path.parent)
 
 
 def _bbox(mask: np.ndarray) -> list[int]:

@@ -70,23 +70,33 @@ def _stack_slice_sources(project: Project, on_missing: Callable[[str], None] | N
     return out
 
 
-def build_samples(sources: list[ObjectSource]) -> list[SegmentationSample]:
+def build_samples(
+    sources: list[ObjectSource], on_skip: Callable[[str], None] | None = None
+) -> list[SegmentationSample]:
     """One sample per object (samples of one image share its RGB array, hence the training caches' entries).
-    Raises ValueError when an image no longer matches its labels, ImageError when it cannot be read."""
+
+    An image that cannot be read, or that no longer matches its labels, raises ValueError (ImageError is one);
+    with ``on_skip`` it is skipped instead and reported through ``on_skip(message)``."""
     samples = []
     stacks: dict[tuple[Path, str | None], Stack] = {}
     for src in sources:
-        if src.plane is None:
-            rgb = load_rgb(src.path)
-        else:
-            if (src.path, src.axes) not in stacks:
-                stacks[(src.path, src.axes)] = read_stack(src.path, src.axes)
-            rgb = stacks[(src.path, src.axes)].rgb(src.plane)
-        if rgb.shape[:2] != src.labels.shape:
-            raise ValueError(
-                f"{src.name}: the image is {rgb.shape[1]}x{rgb.shape[0]} px but its labels are "
-                f"{src.labels.shape[1]}x{src.labels.shape[0]}: the file changed since it was annotated."
-            )
+        try:
+            if src.plane is None:
+                rgb = load_rgb(src.path)
+            else:
+                if (src.path, src.axes) not in stacks:
+                    stacks[(src.path, src.axes)] = read_stack(src.path, src.axes)
+                rgb = stacks[(src.path, src.axes)].rgb(src.plane)
+            if rgb.shape[:2] != src.labels.shape:
+                raise ValueError(
+                    f"{src.name}: the image is {rgb.shape[1]}x{rgb.shape[0]} px but its labels are "
+                    f"{src.labels.shape[1]}x{src.labels.shape[0]}: the file changed since it was annotated."
+                )
+        except (ValueError, OSError) as exc:
+            if on_skip is None:
+                raise
+            on_skip(f"{src.name}: skipped, its objects are not used ({exc})")
+            continue
         for oid in src.object_ids:
             mask = src.labels == oid
             if mask.any():

@@ -23,6 +23,35 @@ def add_device_argument(parser: argparse.ArgumentParser, extra_help: str = "") -
     )
 
 
+#: ``--precision`` choices: ``infosam_core.inference.precision.PRECISIONS`` (not imported here: no torch at parse time)
+PRECISION_CHOICES = ("auto", "float32", "bfloat16", "int8")
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """``--precision`` of the image encoder, the same in every command that predicts (default ``auto``)."""
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default="auto",
+        help="image encoder precision: auto (default: bfloat16 where the hardware multiplies it natively -- CUDA "
+        "with bf16, a CPU with AMX -- else float32), float32, bfloat16, int8 (CPU: dynamically quantized linear "
+        "layers)",
+    )
+
+
+def check_precision(precision: str, device: str) -> None:
+    """Refuse a precision the device cannot run (int8 on a GPU), before any data or model is loaded."""
+    import torch
+
+    from infosam_core.inference.precision import resolve_precision
+    from infosam_core.models.devices import resolve_device
+
+    try:
+        resolve_precision(precision, torch.device(resolve_device(device)))
+    except ValueError as exc:
+        raise CLIError(f"--precision {precision}: {exc}") from None
+
+
 def check_device(device: str) -> None:
     """Refuse a device this machine does not have, before any data or model is loaded."""
     import torch

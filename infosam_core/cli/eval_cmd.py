@@ -15,7 +15,13 @@ import sys
 from pathlib import Path
 
 from infosam_core.cli import CLIError, add_model_argument
-from infosam_core.cli.common import add_device_argument, check_device, check_out_dir
+from infosam_core.cli.common import (
+    add_device_argument,
+    add_precision_argument,
+    check_device,
+    check_out_dir,
+    check_precision,
+)
 from infosam_core.data.prompt_sampling import PROTOCOLS
 from infosam_core.evaluation.metrics import METRICS
 
@@ -34,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--metrics", nargs="+", choices=list(METRICS), help="metrics to compute (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="prompt seed (default 0)")
     add_device_argument(parser)
+    add_precision_argument(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.set_defaults(func=run)
 
@@ -44,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.evaluation.prompted import evaluate, save_eval
 
     check_device(args.device)
+    check_precision(args.precision, args.device)
     check_out_dir(args.out)
     try:
         if args.adapter:
@@ -57,7 +65,15 @@ def run(args: argparse.Namespace) -> int:
         if sys.stderr.isatty():
             print(f"\r{done}/{total} images", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
-    result = evaluate(sam, samples, prompt=args.prompt, seed=args.seed, metrics=args.metrics, progress=progress)
+    result = evaluate(
+        sam,
+        samples,
+        prompt=args.prompt,
+        seed=args.seed,
+        metrics=args.metrics,
+        progress=progress,
+        precision=args.precision,
+    )
     name = f"SAM {args.model}" + (f" + {args.adapter}" if args.adapter else "")
     print(name)
     print(result.table())

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from infosam_core.cli import CLIError, add_model_argument
-from infosam_core.cli.common import add_device_argument, check_device
+from infosam_core.cli.common import add_device_argument, add_precision_argument, check_device, check_precision
 from infosam_core.cli.stack_cli import add_predict_stack_arguments, run_predict_stack, wants_stack
 
 
@@ -52,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "hq_token_only=True (default: SAM's mask + the HQ mask, sam-hq's default)",
     )
     add_device_argument(parser)
+    add_precision_argument(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="MASK.png", help="where to write the mask")
     add_predict_stack_arguments(parser)  # --slice, --propagate, --axes ... (z-stacks and time series)
     parser.set_defaults(func=run)
@@ -92,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.io.images import ImageError, load_rgb
 
     check_device(args.device)
+    check_precision(args.precision, args.device)
     if wants_stack(args):
         box = parse_box(args.box) if args.box is not None else None
         return run_predict_stack(args, [parse_point(p) for p in args.point], box)
@@ -124,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.checkpoint or args.model} has SAM's plain decoder"
             )
         sam.mask_decoder.hq_token_only = True
-    predictor = Predictor(sam, cache_size=0)
+    predictor = Predictor(sam, cache_size=0, precision=args.precision)
     predictor.set_image(image)
     coords = np.array([p[:2] for p in points], dtype=np.float64) if points else None
     labels = np.array([p[2] for p in points], dtype=np.int64) if points else None

@@ -16,11 +16,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from infosam_core.cli import CLIError, add_model_argument
-from infosam_core.cli.common import add_device_argument, check_device, check_out_dir
+from infosam_core.cli.common import (
+    add_device_argument,
+    add_precision_argument,
+    check_device,
+    check_out_dir,
+    check_precision,
+)
 from infosam_core.cli.stack_cli import add_segment_stack_arguments, run_segment_stacks, stack_inputs
 from infosam_core.io.paths import paths_by_stem
 
@@ -45,11 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--truth", type=Path, help="folder of ground-truth masks named like the images: print F1")
     add_device_argument(parser)
     add_segment_stack_arguments(parser)  # --stack, --link-iou, --axes (z-stacks and time series)
+    add_precision_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
 
     from infosam_core.adapter_files.loading import load_model_with_adapter
     from infosam_core.annotation.export import coco_from_label_images, read_label_image, write_label_image
@@ -61,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.io.images import ImageError, load_rgb
 
     check_device(args.device)
+    check_precision(args.precision, args.device)
     check_out_dir(args.out)
     stacks = stack_inputs(args)
     if stacks is not None:
@@ -113,17 +121,27 @@ def run(args: argparse.Namespace) -> int:
     todo = [path for path in images if path not in labels]
     if len(todo) < len(images):
         print(f"{len(images) - len(todo)} of {len(images)} images already segmented in {args.out}: skipped")
-    predictor = Predictor(sam, cache_size=1)
+    predictor = Predictor(sam, cache_size=1, precision=args.precision)
     failed = []
-    for path in tqdm(todo, desc="segment", unit="image", disable=None):
+    for number, path in enumerate(todo, start=1):  # one line per image on stderr (progress, also when piped)
+        started = time.perf_counter()
         try:
             image = load_rgb(path)
         except ImageError as exc:
             failed.append(str(exc))
+            print(f"segment [{number}/{len(todo)}] {path.name}: skipped (not readable)", file=sys.stderr, flush=True)
             continue
+        height, width = image.shape[:2]
+        print(f"segment [{number}/{len(todo)}] {path.name} ({width} x {height}) ...", file=sys.stderr, flush=True)
         result = segment_all(predictor, image, config)
         labels[path] = result.labels()
         write_label_image(label_paths[path], labels[path])
+        print(
+            f"segment [{number}/{len(todo)}] {path.name}: {len(result.proposals)} objects in "
+            f"{time.perf_counter() - started:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     done = [path for path in images if path in labels]
     coco = coco_from_label_images((path.name, labels[path], None) for path in done)

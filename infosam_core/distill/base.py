@@ -94,10 +94,13 @@ class DistillInputs:
 @dataclass
 class DistillLoss:
     """``total``: the distiller's loss (its own term weights applied); ``terms``: each term, unweighted, by
-    name (reported in progress and history, e.g. ``{"l_r": ..., "l_d": ...}``)."""
+    name (reported in progress and history, e.g. ``{"l_r": ..., "l_d": ...}``); ``diagnostics``: values that
+    are not minimised, reported beside the terms (InfoSAM's ``rel_cos_s``, the collapse indicator; no
+    gradient)."""
 
     total: torch.Tensor
     terms: dict[str, torch.Tensor]
+    diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,8 @@ class Distiller(nn.Module):
 
     ``term_names``: the names of the terms :meth:`forward` reports (fixed per method and options, so progress
     plots and history columns are known before the first step; an instance may extend it in ``__init__``).
+    ``diagnostic_names``: the names of :attr:`DistillLoss.diagnostics` :meth:`forward` reports (fixed like
+    ``term_names``).
     ``min_batch_size``: batch statistics (InfoSAM's and PKT's B x B matrices) need at least 2 samples.
     ``encoder_blocks``: the image-encoder blocks whose outputs :meth:`forward` reads (see the module docstring).
     ``reads_encoder_blocks``: the method distils encoder block outputs, so it applies only to encoders whose
@@ -223,6 +228,7 @@ class Distiller(nn.Module):
     title: ClassVar[str] = ""
     recommended: ClassVar[bool] = False
     term_names: tuple[str, ...] = ()
+    diagnostic_names: tuple[str, ...] = ()
     min_batch_size: ClassVar[int] = 1
     reads_encoder_blocks: ClassVar[bool] = False
     uniform_blocks_only: ClassVar[bool] = False

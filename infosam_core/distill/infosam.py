@@ -22,11 +22,25 @@ cannot dominate it. Measured on the tiny model (docs/results/README.md): after 1
 student's mask token has moved 65-83 % (relative norm), its scores carry an offset of about -67 against a
 spread of about 4, and its relation vectors become near-constant (cosine 0.996 between images, the
 teacher's 0.38): G_r^S is near rank one and L_d near zero.
+
+``query`` (not in the paper; default ``"student"`` = the paper): whose mask token queries the student's
+image embedding. ``"teacher"``: the student's relation vector is ``R(z_i^S, z_m^T)``, so L_d compares the
+two embeddings through the same (teacher's) token and a drifting student token cannot collapse it; the
+student's token then learns from the segmentation loss alone.
+
+Normalising the token before the relation module is not an option: the module already applies LayerNorm
+to the token (``RelationModule.norm_token``), which removes its scale and mean, so an extra normalisation
+would change nothing; the drift that collapses the relation vectors is in the token's direction.
+
+Collapse diagnostic: every step reports ``rel_cos_s``, the mean cosine between the student's relation
+vectors of different samples of the batch (:func:`mean_pairwise_cosine`); near 1 the student's relation
+vectors are one constant vector and L_d carries no information (:mod:`infosam_core.training.collapse`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -47,6 +61,19 @@ class InfosamConfig(Options):
     # relation-module warm-up: L_d trains only R for this many training steps
     warmup_steps: int = field(default=0, metadata=bounds(0, 10**9))
     center: bool = False  # centre each relation vector over the locations before normalising
+    query: Literal["student", "teacher"] = "student"  # whose mask token queries the student's embedding
+
+
+def mean_pairwise_cosine(vectors: torch.Tensor) -> torch.Tensor:
+    """The mean cosine between the rows of ``vectors`` (B, N) over all pairs of different rows (B >= 2);
+    1 when every row points the same way. No gradient."""
+    with torch.no_grad():
+        unit = torch.nn.functional.normalize(vectors.float(), dim=1)
+        gram = unit @ unit.T
+        b = gram.shape[0]
+        if b < 2:
+            return torch.ones((), device=vectors.device)
+        return (gram.sum() - gram.diagonal().sum()) / (b * (b - 1))
 
 
 class InfosamDistiller(Distiller):
@@ -56,6 +83,7 @@ class InfosamDistiller(Distiller):
     title = "InfoSAM"
     recommended = True
     term_names = ("l_r", "l_d")
+    diagnostic_names = ("rel_cos_s",)
     min_batch_size = 2  # B x B Gram matrices: a single sample carries no relation between samples
 
     def __init__(self, config: InfosamConfig, dims: ModelDims | int, generator: torch.Generator | None = None) -> None:
@@ -75,13 +103,18 @@ class InfosamDistiller(Distiller):
         (with their gradients), the teacher's embeddings and tokens go through ``inputs.gather``."""
         f_t, tok_t = inputs.teacher_embeddings, inputs.teacher_token()
         rel_t = inputs.gather(self.relation_vectors(f_t, tok_t))
-        f_s, tok_s = inputs.student_embeddings, inputs.student_token
+        f_s = inputs.student_embeddings
+        tok_s = tok_t if self.config.query == "teacher" else inputs.student_token
         if self.training and inputs.step < self.config.warmup_steps:
             f_s, tok_s = f_s.detach(), tok_s.detach()
         rel_s = inputs.gather(self.relation_vectors(f_s, tok_s))
         l_r = relation_compression_loss(inputs.gather(f_t), inputs.gather(tok_t), rel_t)
         l_d = relation_distillation_loss(rel_t, rel_s)
-        return DistillLoss(self.config.alpha * l_r + self.config.beta * l_d, {"l_r": l_r, "l_d": l_d})
+        return DistillLoss(
+            self.config.alpha * l_r + self.config.beta * l_d,
+            {"l_r": l_r, "l_d": l_d},
+            {"rel_cos_s": mean_pairwise_cosine(rel_s)},
+        )
 
 
 class WithRelationModule(Distiller):
@@ -107,6 +140,7 @@ class WithRelationModule(Distiller):
         if config.relation_module:
             self.infosam = InfosamDistiller(InfosamConfig(config.rm_alpha, config.rm_beta), dims, generator)
             self.term_names = (*self.own_terms, *InfosamDistiller.term_names)
+            self.diagnostic_names = InfosamDistiller.diagnostic_names
 
     @classmethod
     def batch_size_problem(cls, config, batch_size: int) -> str | None:
@@ -122,4 +156,6 @@ class WithRelationModule(Distiller):
         if self.infosam is None:
             return own
         extra = self.infosam(inputs)
-        return DistillLoss(own.total + extra.total, {**own.terms, **extra.terms})
+        return DistillLoss(
+            own.total + extra.total, {**own.terms, **extra.terms}, {**own.diagnostics, **extra.diagnostics}
+        )

@@ -28,6 +28,7 @@ from infosam_core.data.datasets import SegmentationSample
 from infosam_core.data.prompt_sampling import PROTOCOLS, eval_prompt
 from infosam_core.evaluation.metrics import METRICS, MetricSummary
 from infosam_core.inference.backends import backend_for
+from infosam_core.inference.precision import resolve_precision
 from infosam_core.inference.predictor import Predictor
 from infosam_core.models.decoder_features import decoder_encoder_blocks
 from infosam_core.models.protocols import SamLike
@@ -92,11 +93,13 @@ def evaluate(
     seed: int = 0,
     metrics: tuple[str, ...] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    precision: str = "float32",
 ) -> EvalResult:
     """Evaluate ``sam`` (left in eval mode) on ``samples`` with one ``prompt`` per image.
 
     ``metrics``: names from :data:`infosam_core.evaluation.metrics.METRICS` (all by default). ``progress(done, total)``
-    is called after each image.
+    is called after each image. ``precision``: of the image encoder (``inference.precision``; float32, the
+    reference, by default).
     """
     if prompt not in PROTOCOLS:
         raise ValueError(f"unknown prompt {prompt!r}; choose one of {', '.join(PROTOCOLS)}")
@@ -105,7 +108,7 @@ def evaluate(
     skipped: list[str] = []
     was_training = sam.training
     sam.eval()
-    predictor = _predictor(sam)
+    predictor = _predictor(sam, precision)
     try:
         for i, sample in enumerate(samples):
             if not sample.mask.any():
@@ -123,10 +126,13 @@ def evaluate(
     return EvalResult(prompt=prompt, seed=seed, rows=summary.rows, mean=summary.mean, skipped=skipped)
 
 
-def _predictor(sam: SamLike) -> SamPredictor | Predictor:
+def _predictor(sam: SamLike, precision: str = "float32") -> SamPredictor | Predictor:
     """segment-anything's own predictor where its backend applies; otherwise the project's :class:`Predictor`
     (no embedding cache: every image is embedded once) with the model family's backend -- also for a decoder
-    that reads encoder blocks besides the embedding (HQ-SAM's: sam-hq's single mask per prompt)."""
+    that reads encoder blocks besides the embedding (HQ-SAM's: sam-hq's single mask per prompt), and for an
+    encoder precision other than float32."""
+    if resolve_precision(precision, sam.device) != "float32":
+        return Predictor(sam, cache_size=0, use_interactive_decoder=False, precision=precision)
     if isinstance(backend_for(sam), SamBackend) and not decoder_encoder_blocks(sam.mask_decoder):
         return SamPredictor(sam)
     return Predictor(sam, cache_size=0, use_interactive_decoder=False)

@@ -149,8 +149,12 @@ def segment_all(
     config: AutomaticConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    points: np.ndarray | None = None,
 ) -> AutomaticResult:
     """Propose every object of ``image`` (or of the predictor's current image when None).
+
+    ``points``: the prompt points, (N, 2) as (x, y) pixels (default: the config's ``points_per_side`` grid over
+    the whole image; tiled segment-all prompts only a tile's inner region).
 
     ``progress(done, total)`` is called after every batch of prompts; ``should_stop()`` is polled
     before every batch (a stopped run returns the proposals found so far). Sets ``image`` as the
@@ -162,7 +166,9 @@ def segment_all(
     if not predictor.is_image_set or predictor.original_size is None:
         raise RuntimeError("segment_all needs an image: pass one or call predictor.set_image first")
     height, width = (int(s) for s in predictor.original_size)
-    points = point_grid(config.points_per_side, (height, width))
+    if points is None:
+        points = point_grid(config.points_per_side, (height, width))
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     per_prompt_bytes = 3 * height * width * 4
     batch = max(1, min(config.points_per_batch, _MAX_BATCH_LOGIT_BYTES // per_prompt_bytes))
     threshold = predictor.model.mask_threshold

@@ -37,7 +37,7 @@ import logging
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -45,8 +45,16 @@ import torch.nn.functional as F
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
-from infosam_core.inference.backends import backend_for, embedding_fingerprint
+from infosam_core.inference.backends import Backend, backend_for, embedding_fingerprint
 from infosam_core.inference.embedding_cache import EmbeddingCache, ImageEmbedding, image_hash
+from infosam_core.inference.precision import (
+    FINGERPRINT_TAGS,
+    as_float32,
+    check_precision,
+    encoder_context,
+    quantized_copy,
+    resolve_precision,
+)
 from infosam_core.io.images import to_rgb_uint8
 from infosam_core.models.decoder_features import decoder_encoder_blocks
 from infosam_core.models.fingerprint import weights_stamp
@@ -76,7 +84,9 @@ class Predictor(SamPredictor):
         cache_size: int = 8,
         cache_dir: str | Path | None = None,
         use_interactive_decoder: bool = True,
+        precision: str = "auto",
     ) -> None:
+        check_precision(precision)
         self.cache = EmbeddingCache(cache_size, cache_dir)
         #: run stock SAM decoders as :class:`InteractiveDecoder` (False: call ``sam.mask_decoder`` as is)
         self.use_interactive_decoder = use_interactive_decoder
@@ -89,6 +99,29 @@ class Predictor(SamPredictor):
         self._decoder = _interactive_decoder(sam)
         self._fingerprint = embedding_fingerprint(sam)
         self._stamp = weights_stamp(sam.image_encoder)
+        self._precision = precision
+        self._resolved_precision = resolve_precision(precision, self.device)
+        self._int8_backend: tuple[str, Backend] | None = None  # (base fingerprint, backend of the int8 copy)
+
+    # ------------------------------------------------------------------------------------- precision
+    @property
+    def precision(self) -> str:
+        """The precision asked for (``auto``, ``float32``, ``bfloat16``, ``int8``; see ``inference.precision``)."""
+        return self._precision
+
+    @property
+    def resolved_precision(self) -> str:
+        """The precision encoder passes run in (``auto`` resolved for this model's device)."""
+        return self._resolved_precision
+
+    def set_precision(self, precision: str) -> None:
+        """Run encoder passes in ``precision`` from now on; the current image is re-embedded (or taken from the
+        cache: embeddings of each precision are cached apart)."""
+        resolved = resolve_precision(precision, self.device)
+        with self._lock, self._fingerprint_lock:
+            self._precision, self._resolved_precision = precision, resolved
+        if self._embedding is not None and self._embedding.model_fingerprint != self.model_fingerprint:
+            self._reembed_current()
 
     # ----------------------------------------------------------------------------------------- model
     @property
@@ -99,7 +132,7 @@ class Predictor(SamPredictor):
             if stamp != self._stamp:
                 self._fingerprint = embedding_fingerprint(self.model)
                 self._stamp = stamp
-            return self._fingerprint
+            return self._fingerprint + FINGERPRINT_TAGS[self._resolved_precision]
 
     def set_model(self, sam: SamLike) -> None:
         """Use ``sam`` from now on. The current image stays set, re-embedded by ``sam`` (or from the cache).
@@ -113,6 +146,8 @@ class Predictor(SamPredictor):
             self._decoder = _interactive_decoder(sam)
             self.transform = self._backend.transform
             self._fingerprint, self._stamp = fingerprint, stamp
+            self._resolved_precision = resolve_precision(self._precision, self.device)
+            self._int8_backend = None
         self._reembed_current()
 
     def refresh_model(self) -> str:
@@ -124,7 +159,7 @@ class Predictor(SamPredictor):
         with self._fingerprint_lock:
             self._fingerprint = embedding_fingerprint(self.model)
             self._stamp = weights_stamp(self.model.image_encoder)
-            fingerprint = self._fingerprint
+        fingerprint = self.model_fingerprint
         if self._embedding is not None and self._embedding.model_fingerprint != fingerprint:
             self._reembed_current()
         return fingerprint
@@ -179,10 +214,22 @@ class Predictor(SamPredictor):
         return replace(embedding, image=rgb)
 
     def _encode(self, rgb: np.ndarray, key: str) -> ImageEmbedding:
-        """One encoder pass with the model family's own resize and preprocess (caller holds the lock)."""
-        with torch.inference_mode():
-            features, extra, input_size = self._backend.encode(rgb)
+        """One encoder pass with the model family's own resize and preprocess, in the resolved precision
+        (caller holds the lock); the features are returned in float32."""
+        backend = self._encoder_backend()
+        with torch.inference_mode(), encoder_context(self._resolved_precision, self.device):
+            features, extra, input_size = backend.encode(rgb)
+        features, extra = as_float32(features), tuple(as_float32(t) for t in extra)
         return ImageEmbedding(features, (rgb.shape[0], rgb.shape[1]), input_size, key, extra_features=extra)
+
+    def _encoder_backend(self) -> Backend:
+        """The backend whose encoder runs: the model's own, or for int8 its quantized copy (made once per weights)."""
+        if self._resolved_precision != "int8":
+            return self._backend
+        base = self.model_fingerprint
+        if self._int8_backend is None or self._int8_backend[0] != base:
+            self._int8_backend = (base, backend_for(cast(SamLike, quantized_copy(cast(torch.nn.Module, self.model)))))
+        return self._int8_backend[1]
 
     def set_embedding(self, embedding: ImageEmbedding) -> None:
         """Show ``embedding`` (from ``embed``): ``predict`` then segments its image.

@@ -48,6 +48,7 @@ from segment_anything.modeling.transformer import Attention, TwoWayAttentionBloc
 from torch import nn
 
 from infosam_core.models.fingerprint import weights_stamp
+from infosam_core.models.fused_attention import FusedDecoderAttention
 from infosam_core.models.protocols import SamLike
 
 _UPSCALE_BLOCK_TOKENS = 512  # image tokens per block of the upscaling (512 x 16 pixels x 32 channels = 1 MB)
@@ -72,7 +73,7 @@ def supports(sam: SamLike) -> bool:
     attentions = [transformer.final_attn_token_to_image]
     for layer in transformer.layers:
         attentions += [layer.self_attn, layer.cross_attn_token_to_image, layer.cross_attn_image_to_token]
-    if not all(type(a) is Attention for a in attentions):
+    if not all(type(a) in (Attention, FusedDecoderAttention) for a in attentions):  # same weights, same maths
         return False
     # the projections' weights are used directly (folded into the prompt side): plain Linear layers only,
     # not a subclass that adds to them (e.g. a LoRA layer)

@@ -31,6 +31,7 @@ from torch import nn
 from infosam_core.models.checkpoints import CheckpointError, block_count, check_state_matches, load_state_dict_file
 from infosam_core.models.decoder_features import decoder_encoder_blocks, encode_with_blocks
 from infosam_core.models.family import BackboneFamily, BlockGeometry
+from infosam_core.models.fused_attention import use_fused_attention
 from infosam_core.models.hq_decoder import add_hq_decoder, has_hq_tensors
 from infosam_core.models.protocols import SamLike
 from infosam_core.models.training_backbone import ImageFeatures, SamTrainingBackbone
@@ -135,6 +136,7 @@ def sam_with_encoder(encoder: torch.nn.Module, a: SamArchitecture, model_type: s
         pixel_std=list(PIXEL_STD),
     )
     sam.model_type = model_type  # read by fingerprints and adapter files
+    use_fused_attention(sam)  # the encoder's and decoder's attention as one kernel (same results, faster)
     return sam.eval()
 
 

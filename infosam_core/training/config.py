@@ -20,7 +20,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(
         peft="adapter",
         distill="infosam",
-        distill_options={"alpha": 1.0, "beta": 0.5},
+        distill_options={"alpha": 1.0, "beta": 0.5, "center": False},  # the paper's formula, on every model
         distill_weight=1.0,
         epochs=10,
         batch_size=4,
@@ -50,6 +50,8 @@ class TrainConfig:
     batch_size: int = 4
     lr: float = 2e-4
     min_lr: float = 2e-5
+    # multiplies lr (and min_lr) for the mask decoder's trainable parameters (1 = the paper: one rate for all)
+    decoder_lr_scale: float = 1.0
     grad_clip: float | None = None
     seed: int = 42
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
@@ -97,6 +99,8 @@ class TrainConfig:
             or self.min_lr > self.lr
         ):
             raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
+        if not (math.isfinite(self.decoder_lr_scale) and self.decoder_lr_scale > 0):
+            raise ValueError(f"decoder_lr_scale must be a finite number > 0, got {self.decoder_lr_scale}")
         if self.max_steps is not None and (isinstance(self.max_steps, bool) or self.max_steps < 1):
             raise ValueError(f"max_steps must be >= 1 (or not given), got {self.max_steps}")
         if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s >= 0):

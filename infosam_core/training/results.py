@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from infosam_core.models.protocols import SamLike
@@ -35,6 +35,9 @@ class TrainProgress:
     elapsed_s: float
     eta_s: float
     val_miou: float | None = None
+    # the distiller's diagnostics (InfoSAM: rel_cos_s) and the collapse flag (infosam_core.training.collapse)
+    diagnostics: dict[str, float] = field(default_factory=dict)
+    distill_collapsed: bool = False
 
 
 @dataclass
@@ -53,6 +56,7 @@ class TrainResult:
     best_epoch: int | None = None
     elapsed_s: float = 0.0
     teacher_encoder_images: int = 0  # images the teacher's encoder ran on (once per image and flip variant)
+    collapse_step: int | None = None  # the step at which the distillation was first flagged collapsed
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able summary (stored in adapter files and the CLI's history file)."""
@@ -65,6 +69,7 @@ class TrainResult:
             "best_epoch": self.best_epoch,
             "elapsed_s": round(self.elapsed_s, 3),
             "teacher_encoder_images": self.teacher_encoder_images,
+            "distill_collapse_step": self.collapse_step,
             "history": self.history,
             "peft": self.report.to_dict(),
         }

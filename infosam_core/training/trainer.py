@@ -34,7 +34,8 @@ only the student's trainable part of the encoder, once. With a fully frozen enco
 student's embeddings are the teacher's. ``teacher_cache=False`` recomputes both encoders in full every
 step (benchmarks only); ``teacher_cache_max_mb`` bounds the cache (entries beyond it are recomputed).
 
-Optimisation: Adam (no weight decay), cosine from ``lr`` to ``min_lr`` over all planned steps, batches of
+Optimisation: Adam (no weight decay), cosine from ``lr`` to ``min_lr`` over all planned steps (the mask
+decoder's trainable parameters at ``decoder_lr_scale`` times that rate; 1 = the paper), batches of
 ``batch_size`` with the last partial batch dropped. Everything random comes from ``seed`` through local
 generators (no global RNG state), so training can run in a worker thread: the epoch's order from (seed,
 epoch), each sample's flip and prompt from (seed, epoch, sample index) (:mod:`~infosam_core.training.batches`).
@@ -81,6 +82,7 @@ from infosam_core.training.batches import (
     prepare_samples,
     sample_rng,
 )
+from infosam_core.training.collapse import CollapseMonitor
 from infosam_core.training.config import TrainConfig
 from infosam_core.training.distributed import DistributedContext
 from infosam_core.training.encoder_cache import EncoderCache
@@ -96,15 +98,22 @@ and its weights unchanged."""
 
 @dataclass
 class StepLosses:
-    """One step's losses: ``total`` (what is minimised), ``seg`` and the distiller's unweighted terms."""
+    """One step's losses: ``total`` (what is minimised), ``seg``, the distiller's unweighted terms and its
+    diagnostics (not minimised; e.g. InfoSAM's ``rel_cos_s``)."""
 
     total: torch.Tensor
     seg: torch.Tensor
     terms: dict[str, torch.Tensor]
+    diagnostics: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
     def values(self) -> np.ndarray:
-        """[total, seg, *terms] as floats (one device sync)."""
-        t = [self.total.detach(), self.seg.detach(), *(v.detach() for v in self.terms.values())]
+        """[total, seg, *terms, *diagnostics] as floats (one device sync)."""
+        t = [
+            self.total.detach(),
+            self.seg.detach(),
+            *(v.detach() for v in self.terms.values()),
+            *(v.detach() for v in self.diagnostics.values()),
+        ]
         return torch.stack(t).float().cpu().numpy()
 
 
@@ -117,9 +126,11 @@ class _StepModule(torch.nn.Module):
         self.student = student
         self.step_losses = step_losses
 
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         losses = self.step_losses(batch)
-        return losses.total, losses.seg, losses.terms
+        return losses.total, losses.seg, losses.terms, losses.diagnostics
 
 
 def build_student(
@@ -197,8 +208,14 @@ class Trainer:
         self._build_caches()
         # with several processes: DDP (parameters broadcast from rank 0, gradients averaged in backward)
         self.parallel_step = self.dist.wrap(_StepModule(self.student, self.step_losses)) if self.dist.enabled else None
-        self.params = [p for p in self.student.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=config.lr, weight_decay=0.0)
+        named = [(n, p) for n, p in self.student.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in named]
+        decoder = [p for n, p in named if n.split(".")[0].endswith("mask_decoder")]  # SAM / SAM2 decoders
+        groups = [{"params": self.params, "lr_scale": 1.0}]
+        if decoder and config.decoder_lr_scale != 1.0:  # the decoder at its own rate (issue 31's candidate)
+            rest = [p for n, p in named if not n.split(".")[0].endswith("mask_decoder")]
+            groups = [{"params": rest, "lr_scale": 1.0}, {"params": decoder, "lr_scale": config.decoder_lr_scale}]
+        self.optimizer = torch.optim.Adam([g for g in groups if g["params"]], lr=config.lr, weight_decay=0.0)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, torch.Tensor] | None = None
         self.best_val: float | None = None
@@ -212,6 +229,8 @@ class Trainer:
         self.student = build_student(self.config, self.base_sam, init_model, self.device, self.generator)
         self.distiller: Distiller | None = distiller_of(self.student)
         self.term_names = self.distiller.term_names if self.distiller is not None else ()
+        self.diagnostic_names = self.distiller.diagnostic_names if self.distiller is not None else ()
+        self.collapse = CollapseMonitor()
         self.report = PeftReport.from_model(self.student)
         self.teacher = self.student  # without distillation only the frozen parts are shared, and the student has them
         if self.distiller is not None:
@@ -267,7 +286,7 @@ class Trainer:
                 epoch=self.epoch,
             )
             out = self.distiller(inputs)
-            return StepLosses(total + self.config.distill_weight * out.total, seg, out.terms)
+            return StepLosses(total + self.config.distill_weight * out.total, seg, out.terms, out.diagnostics)
 
     @torch.no_grad()
     def _decode_teacher(self, batch: Batch, f_t: ImageFeatures, with_logits: bool):
@@ -304,7 +323,7 @@ class Trainer:
         self.epoch = epoch  # read by step_losses (a distiller's warm-up)
         lr = cosine_lr(self.step_count, self.total_steps, c.lr, c.min_lr)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         self.lr = lr
         self.optimizer.zero_grad(set_to_none=True)
         if self.parallel_step is not None:
@@ -335,6 +354,9 @@ class Trainer:
             )
         self.optimizer.step()
         self.step_count += 1
+        self.collapse.update(
+            dict(zip((*self.term_names, *self.diagnostic_names), values[2:].tolist())), self.step_count
+        )
         return values
 
     def validate(self) -> float | None:
@@ -358,7 +380,9 @@ class Trainer:
         if self.progress_callback is None:
             return
         elapsed = time.monotonic() - self.t0
-        terms = {n: float(v) for n, v in zip(self.term_names, values[2:])}
+        n_terms = len(self.term_names)
+        terms = {n: float(v) for n, v in zip(self.term_names, values[2 : 2 + n_terms])}
+        diagnostics = {n: float(v) for n, v in zip(self.diagnostic_names, values[2 + n_terms :])}
         eta = elapsed / max(self.step_count, 1) * (self.total_steps - self.step_count)
         self.progress_callback(
             TrainProgress(
@@ -372,6 +396,8 @@ class Trainer:
                 elapsed,
                 eta,
                 val_miou=val,
+                diagnostics=diagnostics,
+                distill_collapsed=self.collapse.collapsed,
             )
         )
 
@@ -391,6 +417,7 @@ class Trainer:
             self.best_epoch,
             time.monotonic() - self.t0,
             self.cache.teacher_images,
+            self.collapse.first_step,
         )
 
     # ------------------------------------------------------------------------------------------- the loop
@@ -402,7 +429,7 @@ class Trainer:
         self.student.train()
         for epoch in range(1, c.epochs + 1):
             order = epoch_order(c.seed, epoch, len(self.prepared))
-            sums, n_epoch = np.zeros(2 + len(self.term_names)), 0
+            sums, n_epoch = np.zeros(2 + len(self.term_names) + len(self.diagnostic_names)), 0
             for b in range(self.steps_per_epoch):
                 stop_reason = self._stop_reason()
                 if stop_reason is not None:
@@ -415,7 +442,8 @@ class Trainer:
                 break
             means = sums / n_epoch
             record: dict[str, Any] = dict(epoch=epoch, steps=self.step_count, lr=self.lr)
-            record.update(zip(("loss", "seg_loss", *self.term_names), means.tolist()))
+            record.update(zip(("loss", "seg_loss", *self.term_names, *self.diagnostic_names), means.tolist()))
+            record.update(self.collapse.end_epoch())
             if stop_reason != "cancelled" and (val := self.validate()) is not None:
                 record["val_miou"] = val
                 if not math.isnan(val) and (self.best_val is None or val > self.best_val):
