@@ -187,3 +187,21 @@ def test_two_dimensional_images_are_unchanged_and_stacks_point_to_the_stack_comm
     assert to_rgb_uint8(gray).shape == (8, 8, 3)
     with pytest.raises(ImageError, match="--slice"):
         to_rgb_uint8(np.zeros((5, 8, 8, 2), np.uint8))
+
+
+def test_two_dimensional_layouts_are_not_guessed_as_stacks(tmp_path):
+    with pytest.raises(StackError, match="like one 2-D image with channels.*--axes"):
+        stack_from_array(np.zeros((64, 48, 3), np.uint8))
+    with pytest.raises(StackError, match="like one 2-D image"):
+        stack_from_array(np.zeros((3, 64, 48), np.uint8))
+    assert stack_from_array(np.zeros((3, 64, 48), np.uint8), "ZYX").n_planes == 3
+    from infosam_core.io.stacks import is_stack_file, is_stack_source
+
+    flat = zarr.open(str(tmp_path / "rgb.zarr"), mode="w", shape=(64, 48, 3), dtype=np.uint8, zarr_format=2)
+    flat[:] = 1
+    volume = zarr.open(str(tmp_path / "vol.zarr"), mode="w", shape=(6, 64, 48), dtype=np.uint8, zarr_format=2)
+    volume[:] = 1
+    assert not is_stack_source(tmp_path / "rgb.zarr") and is_stack_source(tmp_path / "vol.zarr")
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((64, 48, 3), np.uint8))
+    tifffile.imwrite(tmp_path / "vol.tif", np.zeros((6, 64, 48), np.uint8))
+    assert not is_stack_file(tmp_path / "rgb.tif") and is_stack_file(tmp_path / "vol.tif")
