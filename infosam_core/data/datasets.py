@@ -136,7 +136,7 @@ def load_stack_pair(image_path: Path, mask_path: Path, name: str) -> list[Segmen
     samples = []
     for index in range(stack.n_planes):
         plane = volume.plane(index)
-        mask = (plane.any(axis=-1) if plane.ndim == 3 else plane) > 0
+        mask = np.asarray((plane.any(axis=-1) if plane.ndim == 3 else plane) > 0)
         if mask.any():
             samples.append(SegmentationSample(stack.rgb(index), mask, f"{name}[{index}]"))
     if not samples:
