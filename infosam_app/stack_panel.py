@@ -244,11 +244,17 @@ class StackPanel(QWidget):
 
 
 def stack_widget(viewer: Any) -> StackPanel:
-    """napari's entry for the "InfoSAM Stacks" dock: a project under the studio's projects folder and the
-    bundled tiny model (loaded at the first propagation)."""
+    """napari's entry for the "InfoSAM Stacks" dock. With the InfoSAM Studio docked in the same viewer: the
+    studio's project and the model it uses (base or adapted, asked at each propagation); otherwise a project
+    under the studio's projects folder and the bundled tiny model (loaded at the first propagation)."""
+    from infosam_app.widget import StudioWidget
     from infosam_core.annotation.project import default_projects_dir
     from infosam_core.inference.predictor import Predictor
 
+    studio = next((w for w in _docked(viewer) if isinstance(w, StudioWidget)), None)
+    if studio is not None:
+        session = studio.session
+        return StackPanel(viewer, session.ensure_project("stacks"), lambda: session.predictor)
     project = Project.open_or_create(default_projects_dir() / "stacks", name="stacks")
     cache: dict[str, Any] = {}
 
@@ -260,3 +266,12 @@ def stack_widget(viewer: Any) -> StackPanel:
         return cache["predictor"]
 
     return StackPanel(viewer, project, predictor)
+
+
+def _docked(viewer: Any) -> list[Any]:
+    """The widgets docked in the viewer's window (none without a window)."""
+    window = getattr(viewer, "window", None)
+    try:
+        return list(window.dock_widgets.values()) if window is not None else []
+    except AttributeError:  # a napari without Window.dock_widgets
+        return []

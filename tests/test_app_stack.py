@@ -63,3 +63,12 @@ def test_open_prompt_propagate_accept_correct_undo_export(make_napari_viewer, qt
     exported = read_label_stack(out)
     assert exported.shape == (12, 128, 128)
     np.testing.assert_array_equal(exported, saved)
+
+
+@pytest.mark.slow
+def test_the_dock_uses_the_studios_project_and_model(studio, tmp_path):
+    from infosam_app.stack_panel import stack_widget
+
+    panel = stack_widget(studio.viewer)
+    assert panel.state.objects.project is studio.session.project
+    assert panel.predictor() is studio.session.predictor
