@@ -145,3 +145,14 @@ def test_adapt_learns_from_the_objects_slices(project_with_stack):
         assert sample.image.shape == (128, 128, 3)
         np.testing.assert_array_equal(sample.mask, mask[z])
         np.testing.assert_array_equal(sample.image[..., 0], data.image[z])
+
+
+def test_infosam_export_writes_each_stacks_label_volume(project_with_stack, tmp_path, capsys):
+    from infosam_core.cli import main
+
+    project, stacks, entry, data = project_with_stack
+    stacks.add_object(entry.key, data.labels == 1, {})
+    assert main(["export", str(project.root), "--out", str(tmp_path / "out")]) == 0
+    volume = read_label_stack(tmp_path / "out" / "vol_labels.tif")
+    np.testing.assert_array_equal(volume > 0, data.labels == 1)
+    assert "1 3D label volume (stacks)" in capsys.readouterr().out

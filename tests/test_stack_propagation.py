@@ -125,7 +125,7 @@ def test_low_predicted_iou_and_a_jump_stop_propagation():
     )
     assert far.slices == [0, 1, 2, 3]
     low = propagate_projection(ComponentPredictor(low_score=(2,)), stack, 0, SlicePrompt(points=[[15, 15]]))
-    assert low.slices == [0, 1] and "predicted IoU 0.20 < 0.5" in low.stopped["forward"]
+    assert low.slices == [0, 1] and "predicted IoU 0.20 < 0.7" in low.stopped["forward"]
 
 
 def test_config_and_prompt_checks():
@@ -187,7 +187,12 @@ def test_sam2_propagation_equals_sam2_video_predictor(tmp_path):
     from PIL import Image
 
     from infosam_core.inference.predictor import Predictor
-    from infosam_core.inference.propagation_sam2 import build_video_base, frames_tensor, propagate_sam2
+    from infosam_core.inference.propagation_sam2 import (
+        build_video_base,
+        frames_tensor,
+        propagate_sam2,
+        video_predictor,
+    )
     from infosam_core.models.sam2 import Sam2Model, build_sam2_base
 
     model_type, size = "sam2.1_hiera_tiny", 256
@@ -232,3 +237,68 @@ def test_sam2_propagation_equals_sam2_video_predictor(tmp_path):
     # the memory parts came from the checkpoint: another model's memory weights change the result
     again = propagate_sam2(model, stack, 3, SlicePrompt(box=box), memory_state=full_state)
     np.testing.assert_array_equal(again.masks, expected)
+    # the video predictor is built once per model (the checkpoint's memory parts read once), sharing its modules
+    assert video_predictor(model) is video_predictor(model)
+    assert video_predictor(model).sam_mask_decoder is model.mask_decoder
+
+
+@pytest.mark.slow
+def test_sam2_propagation_uses_the_adapted_model(tmp_path):
+    """An adapted SAM2 (LoRA with non-zero updates) propagates with its adapted encoder: the masks follow sam2's own
+    video predictor on the merged checkpoint (export-model's sam2 format), not the base model's."""
+    pytest.importorskip("sam2")
+    import torch
+    from PIL import Image
+
+    from infosam_core.inference.propagation_sam2 import build_video_base, propagate_sam2
+    from infosam_core.model_export.merge import save_merged_checkpoint
+    from infosam_core.models.sam2 import Sam2Model, build_sam2_base
+    from infosam_core.peft.registry import apply_peft
+
+    model_type, size = "sam2.1_hiera_tiny", 256
+    torch.manual_seed(1)
+    full_state = build_video_base(model_type, size).state_dict()
+    checkpoint = tmp_path / "base.pt"
+    torch.save({"model": full_state}, checkpoint)
+    base = build_sam2_base(model_type, size)
+    base.load_state_dict(full_state)
+    model = Sam2Model(base, model_type).eval()
+    model.checkpoint_path = str(checkpoint)
+
+    data = ellipsoid_stack(seed=6, shape=(4, 96, 128), n_objects=1)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, plane in enumerate(data.image):
+        Image.fromarray(np.repeat(plane[..., None], 3, axis=2)).save(frames / f"{i:05d}.jpg", quality=95)
+    decoded = np.stack([np.asarray(Image.open(frames / f"{i:05d}.jpg"))[..., 0] for i in range(len(data.image))])
+    stack = stack_from_array(decoded, "TYX")
+    prompt = SlicePrompt(box=data.box(1, 2))
+    before = propagate_sam2(model, stack, 2, prompt).masks
+
+    apply_peft(model, "lora", generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(len(name)))
+    adapted = propagate_sam2(model, stack, 2, prompt).masks
+    merged = save_merged_checkpoint(model, tmp_path / "merged.pt", "sam2")
+
+    from sam2.build_sam import build_sam2_video_predictor
+
+    reference = build_sam2_video_predictor(
+        "configs/sam2.1/sam2.1_hiera_t.yaml",
+        str(merged),
+        device="cpu",
+        hydra_overrides_extra=[f"++model.image_size={size}"],
+    )
+    state = reference.init_state(str(frames))
+    expected = np.zeros_like(adapted)
+    _, _, logits = reference.add_new_points_or_box(state, frame_idx=2, obj_id=1, box=prompt.box.astype(np.float32))
+    expected[2] = (logits[0, 0] > 0).numpy()
+    for reverse in (False, True):
+        for frame, _, logits in reference.propagate_in_video(state, start_frame_idx=2, reverse=reverse):
+            expected[frame] = (logits[0, 0] > 0).numpy()
+    agree = float((adapted == expected).mean())
+    changed = float((adapted != before).mean())
+    assert agree > 0.999, agree  # W + BA merged vs applied: float rounding flips at most a few pixels
+    assert changed > 0.01, changed  # and the adapter did change the masks

@@ -187,3 +187,46 @@ def test_two_dimensional_images_are_unchanged_and_stacks_point_to_the_stack_comm
     assert to_rgb_uint8(gray).shape == (8, 8, 3)
     with pytest.raises(ImageError, match="--slice"):
         to_rgb_uint8(np.zeros((5, 8, 8, 2), np.uint8))
+
+
+def test_two_dimensional_layouts_are_not_guessed_as_stacks(tmp_path):
+    with pytest.raises(StackError, match="like one 2-D image with channels.*--axes"):
+        stack_from_array(np.zeros((64, 48, 3), np.uint8))
+    with pytest.raises(StackError, match="like one 2-D image"):
+        stack_from_array(np.zeros((3, 64, 48), np.uint8))
+    assert stack_from_array(np.zeros((3, 64, 48), np.uint8), "ZYX").n_planes == 3
+    from infosam_core.io.stacks import is_stack_file, is_stack_source
+
+    flat = zarr.open(str(tmp_path / "rgb.zarr"), mode="w", shape=(64, 48, 3), dtype=np.uint8, zarr_format=2)
+    flat[:] = 1
+    volume = zarr.open(str(tmp_path / "vol.zarr"), mode="w", shape=(6, 64, 48), dtype=np.uint8, zarr_format=2)
+    volume[:] = 1
+    assert not is_stack_source(tmp_path / "rgb.zarr") and is_stack_source(tmp_path / "vol.zarr")
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((64, 48, 3), np.uint8))
+    tifffile.imwrite(tmp_path / "vol.tif", np.zeros((6, 64, 48), np.uint8))
+    assert not is_stack_file(tmp_path / "rgb.tif") and is_stack_file(tmp_path / "vol.tif")
+
+
+def test_training_dataset_takes_stacks_slice_by_slice(tmp_path):
+    from infosam_core.data.datasets import DatasetError, load_folder_dataset
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    volume = np.random.default_rng(2).integers(0, 60, (5, 32, 40), dtype=np.uint8)
+    labels = np.zeros((5, 32, 40), np.uint16)
+    labels[1:4, 5:15, 5:20] = 7
+    volume[labels > 0] = 200
+    tifffile.imwrite(tmp_path / "images" / "vol.tif", volume, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "masks" / "vol.tif", labels, metadata={"axes": "ZYX"})
+    iio.imwrite(tmp_path / "images" / "flat.png", np.zeros((16, 16), np.uint8))
+    flat_mask = np.zeros((16, 16), np.uint8)
+    flat_mask[2:5, 2:5] = 255
+    iio.imwrite(tmp_path / "masks" / "flat.png", flat_mask)
+    samples = load_folder_dataset(tmp_path)
+    assert sorted(s.name for s in samples) == ["flat", "vol[1]", "vol[2]", "vol[3]"]
+    by_name = {s.name: s for s in samples}
+    np.testing.assert_array_equal(by_name["vol[2]"].mask, labels[2] > 0)
+    assert by_name["vol[2]"].image.shape == (32, 40, 3)
+    tifffile.imwrite(tmp_path / "masks" / "vol.tif", labels[:4], metadata={"axes": "ZYX"})
+    with pytest.raises(DatasetError, match="the mask volume is \\(4, 32, 40\\)"):
+        load_folder_dataset(tmp_path)

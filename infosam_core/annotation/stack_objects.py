@@ -348,6 +348,20 @@ class StackObjects:
         return write_label_stack(path, ann.labels, axes=ann.entry.axes[0] + "YX")
 
 
+def export_stack_labels(project: Project, folder: str | Path) -> list[Path]:
+    """Every stack of ``project`` with objects as ``<stack name>_labels.tif`` in ``folder``: the (N, Y, X) label
+    volume with the stack's shape (works on a read-only project)."""
+    objects = StackObjects(project)
+    written = []
+    for entry in objects.entries():
+        ann = objects.annotations(entry.key)
+        if ann.objects:
+            stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", entry.name.split(".")[0]) or entry.key
+            path = Path(folder) / f"{stem}_labels.tif"
+            written.append(write_label_stack(path, ann.labels, axes=entry.axes[0] + "YX"))
+    return written
+
+
 def corrected_mask(old: np.ndarray, new: np.ndarray, start: int, direction: str = BOTH) -> np.ndarray:
     """An object's mask after re-prompting slice ``start`` and propagating ``direction`` from there: the new
     propagation's slices replace the old ones on that side (both sides for ``both``), the rest is kept."""

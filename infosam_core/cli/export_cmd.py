@@ -7,7 +7,8 @@
     infosam export myproject --out labels/ --coco labels/coco.json --only-annotated
 
 The project is opened read-only (no lock is taken: the app may keep it open). Label images are written into
-``--out`` (created if missing) with names from the images' own; the COCO file is written atomically.
+``--out`` (created if missing) with names from the images' own; the COCO file is written atomically. A project's
+stacks with 3D objects are written as ``<stack>_labels.tif`` volumes with the stack's shape (not in COCO).
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
                 project, args.out, fmt=args.format, only_annotated=args.only_annotated, layout=args.layout
             )
             print(f"{len(written)} label image{'s' if len(written) != 1 else ''} ({args.layout}) -> {args.out}")
+            from infosam_core.annotation.stack_objects import export_stack_labels
+
+            volumes = export_stack_labels(project, args.out)  # 3D objects: one (N, Y, X) label TIFF per stack
+            if volumes:
+                print(f"{len(volumes)} 3D label volume{'s' if len(volumes) != 1 else ''} (stacks) -> {args.out}")
         if args.coco is not None:
             args.coco.parent.mkdir(parents=True, exist_ok=True)
             export_coco(project, args.coco)

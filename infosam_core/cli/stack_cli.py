@@ -43,7 +43,7 @@ def add_predict_stack_arguments(parser: argparse.ArgumentParser) -> None:
         help="propagate which way (default both)",
     )
     group.add_argument(
-        "--iou-threshold", type=float, help="projection stops where the predicted IoU falls below this (default 0.5)"
+        "--iou-threshold", type=float, help="projection stops where the predicted IoU falls below this (default 0.7)"
     )
     group.add_argument(
         "--overlap-threshold",
@@ -152,7 +152,9 @@ def run_predict_stack(args: argparse.Namespace, points: list[tuple[float, float,
         np.array([p[2] for p in points], dtype=np.int64) if points else None,
         box,
     )
-    result = propagate(Predictor(sam, cache_size=0), stack, args.slice, prompt, config)
+    result = propagate(
+        Predictor(sam, cache_size=0, precision=getattr(args, "precision", "auto")), stack, args.slice, prompt, config
+    )
     try:
         if args.out.suffix.lower() == ".png":
             import imageio.v3 as iio
@@ -230,7 +232,7 @@ def run_segment_stacks(args: argparse.Namespace, stacks: list[Path]) -> int:
         sam = load_model_with_adapter(args.model, args.checkpoint, args.adapter, args.device)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    predictor = Predictor(sam, cache_size=1)
+    predictor = Predictor(sam, cache_size=1, precision=getattr(args, "precision", "auto"))
     args.out.mkdir(parents=True, exist_ok=True)
     for path, stack in opened:
         out = outputs[path]

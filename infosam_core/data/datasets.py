@@ -10,7 +10,8 @@
 Images go through :func:`infosam_core.io.images.load_rgb`. Masks are binarised: an 8-bit mask whose maximum
 is 255 (the usual {0, 255} PNG, possibly anti-aliased) is ``> 127``; every other mask (0/1 PNGs, label
 images, 16-bit, float) is ``> 0``; a colour mask counts a pixel if any channel is set. Every problem
-raises :class:`DatasetError` naming the file(s).
+raises :class:`DatasetError` naming the file(s). A z-stack / time series in ``images/`` (a multi-page TIFF that
+is a stack) pairs with a mask or label volume of the same shape: one sample per slice with mask pixels.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from infosam_core.io.images import ImageError, load_rgb, read_image
 from infosam_core.io.paths import UnsafePathError, resolve_inside
+from infosam_core.io.stacks import is_stack_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
@@ -109,7 +111,36 @@ def _load_folders(root: Path) -> list[SegmentationSample]:
     samples = []
     for stem, image_path in images.items():
         mask_path = masks.get(stem, root / "masks" / f"{stem}.png")
-        samples.append(load_pair(image_path, mask_path, stem))
+        if is_stack_file(image_path):  # a z-stack / time series: one sample per slice of its mask volume
+            samples.extend(load_stack_pair(image_path, mask_path, stem))
+        else:
+            samples.append(load_pair(image_path, mask_path, stem))
+    return samples
+
+
+def load_stack_pair(image_path: Path, mask_path: Path, name: str) -> list[SegmentationSample]:
+    """A stack and its (N, Y, X) mask or label volume (same stem in masks/): one sample per slice where the mask
+    has pixels (binarised as 2-D masks are), named ``<name>[<slice>]``."""
+    from infosam_core.io.stacks import StackError, read_stack
+
+    try:
+        stack = read_stack(image_path)
+        volume = read_stack(mask_path)
+    except StackError as exc:
+        raise DatasetError(str(exc)) from None
+    if volume.label_shape != stack.label_shape:
+        raise DatasetError(
+            f"{mask_path}: the mask volume is {volume.label_shape} but {image_path.name} is {stack.label_shape} "
+            "(planes, height, width); give the masks of this stack."
+        )
+    samples = []
+    for index in range(stack.n_planes):
+        plane = volume.plane(index)
+        mask = np.asarray((plane.any(axis=-1) if plane.ndim == 3 else plane) > 0)
+        if mask.any():
+            samples.append(SegmentationSample(stack.rgb(index), mask, f"{name}[{index}]"))
+    if not samples:
+        raise DatasetError(f"{mask_path}: the mask volume is empty; give the objects of {image_path.name}.")
     return samples
 
 

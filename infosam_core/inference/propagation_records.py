@@ -84,7 +84,7 @@ class PropagationConfig:
     ``max_planes``: at most this many slices in each direction (None: to the stack's end).
     """
 
-    iou_threshold: float = 0.5
+    iou_threshold: float = 0.7
     overlap_threshold: float = 0.3
     box_extension: float = 0.1
     use_box: bool = True

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -109,9 +110,38 @@ def memory_state_of(model: Sam2Model) -> dict[str, torch.Tensor] | None:
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
+#: the video predictor built for a model (its memory parts read once per checkpoint), while the model lives
+_VIDEO_PREDICTORS: weakref.WeakKeyDictionary[Sam2Model, tuple[str | None, SAM2VideoPredictor]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _shares_image_path(video: SAM2VideoPredictor, model: Sam2Model) -> bool:
+    encoder = model.image_encoder
+    return (
+        video.image_encoder.trunk is encoder.trunk
+        and video.image_encoder.neck is encoder.neck
+        and video.sam_mask_decoder is model.mask_decoder
+        and video.sam_prompt_encoder is model.prompt_encoder
+        and video.no_mem_embed is encoder.no_mem_embed
+    )
+
+
 def video_predictor(model: Sam2Model, memory_state: Mapping[str, torch.Tensor] | None = None) -> SAM2VideoPredictor:
     """A ``SAM2VideoPredictor`` sharing ``model``'s image path (see the module docstring), its memory parts from
-    ``memory_state`` or the model's checkpoint."""
+    ``memory_state`` or the model's checkpoint. Without ``memory_state`` the predictor is kept for the model (the
+    checkpoint is read once) and rebuilt when the model's parts or checkpoint changed."""
+    if memory_state is None:
+        cached = _VIDEO_PREDICTORS.get(model)
+        if cached is not None and cached[0] == model.checkpoint_path and _shares_image_path(cached[1], model):
+            return cached[1].to(model.device).eval()
+    video = _build_video_predictor(model, memory_state)
+    if memory_state is None:
+        _VIDEO_PREDICTORS[model] = (model.checkpoint_path, video)
+    return video
+
+
+def _build_video_predictor(model: Sam2Model, memory_state: Mapping[str, torch.Tensor] | None) -> SAM2VideoPredictor:
     cls = _video_predictor_class()
     image_size = int(model.image_encoder.img_size)
     # build the plain predictor, then take its class: hydra needs an importable target
@@ -220,7 +250,9 @@ def propagate_sam2(
     n = stack.n_planes
     masks = np.zeros((n, height, width), dtype=bool)
     result = PropagationResult(masks, start, engine="sam2")
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        # sam2 without its CUDA extension skips hole filling (a no-op at fill_hole_area's size) and says so per frame
+        warnings.filterwarnings("ignore", message=r"cannot import name '_C'")
         _, _, logits = add_prompt(video, state, start, prompt)
         masks[start] = (logits[0, 0] > 0).cpu().numpy()
         budget, done = n - 1, 0

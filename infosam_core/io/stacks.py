@@ -186,6 +186,12 @@ def _plan_axes(shape: tuple[int, ...], axes: str | None, source: str) -> tuple[s
             )
         return axes.replace("S", "C"), False
     # unknown (a plain multi-page TIFF's Q, ImageJ's I, a bare array): guess only the plain cases
+    looks_2d = ndim == 3 and ((shape[-1] <= 4 < shape[0]) or (shape[0] in (1, 3, 4) and shape[-1] > 4))
+    if looks_2d:
+        raise StackError(
+            f"{source}: shape {shape} is laid out like one 2-D image with channels, and the file does not name its "
+            "axes; if it is a stack, say so with --axes (e.g. --axes ZYX)."
+        )
     if ndim == 3:
         return "ZYX", True
     if ndim == 4 and shape[-1] <= 4:
@@ -289,9 +295,16 @@ def _make_stack(array: Any, shape: tuple[int, ...], axes: str | None, source: st
 
 # ---------------------------------------------------------------------------------------------- readers
 def is_stack_source(path: str | Path) -> bool:
-    """A folder (of slices) or a zarr store: a stack whatever ``--slice`` says (a TIFF may be either)."""
+    """A folder that is not a zarr store (slices), or a zarr store whose data reads as a stack (a 2-D zarr image
+    is not one)."""
     path = Path(path)
-    return path.is_dir() or path.suffix.lower() == ".zarr"
+    if path.suffix.lower() == ".zarr" or (path.is_dir() and _looks_like_zarr(path)):
+        try:
+            read_stack(path)
+        except StackError:
+            return False
+        return True
+    return path.is_dir()
 
 
 def is_stack_file(path: str | Path) -> bool:
