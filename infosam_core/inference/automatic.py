@@ -22,8 +22,13 @@ Everything goes through the :class:`~infosam_core.inference.predictor.Predictor`
 
 :func:`proposals_to_labels` turns the proposals into one label image (overlaps go to the higher
 predicted IoU). :attr:`AutomaticResult.uncertainty` scores how unsure the model is about an image
-(``1 - mean over grid points of the best candidate's min(predicted IoU, stability)``) to suggest which
-image to annotate next.
+(``1 - mean over grid points of the best candidate's min(predicted IoU, stability)``, the stability of its
+low-resolution logits) to suggest which image to annotate next.
+
+Speed: the predicted-IoU filter runs before any mask is brought to the image's size
+(``Predictor.predict_low_res_torch``), so only the candidates it keeps are upscaled and scored for stability
+(the proposals are those of filtering the upscaled masks, to float rounding); the uncertainty reads every
+candidate's low-resolution logits.
 """
 
 from __future__ import annotations
@@ -178,28 +183,35 @@ def segment_all(
         chunk = points[start : start + batch]
         coords = torch.as_tensor(predictor.transform.apply_coords(chunk, (height, width)), device=predictor.device)
         labels = torch.ones(len(chunk), dtype=torch.int, device=predictor.device)
-        logits, iou_preds, _ = predictor.predict_torch(
-            coords[:, None, :], labels[:, None], multimask_output=True, return_logits=True
+        low_res, iou_preds = predictor.predict_low_res_torch(coords[:, None, :], labels[:, None], multimask_output=True)
+        candidates = low_res.shape[1]
+        low_res, iou_preds = low_res.flatten(0, 1), iou_preds.flatten(0, 1).float()
+        # the uncertainty reads every candidate: its stability on the low-res logits (no upscaling)
+        low_res_stability = calculate_stability_score(low_res, threshold, config.stability_score_offset).float()
+        low_res_stability = torch.nan_to_num(low_res_stability, nan=0.0)  # 0/0: no pixel above the low threshold
+        confidence.append(
+            torch.minimum(iou_preds, low_res_stability).clamp(0, 1).view(-1, candidates).amax(dim=1).cpu()
         )
-        candidates = logits.shape[1]
-        logits, iou_preds = logits.flatten(0, 1), iou_preds.flatten(0, 1).float()
-        stability = calculate_stability_score(logits, threshold, config.stability_score_offset).float()
-        stability = torch.nan_to_num(stability, nan=0.0)  # 0/0: no pixel above even the low threshold
-        confidence.append(torch.minimum(iou_preds, stability).clamp(0, 1).view(-1, candidates).amax(dim=1).cpu())
-        keep = torch.ones_like(iou_preds, dtype=torch.bool)
+        # filters: predicted IoU first (no mask needed), then stability on the image-size logits of those kept
+        keep_index = torch.arange(len(iou_preds), device=iou_preds.device)
         if config.pred_iou_thresh > 0:
-            keep &= iou_preds > config.pred_iou_thresh
+            keep_index = keep_index[iou_preds > config.pred_iou_thresh]
+        if len(keep_index):
+            logits = predictor.upscale_logits(low_res[keep_index][:, None])[:, 0]
+        else:
+            logits = low_res.new_zeros((0, height, width))
+        stability = calculate_stability_score(logits, threshold, config.stability_score_offset).float()
+        stability = torch.nan_to_num(stability, nan=0.0)
         if config.stability_score_thresh > 0:
-            keep &= stability >= config.stability_score_thresh
-        masks = logits[keep] > threshold
+            stable = stability >= config.stability_score_thresh
+            logits, stability, keep_index = logits[stable], stability[stable], keep_index[stable]
+        masks = logits > threshold
         if config.max_mask_fraction < 1.0 and len(masks):
             small_enough = masks.flatten(1).sum(1) <= config.max_mask_fraction * height * width
-            masks, keep_index = masks[small_enough], keep.nonzero()[:, 0][small_enough]
-        else:
-            keep_index = keep.nonzero()[:, 0]
+            masks, stability, keep_index = masks[small_enough], stability[small_enough], keep_index[small_enough]
         kept_masks.append(masks.cpu())
         kept_iou.append(iou_preds[keep_index].cpu())
-        kept_stability.append(stability[keep_index].cpu())
+        kept_stability.append(stability.cpu())
         kept_points.append(np.repeat(chunk, candidates, axis=0)[keep_index.cpu().numpy()])
         if progress is not None:
             progress(min(start + batch, len(points)), len(points))

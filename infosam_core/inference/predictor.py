@@ -349,28 +349,54 @@ class Predictor(SamPredictor):
         With segment-anything's stock mask decoder the decoder runs as :class:`InteractiveDecoder`
         (same outputs to float32 rounding; the image's share of the work is done once per image).
         """
-        features, input_size, original_size = self.features, self.input_size, self.original_size
-        if not self.is_image_set or features is None or input_size is None or original_size is None:
-            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        with torch.inference_mode():
+            low_res_masks, iou_predictions = self.predict_low_res_torch(
+                point_coords, point_labels, boxes, mask_input, multimask_output
+            )
+            if isinstance(self._backend, SamBackend):
+                masks = self.upscale_logits(low_res_masks)
+            else:  # SAM2's predictor also returns its low-res logits clamped
+                _, input_size, original_size = self._sizes()
+                masks, low_res_masks = self._backend.postprocess(low_res_masks, input_size, original_size)
+            if not return_logits:
+                masks = masks > self.model.mask_threshold
+            return masks, iou_predictions, low_res_masks
+
+    def predict_low_res_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's low-resolution logits and predicted IoUs for batched, transformed prompts (the first half
+        of ``predict_torch``): filters that need only the IoUs run before any mask is brought to the image's
+        size (:meth:`upscale_logits`, the second half)."""
+        features, _, _ = self._sizes()
         if point_coords is not None and point_labels is None:
             raise ValueError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
         with torch.inference_mode():
             decoder = self._decoder if self.use_interactive_decoder else None
             points = (point_coords, point_labels) if point_coords is not None and point_labels is not None else None
             if decoder is None or features.shape[0] != 1:
-                low_res_masks, iou_predictions = self._backend.decode(
-                    features, self.extra_features, points, boxes, mask_input, multimask_output
-                )
-                masks, low_res_masks = self._backend.postprocess(low_res_masks, input_size, original_size)
-            else:
-                sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-                low_res_masks, iou_predictions = decoder(
-                    features, sparse, dense if mask_input is not None else None, multimask_output
-                )
-                masks = _postprocess_masks(self.model, low_res_masks, input_size, original_size)
-            if not return_logits:
-                masks = masks > self.model.mask_threshold
-            return masks, iou_predictions, low_res_masks
+                return self._backend.decode(features, self.extra_features, points, boxes, mask_input, multimask_output)
+            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+            return decoder(features, sparse, dense if mask_input is not None else None, multimask_output)
+
+    def upscale_logits(self, low_res_masks: torch.Tensor) -> torch.Tensor:
+        """Low-resolution logits (B, C, h, w) from :meth:`predict_low_res_torch` -> logits at the image's size."""
+        _, input_size, original_size = self._sizes()
+        with torch.inference_mode():
+            if isinstance(self._backend, SamBackend):
+                return _postprocess_masks(self.model, low_res_masks, input_size, original_size)
+            return self._backend.postprocess(low_res_masks, input_size, original_size)[0]
+
+    def _sizes(self) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
+        features, input_size, original_size = self.features, self.input_size, self.original_size
+        if not self.is_image_set or features is None or input_size is None or original_size is None:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        return features, input_size, original_size
 
     def _check_prompts(
         self, point_coords: Any, point_labels: Any, box: Any, mask_input: Any
