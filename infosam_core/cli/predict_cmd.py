@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from infosam_core.cli import CLIError, add_model_argument
-from infosam_core.cli.common import add_device_argument, add_precision_argument, check_device, check_precision
+from infosam_core.cli.common import (
+    add_device_argument,
+    add_embeddings_argument,
+    add_precision_argument,
+    check_device,
+    check_precision,
+    open_embedding_store,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_device_argument(parser)
     add_precision_argument(parser)
+    add_embeddings_argument(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="MASK.png", help="where to write the mask")
     parser.set_defaults(func=run)
 
@@ -92,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     check_precision(args.precision, args.device)
+    store = open_embedding_store(args.embeddings)
     if not args.point and args.box is None:
         raise CLIError("give a prompt: --point X,Y (repeatable) and/or --box X0,Y0,X1,Y1")
     if args.out.suffix.lower() != ".png":
@@ -121,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.checkpoint or args.model} has SAM's plain decoder"
             )
         sam.mask_decoder.hq_token_only = True
-    predictor = Predictor(sam, cache_size=0, precision=args.precision)
+    predictor = Predictor(sam, cache_size=0, precision=args.precision, embedding_store=store)
     predictor.set_image(image)
     coords = np.array([p[:2] for p in points], dtype=np.float64) if points else None
     labels = np.array([p[2] for p in points], dtype=np.int64) if points else None

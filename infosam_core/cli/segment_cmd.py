@@ -22,10 +22,12 @@ from typing import Any
 from infosam_core.cli import CLIError, add_model_argument
 from infosam_core.cli.common import (
     add_device_argument,
+    add_embeddings_argument,
     add_precision_argument,
     check_device,
     check_out_dir,
     check_precision,
+    open_embedding_store,
 )
 from infosam_core.io.paths import paths_by_stem
 
@@ -50,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--truth", type=Path, help="folder of ground-truth masks named like the images: print F1")
     add_device_argument(parser)
     add_precision_argument(parser)
+    add_embeddings_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -67,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     check_precision(args.precision, args.device)
+    store = open_embedding_store(args.embeddings)
     check_out_dir(args.out)
     try:
         images = find_images(args.inputs)
@@ -116,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     todo = [path for path in images if path not in labels]
     if len(todo) < len(images):
         print(f"{len(images) - len(todo)} of {len(images)} images already segmented in {args.out}: skipped")
-    predictor = Predictor(sam, cache_size=1, precision=args.precision)
+    predictor = Predictor(sam, cache_size=1, precision=args.precision, embedding_store=store)
     failed = []
     for path in tqdm(todo, desc="segment", unit="image", disable=None):
         try:

@@ -11,6 +11,11 @@ mask post-processing are segment-anything's own. On top of it:
   HQ-SAM's reads, whose outputs are cached with the embedding: ``backends.embedding_fingerprint``): in memory
   (LRU, ``cache_size`` entries) and optionally on disk (``cache_dir``). Because the key hashes the encoder's
   actual weights, an adapted or swapped encoder never reuses a stale embedding.
+* A precomputed embedding store (``embedding_store``, :mod:`~infosam_core.inference.embedding_store`, filled by
+  ``infosam embed``) is read after the caches and before any encoder pass.
+* ``precision`` (``auto``, ``float32``, ``bfloat16``, ``int8``; :mod:`~infosam_core.inference.precision`): the
+  encoder pass's precision; embeddings of each precision are cached apart (the fingerprint gets ``_bf16`` /
+  ``_int8``). ``auto`` is bfloat16 where the hardware multiplies it natively, else float32.
 * ``embed(image) -> ImageEmbedding`` may run in a worker thread while the owning (GUI) thread keeps
   predicting on the current image; ``set_embedding`` then shows the result.
 * ``set_model(sam)`` swaps the model and re-embeds the current image (or takes it from the cache).
@@ -47,6 +52,7 @@ from segment_anything.modeling import Sam
 
 from infosam_core.inference.backends import Backend, backend_for, embedding_fingerprint
 from infosam_core.inference.embedding_cache import EmbeddingCache, ImageEmbedding, image_hash
+from infosam_core.inference.embedding_store import EmbeddingStore
 from infosam_core.inference.precision import (
     FINGERPRINT_TAGS,
     as_float32,
@@ -85,9 +91,12 @@ class Predictor(SamPredictor):
         cache_dir: str | Path | None = None,
         use_interactive_decoder: bool = True,
         precision: str = "auto",
+        embedding_store: EmbeddingStore | None = None,
     ) -> None:
         check_precision(precision)
         self.cache = EmbeddingCache(cache_size, cache_dir)
+        #: precomputed embeddings (``infosam embed``) read before any encoder pass; None: none
+        self.embedding_store = embedding_store
         #: run stock SAM decoders as :class:`InteractiveDecoder` (False: call ``sam.mask_decoder`` as is)
         self.use_interactive_decoder = use_interactive_decoder
         self._lock = threading.RLock()  # the model: held during encoder passes and swaps
@@ -206,6 +215,8 @@ class Predictor(SamPredictor):
             with self._lock:
                 key = f"{digest}-{self.model_fingerprint}"  # the model may have been swapped meanwhile
                 embedding = self.cache.get(key, self.device)  # or another thread may just have computed it
+                if embedding is None and self.embedding_store is not None:
+                    embedding = self.embedding_store.get(key, self.device)
                 if embedding is None:
                     embedding, computed = self._encode(rgb, key), True
             if computed:
