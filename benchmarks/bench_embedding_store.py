@@ -1,6 +1,6 @@
 """Precomputed embeddings: ``infosam predict`` on one image with and without ``--embeddings STORE``, side by side.
 
-    python benchmarks/bench_embedding_store.py                   # random-init ViT-B, a 1024^2 image, 2 threads
+    python benchmarks/bench_embedding_store.py                   # random-init ViT-B (saved once), 1024^2, 2 threads
     python benchmarks/bench_embedding_store.py --model tiny --json out.json
 
 Runs ``infosam embed IMAGE --out STORE`` once, then alternates ``infosam predict IMAGE --box ...`` without and
@@ -24,6 +24,7 @@ from _report import add_json_argument, write_report
 
 from infosam_core.cli import main as infosam
 from infosam_core.inference.predictor import Predictor
+from infosam_core.models.registry import load_sam
 
 
 def main() -> None:
@@ -49,6 +50,10 @@ def main() -> None:
         image = np.random.default_rng(0).integers(0, 255, (args.size, args.size, 3), dtype=np.uint8)
         iio.imwrite(tmp / "image.png", image)
         common = ["--model", args.model, "--device", "cpu", "--precision", "float32"]
+        if args.model != "tiny":  # random weights, saved once: every command must load the same model
+            torch.manual_seed(0)
+            torch.save(load_sam(args.model).state_dict(), tmp / "weights.pth")
+            common += ["--checkpoint", str(tmp / "weights.pth")]
         start = time.perf_counter()
         infosam(["embed", str(tmp / "image.png"), "--out", str(tmp / "store.zarr"), *common])
         embed_s = time.perf_counter() - start
