@@ -40,6 +40,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -380,10 +381,13 @@ class Predictor(SamPredictor):
         boxes: torch.Tensor | None = None,
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = True,
+        keep_prompts: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoder's low-resolution logits and predicted IoUs for batched, transformed prompts (the first half
         of ``predict_torch``): filters that need only the IoUs run before any mask is brought to the image's
-        size (:meth:`upscale_logits`, the second half)."""
+        size (:meth:`upscale_logits`, the second half). With ``keep_prompts`` (IoUs (B, M) -> (B,) bool) the
+        logits are those of the prompts it keeps only, in order (the stock decoder then skips the others'
+        upscaling); the IoUs are every prompt's."""
         features, _, _ = self._sizes()
         if point_coords is not None and point_labels is None:
             raise ValueError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
@@ -391,9 +395,13 @@ class Predictor(SamPredictor):
             decoder = self._decoder if self.use_interactive_decoder else None
             points = (point_coords, point_labels) if point_coords is not None and point_labels is not None else None
             if decoder is None or features.shape[0] != 1:
-                return self._backend.decode(features, self.extra_features, points, boxes, mask_input, multimask_output)
+                low_res, iou = self._backend.decode(
+                    features, self.extra_features, points, boxes, mask_input, multimask_output
+                )
+                return (low_res if keep_prompts is None else low_res[keep_prompts(iou)]), iou
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-            return decoder(features, sparse, dense if mask_input is not None else None, multimask_output)
+            dense_input = dense if mask_input is not None else None
+            return decoder(features, sparse, dense_input, multimask_output, keep_prompts=keep_prompts)
 
     def upscale_logits(self, low_res_masks: torch.Tensor) -> torch.Tensor:
         """Low-resolution logits (B, C, h, w) from :meth:`predict_low_res_torch` -> logits at the image's size."""

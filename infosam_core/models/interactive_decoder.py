@@ -37,6 +37,7 @@ Inference only (under ``torch.inference_mode``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -166,7 +167,10 @@ class InteractiveDecoder:
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor | None,
         multimask_output: bool,
+        keep_prompts: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(masks, iou)``; with ``keep_prompts`` (predicted IoUs (B, M) -> (B,) bool), masks only for the
+        prompts it keeps, in order (the upscaling, most of a segment-all pass, is skipped for the others)."""
         if image_embeddings.shape[0] != 1:
             raise ValueError(
                 f"InteractiveDecoder takes one image embedding, got a batch of {image_embeddings.shape[0]}"
@@ -195,8 +199,11 @@ class InteractiveDecoder:
         hyper_in = torch.stack(
             [decoder.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(first, last)], dim=1
         )
-        masks = self._upscaled_masks(keys, hyper_in, h, w)
         iou_pred = decoder.iou_prediction_head(iou_token_out)[:, first:last]
+        if keep_prompts is not None:
+            rows = keep_prompts(iou_pred)
+            keys, hyper_in = keys[rows], hyper_in[rows]
+        masks = self._upscaled_masks(keys, hyper_in, h, w)
         return masks, iou_pred
 
     def _transformer(
