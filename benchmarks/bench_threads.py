@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from _report import add_json_argument, write_report
+
 VARIANTS = {  # name: (threads, OMP_WAIT_POLICY)
     "1 thread": (1, "PASSIVE"),
     "2 threads": (2, "PASSIVE"),
@@ -85,7 +87,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--busy", type=int, default=0, help="extra processes spinning on the CPU meanwhile")
     parser.add_argument("--no-reference", action="store_true")
-    parser.add_argument("--json", type=Path, metavar="PATH")
+    add_json_argument(parser)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -125,11 +127,7 @@ def main() -> None:
     print(f"  2 threads / 1 thread (cached): x{two['cached_s'] / one['cached_s']:.2f}")
     spin = figures["2 threads, spinning waits"]
     print(f"  spinning / passive waits, 2 threads (cached): x{spin['cached_s'] / two['cached_s']:.2f}")
-    if args.json:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _report import write_report
-
-        write_report(args.json, "threads", {"busy": args.busy, "size": args.size, "variants": figures})
+    write_report(args.json, "threads", {"busy": args.busy, "size": args.size, "variants": figures})
 
 
 if __name__ == "__main__":
