@@ -2,7 +2,7 @@
 embedding, achieved GFLOPS as a fraction of a matmul's measured in the same run.
 
     python benchmarks/bench_precision.py                        # tiny, vit_t, vit_b (random weights), 2 threads
-    python benchmarks/bench_precision.py --models tiny vit_b --threads 2 --runs 3 --json out.json
+    python benchmarks/bench_precision.py --models tiny vit_b --threads 1 --runs 3 --json out.json
 
 Per model, on one image at the encoder's input size (random weights except the bundled tiny model):
 
@@ -106,7 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["tiny", "vit_t", "vit_b"])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument(
+        "--runs", type=int, help="timed runs per variant (default: 1 for ViT-B/L/H, 7 for the small encoders)"
+    )
     add_json_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -116,7 +118,8 @@ def main() -> None:
     print(f"matmul 2048^2 on {args.threads} threads: float32 {mm['float32']:.0f} GFLOPS, bfloat16 {mm['bfloat16']:.0f}")
     rows = []
     for model_type in args.models:
-        row = bench_model(model_type, args.runs)
+        runs = args.runs if args.runs is not None else (1 if model_type in ("vit_b", "vit_l", "vit_h") else 7)
+        row = bench_model(model_type, runs)
         row["matmul_gflops"] = {k: round(v, 1) for k, v in mm.items()}
         best = max(mm.values())
         rows.append(row)

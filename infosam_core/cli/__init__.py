@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = (
     "infosam_core.cli.train_cmd",
     "infosam_core.cli.eval_cmd",
     "infosam_core.cli.segment_cmd",
+    "infosam_core.cli.embed_cmd",
     "infosam_core.cli.info_cmd",
     "infosam_core.cli.experiment_cmd",
     "infosam_core.cli.export_model_cmd",

@@ -52,6 +52,29 @@ def check_precision(precision: str, device: str) -> None:
         raise CLIError(f"--precision {precision}: {exc}") from None
 
 
+def add_embeddings_argument(parser: argparse.ArgumentParser) -> None:
+    """``--embeddings STORE``: precomputed embeddings (``infosam embed``) read before any encoder pass."""
+    parser.add_argument(
+        "--embeddings",
+        type=Path,
+        metavar="STORE.zarr",
+        help="precomputed embeddings made by `infosam embed` (a stored image runs no encoder pass)",
+    )
+
+
+def open_embedding_store(path: Path | None) -> Any:
+    """The :class:`~infosam_core.inference.embedding_store.EmbeddingStore` at ``path`` for reading (None: none);
+    CLIError when it is not one."""
+    if path is None:
+        return None
+    from infosam_core.inference.embedding_store import EmbeddingStore, EmbeddingStoreError
+
+    try:
+        return EmbeddingStore(path)
+    except EmbeddingStoreError as exc:
+        raise CLIError(f"--embeddings {exc}") from None
+
+
 def check_device(device: str) -> None:
     """Refuse a device this machine does not have, before any data or model is loaded."""
     import torch

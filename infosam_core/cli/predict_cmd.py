@@ -22,7 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from infosam_core.cli import CLIError, add_model_argument
-from infosam_core.cli.common import add_device_argument, add_precision_argument, check_device, check_precision
+from infosam_core.cli.common import (
+    add_device_argument,
+    add_embeddings_argument,
+    add_precision_argument,
+    check_device,
+    check_precision,
+    open_embedding_store,
+)
 from infosam_core.cli.stack_cli import add_predict_stack_arguments, run_predict_stack, wants_stack
 from infosam_core.cli.tiling_options import add_tiling_arguments, check_tiling_values, load_input, tiling_from_args
 
@@ -61,6 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_tiling_arguments(parser)
     add_device_argument(parser)
     add_precision_argument(parser)
+    add_embeddings_argument(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="MASK.png", help="where to write the mask")
     add_predict_stack_arguments(parser)  # --slice, --propagate, --axes ... (z-stacks and time series)
     parser.set_defaults(func=run)
@@ -105,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if wants_stack(args):
         box = parse_box(args.box) if args.box is not None else None
         return run_predict_stack(args, [parse_point(p) for p in args.point], box)
+    store = open_embedding_store(args.embeddings)
     if not args.point and args.box is None:
         raise CLIError("give a prompt: --point X,Y (repeatable) and/or --box X0,Y0,X1,Y1")
     if args.out.suffix.lower() != ".png":
@@ -141,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     if tiling is not None and tiling.needs_tiling((height, width)):
         from infosam_core.inference.tiling_predictor import TiledPredictor
 
-        tiled = TiledPredictor(Predictor(sam, cache_size=0, precision=args.precision), tiling)
+        tiled = TiledPredictor(Predictor(sam, cache_size=0, precision=args.precision, embedding_store=store), tiling)
         tiled.set_image(image)
         region = tiled.predict_region(coords, labels, box, multimask_output=args.multimask)
         scores, best = region.scores, int(np.argmax(region.scores))
@@ -149,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         mask = np.zeros((height, width), dtype=np.uint8)  # the only image-sized array: the mask written
         mask[y0:y1, x0:x1] = region.masks[best].astype(np.uint8) * 255
     else:
-        predictor = Predictor(sam, cache_size=0, precision=args.precision)
+        predictor = Predictor(sam, cache_size=0, precision=args.precision, embedding_store=store)
         predictor.set_image(image)
         masks, scores, _ = predictor.predict(coords, labels, box, multimask_output=args.multimask)
         best = int(np.argmax(scores))

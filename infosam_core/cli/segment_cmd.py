@@ -27,10 +27,12 @@ import numpy as np
 from infosam_core.cli import CLIError, add_model_argument
 from infosam_core.cli.common import (
     add_device_argument,
+    add_embeddings_argument,
     add_precision_argument,
     check_device,
     check_out_dir,
     check_precision,
+    open_embedding_store,
 )
 from infosam_core.cli.stack_cli import add_segment_stack_arguments, run_segment_stacks, stack_inputs
 from infosam_core.cli.tiling_options import add_tiling_arguments, check_tiling_values, load_input, tiling_from_args
@@ -71,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_device_argument(parser)
     add_segment_stack_arguments(parser)  # --stack, --link-iou, --axes (z-stacks and time series)
     add_precision_argument(parser)
+    add_embeddings_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -92,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     check_tiling_values(args)
     if args.workers < 1:
         raise CLIError(f"--workers must be >= 1, got {args.workers}")
+    store = open_embedding_store(args.embeddings)
     check_out_dir(args.out)
     stacks = stack_inputs(args)
     if stacks is not None:
@@ -149,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     if len(todo) < len(images):
         print(f"{len(images) - len(todo)} of {len(images)} images already segmented in {args.out}: skipped")
     tiling = tiling_from_args(args, sam)
-    predictor = Predictor(sam, cache_size=1, precision=args.precision)
+    predictor = Predictor(sam, cache_size=1, precision=args.precision, embedding_store=store)
     client = _dask_client(args) if args.scheduler and todo else None
     failed = []
     for number, path in enumerate(todo, start=1):  # one line per image on stderr (progress, also when piped)

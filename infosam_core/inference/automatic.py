@@ -22,8 +22,15 @@ Everything goes through the :class:`~infosam_core.inference.predictor.Predictor`
 
 :func:`proposals_to_labels` turns the proposals into one label image (overlaps go to the higher
 predicted IoU). :attr:`AutomaticResult.uncertainty` scores how unsure the model is about an image
-(``1 - mean over grid points of the best candidate's min(predicted IoU, stability)``) to suggest which
-image to annotate next.
+(``1 - mean over grid points of the best candidate's min(predicted IoU, stability)``, the stability of its
+low-resolution logits; a candidate the IoU filter drops counts its predicted IoU) to suggest which image to
+annotate next.
+
+Speed: the predicted-IoU filter runs before any mask is brought to the image's size
+(``Predictor.predict_low_res_torch`` with ``keep_prompts``): the decoder upscales the masks of the prompts with
+a candidate above the filter only (a quarter of them on the nucleus sample), and only the candidates the filter
+keeps are brought to the image's size and scored for stability; the proposals are those of filtering every
+upscaled mask, to float rounding.
 """
 
 from __future__ import annotations
@@ -184,28 +191,46 @@ def segment_all(
         chunk = points[start : start + batch]
         coords = torch.as_tensor(predictor.transform.apply_coords(chunk, (height, width)), device=predictor.device)
         labels = torch.ones(len(chunk), dtype=torch.int, device=predictor.device)
-        logits, iou_preds, _ = predictor.predict_torch(
-            coords[:, None, :], labels[:, None], multimask_output=True, return_logits=True
+        iou_thresh = config.pred_iou_thresh
+        keep_prompts = _any_above(iou_thresh) if iou_thresh > 0 else None
+        low_res, iou_preds = predictor.predict_low_res_torch(
+            coords[:, None, :], labels[:, None], multimask_output=True, keep_prompts=keep_prompts
         )
-        candidates = logits.shape[1]
-        logits, iou_preds = logits.flatten(0, 1), iou_preds.flatten(0, 1).float()
+        candidates = iou_preds.shape[1]
+        # the candidates whose low-res logits were computed: every candidate of the prompts kept
+        prompt_rows = (
+            keep_prompts(iou_preds).nonzero()[:, 0]
+            if keep_prompts is not None
+            else torch.arange(len(iou_preds), device=iou_preds.device)
+        )
+        computed = (prompt_rows[:, None] * candidates + torch.arange(candidates, device=prompt_rows.device)).flatten()
+        low_res, iou_preds = low_res.flatten(0, 1), iou_preds.flatten(0, 1).float()
+        # uncertainty: a candidate the IoU filter drops counts its predicted IoU; one it keeps, min(IoU,
+        # stability of its low-res logits)
+        passing = iou_preds[computed] > iou_thresh if iou_thresh > 0 else torch.ones_like(computed, dtype=torch.bool)
+        low_res_stability = calculate_stability_score(low_res, threshold, config.stability_score_offset).float()
+        low_res_stability = torch.nan_to_num(low_res_stability, nan=0.0)  # 0/0: no pixel above the low threshold
+        score = iou_preds.clone()
+        score[computed[passing]] = torch.minimum(iou_preds[computed[passing]], low_res_stability[passing])
+        confidence.append(score.clamp(0, 1).view(-1, candidates).amax(dim=1).cpu())
+        # filters: predicted IoU first (no mask needed), then stability on the image-size logits of those kept
+        keep_index, low_res = computed[passing], low_res[passing]
+        if len(keep_index):
+            logits = predictor.upscale_logits(low_res[:, None])[:, 0]
+        else:
+            logits = low_res.new_zeros((0, height, width))
         stability = calculate_stability_score(logits, threshold, config.stability_score_offset).float()
-        stability = torch.nan_to_num(stability, nan=0.0)  # 0/0: no pixel above even the low threshold
-        confidence.append(torch.minimum(iou_preds, stability).clamp(0, 1).view(-1, candidates).amax(dim=1).cpu())
-        keep = torch.ones_like(iou_preds, dtype=torch.bool)
-        if config.pred_iou_thresh > 0:
-            keep &= iou_preds > config.pred_iou_thresh
+        stability = torch.nan_to_num(stability, nan=0.0)
         if config.stability_score_thresh > 0:
-            keep &= stability >= config.stability_score_thresh
-        masks = logits[keep] > threshold
+            stable = stability >= config.stability_score_thresh
+            logits, stability, keep_index = logits[stable], stability[stable], keep_index[stable]
+        masks = logits > threshold
         if config.max_mask_fraction < 1.0 and len(masks):
             small_enough = masks.flatten(1).sum(1) <= config.max_mask_fraction * height * width
-            masks, keep_index = masks[small_enough], keep.nonzero()[:, 0][small_enough]
-        else:
-            keep_index = keep.nonzero()[:, 0]
+            masks, stability, keep_index = masks[small_enough], stability[small_enough], keep_index[small_enough]
         kept_masks.append(masks.cpu())
         kept_iou.append(iou_preds[keep_index].cpu())
-        kept_stability.append(stability[keep_index].cpu())
+        kept_stability.append(stability.cpu())
         kept_points.append(np.repeat(chunk, candidates, axis=0)[keep_index.cpu().numpy()])
         if progress is not None:
             progress(min(start + batch, len(points)), len(points))
@@ -243,6 +268,15 @@ def segment_all(
         for i in range(len(masks))
     ]
     return AutomaticResult(proposals, (height, width), uncertainty, config)
+
+
+def _any_above(threshold: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Prompts (rows of predicted IoUs) with at least one candidate above ``threshold``."""
+
+    def keep(iou: torch.Tensor) -> torch.Tensor:
+        return (iou > threshold).any(dim=1)
+
+    return keep
 
 
 def _xyxy(box: torch.Tensor) -> tuple[int, int, int, int]:

@@ -11,6 +11,11 @@ mask post-processing are segment-anything's own. On top of it:
   HQ-SAM's reads, whose outputs are cached with the embedding: ``backends.embedding_fingerprint``): in memory
   (LRU, ``cache_size`` entries) and optionally on disk (``cache_dir``). Because the key hashes the encoder's
   actual weights, an adapted or swapped encoder never reuses a stale embedding.
+* A precomputed embedding store (``embedding_store``, :mod:`~infosam_core.inference.embedding_store`, filled by
+  ``infosam embed``) is read after the caches and before any encoder pass.
+* ``precision`` (``auto``, ``float32``, ``bfloat16``, ``int8``; :mod:`~infosam_core.inference.precision`): the
+  encoder pass's precision; embeddings of each precision are cached apart (the fingerprint gets ``_bf16`` /
+  ``_int8``). ``auto`` is bfloat16 where the hardware multiplies it natively, else float32.
 * ``embed(image) -> ImageEmbedding`` may run in a worker thread while the owning (GUI) thread keeps
   predicting on the current image; ``set_embedding`` then shows the result.
 * ``set_model(sam)`` swaps the model and re-embeds the current image (or takes it from the cache).
@@ -35,6 +40,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -47,6 +53,7 @@ from segment_anything.modeling import Sam
 
 from infosam_core.inference.backends import Backend, backend_for, embedding_fingerprint
 from infosam_core.inference.embedding_cache import EmbeddingCache, ImageEmbedding, image_hash
+from infosam_core.inference.embedding_store import EmbeddingStore
 from infosam_core.inference.precision import (
     FINGERPRINT_TAGS,
     as_float32,
@@ -85,9 +92,12 @@ class Predictor(SamPredictor):
         cache_dir: str | Path | None = None,
         use_interactive_decoder: bool = True,
         precision: str = "auto",
+        embedding_store: EmbeddingStore | None = None,
     ) -> None:
         check_precision(precision)
         self.cache = EmbeddingCache(cache_size, cache_dir)
+        #: precomputed embeddings (``infosam embed``) read before any encoder pass; None: none
+        self.embedding_store = embedding_store
         #: run stock SAM decoders as :class:`InteractiveDecoder` (False: call ``sam.mask_decoder`` as is)
         self.use_interactive_decoder = use_interactive_decoder
         self._lock = threading.RLock()  # the model: held during encoder passes and swaps
@@ -206,6 +216,8 @@ class Predictor(SamPredictor):
             with self._lock:
                 key = f"{digest}-{self.model_fingerprint}"  # the model may have been swapped meanwhile
                 embedding = self.cache.get(key, self.device)  # or another thread may just have computed it
+                if embedding is None and self.embedding_store is not None:
+                    embedding = self.embedding_store.get(key, self.device)
                 if embedding is None:
                     embedding, computed = self._encode(rgb, key), True
             if computed:
@@ -349,28 +361,61 @@ class Predictor(SamPredictor):
         With segment-anything's stock mask decoder the decoder runs as :class:`InteractiveDecoder`
         (same outputs to float32 rounding; the image's share of the work is done once per image).
         """
-        features, input_size, original_size = self.features, self.input_size, self.original_size
-        if not self.is_image_set or features is None or input_size is None or original_size is None:
-            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        with torch.inference_mode():
+            low_res_masks, iou_predictions = self.predict_low_res_torch(
+                point_coords, point_labels, boxes, mask_input, multimask_output
+            )
+            if isinstance(self._backend, SamBackend):
+                masks = self.upscale_logits(low_res_masks)
+            else:  # SAM2's predictor also returns its low-res logits clamped
+                _, input_size, original_size = self._sizes()
+                masks, low_res_masks = self._backend.postprocess(low_res_masks, input_size, original_size)
+            if not return_logits:
+                masks = masks > self.model.mask_threshold
+            return masks, iou_predictions, low_res_masks
+
+    def predict_low_res_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        keep_prompts: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's low-resolution logits and predicted IoUs for batched, transformed prompts (the first half
+        of ``predict_torch``): filters that need only the IoUs run before any mask is brought to the image's
+        size (:meth:`upscale_logits`, the second half). With ``keep_prompts`` (IoUs (B, M) -> (B,) bool) the
+        logits are those of the prompts it keeps only, in order (the stock decoder then skips the others'
+        upscaling); the IoUs are every prompt's."""
+        features, _, _ = self._sizes()
         if point_coords is not None and point_labels is None:
             raise ValueError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
         with torch.inference_mode():
             decoder = self._decoder if self.use_interactive_decoder else None
             points = (point_coords, point_labels) if point_coords is not None and point_labels is not None else None
             if decoder is None or features.shape[0] != 1:
-                low_res_masks, iou_predictions = self._backend.decode(
+                low_res, iou = self._backend.decode(
                     features, self.extra_features, points, boxes, mask_input, multimask_output
                 )
-                masks, low_res_masks = self._backend.postprocess(low_res_masks, input_size, original_size)
-            else:
-                sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-                low_res_masks, iou_predictions = decoder(
-                    features, sparse, dense if mask_input is not None else None, multimask_output
-                )
-                masks = _postprocess_masks(self.model, low_res_masks, input_size, original_size)
-            if not return_logits:
-                masks = masks > self.model.mask_threshold
-            return masks, iou_predictions, low_res_masks
+                return (low_res if keep_prompts is None else low_res[keep_prompts(iou)]), iou
+            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+            dense_input = dense if mask_input is not None else None
+            return decoder(features, sparse, dense_input, multimask_output, keep_prompts=keep_prompts)
+
+    def upscale_logits(self, low_res_masks: torch.Tensor) -> torch.Tensor:
+        """Low-resolution logits (B, C, h, w) from :meth:`predict_low_res_torch` -> logits at the image's size."""
+        _, input_size, original_size = self._sizes()
+        with torch.inference_mode():
+            if isinstance(self._backend, SamBackend):
+                return _postprocess_masks(self.model, low_res_masks, input_size, original_size)
+            return self._backend.postprocess(low_res_masks, input_size, original_size)[0]
+
+    def _sizes(self) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
+        features, input_size, original_size = self.features, self.input_size, self.original_size
+        if not self.is_image_set or features is None or input_size is None or original_size is None:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        return features, input_size, original_size
 
     def _check_prompts(
         self, point_coords: Any, point_labels: Any, box: Any, mask_input: Any

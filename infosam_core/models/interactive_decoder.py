@@ -37,6 +37,7 @@ Inference only (under ``torch.inference_mode``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -51,7 +52,8 @@ from infosam_core.models.fingerprint import weights_stamp
 from infosam_core.models.fused_attention import FusedDecoderAttention
 from infosam_core.models.protocols import SamLike
 
-_UPSCALE_BLOCK_TOKENS = 512  # image tokens per block of the upscaling (512 x 16 pixels x 32 channels = 1 MB)
+#: image tokens per block of the mask upscaling (4096 x 16 pixels x 32 channels = 8 MB); see ``_upscaled_masks``
+UPSCALE_BLOCK_TOKENS = 4096
 
 
 def first_two_way_layer(transformer: TwoWayTransformer) -> TwoWayAttentionBlock:
@@ -165,7 +167,10 @@ class InteractiveDecoder:
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor | None,
         multimask_output: bool,
+        keep_prompts: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(masks, iou)``; with ``keep_prompts`` (predicted IoUs (B, M) -> (B,) bool), masks only for the
+        prompts it keeps, in order (the upscaling, most of a segment-all pass, is skipped for the others)."""
         if image_embeddings.shape[0] != 1:
             raise ValueError(
                 f"InteractiveDecoder takes one image embedding, got a batch of {image_embeddings.shape[0]}"
@@ -194,8 +199,11 @@ class InteractiveDecoder:
         hyper_in = torch.stack(
             [decoder.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(first, last)], dim=1
         )
-        masks = self._upscaled_masks(keys, hyper_in, h, w)
         iou_pred = decoder.iou_prediction_head(iou_token_out)[:, first:last]
+        if keep_prompts is not None:
+            rows = keep_prompts(iou_pred)
+            keys, hyper_in = keys[rows], hyper_in[rows]
+        masks = self._upscaled_masks(keys, hyper_in, h, w)
         return masks, iou_pred
 
     def _transformer(
@@ -241,11 +249,14 @@ class InteractiveDecoder:
 
         Both transposed convolutions run as products on token-major (channels-last) pixels, biases
         inside the products; the sub-pixel positions stay as extra axes until the final masks are put
-        in image order. The work goes in blocks of image rows so that each block's intermediates (16
-        output pixels x C' channels per token) stay in the CPU cache.
+        in image order. The work goes in blocks of about :data:`UPSCALE_BLOCK_TOKENS` image tokens -- whole
+        prompts' images when they are small, rows of one prompt's otherwise -- so that each block's
+        intermediates stay small while each operation is large enough that its cost, not the threads'
+        start and join, is what a pass pays: a block per prompt and row (SAM-sized) made segment-all on a
+        busy 2-core machine 3-6x slower with 2 threads than with 1.
         """
         conv1, norm, act1, conv2, act2 = self.sam.mask_decoder.output_upscaling
-        b = keys.shape[0]
+        b, hw, c = keys.shape
         c1, c2 = conv1.out_channels, conv2.out_channels
         w1 = conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, 4 * c1)  # (C, (a1, b1, c1))
         b1 = conv1.bias.repeat(4)
@@ -253,15 +264,17 @@ class InteractiveDecoder:
         b2 = conv2.bias.repeat(4)
         m = hyper_in.shape[1]
         masks = keys.new_empty(b, m, h, w, 16)
-        rows = max(1, _UPSCALE_BLOCK_TOKENS // w)
-        for i in range(b):
+        rows = min(h, max(1, UPSCALE_BLOCK_TOKENS // w))  # image rows per block
+        prompts = max(1, UPSCALE_BLOCK_TOKENS // hw) if rows == h else 1  # prompts per block
+        for i0 in range(0, b, prompts):
+            i1 = min(b, i0 + prompts)
             for r0 in range(0, h, rows):
                 r1 = min(h, r0 + rows)
-                tokens = keys[i, r0 * w : r1 * w]  # (n, C)
-                x = torch.addmm(b1, tokens, w1).view(-1, c1)  # (n*4, c1) in (token, a1, b1) order
+                tokens = keys[i0:i1, r0 * w : r1 * w].reshape(-1, c)  # (p*n, C)
+                x = torch.addmm(b1, tokens, w1).view(-1, c1)  # (p*n*4, c1) in (prompt, token, a1, b1) order
                 x = act1(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
-                x = act2(torch.addmm(b2, x, w2).view(-1, c2))  # (n*16, c2) in (token, a1, b1, a2, b2) order
-                masks[i, :, r0:r1] = (hyper_in[i] @ x.t()).view(m, r1 - r0, w, 16)
+                x = act2(torch.addmm(b2, x, w2).view(i1 - i0, -1, c2))  # (p, n*16, c2): (token, a1, b1, a2, b2)
+                masks[i0:i1, :, r0:r1] = torch.bmm(hyper_in[i0:i1], x.transpose(1, 2)).view(i1 - i0, m, r1 - r0, w, 16)
         masks = masks.view(b, m, h, w, 2, 2, 2, 2)  # (b, m, i, j, a1, b1, a2, b2)
         # output row = 4i + 2a1 + a2, column = 4j + 2b1 + b2
         return masks.permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(b, m, 4 * h, 4 * w)
