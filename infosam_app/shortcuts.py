@@ -50,8 +50,8 @@ TOOLTIPS: dict[str, str] = {
     "the pre-trained model sees between image and mask (costs one teacher pass per step; the paper measured +1 "
     "IoU over plain Adapter with SAM ViT-B). On the bundled tiny model the app uses centred relation vectors: "
     "with the paper's exact formula InfoSAM ranged from -2.6 to +3.4 IoU against plain Adapter (3 seeds, nuclei "
-    "and CamVid road); centred it was at or above Adapter at every seed, but only by 0.05-0.2 IoU (level, not a "
-    "clear gain; docs/results). The loss plot says when the distillation has collapsed. "
+    "and CamVid road); centred it stayed within 0.2 IoU of Adapter (-0.13 to +0.20: level, not a clear gain; "
+    "docs/results). The loss plot says when the distillation has collapsed. "
     "None: plain PEFT. "
     "Advanced: the paper's baselines (logit, pkd, pkt, ibd, vid, semckd, reviewkd, tinysam, mobilesam) with "
     "their default options, for comparison",
