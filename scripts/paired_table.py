@@ -3,7 +3,7 @@
     python scripts/paired_table.py docs/results/infosam_default_nuclei docs/results/infosam_default_extras \
         --dataset Nuclei --reference Adapter --zero-shot "SAM zero-shot"
 
-Per method (in the order first seen): IoU x100 mean ± sample std over its seeds, the gain over the reference
+Per method (zero-shot, the reference, then the others in file-name order): IoU x100 mean ± sample std over its seeds, the gain over the reference
 method at each seed (only seeds both have) and its mean, the number of seeds at or above the reference, and
 the gain over zero-shot. Prints markdown. Reads only ``OUT/runs/*.json`` (finished runs, status ok).
 """
@@ -39,7 +39,9 @@ def table(runs: dict[str, dict[int, float]], reference: str, zero_shot: str | No
         f"| method | IoU | vs {reference}, per seed | mean gain | seeds ≥ {reference} | vs zero-shot |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for method, by_seed in runs.items():
+    first = [m for m in (zero_shot, reference) if m in runs]
+    for method in first + [m for m in runs if m not in first]:
+        by_seed = runs[method]
         values = [by_seed[s] for s in sorted(by_seed)]
         mean = statistics.mean(values)
         cell = f"{mean:.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"

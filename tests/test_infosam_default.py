@@ -150,3 +150,12 @@ def test_decoder_lr_scale_slows_only_the_decoder(base, samples):
     assert all(slow[k] == pytest.approx(full[k], rel=1e-4) for k in others)
     with pytest.raises(ValueError, match="decoder_lr_scale"):
         quick(decoder_lr_scale=0.0).validate()
+
+
+def test_describe_recommended():
+    from infosam_core.training.defaults import describe_recommended
+
+    assert describe_recommended("tiny", "infosam") == (
+        "infosam defaults for the tiny model: center=true (override with --distill-option)"
+    )
+    assert describe_recommended("vit_b", "infosam") == ""

@@ -27,7 +27,7 @@ from infosam_core.cli.common import add_device_argument, check_device, check_out
 from infosam_core.cli.tiling_options import add_tiling_arguments, check_tiling_values, tiling_from_args
 from infosam_core.distill.registry import DISTILLERS, distiller_names
 from infosam_core.peft.registry import PEFT_METHODS
-from infosam_core.training.defaults import with_recommended_options
+from infosam_core.training.defaults import describe_recommended, recommended_distill_options, with_recommended_options
 
 # CLI flag -> TrainConfig field, for flags that default to "not given" (None) so presets can fill them.
 OVERRIDABLE = {
@@ -309,6 +309,9 @@ def _run(args: argparse.Namespace, config, context) -> int:
         f"training on {len(samples)} images ({len(val)} for validation), SAM {args.model}, "
         f"{config.peft} + {config.distill}, {config.epochs} epochs x batch {config.batch_size}{processes}"
     )
+    recommended = recommended_distill_options(args.model, config.distill)
+    if recommended and all(config.distill_options.get(k) == v for k, v in recommended.items()):
+        say(describe_recommended(args.model, config.distill))
     facts = {
         "data": str(args.data),
         "model": args.model,
