@@ -333,10 +333,8 @@ def case_4(r: Round) -> None:
 
     # a: two runners started at once
     out = w / "c04" / "at-once"
-    t0 = time.monotonic()
     children = [r.start(experiment(plan, "data", out)) for _ in range(2)]
     results = wait_all(children, WORK_WALL_S)
-    took = time.monotonic() - t0
     recs = records(out)
     per_runner = [sum(rec.get("runner", {}).get("pid") == res.pid for rec in recs) for res in results]
     problems = [f"runner {i}: exit {res.exit}" for i, res in enumerate(results) if res.exit != 0]
@@ -556,7 +554,9 @@ def case_12(r: Round) -> None:
         p = [] if statuses == ["failed", "ok"] else [f"record statuses {statuses}"]
         return p + ([] if [row["method"] for row in rows] == ["steady"] else [f"results.csv {rows}"])
 
-    r.cli(12, next(calls), "one diverged run (alpha = 1e308): recorded, the other runs",
+    r.cli(12, next(calls), "plan value: infosam alpha = 1e308", ["experiment", w / "c12/alpha.toml", "--dry-run"],
+          err=["option alpha must be in"])  # fmt: skip
+    r.cli(12, next(calls), "one run diverges (lr 1e30, loss NaN): recorded, the other runs",
           experiment(w / "c12/diverged.toml", "data", out), exit=1, lines=None,
           out=["FAILED", "1/2 runs finished, 1 failed"], after=failed_recorded)  # fmt: skip
 
