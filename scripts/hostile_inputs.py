@@ -353,9 +353,10 @@ def craft_12(work: Path, facts: dict) -> None:
     for name, (extra, _) in PLAN_VALUES.items():
         write(work / "c12" / f"{name}.toml", plan_text(train=_train_with(extra)))
     write(work / "c12" / "seeds-true.toml", plan_text().replace("seeds = [0]", "seeds = [true]"))
-    diverges = (
-        '[[methods]]\nname = "diverges"\npeft = "adapter"\ndistill = "infosam"\ndistill_options = {alpha = 1e308}\n'
-    )
+    alpha = '[[methods]]\nname = "alpha"\npeft = "adapter"\ndistill = "infosam"\ndistill_options = {alpha = 1e308}\n'
+    write(work / "c12" / "alpha.toml", plan_text(methods=("steady",)) + alpha)  # beyond alpha's bounds: refused
+    # within every bound, and diverges at its second step (the loss is NaN): recorded as failed, the others run
+    diverges = '[[methods]]\nname = "diverges"\npeft = "decoder"\nlr = 1e30\nmin_lr = 1e30\nepochs = 3\nmax_steps = 3\n'
     write(work / "c12" / "diverged.toml", plan_text(methods=("steady",)) + diverges)
 
 

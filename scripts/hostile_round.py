@@ -333,10 +333,8 @@ def case_4(r: Round) -> None:
 
     # a: two runners started at once
     out = w / "c04" / "at-once"
-    t0 = time.monotonic()
     children = [r.start(experiment(plan, "data", out)) for _ in range(2)]
     results = wait_all(children, WORK_WALL_S)
-    took = time.monotonic() - t0
     recs = records(out)
     per_runner = [sum(rec.get("runner", {}).get("pid") == res.pid for rec in recs) for res in results]
     problems = [f"runner {i}: exit {res.exit}" for i, res in enumerate(results) if res.exit != 0]
@@ -359,21 +357,31 @@ def case_4(r: Round) -> None:
         problems,
     )
 
-    # b: kill -9 of one runner in the middle of a run; the other finishes every run
-    out = w / "c04" / "kill9"
-    victim = r.start(experiment(plan, "data", out))
-    deadline = time.monotonic() + WORK_WALL_S
-    while not any("] " in line and "..." in line for line in victim.stdout_now().splitlines()):
-        if victim.poll(WORK_WALL_S) is not None or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    survivor = r.start(experiment(plan, "data", out))
-    time.sleep(0.5)
+    # b: kill -9 of the first runner in the middle of a run, just after the second started; c: both started at
+    # once, kill -9 of the second once it is in a run. Either way the other finishes every run.
+    _kill_one_of_two(r, "b", plan, w / "c04" / "kill-first", kill_first=True)
+    _kill_one_of_two(r, "c", plan, w / "c04" / "kill-second", kill_first=False)
+
+
+def _in_a_run(child: Child) -> bool:
+    return any("] " in line and "..." in line for line in child.stdout_now().splitlines())
+
+
+def _kill_one_of_two(r: Round, call: str, plan: Path, out: Path, kill_first: bool) -> None:
+    first = r.start(experiment(plan, "data", out))
+    if kill_first:
+        _wait_until(lambda: _in_a_run(first), first)
+    second = r.start(experiment(plan, "data", out))
+    victim, survivor = (first, second) if kill_first else (second, first)
+    if kill_first:
+        time.sleep(0.5)
+    else:
+        _wait_until(lambda: _in_a_run(victim), victim)
     problems = []
     if victim.poll(WORK_WALL_S) is None:
         victim.kill()
     else:
-        problems.append("the first runner ended before the kill")
+        problems.append("the runner to kill ended before the kill")
     killed, finished = wait_all([victim, survivor], WORK_WALL_S)
     recs = records(out)
     by_victim = sum(rec.get("runner", {}).get("pid") == killed.pid for rec in recs)
@@ -382,10 +390,18 @@ def case_4(r: Round) -> None:
         problems.append(f"survivor: exit {finished.exit}, {finished.stdout.strip().splitlines()[-1:]}")
     if len(recs) != 6 or not all("metrics" in rec for rec in recs) or by_victim + by_survivor != 6:
         problems.append(f"{len(recs)} records ({by_victim} by the killed runner, {by_survivor} by the survivor)")
-    if done_lines(finished.stdout) != by_survivor:
-        problems.append(f"survivor trained {done_lines(finished.stdout)}, recorded {by_survivor}")
-    _concurrent_row(r, 4, "b", f"kill -9 of 1 of 2 runners: survivor {by_survivor} + killed {by_victim} runs",
-                    [killed, finished], problems, exits=f"-9,{finished.exit}")  # fmt: skip
+    if done_lines(finished.stdout) != by_survivor or done_lines(killed.stdout) < by_victim:
+        problems.append(f"trained {done_lines(finished.stdout)} + {done_lines(killed.stdout)}, recorded "
+                        f"{by_survivor} + {by_victim}")  # fmt: skip
+    which = "first" if kill_first else "second"
+    _concurrent_row(r, 4, call, f"kill -9 of the {which} runner: survivor {by_survivor} + killed {by_victim} runs",
+                    [killed, finished], problems, exits=f"{killed.exit},{finished.exit}")  # fmt: skip
+
+
+def _wait_until(condition: Callable[[], bool], child: Child) -> None:
+    deadline = time.monotonic() + WORK_WALL_S
+    while not condition() and child.poll(WORK_WALL_S) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _concurrent_row(r: Round, case: int, call: str, what: str, results: list[Result], problems: list[str],
@@ -556,7 +572,9 @@ def case_12(r: Round) -> None:
         p = [] if statuses == ["failed", "ok"] else [f"record statuses {statuses}"]
         return p + ([] if [row["method"] for row in rows] == ["steady"] else [f"results.csv {rows}"])
 
-    r.cli(12, next(calls), "one diverged run (alpha = 1e308): recorded, the other runs",
+    r.cli(12, next(calls), "plan value: infosam alpha = 1e308", ["experiment", w / "c12/alpha.toml", "--dry-run"],
+          err=["option alpha must be in"])  # fmt: skip
+    r.cli(12, next(calls), "one run diverges (lr 1e30, loss NaN): recorded, the other runs",
           experiment(w / "c12/diverged.toml", "data", out), exit=1, lines=None,
           out=["FAILED", "1/2 runs finished, 1 failed"], after=failed_recorded)  # fmt: skip
 

@@ -469,7 +469,8 @@ def test_a_damaged_record_is_moved_aside_and_its_run_redone(tmp_path, data_root,
     assert trained == [runs[1].key]
     assert bad.is_file() and len(list(bad.parent.glob(f"{bad.name}.corrupt-*"))) == 1
     err = capsys.readouterr().err
-    assert bad.name in err and "redone" in err
+    assert bad.name in err and "redone" in err and "corrupt" in err
+    assert len(err.strip().splitlines()) == 1, err  # one line per damaged file (it was reported twice)
 
 
 # ------------------------------------------------------------------------- 12: one diverged run

@@ -315,12 +315,14 @@ def run_experiment(
     plan.check_devices()
     runs = plan.runs(data_root)
     records: dict[str, dict[str, Any]] = {}
+    warned: set[str] = set()  # runs whose damaged file was reported up front: one line per damaged file
     for run in runs:
         record, problem = check_record(out_dir, run)
         if record is not None:
             records[run.key] = record
         elif problem and warn is not None:
-            warn(f"warning: {problem}; the run is redone")
+            warn(f"warning: {problem}; the run is redone (the damaged file kept beside it as *.corrupt-*)")
+            warned.add(run.key)
     models: dict[tuple[str, str | None], SamLike] = {}
     datasets: dict[str, list[SegmentationSample]] = {}
 
@@ -360,7 +362,7 @@ def run_experiment(
             path = result_path(out_dir, run)
             if problem is not None and (path.exists() or path.is_symlink()):
                 moved = move_aside(path)
-                if warn is not None:
+                if warn is not None and run.key not in warned:  # damaged since this runner started
                     warn(f"warning: {problem}; moved to {moved.name}, the run is redone")
             left = len(runs) - len(records)
             if progress is not None:
