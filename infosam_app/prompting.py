@@ -286,13 +286,14 @@ class PromptController(QObject):
 
     def _output(self, kind: OutputKind, prompts: ObjectPrompts) -> tuple[np.ndarray, np.ndarray]:
         predictor = self.session.predictor
+        tiled = self.session.tiled_predictor()  # a large image: answered from its tiles, at native resolution
         embedding = predictor.embedding
-        tag = (id(predictor), embedding.key if embedding is not None else None)
+        tag = (id(predictor), id(tiled) if tiled is not None else embedding.key if embedding is not None else None)
         cached = self.state.cached_output(kind, tag)
         if cached is not None:
             return cached
         with gui_torch_threads():
-            masks, scores, _ = predictor.predict(
+            masks, scores, _ = (tiled or predictor).predict(
                 point_coords=prompts.point_coords(),
                 point_labels=prompts.point_labels(),
                 box=prompts.box_array(),

@@ -25,10 +25,12 @@ from qtpy.QtCore import QObject, Signal
 
 from infosam_app.prompting import PromptController
 from infosam_app.session import Session
+from infosam_app.state.large_images import needs_tiling
 from infosam_app.state.proposal_review import ProposalReview, proposal_prompts
 from infosam_app.state.ranking import SUGGEST_POINTS_PER_SIDE, UncertaintyRanking, images_to_rank, rank_images
 from infosam_app.state.wording import plural
 from infosam_core.inference.automatic import AutomaticConfig, Proposal, segment_all
+from infosam_core.inference.tiling_segment import segment_all_tiled
 
 
 class ProposalController(QObject):
@@ -89,16 +91,19 @@ class ProposalController(QObject):
             return False
         config = self.config()
         fork = predictor.fork()
+        tiled = needs_tiling(predictor, rgb)  # a large image: tile by tile at native resolution, stitched
+        unit = "tiles" if tiled else "prompts"
 
         def work(should_stop, report):
-            return segment_all(fork, rgb, config, progress=lambda d, t: report((d, t)), should_stop=should_stop)
+            run = segment_all_tiled if tiled else segment_all
+            return run(fork, rgb, config, progress=lambda d, t: report((d, t)), should_stop=should_stop)
 
         def done(result):
             self._finish()
             if s.key != key:
                 return
             self.ranking.record(key, result.uncertainty)
-            self.set_proposals(result.proposals, key)
+            self.set_proposals(result.as_proposals() if tiled else result.proposals, key)
             s.tell(
                 f"{plural(len(result.proposals), 'proposal')} (uncertainty {result.uncertainty:.2f}): Accept all, click one "
                 "on the 'proposals' layer to reject it, or Refine it."
@@ -110,7 +115,7 @@ class ProposalController(QObject):
             s.fail(f"Segment all failed: {exc}")
 
         def progress(value):
-            s.tell(f"Segment all: {value[0]} / {value[1]} prompts ...")
+            s.tell(f"Segment all: {value[0]} / {value[1]} {unit} ...")
 
         self.running_changed.emit(True)
         s.tell("Segment all: proposing objects ...")

@@ -20,6 +20,7 @@ from qtpy.QtCore import QObject, Signal
 
 from infosam_app.layers import StudioLayers
 from infosam_app.state.images import ImagePair, ImageStore, PrefetchPolicy, read_image_pair
+from infosam_app.state.large_images import TiledPredictors
 from infosam_app.state.models import (
     ModelInfo,
     ModelSet,
@@ -58,6 +59,7 @@ class Session(QObject):
         self.images = ImageStore()
         self.prefetch = PrefetchPolicy()
         self.models = ModelSet()
+        self.tiled = TiledPredictors()
         self.last_error: str | None = None
         self.category_id = 1  # new objects take this category (an id of the project's list)
         self.color_by_category = False
@@ -111,6 +113,10 @@ class Session(QObject):
     @property
     def has_adapted(self) -> bool:
         return self.models.has_adapted
+
+    def tiled_predictor(self, name: str | None = None):
+        """Model ``name``'s (default: active) tiled predictor on the shown image; None when it fits one tile."""
+        return self.tiled.get(self.models.predictors.get(name or self.active), self.rgb)
 
     @property
     def prefetch_enabled(self) -> bool:
@@ -372,20 +378,23 @@ class Session(QObject):
             self.embedding_changed.emit("computing")
             self.tell(f"Computing the image embedding ({self.infos[name].label}, {self.infos[name].device}) ...")
         t0 = time.perf_counter()
+        tiled = self.tiled_predictor(name)  # a large image: tiles are embedded when a prompt needs them
 
         def done(embedding):
             self.models.end_job(job)
             if not self.models.is_current(name, pred) or self.key != key:
                 return
             try:
-                pred.set_embedding(embedding)
+                if tiled is None:
+                    pred.set_embedding(embedding)
             except ValueError:  # the model changed meanwhile: start again
                 self.ensure_embedding(name)
                 return
             self.models.mark_embedded(name, key, pred)
             self.prefetch.last_embed_seconds = time.perf_counter() - t0
             if name == self.active:
-                self.tell(f"Embedding ready ({self.prefetch.last_embed_seconds:.2f} s). Click to prompt.")
+                tiles = f", {len(tiled.tiles)} tiles embedded when clicked" if tiled is not None else ""
+                self.tell(f"Embedding ready ({self.prefetch.last_embed_seconds:.2f} s{tiles}). Click to prompt.")
                 self.embedding_changed.emit("ready")
                 self._prefetch_next()
 
@@ -395,7 +404,8 @@ class Session(QObject):
                 self.embedding_changed.emit("error")
                 self.fail(f"Embedding failed: {exc}")
 
-        self.tasks.run(pred.embed, rgb, name="embed", on_result=done, on_error=failed)
+        work = (lambda: None) if tiled is not None else (lambda: pred.embed(rgb))
+        self.tasks.run(work, name="embed", on_result=done, on_error=failed)
 
     def invalidate_embeddings(self) -> None:
         """Forget every computed embedding (memory caches too) and recompute the shown image's."""

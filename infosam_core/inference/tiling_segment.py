@@ -31,8 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage as ndi
 
-from infosam_core.inference.automatic import AutomaticConfig, segment_all
+from infosam_core.inference.automatic import AutomaticConfig, Proposal, segment_all
 from infosam_core.inference.predictor import Predictor
 from infosam_core.inference.tiling import Tile, TilingConfig, tile_grid
 from infosam_core.io.large_images import RegionSource, as_regions
@@ -76,6 +77,25 @@ class TiledResult:
     uncertainty: float
     tiles: int
     dropped_duplicates: int
+
+    def as_proposals(self) -> list[Proposal]:
+        """The stitched objects as :class:`~infosam_core.inference.automatic.Proposal` s (what the studio reviews):
+        label ``i + 1``'s pixels as an image-sized mask, its scores, its bounding box and, as its prompt point,
+        the object's pixel nearest its centroid. Each mask is image-sized: meant for images of a few Mpx."""
+        found = []
+        for index, (proposal, window) in enumerate(zip(self.proposals, ndi.find_objects(self.labels), strict=False)):
+            if window is None:
+                continue
+            mask = np.zeros(self.image_size, dtype=bool)
+            mask[window] = self.labels[window] == index + 1
+            ys, xs = np.nonzero(mask[window])
+            nearest = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+            y, x = ys[nearest] + window[0].start, xs[nearest] + window[1].start
+            box = (window[1].start, window[0].start, window[1].stop - 1, window[0].stop - 1)
+            found.append(
+                Proposal(mask, proposal.predicted_iou, proposal.stability, (float(x) + 0.5, float(y) + 0.5), box)
+            )
+        return found
 
 
 def inner_points(tile: Tile, points_per_side: int) -> np.ndarray:

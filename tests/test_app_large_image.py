@@ -1,0 +1,94 @@
+"""A large image in the studio, headless (issue 26): a 2048 x 2048 scene is larger than one tile of the tiny
+model (tile 192, halo 32), so a click is answered from its tile at native resolution, Segment all runs tile by
+tile and is stitched, and the exported label image has the image's size."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import tifffile
+
+pytest.importorskip("napari")
+
+from infosam_core.annotation.export import read_label_image
+from infosam_core.data.nuclei_scene import NucleiSceneConfig, nuclei_scene
+from infosam_core.inference.automatic import AutomaticConfig
+from infosam_core.inference.tiling import TilingConfig, tile_grid
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+
+SIZE = 2048
+#: a sparse grid and loose filters: ~25 prompts per tile, so Segment all over the 121 tiles stays short
+LOOSE = AutomaticConfig.for_model("tiny", points_per_side=6)
+
+
+def _seam_object(truth: np.ndarray, seams: list[int]) -> tuple[int, int]:
+    """A true object whose pixels lie on both sides of a vertical tile seam: (label, seam column)."""
+    for seam in seams:
+        left, right = set(np.unique(truth[:, seam - 1])) - {0}, set(np.unique(truth[:, seam])) - {0}
+        for label in sorted(left & right):
+            cols = np.nonzero(truth == label)[1]
+            if cols.min() < seam - 3 and cols.max() > seam + 2:  # well across, not grazing it
+                return int(label), seam
+    raise AssertionError("no object crosses a tile seam in the synthetic scene")
+
+
+def test_large_image_click_at_a_seam_segment_all_and_export(studio, qtbot, tmp_path, monkeypatch):
+    s, c, p = studio.session, studio.prompts, studio.proposals
+    image, truth = nuclei_scene(NucleiSceneConfig(size=(SIZE, SIZE), n_objects=150), seed=26)
+    path = tmp_path / "large" / "scene_2048.tif"
+    path.parent.mkdir()
+    tifffile.imwrite(path, image)
+    s.add_images([path])
+    qtbot.waitUntil(lambda: s.entry is not None and s.entry.name == path.name and s.embedding_ready, timeout=60_000)
+    assert s.rgb.shape[:2] == (SIZE, SIZE)
+    tiled = s.tiled_predictor()
+    assert tiled is not None and tiled.tiling == TilingConfig.for_model(s.predictor.model)
+    seams = sorted({t.inner[3] for t in tile_grid((SIZE, SIZE), tiled.tiling)} - {SIZE})
+    label, seam = _seam_object(truth, seams)
+
+    # a click on the object: one mask at native resolution, across the seam
+    rows, cols = np.nonzero(truth == label)
+    centre = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
+    t0 = time.perf_counter()
+    c.add_point(cols[centre] + 0.5, rows[centre] + 0.5, positive=True)
+    qtbot.waitUntil(lambda: c.mask is not None, timeout=30_000)
+    click_seconds = time.perf_counter() - t0
+    mask = c.mask
+    assert mask.shape == (SIZE, SIZE)
+    obj = truth == label
+    iou = (mask & obj).sum() / (mask | obj).sum()
+    assert iou >= 0.5, f"mask IoU {iou:.2f} with the true object across the seam at column {seam}"
+    mask_cols = np.nonzero(mask)[1]
+    assert mask_cols.min() < seam <= mask_cols.max(), "the mask stops at the tile seam"
+    accepted = c.accept()
+    assert accepted is not None
+    labels = s.project.annotations(s.key).labels
+    assert labels.shape == (SIZE, SIZE) and set(np.unique(labels)) == {0, accepted.id}
+
+    # Segment all: tile by tile, stitched into proposals of the image's size
+    monkeypatch.setattr(p, "config", lambda: LOOSE)
+    t0 = time.perf_counter()
+    assert p.segment_all()
+    qtbot.waitUntil(lambda: not p.running, timeout=120_000)
+    segment_seconds = time.perf_counter() - t0
+    assert s.last_error is None, s.last_error
+    assert p.key == s.key and len(p.proposals) >= 50, f"{len(p.proposals)} proposals of 150 nuclei"
+    assert s.layers.proposals.data.shape == (SIZE, SIZE)
+    assert all(q.mask.shape == (SIZE, SIZE) for q in p.proposals)
+    proposed = len(p.proposals)
+    objects = p.accept_all()
+    assert len(objects) >= 50
+
+    # export: the label image has the image's size and holds the objects
+    paths = studio.export_panel.export_masks(tmp_path / "out", fmt="tif")
+    exported = read_label_image(next(q for q in paths if q.stem.startswith(path.stem)))
+    assert exported.shape == (SIZE, SIZE)
+    np.testing.assert_array_equal(exported, s.project.annotations(s.key).labels)
+    assert len(np.unique(exported)) - 1 == len(objects) + 1
+    print(
+        f"\nlarge image {SIZE}^2: click {click_seconds:.2f} s, segment all {segment_seconds:.1f} s, "
+        f"{proposed} proposals, IoU {iou:.2f}"
+    )
