@@ -158,3 +158,18 @@ def test_state_package_loads_no_qt_or_napari():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_tiled_predictors_one_per_predictor_only_for_images_larger_than_a_tile(random_tiny_sam):
+    from infosam_app.state.large_images import TiledPredictors
+    from infosam_core.inference.predictor import Predictor
+
+    base, adapted = Predictor(random_tiny_sam), Predictor(random_tiny_sam)
+    small, large = np.zeros((256, 256, 3), np.uint8), np.zeros((600, 500, 3), np.uint8)
+    tiled = TiledPredictors()
+    assert tiled.get(base, small) is None and tiled.get(base, None) is None  # one tile: today's path
+    first = tiled.get(base, large)
+    assert first is not None and first.predictor is base and first.original_size == (600, 500)
+    assert tiled.get(base, large) is first  # kept while the image is shown
+    assert tiled.get(adapted, large) is not first and tiled.get(adapted, large).predictor is adapted
+    assert tiled.get(base, large.copy()) is not first  # another image: a new one

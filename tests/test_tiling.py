@@ -12,7 +12,7 @@ from infosam_core.inference.automatic import AutomaticConfig
 from infosam_core.inference.predictor import Predictor
 from infosam_core.inference.tiling import TilingConfig, parse_tile_shape, tile_at, tile_grid
 from infosam_core.inference.tiling_predictor import TiledPredictor
-from infosam_core.inference.tiling_segment import TiledProposal, segment_all_tiled, stitch
+from infosam_core.inference.tiling_segment import TiledProposal, TiledResult, segment_all_tiled, stitch
 
 
 # ------------------------------------------------------------------------------------------------ the grid
@@ -195,6 +195,21 @@ def test_stitch_prefers_stable_masks_over_a_merge_of_two_objects():
     ]
     labels, painted, dropped = stitch(proposals, (120, 120))
     assert painted == proposals[1:] and dropped == 1
+
+
+def test_stitched_objects_become_image_sized_proposals_for_the_studio():
+    owner = TiledProposal(_disc(10), (90, 90), 0.8, 0.9, (0, 0), True)
+    lone = TiledProposal(_disc(6), (200, 200), 0.7, 0.6, (1, 1), False)
+    labels, painted, dropped = stitch([owner, lone], (300, 300))
+    result = TiledResult(labels, painted, (300, 300), 0.1, 4, dropped)
+    proposals = result.as_proposals()
+    assert [q.predicted_iou for q in proposals] == [0.8, 0.7] and [q.stability for q in proposals] == [0.9, 0.6]
+    for index, proposal in enumerate(proposals, start=1):
+        assert proposal.mask.shape == (300, 300)
+        np.testing.assert_array_equal(proposal.mask, labels == index)
+        x, y = proposal.point
+        assert proposal.mask[int(y), int(x)]  # the prompt point lies on the object
+    assert proposals[0].box == (90, 90, 110, 110) and proposals[1].box == (200, 200, 212, 212)
 
 
 @pytest.mark.slow
