@@ -44,9 +44,9 @@ def test_large_image_click_at_a_seam_segment_all_and_export(studio, qtbot, tmp_p
     s.add_images([path])
     qtbot.waitUntil(lambda: s.entry is not None and s.entry.name == path.name and s.embedding_ready, timeout=60_000)
     assert s.rgb.shape[:2] == (SIZE, SIZE)
-    tiled = s.tiled_predictor()
-    assert tiled is not None and tiled.tiling == TilingConfig.for_model(s.predictor.model)
-    seams = sorted({t.inner[3] for t in tile_grid((SIZE, SIZE), tiled.tiling)} - {SIZE})
+    tiling = TilingConfig.for_model(s.predictor.model)
+    assert s.tiled_predictor() is not None  # never embedded whole: prompts go to the tiles
+    seams = sorted({t.inner[3] for t in tile_grid((SIZE, SIZE), tiling)} - {SIZE})
     label, seam = _seam_object(truth, seams)
 
     # a click on the object: one mask at native resolution, across the seam
