@@ -393,8 +393,10 @@ class Session(QObject):
             self.models.mark_embedded(name, key, pred)
             self.prefetch.last_embed_seconds = time.perf_counter() - t0
             if name == self.active:
-                tiles = f", {len(tiled.tiles)} tiles embedded when clicked" if tiled is not None else ""
-                self.tell(f"Embedding ready ({self.prefetch.last_embed_seconds:.2f} s{tiles}). Click to prompt.")
+                if tiled is not None:
+                    self.tell(f"Large image: {len(tiled.tiles)} tiles, each embedded when a prompt first needs it.")
+                else:
+                    self.tell(f"Embedding ready ({self.prefetch.last_embed_seconds:.2f} s). Click to prompt.")
                 self.embedding_changed.emit("ready")
                 self._prefetch_next()
 
