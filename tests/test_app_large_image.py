@@ -4,6 +4,7 @@ tile and is stitched, and the exported label image has the image's size."""
 
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -12,6 +13,7 @@ import tifffile
 
 pytest.importorskip("napari")
 
+from infosam_app.state.models import ModelInfo
 from infosam_core.annotation.export import read_label_image
 from infosam_core.data.nuclei_scene import NucleiSceneConfig, nuclei_scene
 from infosam_core.inference.automatic import AutomaticConfig
@@ -63,6 +65,18 @@ def test_large_image_click_at_a_seam_segment_all_and_export(studio, qtbot, tmp_p
     assert iou >= 0.5, f"mask IoU {iou:.2f} with the true object across the seam at column {seam}"
     mask_cols = np.nonzero(mask)[1]
     assert mask_cols.min() < seam <= mask_cols.max(), "the mask stops at the tile seam"
+
+    # compare: an adapted model (here a copy of the base) answers the same click from its own tiles
+    s.set_adapted(copy.deepcopy(s.sams["base"]), ModelInfo("copy (test)", "CPU", "tiny"), activate=False)
+    qtbot.waitUntil(lambda: s.has_adapted, timeout=30_000)
+    shown = []
+    c.mask_shown.connect(lambda: shown.append(s.active))
+    c.toggle_model()
+    qtbot.waitUntil(lambda: "adapted" in shown, timeout=30_000)
+    assert s.tiled_predictor().predictor is s.predictors["adapted"] is not s.predictors["base"]
+    np.testing.assert_array_equal(c.mask, mask)  # same weights, same tile: the same native-resolution mask
+    c.toggle_model()
+    qtbot.waitUntil(lambda: s.active == "base" and s.embedding_ready, timeout=30_000)
     accepted = c.accept()
     assert accepted is not None
     labels = s.project.annotations(s.key).labels
