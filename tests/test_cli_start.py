@@ -22,7 +22,12 @@ import infosam_core.cli as cli
 
 cli.build_parser()
 codes = []
-for argv in (["--help"], ["predict", "a.png", "--bogus"], ["predict", "missing.png", "--box", "1,2,3", "--out", "x.png"]):
+for argv in (
+    ["--help"],
+    ["predict", "a.png", "--bogus"],
+    ["predict", "missing.png", "--box", "1,2,3", "--out", "x.png"],
+    ["segment", "missing.png", "--out", "o", "--tile-shape", "3"],
+):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             codes.append(cli.main(argv))
@@ -43,7 +48,7 @@ def test_building_the_parser_and_refusing_bad_arguments_import_no_torch(tmp_path
         check=True,
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["codes"] == [0, 2, 2], out.stderr  # help, argparse's refusal, the command's own refusal
+    assert result["codes"] == [0, 2, 2, 2], out.stderr  # help, argparse's refusal, the commands' own refusals
     assert result["loaded"] == [], f"imported while only parsing: {result['loaded']}"
 
 
