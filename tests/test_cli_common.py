@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import infosam_core.cli as cli
-from infosam_core.cli import CLIError, build_parser
+from infosam_core.cli import CLIError, build_parser, complete_arguments
 from infosam_core.cli.common import DEVICE_DEFAULT, parse_option
 
 CLI_DIR = Path(cli.__file__).parent
@@ -17,7 +17,7 @@ CLI_DIR = Path(cli.__file__).parent
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(action.choices)
+    return {name: complete_arguments(sub) for name, sub in action.choices.items()}
 
 
 def test_every_device_option_defaults_to_auto():

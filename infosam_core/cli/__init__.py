@@ -12,7 +12,7 @@ import importlib
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
 # module path -> registers one sub-command
@@ -65,7 +65,7 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     """``--model``: a registered model type, or ``auto`` (the default): the type of ``--checkpoint``'s file, read
     from its tensor names and shapes, or the bundled tiny model without a checkpoint. :func:`main` makes
     ``auto`` concrete before the command runs, so commands see a registered type."""
-    from infosam_core.models.registry import AUTO, MODEL_TYPES
+    from infosam_core.models.model_types import AUTO, MODEL_TYPES  # names only: no torch at parse time
 
     parser.add_argument(
         "--model",
@@ -79,19 +79,58 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
 
 def _resolve_model(args: argparse.Namespace) -> None:
     """``args.model == "auto"`` -> the checkpoint's model type (or tiny); CheckpointError becomes a CLIError."""
-    from infosam_core.models.checkpoints import CheckpointError
-    from infosam_core.models.registry import AUTO, resolve_model_type
+    from infosam_core.models.model_types import AUTO, DEFAULT_MODEL_TYPE
 
     if getattr(args, "model", None) != AUTO:
         return
+    if getattr(args, "checkpoint", None) is None:  # no file to read: decided without importing torch
+        args.model = DEFAULT_MODEL_TYPE
+        return
+    from infosam_core.models.checkpoints import CheckpointError
+    from infosam_core.models.registry import resolve_model_type
+
     try:
         args.model = resolve_model_type(AUTO, getattr(args, "checkpoint", None))
     except CheckpointError as exc:
         raise CLIError(str(exc)) from None
 
 
+_DEFERRED = "_infosam_deferred_arguments"
+
+
+def defer_arguments(parser: argparse.ArgumentParser, add_arguments: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add a sub-command's arguments only when that sub-command is chosen (parsed or its ``--help`` shown).
+
+    For arguments whose choices or help come from a registry that imports torch (PEFT methods, distillers,
+    metrics): ``infosam --help`` and every other command then never import it. :func:`complete_arguments` adds
+    them (the parser calls it itself)."""
+    setattr(parser, _DEFERRED, [*getattr(parser, _DEFERRED, []), add_arguments])
+
+
+def complete_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the arguments :func:`defer_arguments` put off (once); returns ``parser``."""
+    pending = getattr(parser, _DEFERRED, [])
+    setattr(parser, _DEFERRED, [])
+    for add_arguments in pending:
+        add_arguments(parser)
+    return parser
+
+
+class _SubcommandsAction(argparse._SubParsersAction):
+    """argparse's sub-command action that completes the chosen sub-command's deferred arguments first."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        chosen = self._name_parser_map.get(values[0]) if values else None
+        if chosen is not None:
+            complete_arguments(chosen)
+        super().__call__(parser, namespace, values, option_string)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``infosam`` parser. Building it and refusing bad arguments imports no torch (each command imports
+    what it needs when it runs; :func:`defer_arguments` for registry-backed choices)."""
     parser = argparse.ArgumentParser(prog="infosam", description="Segment with SAM and adapt it to your images.")
+    parser.register("action", "parsers", _SubcommandsAction)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)

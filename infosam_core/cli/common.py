@@ -41,6 +41,8 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
 
 def check_precision(precision: str, device: str) -> None:
     """Refuse a precision the device cannot run (int8 on a GPU), before any data or model is loaded."""
+    if precision in ("auto", "float32", "bfloat16"):  # every device runs these: no torch import to say so
+        return
     import torch
 
     from infosam_core.inference.precision import resolve_precision
@@ -77,10 +79,10 @@ def open_embedding_store(path: Path | None) -> Any:
 
 def check_device(device: str) -> None:
     """Refuse a device this machine does not have, before any data or model is loaded."""
-    import torch
-
     if device == "auto" or device == "cpu":
         return
+    import torch
+
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from infosam_core.cli import CLIError, add_model_argument
+from infosam_core.cli import CLIError, add_model_argument, defer_arguments
 from infosam_core.cli.common import (
     add_device_argument,
     add_precision_argument,
@@ -22,14 +22,20 @@ from infosam_core.cli.common import (
     check_out_dir,
     check_precision,
 )
-from infosam_core.data.prompt_sampling import PROTOCOLS
-from infosam_core.evaluation.metrics import METRICS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval", help="evaluate SAM (+ adapter) on a dataset with seeded prompts", description=__doc__.split("\n\n")[0]
     )
+    defer_arguments(parser, _add_arguments)  # the prompt protocols and metrics import torch and sklearn
+    parser.set_defaults(func=run)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    from infosam_core.data.prompt_sampling import PROTOCOLS
+    from infosam_core.evaluation.metrics import METRICS
+
     parser.add_argument(
         "--data", type=Path, required=True, help="dataset: folder with images/ + masks/, or a CSV image,label"
     )
@@ -42,7 +48,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_device_argument(parser)
     add_precision_argument(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

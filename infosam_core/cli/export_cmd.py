@@ -16,17 +16,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from infosam_core.cli import CLIError
+from infosam_core.cli import CLIError, defer_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from infosam_core.annotation.export import LABEL_FORMATS, LABEL_LAYOUTS
-
     parser = subparsers.add_parser(
         "export",
         help="export a project's objects as label images and / or COCO",
         description=__doc__.split("\n\n")[0],
     )
+    defer_arguments(parser, _add_arguments)  # the export module imports torch: only for `export`
+    parser.set_defaults(func=run)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    from infosam_core.annotation.export import LABEL_FORMATS, LABEL_LAYOUTS
+
     parser.add_argument("project", type=Path, metavar="PROJECT", help="project folder")
     parser.add_argument("--out", type=Path, help="folder for the label images")
     parser.add_argument("--coco", type=Path, metavar="FILE", help="write the objects as one COCO .json file")
@@ -41,7 +46,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--only-annotated", action="store_true", help="skip images without objects (label images: default all)"
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

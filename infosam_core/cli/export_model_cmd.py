@@ -18,17 +18,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from infosam_core.cli import CLIError, add_model_argument
+from infosam_core.cli import CLIError, add_model_argument, defer_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from infosam_core.model_export.formats import FORMATS
-
     parser = subparsers.add_parser(
         "export-model",
         help="write the adapted model as a SAM / SAM2 checkpoint or as ONNX files",
         description=__doc__.split("\n\n")[0],
     )
+    defer_arguments(parser, _add_arguments)  # the export formats module imports torch: only for `export-model`
+    parser.set_defaults(func=run)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    from infosam_core.model_export.formats import FORMATS
+
     add_model_argument(parser)
     parser.add_argument("--checkpoint", type=Path, help="weights file (.pth or .safetensors) for --model")
     parser.add_argument(
@@ -47,7 +52,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="onnx: the decoder returns all four masks (default: one, picked as segment-anything's export does)",
     )
     parser.add_argument("--out", type=Path, required=True, help="checkpoint file (sam, sam2) or folder (onnx)")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

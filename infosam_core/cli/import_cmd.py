@@ -17,17 +17,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from infosam_core.cli import CLIError
+from infosam_core.cli import CLIError, defer_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from infosam_core.annotation.importing import IMPORT_KINDS
-
     parser = subparsers.add_parser(
         "import",
         help="import label images, binary masks or COCO into a project",
         description=__doc__.split("\n\n")[0],
     )
+    defer_arguments(parser, _add_arguments)  # the importing module imports torch: only for `import`
+    parser.set_defaults(func=run)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    from infosam_core.annotation.importing import IMPORT_KINDS
+
     parser.add_argument("project", type=Path, metavar="PROJECT", help="project folder (created if it holds none)")
     parser.add_argument("--images", type=Path, nargs="+", required=True, help="folder(s) or files of the images")
     parser.add_argument("--labels", type=Path, required=True, help="folder of label images / masks, or a COCO .json")
@@ -39,7 +44,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "image with one mask per file); coco; auto (default): from what --labels holds",
     )
     parser.add_argument("--category", help="category of the imported label images' objects (COCO: from the file)")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

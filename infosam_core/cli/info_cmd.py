@@ -11,23 +11,28 @@ import argparse
 import json
 from pathlib import Path
 
-from infosam_core.cli import CLIError, add_model_argument
+from infosam_core.cli import CLIError, add_model_argument, defer_arguments
 from infosam_core.cli.common import parse_option
-from infosam_core.distill.registry import distiller_names
-from infosam_core.peft.registry import PEFT_METHODS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "info", help="a model's (trainable) parameters by part and its fingerprint", description=__doc__
     )
+    defer_arguments(parser, _add_arguments)  # the PEFT and distiller registries import torch: only for `info`
+    parser.set_defaults(func=run)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    from infosam_core.distill.registry import distiller_names
+    from infosam_core.peft.registry import PEFT_METHODS
+
     add_model_argument(parser)
     parser.add_argument("--checkpoint", type=Path, help="weights file for --model (default: random weights)")
     parser.add_argument("--peft", choices=list(PEFT_METHODS), help="apply this PEFT method first")
     parser.add_argument("--peft-option", action="append", default=[], metavar="KEY=VALUE", help="a PEFT option")
     parser.add_argument("--distill", choices=distiller_names(), default="none", help="attach this distiller too")
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

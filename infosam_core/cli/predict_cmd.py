@@ -103,11 +103,6 @@ def parse_box(text: str) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    from infosam_core.adapter_files.loading import load_model_with_adapter
-    from infosam_core.inference.predictor import Predictor, box_outside_image
-    from infosam_core.io.atomic import atomic_path
-    from infosam_core.io.images import ImageError
-
     check_device(args.device)
     check_precision(args.precision, args.device)
     if wants_stack(args):
@@ -121,6 +116,12 @@ def run(args: argparse.Namespace) -> int:
     points = [parse_point(p) for p in args.point]
     box = parse_box(args.box) if args.box is not None else None
     check_tiling_values(args)
+    # the model's modules (torch) only once the arguments are known good: a refusal above stays fast
+    from infosam_core.adapter_files.loading import load_model_with_adapter
+    from infosam_core.inference.predictor import Predictor, box_outside_image
+    from infosam_core.io.atomic import atomic_path
+    from infosam_core.io.images import ImageError
+
     try:
         sam = load_model_with_adapter(args.model, args.checkpoint, args.adapter, args.device)
     except ValueError as exc:  # CheckpointError, PeftCheckpointError, ModelDeviceError: one line each

@@ -78,7 +78,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
+    check_device(args.device)
+    check_precision(args.precision, args.device)
+    check_tiling_values(args)
+    if args.workers < 1:
+        raise CLIError(f"--workers must be >= 1, got {args.workers}")
+    # the model's modules (torch) only once the arguments are known good: a refusal above stays fast
     from infosam_core.adapter_files.loading import load_model_with_adapter
     from infosam_core.annotation.export import coco_from_label_images, read_label_image, write_label_image
     from infosam_core.annotation.project import find_images
@@ -90,11 +95,6 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.io.images import ImageError
     from infosam_core.io.large_images import is_zarr_path, read_labels_zarr, write_labels_zarr
 
-    check_device(args.device)
-    check_precision(args.precision, args.device)
-    check_tiling_values(args)
-    if args.workers < 1:
-        raise CLIError(f"--workers must be >= 1, got {args.workers}")
     store = open_embedding_store(args.embeddings)
     check_out_dir(args.out)
     stacks = stack_inputs(args)

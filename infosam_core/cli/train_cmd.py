@@ -22,11 +22,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from infosam_core.cli import CLIError, InterruptToStop, add_model_argument
+from infosam_core.cli import CLIError, InterruptToStop, add_model_argument, defer_arguments
 from infosam_core.cli.common import add_device_argument, check_device, check_out_dir, parse_option
 from infosam_core.cli.tiling_options import add_tiling_arguments, check_tiling_values, tiling_from_args
-from infosam_core.distill.registry import DISTILLERS, distiller_names
-from infosam_core.peft.registry import PEFT_METHODS
 from infosam_core.training.defaults import describe_recommended, recommended_distill_options, with_recommended_options
 
 # CLI flag -> TrainConfig field, for flags that default to "not given" (None) so presets can fill them.
@@ -45,13 +43,20 @@ INFOSAM_WEIGHT_FLAGS = ("alpha", "beta")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from infosam_core.training.config import PRESETS
-
     parser = subparsers.add_parser(
         "train",
         help="adapt SAM to a dataset (PEFT + InfoSAM) and save the adapter",
         description=__doc__.split("\n\n")[0],
     )
+    defer_arguments(parser, _add_arguments)  # the PEFT and distiller registries import torch: only for `train`
+    parser.set_defaults(func=run)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    from infosam_core.distill.registry import DISTILLERS, distiller_names
+    from infosam_core.peft.registry import PEFT_METHODS
+    from infosam_core.training.config import PRESETS
+
     parser.add_argument(
         "--data", type=Path, required=True, help="dataset: folder with images/ + masks/, or a CSV image,label"
     )
@@ -131,7 +136,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "images (with their histogram) to OUT/relation_maps/epoch_NNN.png",
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.set_defaults(func=run)
 
 
 def build_config(args: argparse.Namespace):

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from infosam_core.models import model_types
 from infosam_core.models.checkpoints import (
     CheckpointError,
     inspect_checkpoint_shapes,
@@ -81,7 +82,9 @@ MODELS: dict[str, ModelSpec] = {
     },
 }
 MODEL_TYPES: tuple[str, ...] = tuple(MODELS)
-AUTO = "auto"  # the model type of the checkpoint given (the bundled tiny model without one)
+if MODEL_TYPES != model_types.MODEL_TYPES:  # the torch-free name list the CLI parser uses must match
+    raise RuntimeError(f"infosam_core.models.model_types.MODEL_TYPES differs from MODELS: {MODEL_TYPES}")
+AUTO = model_types.AUTO  # the model type of the checkpoint given (the bundled tiny model without one)
 
 
 def families() -> tuple[BackboneFamily, ...]:
@@ -140,7 +143,7 @@ def resolve_model_type(model_type: str, checkpoint: str | Path | None) -> str:
             raise ValueError(f"unknown model type {model_type!r}; choose one of {AUTO}, {', '.join(MODEL_TYPES)}")
         return model_type
     if checkpoint is None:
-        return "tiny"
+        return model_types.DEFAULT_MODEL_TYPE
     shapes = inspect_checkpoint_shapes(checkpoint)  # a missing, special, truncated, corrupt or crafted file: says so
     if shapes is None:  # an old non-zip torch.save file: readable only whole
         shapes = load_state_dict_file(checkpoint)

@@ -2,8 +2,33 @@
 (:mod:`.results`), batches (:mod:`.batches`), the encoder cache (:mod:`.encoder_cache`), losses and schedules;
 :mod:`.pretraining` holds the recipe that made the bundled tiny SAM."""
 
-from infosam_core.training.config import PRESETS, TrainConfig
-from infosam_core.training.results import TrainingError, TrainProgress, TrainResult
-from infosam_core.training.trainer import Trainer, train
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from infosam_core.training.config import PRESETS, TrainConfig
+    from infosam_core.training.results import TrainingError, TrainProgress, TrainResult
+    from infosam_core.training.trainer import Trainer, train
+
+# name -> the module it comes from, imported on first use (PEP 562): importing a light submodule such as
+# :mod:`.defaults` (the CLI parser does) then imports no torch
+_LAZY = {
+    "PRESETS": "infosam_core.training.config",
+    "TrainConfig": "infosam_core.training.config",
+    "TrainingError": "infosam_core.training.results",
+    "TrainProgress": "infosam_core.training.results",
+    "TrainResult": "infosam_core.training.results",
+    "Trainer": "infosam_core.training.trainer",
+    "train": "infosam_core.training.trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["PRESETS", "TrainConfig", "TrainProgress", "TrainResult", "Trainer", "TrainingError", "train"]
