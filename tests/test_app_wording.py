@@ -48,7 +48,10 @@ def test_segment_prints_one_line_per_image_on_stderr(tmp_path, capsys):
         iio.imwrite(folder / name, rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
     (folder / "c.png").write_text("not an image")
     out = tmp_path / "out"
-    main(["segment", str(folder), "--out", str(out), "--points-per-side", "4"])
-    err = capsys.readouterr().err
+    assert main(["segment", str(folder), "--out", str(out), "--points-per-side", "4"]) == 1  # one was skipped
+    captured = capsys.readouterr()
+    err = captured.err
     assert "segment [1/3] a.png (64 x 48) ..." in err and "segment [2/3] b.png: " in err
-    assert " objects in " in err and "segment [3/3] c.png: skipped (not readable)" in err
+    skips = [line for line in err.splitlines() if "c.png" in line]
+    assert len(skips) == 1 and skips[0].startswith("segment [3/3] c.png: skipped: ") and str(folder) in skips[0]
+    assert " objects in " in err and "1 not readable, skipped (named above)" in captured.out

@@ -155,8 +155,8 @@ def test_loads_sam_hq_checkpoint_and_predicts_like_sam_hq(reference_and_ours):
                     )
                 got = predictor.predict(**kwargs, multimask_output=multimask, return_logits=True)
                 assert got[0].shape == ref[0].shape == (1, 180, 240)
-                for a, b in zip(got, ref):
-                    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+                for a, b in zip(got, ref):  # logits of magnitude 1-10: float32 summation order (our fused
+                    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)  # attention) moves some by ~1e-5
     ours.mask_decoder.hq_token_only = False
     # hq_token_only changes the output (the test above compares two different things)
     only_sam_plus_hq = predictor.predict(**prompts[0], multimask_output=False, return_logits=True)[0]

@@ -575,14 +575,20 @@ def test_bad_cli_inputs_end_in_one_line_before_work(tmp_path, capsys, tiny_datas
 
 
 @pytest.mark.slow
-def test_bad_files_on_the_cli_end_in_one_line(tmp_path, capsys, tiny_dataset):
-    bomb = _bomb(tmp_path / "bomb.tif", np.uint16)
+def test_bad_files_on_the_cli_end_in_one_line(tmp_path, capsys, tiny_dataset, monkeypatch):
+    """A tiled TIFF is read by region (issue 26: the guard counts what a read decodes), so the TIFF bomb here
+    is one whose single strip is above the limit: any read would decode all of it."""
+    import tifffile
+
+    monkeypatch.setenv("INFOSAM_MAX_PIXELS", "1000000")  # a 2000 x 2000 strip stands for a 20000 x 20000 one
+    bomb = tmp_path / "bomb.tif"
+    tifffile.imwrite(bomb, np.zeros((2000, 2000), np.uint16), rowsperstrip=2000, compression="zlib")
     adapter = tmp_path / "bad.json"
     adapter.write_text(json.dumps({"format": "infosam-adapter", "format_version": "2"}))
     csv = tmp_path / "latin.csv"
     csv.write_bytes("image,label\n\xe9.png,m.png\n".encode("latin-1"))
     cases = [
-        (["predict", str(bomb), "--point", "1,1", "--out", str(tmp_path / "m.png")], "megapixels"),
+        (["predict", str(bomb), "--point", "1,1", "--out", str(tmp_path / "m.png")], "decodes a whole chunk"),
         (["train", "--data", str(csv), "--out", str(tmp_path / "o")], "latin.csv: not UTF-8"),
         (
             ["train", "--data", str(tiny_dataset), "--out", str(tmp_path / "o"), "--init-adapter", str(adapter)],

@@ -58,6 +58,20 @@ def test_region_reads_count_only_what_they_read_against_the_pixel_guard(stored, 
             source.read_rgb(0, 0, 700, 900)
 
 
+def test_a_chunk_above_the_pixel_guard_is_refused_before_any_read(tmp_path, monkeypatch):
+    """Any read of a strip or tile decodes all of it: a file whose chunks are above the limit is a bomb however
+    small the region asked for; the same pixels stored in small tiles are fine."""
+    monkeypatch.setenv(MAX_PIXELS_ENV, "200000")
+    image = np.zeros((600, 600), np.uint16)
+    tifffile.imwrite(tmp_path / "strip.tif", image, rowsperstrip=600, compression="zlib")  # one 0.36 Mpx strip
+    tifffile.imwrite(tmp_path / "tiled.tif", image, tile=(256, 256), compression="zlib")
+    zarr.open_array(str(tmp_path / "big_chunks.zarr"), mode="w", shape=(600, 600), chunks=(600, 600), dtype="u1")
+    for name in ("strip.tif", "big_chunks.zarr"):
+        with pytest.raises(ImageError, match=rf"{name}: stored in chunks .* of 600 x 600 pixels.*{MAX_PIXELS_ENV}"):
+            open_regions(tmp_path / name)
+    assert open_regions(tmp_path / "tiled.tif").read_rgb(0, 0, 100, 100).shape == (100, 100, 3)
+
+
 def test_rgb_tiff_regions_are_the_pixels_and_bad_stores_are_refused(tmp_path):
     rgb = np.random.default_rng(1).integers(0, 255, (300, 400, 3), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, tile=(128, 128), photometric="rgb")

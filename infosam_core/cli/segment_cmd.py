@@ -161,8 +161,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             image = load_input(path, tiling)  # a lazy region source when it is tiled and a zarr / TIFF
         except ImageError as exc:
-            failed.append(str(exc))
-            print(f"segment [{number}/{len(todo)}] {path.name}: skipped (not readable)", file=sys.stderr, flush=True)
+            failed.append(str(exc))  # one line with the reason, at once: the run goes on with the others
+            print(f"segment [{number}/{len(todo)}] {path.name}: skipped: {exc}", file=sys.stderr, flush=True)
             continue
         height, width = image.shape[:2]
         print(f"segment [{number}/{len(todo)}] {path.name} ({width} x {height}) ...", file=sys.stderr, flush=True)
@@ -192,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
     coco = coco_from_label_images((path.name, labels[path], None) for path in done)
     write_json_atomic(args.out / "coco.json", coco)
     n_objects = len(coco["annotations"])
-    print(f"{len(done)} images, {n_objects} objects -> {args.out} ({args.format} label images + coco.json)")
+    unread = f"; {len(failed)} not readable, skipped (named above)" if failed else ""
+    print(f"{len(done)} images, {n_objects} objects -> {args.out} ({args.format} label images + coco.json){unread}")
     if truth is not None:
         from infosam_core.evaluation.instances import InstanceScore, load_instances, match_instances
 
@@ -206,8 +207,6 @@ def run(args: argparse.Namespace) -> int:
             f"F1@0.5 {total.f1:.3f}  precision {total.precision:.3f}  recall {total.recall:.3f}  "
             f"({total.true_positives} matched, {total.false_positives} extra, {total.false_negatives} missed)"
         )
-    for message in failed:
-        print(f"skipped: {message}", file=sys.stderr)
     return 1 if failed else 0
 
 

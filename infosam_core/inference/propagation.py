@@ -92,14 +92,15 @@ def propagate(
     """Propagate the object ``prompt`` marks on slice ``start`` through ``stack`` with ``predictor``'s model
     (a :class:`~infosam_core.inference.predictor.Predictor`): SAM2's video memory for a SAM2 model, projection
     for every other family."""
-    from infosam_core.models.sam2 import Sam2Model
+    from infosam_core.models.registry import find_family
 
     config = config or PropagationConfig()
     model = getattr(predictor, "model", None)
-    if isinstance(model, Sam2Model):
+    family = find_family(model) if model is not None else None
+    if family is not None and family.video_memory:
         from infosam_core.inference.propagation_sam2 import propagate_sam2
 
-        return propagate_sam2(model, stack, start, prompt, config, progress=progress, should_stop=should_stop)
+        return propagate_sam2(model, stack, start, prompt, config, progress=progress, should_stop=should_stop)  # type: ignore[arg-type]
     return propagate_projection(predictor, stack, start, prompt, config, progress, should_stop)
 
 

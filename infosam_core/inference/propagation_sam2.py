@@ -3,7 +3,7 @@
 :class:`~infosam_core.models.sam2.Sam2Model` keeps SAM2's image path only. Propagation needs the rest of
 Meta's model: the memory encoder, memory attention, object pointers and their embeddings. :func:`video_predictor`
 builds ``sam2``'s :class:`SAM2VideoPredictor` from the model type's config with what ``build_sam2_video_predictor``
-sets (``apply_postprocessing``), and **shares** the image path's modules with the given model (Hiera trunk, FPN
+sets (``apply_postprocessing``), and **shares** the image path's modules with the given model (Hiera encoder, FPN
 neck, ``conv_s0`` / ``conv_s1``, ``no_mem_embed``, prompt encoder, mask decoder): an adapted model propagates with
 its adapted encoder and decoder. The memory parts are read from the model's checkpoint file (Meta's file holds
 them), or from ``memory_state`` (a state dict in Meta's names); a model without either gets random memory weights
@@ -39,7 +39,14 @@ from infosam_core.inference.propagation_records import (
     SlicePrompt,
     StopFn,
 )
-from infosam_core.models.sam2 import IMAGENET_MEAN, IMAGENET_STD, SAM2_MODEL_TYPES, Sam2Model
+from infosam_core.models.sam2 import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SAM2_MODEL_TYPES,
+    Sam2Model,
+    share_image_path,
+    shares_image_path,
+)
 
 if TYPE_CHECKING:
     from sam2.sam2_video_predictor import SAM2VideoPredictor
@@ -116,24 +123,13 @@ _VIDEO_PREDICTORS: weakref.WeakKeyDictionary[Sam2Model, tuple[str | None, SAM2Vi
 )
 
 
-def _shares_image_path(video: SAM2VideoPredictor, model: Sam2Model) -> bool:
-    encoder = model.image_encoder
-    return (
-        video.image_encoder.trunk is encoder.trunk
-        and video.image_encoder.neck is encoder.neck
-        and video.sam_mask_decoder is model.mask_decoder
-        and video.sam_prompt_encoder is model.prompt_encoder
-        and video.no_mem_embed is encoder.no_mem_embed
-    )
-
-
 def video_predictor(model: Sam2Model, memory_state: Mapping[str, torch.Tensor] | None = None) -> SAM2VideoPredictor:
     """A ``SAM2VideoPredictor`` sharing ``model``'s image path (see the module docstring), its memory parts from
     ``memory_state`` or the model's checkpoint. Without ``memory_state`` the predictor is kept for the model (the
     checkpoint is read once) and rebuilt when the model's parts or checkpoint changed."""
     if memory_state is None:
         cached = _VIDEO_PREDICTORS.get(model)
-        if cached is not None and cached[0] == model.checkpoint_path and _shares_image_path(cached[1], model):
+        if cached is not None and cached[0] == model.checkpoint_path and shares_image_path(cached[1], model):
             return cached[1].to(model.device).eval()
     video = _build_video_predictor(model, memory_state)
     if memory_state is None:
@@ -165,13 +161,7 @@ def _build_video_predictor(model: Sam2Model, memory_state: Mapping[str, torch.Te
                 "full checkpoint file"
             )
         video.load_state_dict(memory, strict=False)
-    encoder = model.image_encoder
-    video.image_encoder.trunk = encoder.trunk
-    video.image_encoder.neck = encoder.neck
-    video.high_res_convs = torch.nn.ModuleList([encoder.conv_s0, encoder.conv_s1])
-    video.no_mem_embed = encoder.no_mem_embed
-    video.sam_prompt_encoder = model.prompt_encoder
-    video.sam_mask_decoder = model.mask_decoder
+    share_image_path(video, model)
     return video.to(model.device).eval()
 
 

@@ -16,7 +16,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from infosam_core.io.images import PERCENTILE_RANGE, TIFF_SUFFIXES, ImageError, check_pixel_count, to_rgb_uint8
+from infosam_core.io.images import (
+    MAX_PIXELS_ENV,
+    PERCENTILE_RANGE,
+    TIFF_SUFFIXES,
+    ImageError,
+    check_pixel_count,
+    max_pixels,
+    to_rgb_uint8,
+)
 
 
 @runtime_checkable
@@ -93,7 +101,8 @@ class LazyRegions:
 
     The decompression-bomb guard (:func:`~infosam_core.io.images.max_pixels`) counts what each read decodes,
     not the image's size: a 400-megapixel zarr can be segmented tile by tile; one region above the limit is
-    refused.
+    refused, and so is a file stored in chunks (tiles, strips) above it, since any read decodes a whole chunk
+    (a single-strip TIFF of 20000 x 20000 is a bomb however small the region asked for).
     """
 
     def __init__(self, array: Any, name: str, close: Any = None) -> None:
@@ -124,6 +133,23 @@ class LazyRegions:
         xs = core[2] if self._channel_axis == 0 else core[1]
         self._shape = (int(ys), int(xs))
         self._range: tuple[float, float] | None = None
+        self._check_chunks()
+
+    def _check_chunks(self) -> None:
+        chunks = getattr(self.array, "chunks", None)
+        if not chunks or len(chunks) != len(self.array.shape):
+            return
+        y_axis = len(self._index) + (1 if self._channel_axis == 0 else 0)
+        rows, cols = int(chunks[y_axis]), int(chunks[y_axis + 1])
+        limit = max_pixels()
+        if rows * cols > limit:
+            raise ImageError(
+                f"{self.name}: stored in chunks (tiles or strips) of {rows} x {cols} pixels "
+                f"({rows * cols / 1e6:.0f} megapixels): reading any region decodes a whole chunk, above the limit "
+                f"of {limit / 1e6:.0f} megapixels that protects against decompression bombs. Save it tiled (e.g. "
+                f"OME-TIFF or zarr with 512 x 512 tiles), or raise the limit with the environment variable "
+                f"{MAX_PIXELS_ENV}={rows * cols}."
+            )
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -72,6 +72,9 @@ class BackboneFamily(ABC):
     block_levels: bool = True
     #: every feature block has one width and one grid (a stack of ViT blocks; not Hiera's stages)
     uniform_blocks: bool = True
+    #: the model carries a memory of an object from frame to frame (SAM2's video predictor); stacks propagate
+    #: with it instead of projecting slice to slice
+    video_memory: bool = False
 
     def __repr__(self) -> str:
         return f"<backbone family {self.name}>"

@@ -57,7 +57,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -438,6 +438,33 @@ class Sam2TrainingBackbone(WholeEncoderPass):
         return self._in_batch_order(rows_list, tokens)
 
 
+# ------------------------------------------------------------------------------------ SAM2's video model
+def share_image_path(video: Any, model: Sam2Model) -> None:
+    """Make Meta's video model ``video`` (a ``SAM2Base``) use ``model``'s image path: the Hiera trunk, FPN neck,
+    high-resolution convolutions, ``no_mem_embed``, prompt encoder and mask decoder (an adapted model propagates
+    with its adapted encoder and decoder)."""
+    encoder = model.image_encoder
+    video.image_encoder.trunk = encoder.trunk
+    video.image_encoder.neck = encoder.neck
+    video.high_res_convs = nn.ModuleList([encoder.conv_s0, encoder.conv_s1])
+    video.no_mem_embed = encoder.no_mem_embed
+    video.sam_prompt_encoder = model.prompt_encoder
+    video.sam_mask_decoder = model.mask_decoder
+
+
+def shares_image_path(video: Any, model: Sam2Model) -> bool:
+    """Whether ``video`` still uses ``model``'s image path (:func:`share_image_path`; the model's parts were not
+    replaced since)."""
+    encoder = model.image_encoder
+    return (
+        video.image_encoder.trunk is encoder.trunk
+        and video.image_encoder.neck is encoder.neck
+        and video.sam_mask_decoder is model.mask_decoder
+        and video.sam_prompt_encoder is model.prompt_encoder
+        and video.no_mem_embed is encoder.no_mem_embed
+    )
+
+
 # --------------------------------------------------------------------------------------------- the family
 class Sam2Family(BackboneFamily):
     """SAM2's Hiera (see the module docstring)."""
@@ -445,6 +472,7 @@ class Sam2Family(BackboneFamily):
     name = "sam2"
     encoder_name = "SAM2's Hiera"
     uniform_blocks = False
+    video_memory = True
 
     def owns(self, model: SamLike | nn.Module) -> bool:
         return isinstance(model, Sam2Model)
