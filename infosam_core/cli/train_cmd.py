@@ -115,7 +115,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-bf16",
         action="store_true",
-        help="train in float32 on CUDA (default: bf16 autocast on GPUs that support it; the CPU always uses float32)",
+        help="train in float32 (default: bf16 autocast where bf16 is native -- GPUs that support it, CPUs with AMX; "
+        "float32 on other CPUs, where bf16 is slower)",
     )
     parser.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
     parser.add_argument("--vflip", action="store_true", help="also flip vertically (e.g. microscopy, aerial images)")

@@ -55,7 +55,7 @@ class TrainConfig:
     grad_clip: float | None = None
     seed: int = 42
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
-    bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    bf16: bool = True  # bf16 autocast where bf16 is native: CUDA GPUs with bf16, CPUs with AMX (else float32)
     p_box: float = 0.5
     box_jitter: int = 5
     hflip: bool = True

@@ -66,6 +66,7 @@ from infosam_core.distill import Distiller, DistillInputs, ModelDims, make_disti
 from infosam_core.distill.base import distiller_of, set_distiller
 from infosam_core.distill.registry import batch_size_problem, options_for_batch
 from infosam_core.evaluation.prompted import evaluate
+from infosam_core.inference.precision import native_bf16
 from infosam_core.models.devices import resolve_device
 from infosam_core.models.fingerprint import model_fingerprint
 from infosam_core.models.protocols import SamLike
@@ -178,7 +179,7 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.progress_callback, self.stop_requested = progress, should_stop
         self.device = resolve_device(config.device)
-        self.use_bf16 = config.bf16 and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.use_bf16 = config.bf16 and native_bf16(self.device)  # CUDA with bf16, a CPU with AMX
         self.dist = DistributedContext.current(self.device)
         if config.batch_size % self.dist.world_size:
             raise ValueError(
