@@ -112,6 +112,11 @@ class EmbeddingCache:
         except OSError as exc:  # a full or read-only disk must not break segmentation
             logger.warning("could not write embedding cache file in %s: %s", self.cache_dir, exc)
 
+    def in_memory(self, key: str) -> bool:
+        """Whether ``key`` is held in memory (a hit costs no encoder pass and no disk read)."""
+        with self._lock:
+            return key in self._memory
+
     def clear(self) -> None:
         """Forget the in-memory entries (files on disk are kept)."""
         with self._lock:
