@@ -394,7 +394,10 @@ class Session(QObject):
             self.prefetch.last_embed_seconds = time.perf_counter() - t0
             if name == self.active:
                 if tiled is not None:
-                    self.tell(f"Large image: {len(tiled.tiles)} tiles, each embedded when a prompt first needs it.")
+                    self.tell(
+                        f"Large image: {len(tiled.tiles)} tiles; those near the view are embedded in the "
+                        "background, any other when a prompt first needs it."
+                    )
                 else:
                     self.tell(f"Embedding ready ({self.prefetch.last_embed_seconds:.2f} s). Click to prompt.")
                 self.embedding_changed.emit("ready")

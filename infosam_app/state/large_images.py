@@ -6,6 +6,12 @@ whole, as always. A larger one is never embedded whole (that would shrink it to 
 :class:`~infosam_core.inference.tiling_predictor.TiledPredictor` on the shown image, which embeds the tile a
 prompt falls in when first needed (through that predictor's embedding cache) and answers at native resolution.
 One per predictor, so base and adapted keep their own tiles (compare keeps working).
+
+Prefetch (:mod:`infosam_app.tile_prefetch` schedules it): the tiles near the view
+(:func:`~infosam_core.inference.tiling.tiles_for_view`, at most :data:`PREFETCH_MAX_TILES`, nearest the view's
+centre first) are embedded in the background, so that a click there runs only the decoder. A predictor that
+answers a large image keeps at least :data:`TILE_MEMORY_CACHE` embeddings in memory, so the prefetched tiles
+(and those clicked) stay there.
 """
 
 from __future__ import annotations
@@ -14,8 +20,31 @@ from typing import Any
 
 import numpy as np
 
-from infosam_core.inference.tiling import TilingConfig
+from infosam_core.inference.tiling import Tile, TilingConfig, tiles_for_view
 from infosam_core.inference.tiling_predictor import TiledPredictor
+
+#: tiles embedded ahead of prompts per view (nearest the view's centre first)
+PREFETCH_MAX_TILES = 24
+#: the memory cache of a predictor on a large image holds at least this many embeddings (prefetched + clicked)
+TILE_MEMORY_CACHE = 32
+
+
+def view_box(
+    center: tuple[float, float], zoom: float, canvas_size: tuple[int, int]
+) -> tuple[float, float, float, float]:
+    """The image region (y0, x0, y1, x1, data pixels) a 2D view shows: ``center`` (row, col) in data pixels,
+    ``zoom`` screen pixels per data pixel, ``canvas_size`` (height, width) in screen pixels."""
+    half_h = canvas_size[0] / (2 * max(zoom, 1e-9))
+    half_w = canvas_size[1] / (2 * max(zoom, 1e-9))
+    return center[0] - half_h, center[1] - half_w, center[0] + half_h, center[1] + half_w
+
+
+def prefetch_plan(tiled: TiledPredictor, box: tuple[float, float, float, float]) -> list[Tile]:
+    """The tiles to embed ahead of prompts for the view ``box``: near it, nearest its centre first, at most
+    :data:`PREFETCH_MAX_TILES` (none for an image that is not tiled)."""
+    if not tiled.is_tiled:
+        return []
+    return tiles_for_view(tiled.original_size, box, tiled.tiling)[:PREFETCH_MAX_TILES]
 
 
 def needs_tiling(predictor: Any, rgb: np.ndarray) -> bool:
@@ -38,6 +67,9 @@ class TiledPredictors:
             return made[2]
         tiled = TiledPredictor(predictor)
         tiled.set_image(rgb)
+        cache = getattr(predictor, "cache", None)
+        if cache is not None and cache.size < TILE_MEMORY_CACHE:
+            cache.size = TILE_MEMORY_CACHE  # grown, never shrunk: prefetched tiles must stay in memory
         self._made = {k: v for k, v in self._made.items() if v[1] is rgb}  # other images' are dropped
         self._made[id(predictor)] = (predictor, rgb, tiled)
         return tiled
