@@ -68,20 +68,22 @@ class StudioLayers:
             cb(layer)
 
     # ---- image
-    def show_image(self, raw: np.ndarray, rgb: np.ndarray, name: str) -> None:
+    def show_image(self, raw: np.ndarray, rgb: np.ndarray, name: str, levels: list[np.ndarray] | None = None) -> None:
         """Show the image as SAM sees it: the RGB uint8 conversion (16-bit and float images are scaled by
         :func:`infosam_core.io.images.to_rgb_uint8`; the raw array stays in ``layer.metadata["raw"]``).
 
         A large image (longer side above :data:`~infosam_core.io.pyramid.DISPLAY_MAX_SIDE`) is shown as a
         multiscale layer: full resolution first, then 2 x 2 block means until a level fits the screen
         (:func:`~infosam_core.io.pyramid.pyramid_levels`), so zoomed out napari draws a small level. Level 0 is
-        the image: every other layer and every prompt keeps full-resolution pixel coordinates.
+        the image: every other layer and every prompt keeps full-resolution pixel coordinates. ``levels``: that
+        pyramid when already computed (the session computes it in the background with the image's read).
 
         One RGB layer is kept and its data replaced: removing a napari layer runs a full ``gc.collect()``
         (measured ~0.5 s with torch loaded), which would stall the GUI on every image change. Only a switch
         between a plain and a multiscale image re-creates it (napari fixes ``multiscale`` when a layer is made).
         """
-        levels = pyramid_levels(rgb)
+        if levels is None or levels[0] is not rgb:
+            levels = pyramid_levels(rgb)
         multiscale = len(levels) > 1
         old_shape = self.image_shape() if self.alive(self.image) else None
         if self.alive(self.image) and bool(self.image.multiscale) != multiscale:
