@@ -7,7 +7,8 @@ a large image's embedding state turns "ready" (image shown, model loaded or swit
 (:func:`~infosam_app.state.large_images.prefetch_plan`: nearest the view's centre first) in one background
 :class:`~infosam_app.workers.Task`, with "Embedding tiles near the view i/n" in the status line. A new image, a
 model change or a new view cancels the running prefetch (it stops after its current tile) and, for a view,
-replaces it. Tiles already in memory are skipped, so going back to a view costs nothing.
+replaces it. Tiles already in memory are skipped, so going back to a view costs nothing. Nothing is prefetched
+while an adaptation run trains (it has the CPU).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from qtpy.QtCore import QObject, QTimer
 
 from infosam_app.state.large_images import prefetch_plan, view_box
-from infosam_app.workers import Task
+from infosam_app.workers import Task, TaskKind
 
 #: the view must rest this long before its tiles are prefetched (panning emits many camera events)
 DEBOUNCE_MS = 250
@@ -97,8 +98,8 @@ class TilePrefetcher(QObject):
         the embedding state not ready, or the same tiles already being prefetched)."""
         session = self.session
         tiled = session.tiled_predictor() if session.rgb is not None else None
-        if tiled is None or not session.embedding_ready:
-            self.cancel()
+        if tiled is None or not session.embedding_ready or session.tasks.is_running(TaskKind.TRAINING):
+            self.cancel()  # (an adaptation run keeps the CPU: a click still embeds its own tile)
             return False
         tiles = prefetch_plan(tiled, self.current_view())
         plan = (id(tiled), tuple(t.index for t in tiles))
