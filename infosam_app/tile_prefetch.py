@@ -18,7 +18,7 @@ from typing import Any
 
 from qtpy.QtCore import QObject, QTimer
 
-from infosam_app.state.large_images import prefetch_plan, view_box
+from infosam_app.state.large_images import prefetch_plan, prefetch_tiles, view_box
 from infosam_app.workers import Task, TaskKind
 
 #: the view must rest this long before its tiles are prefetched (panning emits many camera events)
@@ -110,17 +110,13 @@ class TilePrefetcher(QObject):
             return False
         self._plan, self.last_tiles, self.last_progress = plan, tiles, None
 
-        def work(should_stop, report):
-            todo = [t for t in tiles if not tiled.tile_in_memory(t)]
-            if todo and not should_stop():
-                tiled.prefetch(todo, should_stop=should_stop, report=report)
-            return len(todo)
-
         task = self.session.tasks.run(
-            work,
+            prefetch_tiles,
+            tiled,
+            tiles,
             name="tile prefetch",
             on_progress=lambda progress: self._on_progress(task, progress),
-            on_result=lambda count: self._on_done(task, count, len(tiles)),
+            on_result=lambda count: self._on_done(task, count),
             on_error=lambda exc: self._on_error(task, exc),
         )
         self._task = task
@@ -131,14 +127,12 @@ class TilePrefetcher(QObject):
             self.last_progress = progress
             self.session.tell(f"Embedding tiles near the view {progress[0]}/{progress[1]} ...")
 
-    def _on_done(self, task: Task, computed: int, planned: int) -> None:
+    def _on_done(self, task: Task, computed: int) -> None:
         if task is not self._task or task.cancelled:
             return
         self._plan = None
         if computed:
-            self.session.tell(
-                f"{planned} tiles near the view are embedded ({computed} computed): a click there runs the decoder only."
-            )
+            self.session.tell(f"{computed} more tiles near the view embedded: a click there runs the decoder only.")
 
     def _on_error(self, task: Task, exc: BaseException) -> None:
         if task is self._task:

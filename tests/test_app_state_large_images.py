@@ -8,10 +8,13 @@ import pytest
 
 from infosam_app.state.images import ImageStore, display_levels
 from infosam_app.state.large_images import (
+    CACHE_SPARE,
+    PREFETCH_MAX_BYTES,
     PREFETCH_MAX_TILES,
-    TILE_MEMORY_CACHE,
     TiledPredictors,
+    prefetch_budget,
     prefetch_plan,
+    prefetch_tiles,
     view_box,
 )
 from infosam_core.inference.predictor import Predictor
@@ -27,12 +30,35 @@ def test_prefetch_plan_is_capped_nearest_first_and_empty_for_a_small_image(rando
     tiled_predictors = TiledPredictors()
     large = np.zeros((2048, 2048, 3), np.uint8)
     tiled = tiled_predictors.get(predictor, large)
-    assert tiled is not None and predictor.cache.size >= TILE_MEMORY_CACHE > PREFETCH_MAX_TILES
+    assert tiled is not None
     whole = prefetch_plan(tiled, (0, 0, 2048, 2048))  # zoomed out: the 24 tiles nearest the centre of 121
     assert len(whole) == PREFETCH_MAX_TILES and whole[0].owns(1024.0, 1024.0)
     zoomed = prefetch_plan(tiled, (10, 10, 100, 100))
     assert zoomed[0].index == (0, 0) and len(zoomed) == 4  # the corner tile and its neighbours
     assert tiled_predictors.get(predictor, np.zeros((200, 200, 3), np.uint8)) is None  # one tile: not tiled
+
+
+def test_prefetch_budget_caps_tiles_by_count_and_bytes():
+    assert prefetch_budget(256 * 16 * 16 * 4) == PREFETCH_MAX_TILES  # tiny: 256 KB a tile
+    assert prefetch_budget(4 * 2**20) == PREFETCH_MAX_TILES  # SAM ViT-B: 4 MB
+    assert prefetch_budget(90 * 2**20) == PREFETCH_MAX_BYTES // (90 * 2**20) == 5  # large extra feature maps
+    assert prefetch_budget(2 * PREFETCH_MAX_BYTES) == 1
+
+
+def test_prefetch_tiles_embeds_the_plan_within_budget_and_grows_the_memory_cache(random_tiny_sam, monkeypatch):
+    import infosam_app.state.large_images as large_images
+
+    predictor = Predictor(random_tiny_sam, cache_size=8)
+    tiled = TiledPredictors().get(predictor, np.random.default_rng(0).integers(0, 255, (1200, 1200, 3), np.uint8))
+    plan = prefetch_plan(tiled, (0, 0, 1200, 1200))
+    assert len(plan) == PREFETCH_MAX_TILES  # 7 x 7 tiles, the 24 nearest the centre
+    monkeypatch.setattr(large_images, "PREFETCH_MAX_TILES", 10)  # a smaller budget: the test stays short
+    progress: list[tuple[int, int]] = []
+    assert prefetch_tiles(tiled, plan, report=progress.append) == 10
+    assert progress == [(i, 10) for i in range(1, 11)] and predictor.cache.size == 10 + CACHE_SPARE
+    assert [tiled.tile_in_memory(t) for t in plan[:11]] == [True] * 10 + [False]
+    assert prefetch_tiles(tiled, plan[:10]) == 0  # all in memory: nothing computed
+    assert prefetch_tiles(tiled, plan, should_stop=lambda: True) == 0
 
 
 def test_image_store_keeps_display_levels_with_their_image():

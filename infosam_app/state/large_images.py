@@ -9,13 +9,13 @@ One per predictor, so base and adapted keep their own tiles (compare keeps worki
 
 Prefetch (:mod:`infosam_app.tile_prefetch` schedules it): the tiles near the view
 (:func:`~infosam_core.inference.tiling.tiles_for_view`, at most :data:`PREFETCH_MAX_TILES`, nearest the view's
-centre first) are embedded in the background, so that a click there runs only the decoder. A predictor that
-answers a large image keeps at least :data:`TILE_MEMORY_CACHE` embeddings in memory, so the prefetched tiles
-(and those clicked) stay there.
+centre first, no more than :data:`PREFETCH_MAX_BYTES` of embeddings) are embedded in the background, so that a
+click there runs only the decoder; the predictor's memory cache is grown to keep them (:func:`prefetch_tiles`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,10 +23,47 @@ import numpy as np
 from infosam_core.inference.tiling import Tile, TilingConfig, tiles_for_view
 from infosam_core.inference.tiling_predictor import TiledPredictor
 
-#: tiles embedded ahead of prompts per view (nearest the view's centre first)
+#: tiles embedded ahead of prompts per view (nearest the view's centre first), at most
 PREFETCH_MAX_TILES = 24
-#: the memory cache of a predictor on a large image holds at least this many embeddings (prefetched + clicked)
-TILE_MEMORY_CACHE = 32
+#: and at most this many bytes of embeddings (SAM ViT-B: 4 MB a tile; a decoder with extra feature maps more)
+PREFETCH_MAX_BYTES = 512 * 2**20
+#: the memory cache keeps this many embeddings beyond the prefetched ones (the tiles clicked, the next image)
+CACHE_SPARE = 8
+
+
+def prefetch_budget(embedding_nbytes: int) -> int:
+    """How many tiles of ``embedding_nbytes`` each are prefetched for one view: <= :data:`PREFETCH_MAX_TILES`
+    and :data:`PREFETCH_MAX_BYTES` in all, at least 1."""
+    return max(1, min(PREFETCH_MAX_TILES, PREFETCH_MAX_BYTES // max(1, int(embedding_nbytes))))
+
+
+def prefetch_tiles(
+    tiled: TiledPredictor,
+    tiles: list[Tile],
+    should_stop: Callable[[], bool] = lambda: False,
+    report: Callable[[tuple[int, int]], None] | None = None,
+) -> int:
+    """Embed ``tiles`` (a :func:`prefetch_plan`, nearest first) into the predictor's cache, in the calling (a
+    background) thread: the first tile not yet in memory tells the size of one embedding, which caps the count
+    (:func:`prefetch_budget`); the memory cache is grown to hold them plus :data:`CACHE_SPARE`. ``report((done,
+    total))`` after each tile computed; ``should_stop()`` before each. Returns how many tiles were computed."""
+    todo = [t for t in tiles if not tiled.tile_in_memory(t)]
+    if not todo or should_stop():
+        return 0
+    first = tiled.embed_tile(todo[0])
+    budget = prefetch_budget(first.nbytes)
+    cache = tiled.predictor.cache
+    if cache.size < budget + CACHE_SPARE:
+        cache.size = budget + CACHE_SPARE  # grown, never shrunk: prefetched tiles must stay in memory
+    todo = [todo[0], *(t for t in todo[1:] if t in tiles[:budget])]
+    if report is not None:
+        report((1, len(todo)))
+    done = 1 + tiled.prefetch(
+        todo[1:],
+        should_stop=should_stop,
+        report=None if report is None else (lambda progress: report((progress[0] + 1, len(todo)))),
+    )
+    return done
 
 
 def view_box(
@@ -67,9 +104,6 @@ class TiledPredictors:
             return made[2]
         tiled = TiledPredictor(predictor)
         tiled.set_image(rgb)
-        cache = getattr(predictor, "cache", None)
-        if cache is not None and cache.size < TILE_MEMORY_CACHE:
-            cache.size = TILE_MEMORY_CACHE  # grown, never shrunk: prefetched tiles must stay in memory
         self._made = {k: v for k, v in self._made.items() if v[1] is rgb}  # other images' are dropped
         self._made[id(predictor)] = (predictor, rgb, tiled)
         return tiled

@@ -48,6 +48,12 @@ class ImageEmbedding:
     def model_fingerprint(self) -> str:
         return self.key.rsplit("-", 1)[-1]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the feature maps (what the memory cache holds of it)."""
+        tensors = (self.features, *self.extra_features)
+        return int(sum(t.numel() * t.element_size() for t in tensors))
+
 
 def image_hash(image: np.ndarray) -> str:
     """sha256 of an array's bytes, shape and dtype (hex, 32 characters)."""

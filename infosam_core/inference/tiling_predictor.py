@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from infosam_core.inference.embedding_cache import ImageEmbedding
 from infosam_core.inference.predictor import Predictor, box_outside_image
 from infosam_core.inference.tiling import Tile, TilingConfig, region_window, tile_grid
 from infosam_core.io.large_images import RegionSource, as_regions
@@ -81,10 +82,10 @@ class TiledPredictor:
     def is_tiled(self) -> bool:
         return self.tiling.needs_tiling(self.original_size)
 
-    def embed_tile(self, tile: Tile) -> None:
+    def embed_tile(self, tile: Tile) -> ImageEmbedding:
         """Compute (or find in the cache) ``tile``'s embedding now, e.g. to prefetch the tiles near a view."""
         y0, x0, y1, x1 = tile.window
-        self.predictor.embed(self._require_source().read_rgb(y0, x0, y1, x1))
+        return self.predictor.embed(self._require_source().read_rgb(y0, x0, y1, x1))
 
     def tile_in_memory(self, tile: Tile) -> bool:
         """Whether ``tile``'s embedding is in the predictor's memory cache (a prompt there costs only the decoder)."""
