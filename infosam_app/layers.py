@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from infosam_core.io.pyramid import pyramid_levels
+
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
@@ -66,20 +68,36 @@ class StudioLayers:
             cb(layer)
 
     # ---- image
-    def show_image(self, raw: np.ndarray, rgb: np.ndarray, name: str) -> None:
+    def show_image(self, raw: np.ndarray, rgb: np.ndarray, name: str, levels: list[np.ndarray] | None = None) -> None:
         """Show the image as SAM sees it: the RGB uint8 conversion (16-bit and float images are scaled by
         :func:`infosam_core.io.images.to_rgb_uint8`; the raw array stays in ``layer.metadata["raw"]``).
 
+        A large image (longer side above :data:`~infosam_core.io.pyramid.DISPLAY_MAX_SIDE`) is shown as a
+        multiscale layer: full resolution first, then 2 x 2 block means until a level fits the screen
+        (:func:`~infosam_core.io.pyramid.pyramid_levels`), so zoomed out napari draws a small level. Level 0 is
+        the image: every other layer and every prompt keeps full-resolution pixel coordinates. ``levels``: that
+        pyramid when already computed (the session computes it in the background with the image's read).
+
         One RGB layer is kept and its data replaced: removing a napari layer runs a full ``gc.collect()``
-        (measured ~0.5 s with torch loaded), which would stall the GUI on every image change.
+        (measured ~0.5 s with torch loaded), which would stall the GUI on every image change. Only a switch
+        between a plain and a multiscale image re-creates it (napari fixes ``multiscale`` when a layer is made).
         """
-        old_shape = self.image.data.shape[:2] if self.alive(self.image) else None
+        if levels is None or levels[0] is not rgb:
+            levels = pyramid_levels(rgb)
+        multiscale = len(levels) > 1
+        old_shape = self.image_shape() if self.alive(self.image) else None
+        if self.alive(self.image) and bool(self.image.multiscale) != multiscale:
+            self.viewer.layers.remove(self.image)
+            self.image = None
         if self.alive(self.image):
-            self.image.data = rgb
+            self.image.data = levels if multiscale else rgb
             self.image.name = name
             self.image.contrast_limits = (0, 255)
         else:
-            self.image = self.viewer.add_image(rgb, name=name, rgb=True, contrast_limits=(0, 255))
+            data = levels if multiscale else rgb
+            self.image = self.viewer.add_image(
+                data, name=name, rgb=True, multiscale=multiscale, contrast_limits=(0, 255)
+            )
             self.viewer.layers.move(self.viewer.layers.index(self.image), 0)
             self._emit_created(self.image)
         self.image.metadata["infosam_role"] = "image"
@@ -89,6 +107,11 @@ class StudioLayers:
         self.size_points(shape)
         if old_shape != shape:
             self.fit_view(shape)
+
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W) of the image shown, at full resolution (level 0 of a multiscale image)."""
+        data = self.image.data[0] if self.image.multiscale else self.image.data
+        return tuple(data.shape[:2])
 
     def fit_view(self, shape: tuple[int, int]) -> None:
         """Fit the image to the canvas, centred. Only the image layer counts: the objects and preview layers
@@ -116,7 +139,8 @@ class StudioLayers:
     def show_nothing(self) -> None:
         """No image (an empty project): blank the image and every overlay."""
         if self.alive(self.image):
-            self.image.data = np.zeros((1, 1, 3), np.uint8)
+            blank = np.zeros((1, 1, 3), np.uint8)
+            self.image.data = [blank, blank] if self.image.multiscale else blank
             self.image.name = IMAGE_NAME
         for layer in (self.objects, self.preview):
             if self.alive(layer):

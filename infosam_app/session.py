@@ -19,7 +19,7 @@ import numpy as np
 from qtpy.QtCore import QObject, Signal
 
 from infosam_app.layers import StudioLayers
-from infosam_app.state.images import ImagePair, ImageStore, PrefetchPolicy, read_image_pair
+from infosam_app.state.images import ImagePair, ImageStore, PrefetchPolicy, display_levels, read_image_pair
 from infosam_app.state.large_images import TiledPredictors
 from infosam_app.state.models import (
     ModelInfo,
@@ -306,19 +306,25 @@ class Session(QObject):
             return
         gen = self.navigation.go_to(index)
         entry = self.navigation.entry
-        cached = self.images.get(entry.key)
-        if cached is not None:
-            self._on_image_read(gen, entry.key, cached)
+        cached, levels = self.images.get(entry.key), self.images.levels(entry.key)
+        if cached is not None and levels is not None:
+            self._on_image_read(gen, entry.key, (cached, levels))
             return
-        try:
-            path = self.project.image_path(entry)
-        except ProjectError as exc:
-            self.fail(str(exc))
-            return
-        self.tell(f"Reading {entry.name} ...")
+        path = None
+        if cached is None:
+            try:
+                path = self.project.image_path(entry)
+            except ProjectError as exc:
+                self.fail(str(exc))
+                return
+            self.tell(f"Reading {entry.name} ...")
+
+        def read() -> tuple[ImagePair, list[np.ndarray]]:  # a large image's display pyramid too: not on the GUI
+            pair = cached if cached is not None or path is None else read_image_pair(path)
+            return pair, display_levels(pair)
+
         self.tasks.run(
-            read_image_pair,
-            path,
+            read,
             name="read image",
             on_result=lambda res: self._on_image_read(gen, entry.key, res),
             on_error=lambda exc: self._on_image_error(gen, entry.name, exc),
@@ -333,8 +339,9 @@ class Session(QObject):
         if self.navigation.is_current(gen):
             self.fail(f"Cannot show {name}: {exc}")
 
-    def _on_image_read(self, gen: int, key: str, pair: ImagePair) -> None:
-        self.images.remember(key, pair)
+    def _on_image_read(self, gen: int, key: str, shown: tuple[ImagePair, list[np.ndarray]]) -> None:
+        pair, levels = shown
+        self.images.remember(key, pair, levels)
         if not self.navigation.is_current(gen) or self.project is None:
             return  # the user moved on meanwhile
         raw, rgb = pair
@@ -348,7 +355,7 @@ class Session(QObject):
             self.fail(str(exc))
             return
         self.navigation.raw, self.navigation.rgb = raw, rgb
-        self.layers.show_image(raw, rgb, entry.name)
+        self.layers.show_image(raw, rgb, entry.name, levels)
         self.layers.set_objects(labels)
         if self.color_by_category:
             self.show_objects(key)
@@ -394,7 +401,10 @@ class Session(QObject):
             self.prefetch.last_embed_seconds = time.perf_counter() - t0
             if name == self.active:
                 if tiled is not None:
-                    self.tell(f"Large image: {len(tiled.tiles)} tiles, each embedded when a prompt first needs it.")
+                    self.tell(
+                        f"Large image: {len(tiled.tiles)} tiles; those near the view are embedded in the "
+                        "background, any other when a prompt first needs it."
+                    )
                 else:
                     self.tell(f"Embedding ready ({self.prefetch.last_embed_seconds:.2f} s). Click to prompt.")
                 self.embedding_changed.emit("ready")
@@ -431,12 +441,12 @@ class Session(QObject):
             pair = cached or read_image_pair(path)
             if not should_stop():
                 pred.embed(pair[1])
-            return pair
+            return pair, display_levels(pair)
 
         self.tasks.run(
             work,
             name="prefetch",
-            on_result=lambda pair: self.images.remember(entry.key, pair),
+            on_result=lambda shown: self.images.remember(entry.key, *shown),
             on_error=lambda exc: None,
         )
 

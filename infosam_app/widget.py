@@ -40,6 +40,7 @@ from infosam_app.session import Session
 from infosam_app.shortcuts import MOUSE_HELP, TOOLTIPS, shortcut_rows
 from infosam_app.state import gc_policy
 from infosam_app.state.wording import plural
+from infosam_app.tile_prefetch import TilePrefetcher
 
 
 def _warn_bad_qt_binding() -> None:
@@ -82,6 +83,7 @@ class StudioWidget(QWidget):
         self.session = Session(napari_viewer, self)
         self.prompts = PromptController(self.session, self)
         self.proposals = ProposalController(self.session, self.prompts, self)
+        self.tile_prefetch = TilePrefetcher(self.session, self)  # large images: tiles near the view, ahead
         self.setMinimumWidth(360)
 
         outer = QVBoxLayout(self)
@@ -306,6 +308,7 @@ class StudioWidget(QWidget):
                 self._main_window.removeEventFilter(self)
             self._main_window = None
         self.adapt_panel.controller.cancel()
+        self.tile_prefetch.close()
         self.prompts.unbind()
         self.session.shutdown()
 

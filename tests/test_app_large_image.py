@@ -106,3 +106,88 @@ def test_large_image_click_at_a_seam_segment_all_and_export(studio, qtbot, tmp_p
         f"\nlarge image {SIZE}^2: click {click_seconds:.2f} s, segment all {segment_seconds:.1f} s, "
         f"{proposed} proposals, IoU {iou:.2f}"
     )
+
+
+def test_large_image_is_multiscale_and_the_tiles_near_the_view_are_prefetched(studio, qtbot, tmp_path):
+    """The 2048^2 image is a multiscale layer (2048, 1024); the tiles near the view are embedded in the
+    background with progress in the status line, again when the view moves; a click on a prefetched tile runs
+    no encoder pass and gives a native-resolution object; a small image is a plain layer again."""
+    from infosam_app.tile_prefetch import camera_of
+
+    s, c, prefetcher = studio.session, studio.prompts, studio.tile_prefetch
+    image, truth = nuclei_scene(NucleiSceneConfig(size=(SIZE, SIZE), n_objects=300), seed=27)
+    path = tmp_path / "large" / "scene_2048.tif"
+    path.parent.mkdir()
+    tifffile.imwrite(path, image)
+    said: list[str] = []
+    s.status.connect(said.append)
+    small_layer = s.layers.image
+    assert not small_layer.multiscale
+    s.add_images([path])
+    qtbot.waitUntil(lambda: s.entry is not None and s.entry.name == path.name and s.embedding_ready, timeout=60_000)
+
+    layer = s.layers.image
+    assert layer.multiscale and layer.rgb
+    assert [tuple(shape) for shape in layer.level_shapes] == [(SIZE, SIZE), (SIZE // 2, SIZE // 2)]
+    assert layer.data[0] is s.rgb  # level 0 is the image: full-resolution data coordinates
+    assert s.layers.objects.data.shape == (SIZE, SIZE) and s.layers.image_shape() == (SIZE, SIZE)
+
+    # zoom onto a region: its tiles are prefetched, nearest the view's centre first, with progress
+    camera = camera_of(s.viewer)
+    camera.zoom = 2.0
+    camera.center = (0.0, 1500.0, 700.0)
+    qtbot.waitUntil(
+        lambda: bool(prefetcher.last_tiles) and prefetcher.last_tiles[0].owns(1500.0, 700.0), timeout=30_000
+    )
+    qtbot.waitUntil(lambda: not prefetcher.running, timeout=60_000)
+    tiled = s.tiled_predictor()
+    tiles = prefetcher.last_tiles
+    assert 1 < len(tiles) <= 24 and all(tiled.tile_in_memory(t) for t in tiles)
+    assert prefetcher.last_progress is not None and prefetcher.last_progress[0] == prefetcher.last_progress[1]
+    assert any(m.startswith("Embedding tiles near the view") for m in said), said[-5:]
+
+    # a click on a nucleus in a prefetched tile: the decoder only, a native-resolution object
+    encodes: list[int] = []
+    encode = s.predictor._encode
+    s.predictor._encode = lambda rgb, key: encodes.append(1) or encode(rgb, key)
+    label = None
+    for tile in tiles:
+        y0, x0, y1, x1 = tile.inner
+        inside = np.unique(truth[y0 + 20 : y1 - 20, x0 + 20 : x1 - 20])
+        for candidate in inside[inside > 0]:
+            rows, cols = np.nonzero(truth == candidate)
+            if rows.min() > y0 and rows.max() < y1 and cols.min() > x0 and cols.max() < x1 and rows.size > 80:
+                label = int(candidate)
+                break
+        if label is not None:
+            break
+    assert label is not None, "no nucleus wholly inside a prefetched tile"
+    obj = truth == label
+    rows, cols = np.nonzero(obj)
+    centre = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
+    c.add_point(cols[centre] + 0.5, rows[centre] + 0.5, positive=True)
+    qtbot.waitUntil(lambda: c.mask is not None, timeout=30_000)
+    assert encodes == [], "a click on a prefetched tile ran the encoder"
+    mask = c.mask
+    assert mask.shape == (SIZE, SIZE)
+    iou = (mask & obj).sum() / (mask | obj).sum()
+    assert iou >= 0.5, f"mask IoU {iou:.2f} on a prefetched tile"
+    accepted = c.accept()
+    assert accepted is not None
+    assert set(np.unique(s.project.annotations(s.key).labels)) == {0, accepted.id}
+
+    # the view moves: a new plan around the new centre replaces the old one
+    camera.center = (0.0, 300.0, 1800.0)
+    qtbot.waitUntil(
+        lambda: bool(prefetcher.last_tiles) and prefetcher.last_tiles[0].owns(300.0, 1800.0), timeout=30_000
+    )
+    qtbot.waitUntil(lambda: not prefetcher.running, timeout=60_000)
+    assert all(tiled.tile_in_memory(t) for t in prefetcher.last_tiles)
+    assert len(encodes) >= 1  # those tiles were new: the background task ran the encoder
+    s.predictor._encode = encode
+
+    # back to a small image: a plain layer again, prompts in its own coordinates
+    s.show_image(0)
+    qtbot.waitUntil(lambda: s.index == 0 and s.embedding_ready, timeout=30_000)
+    assert not s.layers.image.multiscale and s.layers.image.data.shape[:2] == s.rgb.shape[:2]
+    assert s.tiled_predictor() is None and not prefetcher.running

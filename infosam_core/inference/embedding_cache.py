@@ -48,6 +48,12 @@ class ImageEmbedding:
     def model_fingerprint(self) -> str:
         return self.key.rsplit("-", 1)[-1]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the feature maps (what the memory cache holds of it)."""
+        tensors = (self.features, *self.extra_features)
+        return int(sum(t.numel() * t.element_size() for t in tensors))
+
 
 def image_hash(image: np.ndarray) -> str:
     """sha256 of an array's bytes, shape and dtype (hex, 32 characters)."""
@@ -111,6 +117,11 @@ class EmbeddingCache:
                 save_file(tensors, str(tmp), metadata=meta)
         except OSError as exc:  # a full or read-only disk must not break segmentation
             logger.warning("could not write embedding cache file in %s: %s", self.cache_dir, exc)
+
+    def in_memory(self, key: str) -> bool:
+        """Whether ``key`` is held in memory (a hit costs no encoder pass and no disk read)."""
+        with self._lock:
+            return key in self._memory
 
     def clear(self) -> None:
         """Forget the in-memory entries (files on disk are kept)."""

@@ -203,13 +203,7 @@ class Predictor(SamPredictor):
 
         Thread-safe; does not change what this predictor shows (use ``set_embedding`` for that).
         """
-        if image_format not in ("RGB", "BGR"):
-            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
-        rgb = to_rgb_uint8(image)
-        if image_format != self.model.image_format:
-            rgb = rgb[..., ::-1]
-        rgb = np.ascontiguousarray(rgb)
-        digest = image_hash(rgb)
+        rgb, digest = self._model_rgb(image, image_format)
         embedding = self.cache.get(f"{digest}-{self.model_fingerprint}", self.device)
         if embedding is None:
             computed = False
@@ -224,6 +218,22 @@ class Predictor(SamPredictor):
                 self.cache.put_disk(embedding)
         self.cache.put_memory(embedding)
         return replace(embedding, image=rgb)
+
+    def has_in_memory(self, image: np.ndarray, image_format: str = "RGB") -> bool:
+        """Whether ``image``'s embedding by the current model is in the memory cache (``embed`` would cost
+        neither an encoder pass nor a disk read)."""
+        _, digest = self._model_rgb(image, image_format)
+        return self.cache.in_memory(f"{digest}-{self.model_fingerprint}")
+
+    def _model_rgb(self, image: np.ndarray, image_format: str) -> tuple[np.ndarray, str]:
+        """``image`` as the model's contiguous uint8 RGB (or BGR) array, and its hash."""
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        rgb = to_rgb_uint8(image)
+        if image_format != self.model.image_format:
+            rgb = rgb[..., ::-1]
+        rgb = np.ascontiguousarray(rgb)
+        return rgb, image_hash(rgb)
 
     def _encode(self, rgb: np.ndarray, key: str) -> ImageEmbedding:
         """One encoder pass with the model family's own resize and preprocess, in the resolved precision

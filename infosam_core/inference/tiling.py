@@ -226,3 +226,33 @@ def _distance_to_inner(tile: Tile, y: float, x: float) -> float:
     dy = max(y0 - y, 0.0, y - y1)
     dx = max(x0 - x, 0.0, x - x1)
     return float(dy * dy + dx * dx)
+
+
+def tiles_for_view(
+    image_size: tuple[int, int],
+    view_box: tuple[float, float, float, float],
+    config: TilingConfig,
+    margin: float | None = None,
+) -> list[Tile]:
+    """The tiles to embed ahead of prompts on a view: every tile whose inner region meets ``view_box``
+    (y0, x0, y1, x1, image pixels; clipped to the image) grown by ``margin`` pixels on every side (default: one
+    tile, the tiles just outside the view), nearest to the view's centre first: the tile that holds the centre,
+    then by distance from the centre to the tile's inner region, then to its middle (ties: raster order).
+
+    An image that does not need tiling is one tile; a view wholly outside the image gives no tiles."""
+    height, width = (int(v) for v in image_size)
+    tiles = tile_grid((height, width), config)
+    grow = float(max(config.tile_shape)) if margin is None else float(margin)
+    y0, x0 = max(0.0, float(view_box[0])), max(0.0, float(view_box[1]))
+    y1, x1 = min(float(height), float(view_box[2])), min(float(width), float(view_box[3]))
+    if y1 <= y0 or x1 <= x0:
+        return []
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    gy0, gx0, gy1, gx1 = y0 - grow, x0 - grow, y1 + grow, x1 + grow
+    near = [t for t in tiles if t.inner[0] < gy1 and t.inner[2] > gy0 and t.inner[1] < gx1 and t.inner[3] > gx0]
+    return sorted(near, key=lambda t: (_distance_to_inner(t, cy, cx), _distance_to_centre(t, cy, cx)))
+
+
+def _distance_to_centre(tile: Tile, y: float, x: float) -> float:
+    y0, x0, y1, x1 = tile.inner
+    return float(((y0 + y1) / 2 - y) ** 2 + ((x0 + x1) / 2 - x) ** 2)

@@ -15,11 +15,13 @@ halo is predicted whole, exactly as :class:`~infosam_core.inference.predictor.Pr
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from infosam_core.inference.embedding_cache import ImageEmbedding
 from infosam_core.inference.predictor import Predictor, box_outside_image
 from infosam_core.inference.tiling import Tile, TilingConfig, region_window, tile_grid
 from infosam_core.io.large_images import RegionSource, as_regions
@@ -80,10 +82,36 @@ class TiledPredictor:
     def is_tiled(self) -> bool:
         return self.tiling.needs_tiling(self.original_size)
 
-    def embed_tile(self, tile: Tile) -> None:
+    def embed_tile(self, tile: Tile) -> ImageEmbedding:
         """Compute (or find in the cache) ``tile``'s embedding now, e.g. to prefetch the tiles near a view."""
         y0, x0, y1, x1 = tile.window
-        self.predictor.embed(self._require_source().read_rgb(y0, x0, y1, x1))
+        return self.predictor.embed(self._require_source().read_rgb(y0, x0, y1, x1))
+
+    def tile_in_memory(self, tile: Tile) -> bool:
+        """Whether ``tile``'s embedding is in the predictor's memory cache (a prompt there costs only the decoder)."""
+        y0, x0, y1, x1 = tile.window
+        return self.predictor.has_in_memory(self._require_source().read_rgb(y0, x0, y1, x1))
+
+    def prefetch(
+        self,
+        tiles: Sequence[Tile],
+        should_stop: Callable[[], bool] | None = None,
+        report: Callable[[tuple[int, int]], None] | None = None,
+    ) -> int:
+        """Embed ``tiles`` in this order (e.g. :func:`~infosam_core.inference.tiling.tiles_for_view`'s) into the
+        cache, so that a later prompt on one of them runs only the decoder. Tiles already in memory are skipped;
+        ``should_stop()`` is asked before each tile; ``report((done, total))`` after each. Thread-safe (the
+        predictor's ``embed`` is); returns how many tiles are now embedded. The memory cache keeps only its
+        ``size`` most recent embeddings: pass at most that many tiles."""
+        total = len(tiles)
+        for done, tile in enumerate(tiles, 1):
+            if should_stop is not None and should_stop():
+                return done - 1
+            if not self.tile_in_memory(tile):
+                self.embed_tile(tile)
+            if report is not None:
+                report((done, total))
+        return total
 
     def _require_source(self) -> RegionSource:
         if self._source is None:
