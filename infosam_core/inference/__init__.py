@@ -4,8 +4,9 @@ image-embedding cache (:mod:`.embedding_cache`); on large images, :class:`.tilin
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from infosam_core.lazy_exports import lazy_getattr
 
 if TYPE_CHECKING:
     from infosam_core.inference.predictor import Predictor
@@ -21,10 +22,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = ["Predictor", "TiledPredictor", "TilingConfig"]

@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from infosam_core.lazy_exports import lazy_getattr
 
 if TYPE_CHECKING:
     from infosam_core.training.config import PRESETS, TrainConfig
@@ -25,10 +26,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = ["PRESETS", "TrainConfig", "TrainProgress", "TrainResult", "Trainer", "TrainingError", "train"]
