@@ -6,6 +6,11 @@
 One seeded prompt per image (box: a jittered box, the paper's protocol; point; points5: 2 foreground +
 3 background points). Prints the mean of each metric and writes ``<out>/metrics.csv`` (per image + mean)
 and ``<out>/metrics.json``.
+
+Images larger than one tile with its halo (``--tile-shape`` / ``--halo``, as ``predict`` and ``train``) are
+evaluated as ``infosam train`` trains on them and tiled prediction answers them: each object (connected
+component of the mask) in its native-resolution tile window, one row per object. ``--tile-shape 0``
+evaluates whole images resized to the model's input.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from infosam_core.cli.common import (
     check_out_dir,
     check_precision,
 )
+from infosam_core.cli.tiling_options import add_tiling_arguments, check_tiling_values, tiling_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,6 +53,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="prompt seed (default 0)")
     add_device_argument(parser)
     add_precision_argument(parser)
+    add_tiling_arguments(parser)  # images larger than a tile: each object in its native-resolution window
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 
 
@@ -54,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
     from infosam_core.adapter_files.loading import check_adapter_file, load_model_with_adapter
     from infosam_core.data.datasets import load_folder_dataset
     from infosam_core.evaluation.prompted import evaluate, save_eval
+    from infosam_core.inference.tiling_crops import object_crops
 
+    check_tiling_values(args)
     check_device(args.device)
     check_precision(args.precision, args.device)
     check_out_dir(args.out)
@@ -63,8 +72,20 @@ def run(args: argparse.Namespace) -> int:
             check_adapter_file(args.adapter, args.model, args.checkpoint)  # reported before the data is read
         samples = load_folder_dataset(args.data)
         sam = load_model_with_adapter(args.model, args.checkpoint, args.adapter, args.device)
+        tiling = tiling_from_args(args, sam)
     except ValueError as exc:  # DatasetError, CheckpointError, PeftCheckpointError, ModelDeviceError
         raise CLIError(str(exc)) from None
+
+    if tiling is not None:
+        n_images = len(samples)
+        large = sum(tiling.needs_tiling(sample.image.shape[:2]) for sample in samples)
+        samples = object_crops(samples, tiling)
+        if large:
+            print(
+                f"{large} of {n_images} images larger than a tile ({tiling.tile_shape[0]} + halo {tiling.halo[0]}): "
+                f"evaluated per object in native-resolution windows, {len(samples)} samples "
+                "(--tile-shape 0 evaluates whole images)"
+            )
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():
