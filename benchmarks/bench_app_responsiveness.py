@@ -10,6 +10,9 @@ pyvirtualdisplay when $DISPLAY is unset) and reports:
 2. Click -> mask shown: a point is added to the prompt layer (what napari's add-mode click handler does),
    the controller predicts and sets the preview layer; the time until the canvas has drawn the new preview
    is recorded. Median / p95 over many clicks, idle and during training.
+   ``drawn_over_preview_layer`` is issue 29's check (click -> drawn median over click -> preview layer median).
+   ``redraw_idle``: a canvas redraw with nothing changed, timed the same way (what any change costs to be seen).
+   ``preview_update``: the preview layer's update alone at 512-2048 px, full refresh vs changed region.
 3. Background runner: the same workloads (a loop of embeddings; training steps) run on napari's
    ``thread_worker`` (superqt QThreadPool workers) and on our ``QThread`` tasks; heartbeat stalls and
    workload times are compared.

@@ -111,6 +111,7 @@ def test_studio_answers_stored_images_with_no_encoder_pass(studio, qtbot, tmp_pa
         assert len(passes) >= 1  # without the store the encoder runs (the count above could have failed)
 
         # the precision preference: applied to the predictor and shown
+        assert not s.set_precision("fp16") and "auto, float32, bfloat16, int8" in s.last_error
         assert s.set_precision("int8")
         qtbot.waitUntil(lambda: s.embedding_ready, timeout=30_000)
         assert s.predictor.precision == "int8" and "precision: int8 (chosen)" in panel.info_label.text()
