@@ -10,6 +10,9 @@ pyvirtualdisplay when $DISPLAY is unset) and reports:
 2. Click -> mask shown: a point is added to the prompt layer (what napari's add-mode click handler does),
    the controller predicts and sets the preview layer; the time until the canvas has drawn the new preview
    is recorded. Median / p95 over many clicks, idle and during training.
+   ``drawn_over_preview_layer`` is issue 29's check (click -> drawn median over click -> preview layer median).
+   ``redraw_idle``: a canvas redraw with nothing changed, timed the same way (what any change costs to be seen).
+   ``preview_update``: the preview layer's update alone at 512-2048 px, full refresh vs changed region.
 3. Background runner: the same workloads (a loop of embeddings; training steps) run on napari's
    ``thread_worker`` (superqt QThreadPool workers) and on our ``QThread`` tasks; heartbeat stalls and
    workload times are compared.
@@ -170,6 +173,77 @@ def click_latencies(widget, n: int, mask_ms: list[float] | None = None) -> list[
     return out
 
 
+def measure_preview_update(widget, sizes=(512, 1024, 2048), n: int = 8) -> list[dict]:
+    """The preview layer's update alone, for each preview size: a disc mask (radius size/10) moved to a random
+    place, as successive clicks give. ``update_ms``: GUI time of ``StudioLayers.set_preview``; ``drawn_ms``: from
+    the update to the canvas drawn (as for clicks). The full refresh (the old way: whole array written, layer
+    refreshed) and the changed-region update alternate, mask after mask, in one run."""
+    s = widget.session
+    layers = s.layers
+    canvas = widget.viewer.window._qt_viewer.canvas._scene_canvas
+    drawn = {"flag": False}
+
+    def on_draw(_event=None):
+        drawn["flag"] = True
+
+    canvas.events.draw.connect(on_draw)
+    rows = []
+    rng = np.random.default_rng(2)
+    try:
+        for size in sizes:
+            yy, xx = np.mgrid[:size, :size]
+            times: dict[bool, tuple[list[float], list[float]]] = {False: ([], []), True: ([], [])}
+            layers.set_preview(np.zeros((size, size), bool))
+            pump(lambda: True, 0.05)
+            for i in range(2 * n):
+                partial = bool(i % 2)
+                layers.partial_preview = partial
+                cy, cx = rng.uniform(0.2, 0.8, 2) * size
+                mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= (size / 10) ** 2
+                pump(lambda: True, 0.01)
+                drawn["flag"] = False
+                t0 = time.perf_counter()
+                layers.set_preview(mask)
+                t1 = time.perf_counter()
+                pump(lambda: drawn["flag"], 10)
+                times[partial][0].append((t1 - t0) * 1000)
+                times[partial][1].append((time.perf_counter() - t0) * 1000)
+            row = {"size": size}
+            for partial, name in ((False, "full_refresh"), (True, "changed_region")):
+                row[f"{name}_update_ms"] = round(statistics.median(times[partial][0]), 1)
+                row[f"{name}_drawn_ms"] = round(statistics.median(times[partial][1]), 1)
+            rows.append(row)
+    finally:
+        layers.partial_preview = True
+        canvas.events.draw.disconnect(on_draw)
+        layers.set_preview(None, s.rgb.shape[:2])
+    return rows
+
+
+def measure_frame(widget, n: int = 15) -> dict:
+    """A canvas redraw with nothing changed, timed as clicks are (until the event loop is done with it): what
+    any click pays after its mask is in the preview layer (software OpenGL under Xvfb)."""
+    canvas = widget.viewer.window._qt_viewer.canvas._scene_canvas
+    drawn = {"flag": False}
+
+    def on_draw(_event=None):
+        drawn["flag"] = True
+
+    canvas.events.draw.connect(on_draw)
+    out = []
+    try:
+        for _ in range(n):
+            pump(lambda: True, 0.01)
+            drawn["flag"] = False
+            t0 = time.perf_counter()
+            canvas.update()
+            if pump(lambda: drawn["flag"], 10):
+                out.append((time.perf_counter() - t0) * 1000)
+    finally:
+        canvas.events.draw.disconnect(on_draw)
+    return lat_stats(out)
+
+
 def lat_stats(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
@@ -321,6 +395,8 @@ def measure_image_switching(s, hb: Heartbeat, pauses: Pauses) -> dict:
 def _clicks_summary(latencies: list[float], to_mask: list[float]) -> dict:
     summary = lat_stats(latencies)
     summary["to_preview_layer_median_ms"] = round(statistics.median(to_mask), 1) if to_mask else None
+    if to_mask and latencies:  # the issue's check: click -> drawn median <= 2x click -> preview layer median
+        summary["drawn_over_preview_layer"] = round(statistics.median(latencies) / statistics.median(to_mask), 2)
     return summary
 
 
@@ -382,8 +458,17 @@ def print_summary(results: dict) -> None:
         f"cpus {results['cpu_count']}, torch threads {results['torch_threads']}, "
         f"load avg at start {results['load_avg_start'][0]:.2f}"
     )
-    for key in ("idle", "embedding", "image_switching", "app_training", "click_idle", "click_during_training"):
+    for key in ("idle", "embedding", "image_switching", "app_training", "click_idle", "redraw_idle"):
         print(f"{key:<24} {json.dumps(results[key])}")
+    print(f"{'click_during_training':<24} {json.dumps(results['click_during_training'])}")
+    print("preview layer update (full refresh vs changed region; median ms of the update / until drawn):")
+    for row in results["preview_update"]:
+        print(
+            f"  {row['size']:>5} px   full {row['full_refresh_update_ms']:>6.1f} / {row['full_refresh_drawn_ms']:>6.1f}"
+            f"   changed region {row['changed_region_update_ms']:>6.1f} / {row['changed_region_drawn_ms']:>6.1f}"
+        )
+    ratio = results["click_idle"].get("drawn_over_preview_layer")
+    print(f"click -> drawn / click -> preview layer (idle): {ratio} (issue 29 target <= 2)")
     print("runner comparison (heartbeat every 10 ms):")
     for row in results["runner_comparison"]:
         print(
@@ -426,6 +511,8 @@ def main() -> int:
     results["embedding"] = measure_embedding(s, hb, pauses, n_embed)
     results["image_switching"] = measure_image_switching(s, hb, pauses)
     results["click_idle"] = measure_clicks_idle(widget, n_clicks)
+    results["redraw_idle"] = measure_frame(widget)
+    results["preview_update"] = measure_preview_update(widget, n=4 if args.quick else 8)
     results["app_training"], results["click_during_training"] = measure_training(widget, hb, pauses, n_steps)
     results["runner_comparison"] = compare_runners(s, n_embed, n_steps)
     results["load_avg_end"] = os.getloadavg()

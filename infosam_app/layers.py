@@ -46,6 +46,51 @@ POINTS_NAME = "point prompts"
 PROPOSALS_NAME = "proposals"
 
 
+Bounds = tuple[slice, slice]  # (rows, cols) of a 2-D array
+
+
+def mask_bounds(mask: np.ndarray) -> Bounds | None:
+    """The bounding box of ``mask``'s nonzero pixels as (rows, cols) slices; None when it is empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+def whole(shape: tuple[int, ...]) -> Bounds:
+    return slice(0, int(shape[0])), slice(0, int(shape[1]))
+
+
+def union_bounds(a: Bounds | None, b: Bounds | None) -> Bounds | None:
+    """The smallest box holding boxes ``a`` and ``b`` (None: no box)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return (
+        slice(min(a[0].start, b[0].start), max(a[0].stop, b[0].stop)),
+        slice(min(a[1].start, b[1].start), max(a[1].stop, b[1].stop)),
+    )
+
+
+def _refresh_region(layer, region: Bounds) -> bool:
+    """Send ``region`` of a 2-D Labels layer's data (already written, in place) to its texture: what napari's own
+    brush does (``Labels._partial_labels_refresh``: that region's colours only, no slicing of the whole array,
+    no thumbnail). False when this napari has no partial refresh, or the layer's displayed slice is not a view
+    of its data (then the caller refreshes the whole layer)."""
+    image = getattr(getattr(layer, "_slice", None), "image", None)
+    refresh = getattr(layer, "_partial_labels_refresh", None)
+    if image is None or refresh is None or not hasattr(layer, "_updated_slice"):
+        return False
+    if not (np.shares_memory(image.raw, layer.data) and image.raw.shape == layer.data.shape):
+        return False
+    rows, cols = region
+    if not np.shares_memory(image.view, layer.data):  # the colours the texture holds: a converted copy
+        image.view[rows, cols] = layer.colormap._data_to_texture(image.raw[rows, cols])
+    layer._updated_slice = (rows, cols)
+    refresh()
+    return True
+
+
 class StudioLayers:
     """Creates, finds and updates the studio's layers in one viewer."""
 
@@ -57,6 +102,9 @@ class StudioLayers:
         self.box = None
         self.points = None
         self.proposals = None  # "Segment all": one label per proposal (created on first use)
+        # (the preview layer's array, the bounding box of its nonzero pixels): only that box is cleared next time
+        self._preview_bounds: tuple[np.ndarray, Bounds | None] | None = None
+        self.partial_preview = True  # False: every preview change refreshes the whole layer (benchmarks compare)
         self.on_created = []  # callbacks(layer): the prompt controller wires events and keys
 
     # ---- helpers
@@ -212,23 +260,52 @@ class StudioLayers:
         self.objects.refresh()
 
     def set_preview(self, mask: np.ndarray | None, shape: tuple[int, int] | None = None) -> None:
+        """Show ``mask`` (bool H x W; None: nothing) in the preview layer.
+
+        Only the bounding box of the old and the new mask is written, in place, and only that region of the
+        layer's texture is sent (napari's partial labels refresh, as its brush does), where a full ``refresh()``
+        re-slices and re-maps the whole array, re-sends the whole texture and redraws the layer list's thumbnail
+        (``benchmarks/bench_app_responsiveness.py``: preview update). The preview's thumbnail is left as it is.
+        """
         if mask is None:
             shape = shape or (self.preview.data.shape if self.alive(self.preview) else None)
             if shape is None:
                 return
             self.ensure_prompt_layers(shape)
             if self.preview.data.shape != tuple(shape) or self.preview.data.dtype != np.uint8:
-                self.preview.data = np.zeros(shape, np.uint8)
-            elif self.preview.data.any():
-                self.preview.data[...] = 0
-                self.preview.refresh()
+                self._replace_preview(np.zeros(shape, np.uint8), None)
+            else:
+                self._update_preview(None)
             return
         self.ensure_prompt_layers(mask.shape)
         if self.preview.data.shape == mask.shape and self.preview.data.dtype == np.uint8:
-            self.preview.data[...] = mask  # in place + refresh: ~4x cheaper than a new array (measured)
-            self.preview.refresh()
+            self._update_preview(mask)
         else:
-            self.preview.data = mask.astype(np.uint8)
+            self._replace_preview(mask.astype(np.uint8), mask_bounds(mask))
+
+    def _replace_preview(self, data: np.ndarray, bounds: Bounds | None) -> None:
+        self.preview.data = data
+        self._preview_bounds = (self.preview.data, bounds)  # napari may keep another array than the one given
+
+    def _update_preview(self, mask: np.ndarray | None) -> None:
+        """Write ``mask`` into the preview layer's array in place, touching the changed region only."""
+        data = self.preview.data
+        known = self._preview_bounds
+        old = known[1] if known is not None and known[0] is data else whole(data.shape)  # unknown: all of it
+        new = mask_bounds(mask) if mask is not None else None
+        self._preview_bounds = (data, new)
+        if not self.partial_preview:
+            if mask is not None or old is not None:
+                data[...] = 0 if mask is None else mask
+                self.preview.refresh()
+            return
+        region = union_bounds(old, new)
+        if region is None:
+            return  # empty before and after
+        rows, cols = region
+        data[rows, cols] = 0 if mask is None else mask[rows, cols]
+        if not _refresh_region(self.preview, region):
+            self.preview.refresh()
 
     def set_proposals(self, labels: np.ndarray):
         """Show "Segment all" proposals (0 none, i + 1 proposal i) above the objects; returns the layer."""

@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
 
 from infosam_app.session import Session
 from infosam_app.shortcuts import TOOLTIPS
+from infosam_app.state.inference_options import PRECISION_CHOICES, precision_text
 from infosam_core.models.registry import MODELS, checkpoint_model_type, model_choices
 
 
@@ -42,6 +43,20 @@ class ModelPanel(QWidget):
         self.load_btn.clicked.connect(self.load_selected)
         self.info_label = QLabel("No model loaded")
         self.info_label.setWordWrap(True)
+        self.precision_combo = QComboBox()
+        for value in PRECISION_CHOICES:
+            self.precision_combo.addItem(value, value)
+        self.precision_combo.setCurrentIndex(self.precision_combo.findData(session.precision))
+        self.precision_combo.setToolTip(TOOLTIPS["precision"])
+        self.precision_combo.activated.connect(self._precision_chosen)
+        self.store_label = QLabel()
+        self.store_label.setWordWrap(True)
+        self.store_label.setToolTip(TOOLTIPS["embedding_store"])
+        store_btn = QPushButton("Store…")
+        store_btn.setToolTip(TOOLTIPS["embedding_store"])
+        store_btn.clicked.connect(self.choose_store)
+        self.clear_store_btn = QPushButton("No store")
+        self.clear_store_btn.clicked.connect(lambda: self.session.set_embedding_store(None))
         grid.addWidget(QLabel("Model"), 0, 0)
         grid.addWidget(self.type_combo, 0, 1)
         grid.addWidget(self.load_btn, 0, 2)
@@ -50,11 +65,20 @@ class ModelPanel(QWidget):
         ck.addWidget(browse)
         grid.addLayout(ck, 1, 0, 1, 3)
         grid.addWidget(self.info_label, 2, 0, 1, 3)
+        grid.addWidget(QLabel("Precision"), 3, 0)
+        grid.addWidget(self.precision_combo, 3, 1)
+        grid.addWidget(self.store_label, 4, 0, 1, 3)
+        st = QHBoxLayout()
+        st.addWidget(store_btn)
+        st.addWidget(self.clear_store_btn)
+        grid.addLayout(st, 5, 0, 1, 3)
         self.type_combo.currentIndexChanged.connect(self._sync_enabled)
         session.model_changed.connect(self.refresh)
         session.model_loading.connect(self._on_loading)
         session.error.connect(self._on_error)
+        session.project_changed.connect(self._sync_store)
         self._sync_enabled()
+        self._sync_store()
 
     def _sync_enabled(self) -> None:
         self.checkpoint_edit.setEnabled(self.type_combo.currentData() != "tiny" or bool(self.checkpoint_edit.text()))
@@ -87,6 +111,26 @@ class ModelPanel(QWidget):
             )
         self._sync_enabled()
 
+    def _precision_chosen(self, _index: int) -> None:
+        if not self.session.set_precision(self.precision_combo.currentData()):
+            self.precision_combo.setCurrentIndex(self.precision_combo.findData(self.session.precision))
+
+    def choose_store(self) -> None:
+        start = str(self.session.project.root) if self.session.project is not None else str(Path.home())
+        path = QFileDialog.getExistingDirectory(self, "Embedding store (made by infosam embed)", start)
+        if path:
+            self.session.set_embedding_store(path)
+
+    def _sync_store(self) -> None:
+        store = self.session.embedding_store
+        if self.session.project is None:
+            self.store_label.setText("Embedding store: open a project first")
+        elif store is None:
+            self.store_label.setText("Embedding store: none (images are embedded here)")
+        else:
+            self.store_label.setText(f"Embedding store: <b>{escape(store.path.name)}</b> ({len(store)} embeddings)")
+        self.clear_store_btn.setEnabled(store is not None)
+
     def load_selected(self) -> None:
         model_type = self.type_combo.currentData()
         checkpoint = self.checkpoint_edit.text().strip() or None
@@ -113,4 +157,8 @@ class ModelPanel(QWidget):
         text = f"Base: <b>{base.label}</b> on <b>{base.device}</b>"
         if "adapted" in s.infos:
             text += f"<br>Adapted: <b>{s.infos['adapted'].label}</b>"
+        predictor = s.predictors.get("base")
+        if predictor is not None:
+            text += f"<br>precision: {escape(precision_text(predictor))}"
         self.info_label.setText(text)
+        self.precision_combo.setCurrentIndex(self.precision_combo.findData(s.precision))

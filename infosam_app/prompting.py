@@ -288,7 +288,11 @@ class PromptController(QObject):
         predictor = self.session.predictor
         tiled = self.session.tiled_predictor()  # a large image: answered from its tiles, at native resolution
         embedding = predictor.embedding
-        tag = (id(predictor), id(tiled) if tiled is not None else embedding.key if embedding is not None else None)
+        tag = (
+            id(predictor),
+            getattr(predictor, "resolved_precision", None),  # a precision change keeps the tiled predictor
+            id(tiled) if tiled is not None else embedding.key if embedding is not None else None,
+        )
         cached = self.state.cached_output(kind, tag)
         if cached is not None:
             return cached

@@ -19,6 +19,7 @@ import numpy as np
 from qtpy.QtCore import QObject, Signal
 
 from infosam_app.layers import StudioLayers
+from infosam_app.state import inference_options
 from infosam_app.state.images import ImagePair, ImageStore, PrefetchPolicy, display_levels, read_image_pair
 from infosam_app.state.large_images import TiledPredictors
 from infosam_app.state.models import (
@@ -63,6 +64,8 @@ class Session(QObject):
         self.last_error: str | None = None
         self.category_id = 1  # new objects take this category (an id of the project's list)
         self.color_by_category = False
+        self.precision = inference_options.load_precision_preference()  # the predictors' encoder precision
+        self.embedding_store = None  # the open project's precomputed embeddings (EmbeddingStore), if it names one
 
     # ------------------------------------------------------------------------------------------ state views
     # The panels read these; the state objects above own them.
@@ -212,6 +215,10 @@ class Session(QObject):
         self.category_changed.emit()
         self.images.clear()
         self.models.set_cache_dir(self.embedding_cache_dir)
+        self.embedding_store, problem = inference_options.open_project_store(project)
+        self.models.set_embedding_store(self.embedding_store)
+        if problem is not None:
+            self.fail(problem)
         self.project_changed.emit()
         self.images_changed.emit()
         self.tell(
@@ -484,6 +491,8 @@ class Session(QObject):
             model_type,
             checkpoint,
             self.embedding_cache_dir,
+            self.precision,
+            self.embedding_store,
             name="load model",
             on_result=ok,
             on_error=failed,
@@ -503,12 +512,15 @@ class Session(QObject):
             make_predictor,
             sam,
             self.embedding_cache_dir,
+            self.precision,
+            self.embedding_store,
             name="predictor",
             on_result=ok,
             on_error=lambda exc: self.fail(f"Cannot use the model: {exc}"),
         )
 
     def _install_base(self, sam, predictor, info: ModelInfo) -> None:
+        predictor.embedding_store = self.embedding_store  # a project opened while it was being made
         self.models.install_base(sam, predictor, info)
         self.model_changed.emit()
         self.tell(f"Model {info.label} on {info.device}")
@@ -520,6 +532,7 @@ class Session(QObject):
         """Hot-swap: ``sam`` (an adapted student) becomes the ``adapted`` model; prompts re-predict with it."""
 
         def ok(predictor):
+            predictor.embedding_store = self.embedding_store
             self.models.install_adapted(sam, predictor, info, activate=activate)
             self.model_changed.emit()
             self.ensure_embedding("adapted")
@@ -532,7 +545,14 @@ class Session(QObject):
                 on_done(False)
 
         self.tasks.run(
-            make_predictor, sam, self.embedding_cache_dir, name="adapted predictor", on_result=ok, on_error=failed
+            make_predictor,
+            sam,
+            self.embedding_cache_dir,
+            self.precision,
+            self.embedding_store,
+            name="adapted predictor",
+            on_result=ok,
+            on_error=failed,
         )
 
     def drop_adapted(self) -> None:
@@ -548,6 +568,44 @@ class Session(QObject):
         self.model_changed.emit()
         self.tell(f"Now predicting with the {name} model ({self.infos[name].label})")
         self.ensure_embedding(name)
+
+    # ------------------------------------------------------------------------------------------ inference options
+    def set_precision(self, precision: str) -> bool:
+        """Run the encoders (base and adapted) in ``precision`` (auto, float32, bfloat16, int8) from now on and
+        remember it for the next start; the shown image is embedded again in the background."""
+        try:
+            self.models.set_precision(precision)
+        except ValueError as exc:
+            self.fail(f"Cannot use precision {precision}: {exc}")
+            return False
+        self.precision = precision
+        inference_options.save_precision_preference(precision)
+        self.model_changed.emit()
+        predictor = self.predictor
+        if predictor is not None:
+            self.tell(f"Encoder precision: {inference_options.precision_text(predictor)}")
+        self.ensure_embedding()
+        return True
+
+    def set_embedding_store(self, path: str | Path | None) -> bool:
+        """Make ``path`` (a folder made by ``infosam embed``; None: none) the project's embedding store: saved in
+        the project, read by every predictor before any encoder pass. A folder that is not a store is refused
+        with one message; nothing changes then."""
+        project = self.project
+        if project is None:
+            self.fail("Open a project first: the embedding store is a project setting.")
+            return False
+        try:
+            store = inference_options.open_store(Path(path)) if path is not None else None
+            inference_options.remember_store(project, Path(path) if path is not None else None)
+        except (ValueError, ProjectError, OSError) as exc:
+            self.fail(f"Cannot use that embedding store: {exc}")
+            return False
+        self.embedding_store = store
+        self.models.set_embedding_store(store)
+        self.project_changed.emit()
+        self.tell(f"Embedding store: {store.path} ({len(store)} embeddings)" if store else "No embedding store.")
+        return True
 
     def shutdown(self) -> None:
         self.tasks.shutdown()

@@ -46,6 +46,11 @@ TOOLTIPS: dict[str, str] = {
     "checkpoint": "A SAM, SAM 2, MobileSAM or HQ-SAM checkpoint (.pth, .pt or .safetensors); its model type is "
     "detected when you choose it",
     "load_model": "Load the chosen model; the current one stays in use if loading fails",
+    "precision": "The image encoder's precision. auto: bfloat16 where the hardware multiplies it natively (a CPU "
+    "with AMX, a GPU with bf16), else float32; int8: dynamically quantized (CPU only, about 3 % embedding error). "
+    "Remembered for the next start",
+    "embedding_store": "Precomputed embeddings made by `infosam embed IMAGES --out STORE` (e.g. on a machine with a "
+    "GPU): an image found there needs no encoder pass. A project setting",
     "method": "How SAM is adapted: which small part of it is trained",
     "distill": "Distillation from the pre-trained model while adapting. InfoSAM (the default) keeps the relations "
     "the pre-trained model sees between image and mask (costs one teacher pass per step; the paper measured +1 "

@@ -29,6 +29,18 @@ def test_auto_is_bfloat16_only_where_the_cpu_multiplies_it_natively(monkeypatch,
     assert resolve_precision("int8", "cpu") == "int8"
 
 
+def test_the_effective_precision_is_described_with_autos_reason(monkeypatch):
+    from infosam_core.inference.precision import describe_precision
+
+    monkeypatch.setattr(precision_module, "cpu_features", lambda: CpuFeatures(False, True, True))
+    assert describe_precision("auto", "cpu") == "float32 (auto: no AMX)"
+    assert describe_precision("int8", "cpu") == "int8 (chosen)"
+    monkeypatch.setattr(precision_module, "cpu_features", lambda: CpuFeatures(True, True, True))
+    assert describe_precision("auto", "cpu") == "bfloat16 (auto: AMX)"
+    with pytest.raises(ValueError, match="CPU only"):
+        describe_precision("int8", "cuda")
+
+
 def test_bad_precisions_are_refused_by_name():
     with pytest.raises(ValueError, match="auto, float32, bfloat16, int8"):
         resolve_precision("fp16", "cpu")

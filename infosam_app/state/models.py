@@ -40,20 +40,32 @@ def device_name(sam) -> str:
     return "CPU" if dev.type == "cpu" else dev.type.upper()
 
 
-def make_predictor(sam, cache_dir: Path | None):
-    """A predictor for ``sam`` with an 8-image memory cache (and a disk cache in ``cache_dir`` if given)."""
+def make_predictor(sam, cache_dir: Path | None, precision: str = "auto", embedding_store: Any = None):
+    """A predictor for ``sam`` with an 8-image memory cache (and a disk cache in ``cache_dir`` if given), its
+    encoder in ``precision`` and reading ``embedding_store`` (precomputed embeddings) first if given."""
+    from infosam_core.inference.precision import resolve_precision
     from infosam_core.inference.predictor import Predictor
 
-    return Predictor(sam, cache_size=8, cache_dir=cache_dir)
+    try:
+        resolve_precision(precision, next(sam.parameters()).device)
+    except (ValueError, StopIteration):  # e.g. int8 (a CPU kernel) for a model on a GPU: the panel shows "auto"
+        precision = "auto"
+    return Predictor(sam, cache_size=8, cache_dir=cache_dir, precision=precision, embedding_store=embedding_store)
 
 
-def load_model_and_predictor(model_type: str, checkpoint: str | None, cache_dir: Path | None):
+def load_model_and_predictor(
+    model_type: str,
+    checkpoint: str | None,
+    cache_dir: Path | None,
+    precision: str = "auto",
+    embedding_store: Any = None,
+):
     """Load SAM (on the GPU when there is one) and make its predictor; slow, so run it in a background task.
     The core's :func:`~infosam_core.adapter_files.loading.load_model_with_adapter` raises ValueErrors only."""
     from infosam_core.adapter_files.loading import load_model_with_adapter
 
     sam = load_model_with_adapter(model_type, checkpoint, adapter=None, device="auto")
-    return sam, make_predictor(sam, cache_dir)
+    return sam, make_predictor(sam, cache_dir, precision, embedding_store)
 
 
 def origin_label(model_type: str, checkpoint: str | None) -> str:
@@ -131,6 +143,23 @@ class ModelSet:
         for predictor in self.predictors.values():
             predictor.cache_dir = cache_dir
         self._embedded.clear()
+
+    def set_precision(self, precision: str) -> None:
+        """Run every predictor's encoder in ``precision`` from now on (ValueError, nothing changed, when one
+        cannot). Their current images are unset and forgotten: the caller re-embeds in the background (the
+        cache keeps each precision's embeddings apart)."""
+        from infosam_app.state.inference_options import check_precision_for
+
+        check_precision_for(self.predictors, precision)
+        for predictor in self.predictors.values():
+            predictor.reset_image()  # so that set_precision does not run the encoder here (the GUI thread)
+            predictor.set_precision(precision)
+        self._embedded.clear()
+
+    def set_embedding_store(self, store: Any) -> None:
+        """Every predictor reads ``store`` (precomputed embeddings; None: none) before any encoder pass."""
+        for predictor in self.predictors.values():
+            predictor.embedding_store = store
 
     # ------------------------------------------------------------------------------------------ embeddings
     def is_embedded(self, name: str, key: str | None) -> bool:

@@ -461,6 +461,19 @@ class Project:
         self.categories.append(cat)
         return cat
 
+    def set_setting(self, name: str, value: Any) -> None:
+        """Set the project setting ``name`` to ``value`` (JSON; None removes it); saved at once, atomically."""
+        with self._locked():
+            self._refresh_manifest()
+            if value is None:
+                if name not in self.settings:
+                    return
+                self.settings.pop(name)
+            else:
+                json.dumps(value)  # TypeError now rather than a half-built manifest later
+                self.settings[name] = value
+            self.save_manifest()
+
     def save_manifest(self) -> None:
         """Write this object's manifest (callers that change it re-read it first, under the lock)."""
         with self._locked():

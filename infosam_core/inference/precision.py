@@ -93,6 +93,24 @@ def auto_precision(device: torch.device | str) -> str:
     return "bfloat16" if native_bf16(device) else "float32"
 
 
+def auto_reason(device: torch.device | str) -> str:
+    """Why ``auto`` chose what it did on ``device``, in a few words ("AMX", "no AMX", "CUDA bf16", ...)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "CUDA bf16" if native_bf16(device) else "CUDA without bf16"
+    if device.type == "cpu":
+        return "AMX" if cpu_features().amx_bf16 else "no AMX"  # AVX-512-BF16 alone is not faster (measured)
+    return f"{device.type}: float32"
+
+
+def describe_precision(precision: str, device: torch.device | str) -> str:
+    """The precision encoder passes run in when ``precision`` is asked for on ``device``, for people:
+    ``"float32 (auto: no AMX)"``, ``"bfloat16 (auto: AMX)"``, ``"int8 (chosen)"``. ValueError as
+    :func:`resolve_precision`."""
+    resolved = resolve_precision(precision, device)
+    return f"{resolved} (auto: {auto_reason(device)})" if precision == "auto" else f"{resolved} (chosen)"
+
+
 def check_precision(precision: str) -> str:
     """``precision`` if it is one of :data:`PRECISIONS`, else a ValueError naming the choices."""
     if precision not in PRECISIONS:
