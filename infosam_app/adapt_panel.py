@@ -79,6 +79,7 @@ class AdaptPanel(QWidget):
                 combo.setItemData(combo.count() - 1, choice.tooltip, Qt.ItemDataRole.ToolTipRole)
         self.method_combo.setToolTip(TOOLTIPS["method"])
         self.distill_combo.setCurrentIndex(self.distill_combo.findData(default_distiller()))
+        self._distill_chosen = False  # the user picked a distiller (or a remembered one was set): keep it
         self.distill_combo.setToolTip(TOOLTIPS["distill"])
         for combo in (self.method_combo, self.distill_combo):  # long entries must not widen the dock
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -151,6 +152,8 @@ class AdaptPanel(QWidget):
         self.relation_check.toggled.connect(self.relation_overlay.set_visible)
         self.relation_overlay.changed.connect(self._sync_relation_check)
         self.session.model_changed.connect(self._sync_relation_check)
+        self.session.model_changed.connect(self._follow_model_default)
+        self.distill_combo.activated.connect(self._distill_picked)  # activated: the user's choices only
         c = self.controller
         c.started.connect(self._on_started)
         c.progress.connect(self._on_progress)
@@ -335,7 +338,9 @@ class AdaptPanel(QWidget):
         if project is None or self.controller.running:
             return
         memory = AdaptMemory.load(project.root)
+        self._distill_chosen = False  # this project's remembered choice, else the model's default
         self._apply_settings(memory.settings)
+        self._follow_model_default()
         history = {k: [(x, y) for x, y in v] for k, v in memory.history.items()}
         panels = [["seg"], [k for k in history if k != "seg"]] if len(history) > 1 else [["seg"]]
         self.plot.set_panels(panels)
@@ -365,12 +370,31 @@ class AdaptPanel(QWidget):
             path, self._pending_adapter = self._pending_adapter, None
             self.load_peft_checkpoint(str(path), remember=False)
 
+    def _distill_picked(self, _index: int) -> None:
+        self._distill_chosen = True
+
+    def _follow_model_default(self) -> None:
+        """Mark the distiller measured best for the base model ``(recommended)`` and select it, unless the user
+        chose one (issue 31: on the bundled tiny model that is none, plain PEFT)."""
+        base = self.session.infos.get("base")
+        model_type = base.model_type if base is not None else None
+        for choice in distill_choices(model_type):
+            index = self.distill_combo.findData(choice.name)
+            if index >= 0:
+                self.distill_combo.setItemText(index, choice.text)
+        if not self._distill_chosen:
+            index = self.distill_combo.findData(default_distiller(model_type))
+            if index >= 0:
+                self.distill_combo.setCurrentIndex(index)
+
     def _apply_settings(self, values: dict) -> None:
         """Set the controls from remembered settings (unknown or bad values keep the control as it is)."""
         for combo, key in ((self.method_combo, "method"), (self.distill_combo, "distill")):
             index = combo.findData(values.get(key))
             if index >= 0:
                 combo.setCurrentIndex(index)
+                if combo is self.distill_combo:
+                    self._distill_chosen = True
         epochs = values.get("epochs")
         if isinstance(epochs, int) and not isinstance(epochs, bool):
             self.epochs_spin.setValue(epochs)

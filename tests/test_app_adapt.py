@@ -48,7 +48,11 @@ def test_adapt_hot_swap_compare_export_and_load(studio, qtbot, tmp_path):
     assert "at least 2" in panel.info_label.text()
     _accept_on(qtbot, studio, [1, 2])
 
-    assert panel.distill_combo.currentData() == "infosam"  # InfoSAM is the default
+    # on the bundled tiny model the default is plain PEFT, marked recommended (issue 31: InfoSAM measured no better)
+    assert panel.distill_combo.currentData() == "none"
+    assert panel.distill_combo.currentText() == "None (plain PEFT) (recommended)"
+    assert panel.distill_combo.itemText(panel.distill_combo.findData("infosam")) == "InfoSAM"
+    panel.distill_combo.setCurrentIndex(panel.distill_combo.findData("infosam"))  # this test adapts with InfoSAM
     listed = [panel.distill_combo.itemData(i) for i in range(panel.distill_combo.count())]
     assert listed[:2] == ["infosam", "none"] and {"vid", "mobilesam", "tinysam"} <= set(listed)  # advanced choices
     # the long "Advanced: ..." entries must not widen the dock (they did: the panel was clipped on the right)
@@ -220,7 +224,7 @@ def test_hq_sam_from_the_method_combo_trains_and_predicts(studio, qtbot):
 def test_method_choices_are_the_peft_registry_in_order():
     """The Adapt panel's methods are read from the PEFT registry: its order (the paper's setup first), its titles;
     the distillers from theirs (the recommended one first, then none)."""
-    from infosam_app.state.method_choices import distill_choices, distill_label, method_choices
+    from infosam_app.state.method_choices import default_distiller, distill_choices, distill_label, method_choices
     from infosam_core.distill.registry import DISTILLERS
     from infosam_core.peft.registry import PEFT_METHODS
 
@@ -230,7 +234,15 @@ def test_method_choices_are_the_peft_registry_in_order():
     assert all(c.tooltip == PEFT_METHODS[c.name].description for c in offered)
     distillers = [c.name for c in distill_choices()]
     assert distillers[:2] == ["infosam", "none"] and sorted(distillers[2:]) == sorted(set(DISTILLERS) - {"infosam"})
-    assert distill_choices()[0].text == "InfoSAM (recommended)"
+    assert distill_choices()[0].text == "InfoSAM (recommended)"  # a model without a measured default
+    tiny = {c.name: c.text for c in distill_choices("tiny")}
+    assert tiny["infosam"] == "InfoSAM" and tiny["none"] == "None (plain PEFT) (recommended)"
+    assert [c.name for c in distill_choices("tiny")] == distillers  # the order stays: only the mark moves
+    assert (default_distiller("tiny"), default_distiller("vit_b"), default_distiller()) == (
+        "none",
+        "infosam",
+        "infosam",
+    )
     assert (distill_label("infosam"), distill_label("vid"), distill_label("none")) == (" + InfoSAM", " + vid", "")
 
 

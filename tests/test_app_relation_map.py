@@ -24,7 +24,7 @@ def test_relation_map_overlay_toggles_for_an_infosam_adapter(studio, qtbot):
         assert c.accept() is not None
 
     settings = panel.settings()
-    settings.method, settings.infosam, settings.max_steps = "decoder", True, 1
+    settings.method, settings.distill, settings.max_steps = "decoder", "infosam", 1
     assert panel.controller.start(settings)
     qtbot.waitUntil(lambda: not panel.controller.running and s.has_adapted, timeout=240_000)
     qtbot.waitUntil(panel.relation_check.isEnabled, timeout=30_000)

@@ -99,7 +99,8 @@ def test_eval_base_model_points5_is_seeded(dataset, tmp_path, capsys):
 
 
 def test_user_errors_exit_2_with_a_message(dataset, tmp_path, capsys):
-    assert main(["train", "--data", str(dataset), "--batch-size", "1", "--out", str(tmp_path)]) == 2
+    infosam = ["--distill", "infosam"]  # not the tiny model's default (issue 31)
+    assert main(["train", "--data", str(dataset), *infosam, "--batch-size", "1", "--out", str(tmp_path)]) == 2
     assert "'infosam' needs batch_size >= 2" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
     assert "not found" in capsys.readouterr().err

@@ -120,10 +120,17 @@ def test_recommended_options_per_model():
 
 
 def test_train_cli_uses_the_model_default_and_the_paper_when_asked():
+    """tiny: plain PEFT unless InfoSAM is asked for (by name, an option, a weight or the paper preset), then
+    centred unless the paper's formula is asked for; other models: InfoSAM with the paper's formula."""
     parser = build_parser()
     common = ["train", "--data", "d", "--out", "o", "--model"]
-    assert build_config(parser.parse_args([*common, "tiny"])).distill_options == {"center": True}
-    paper = parser.parse_args([*common, "tiny", "--distill-option", "center=false"])
+    default = build_config(parser.parse_args([*common, "tiny"]))
+    assert default.distill == "none" and default.distill_options == {}
+    for asked in (["--distill", "infosam"], ["--beta", "0.5"], ["--distill-option", "alpha=1"], ["--lam", "1"]):
+        config = build_config(parser.parse_args([*common, "tiny", *asked]))
+        assert config.distill == "infosam" and config.distill_options["center"] is True, asked
+    assert build_config(parser.parse_args([*common, "vit_b"])).distill == "infosam"
+    paper = parser.parse_args([*common, "tiny", "--distill", "infosam", "--distill-option", "center=false"])
     assert build_config(paper).distill_options == {"center": False}
     assert build_config(parser.parse_args([*common, "tiny", "--preset", "paper"])).distill_options["center"] is False
     assert build_config(parser.parse_args([*common, "vit_b"])).distill_options == {}
@@ -159,3 +166,12 @@ def test_describe_recommended():
         "infosam defaults for the tiny model: center=true (override with --distill-option)"
     )
     assert describe_recommended("vit_b", "infosam") == ""
+    from infosam_core.training.defaults import describe_recommended_distiller, recommended_distiller
+
+    assert (recommended_distiller("tiny"), recommended_distiller("vit_b"), recommended_distiller(None)) == (
+        "none",
+        "infosam",
+        "infosam",
+    )
+    assert "distillation: none, the default for the tiny model" in describe_recommended_distiller("tiny")
+    assert describe_recommended_distiller("vit_b") == ""

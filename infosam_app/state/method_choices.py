@@ -28,28 +28,42 @@ def method_choices() -> list[Choice]:
     return [Choice(method.label, name, method.description) for name, method in PEFT_METHODS.items()]
 
 
-def default_distiller() -> str:
-    """The distiller the app starts with: the registry's recommended one (InfoSAM)."""
-    from infosam_core.distill.registry import recommended_distiller
+def default_distiller(model_type: str | None = None) -> str:
+    """The distiller the app adapts ``model_type`` with unless the user chooses: the one measured best for it
+    (:func:`infosam_core.training.defaults.recommended_distiller`: none on the bundled tiny model), else the
+    registry's recommended one (InfoSAM)."""
+    from infosam_core.distill.registry import DISTILLERS, recommended_distiller
+    from infosam_core.training.defaults import RECOMMENDED_DISTILLER
 
+    measured = RECOMMENDED_DISTILLER.get(model_type or "")
+    if measured is not None and (measured == NO_DISTILLATION or measured in DISTILLERS):
+        return measured
     return recommended_distiller()
 
 
-def distill_choices() -> list[Choice]:
-    """The distillation combo: the recommended distiller, none, then the other registered distillers as
-    advanced choices (the paper's baselines), each with its one-line description."""
-    from infosam_core.distill.registry import DISTILLERS
+def distill_choices(model_type: str | None = None) -> list[Choice]:
+    """The distillation combo, in a fixed order: the registry's recommended distiller (InfoSAM), none, then
+    the other registered distillers as advanced choices (the paper's baselines), each with its one-line
+    description; ``(recommended)`` marks :func:`default_distiller` for ``model_type``."""
+    from infosam_core.distill.registry import DISTILLERS, recommended_distiller
 
-    default = default_distiller()
+    first = recommended_distiller()
+    best = default_distiller(model_type)
+
+    def marked(text: str, name: str) -> str:
+        return f"{text} (recommended)" if name == best else text
+
     choices = []
-    if default in DISTILLERS:
-        spec = DISTILLERS[default]
-        choices.append(Choice(f"{spec.label} (recommended)", default, spec.description))
-    choices.append(Choice("None (plain PEFT)", NO_DISTILLATION, "the PEFT method alone, no teacher"))
+    if first in DISTILLERS:
+        spec = DISTILLERS[first]
+        choices.append(Choice(marked(spec.label, first), first, spec.description))
+    choices.append(
+        Choice(marked("None (plain PEFT)", NO_DISTILLATION), NO_DISTILLATION, "the PEFT method alone, no teacher")
+    )
     choices += [
-        Choice(f"Advanced: {name} \u2013 {spec.description}", name, spec.description)
+        Choice(marked(f"Advanced: {name} \u2013 {spec.description}", name), name, spec.description)
         for name, spec in DISTILLERS.items()
-        if name != default
+        if name != first
     ]
     return choices
 

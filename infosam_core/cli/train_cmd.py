@@ -1,4 +1,5 @@
-"""`infosam train`: adapt SAM to a dataset with PEFT (+ a distiller, InfoSAM by default) and save the adapter.
+"""`infosam train`: adapt SAM to a dataset with PEFT (+ a distiller: InfoSAM, or none by default on the bundled
+tiny model) and save the adapter.
 
     infosam train --data my_dataset --peft adapter --distill infosam --epochs 10 --out runs/mine
     infosam train --data my_dataset --model vit_b --checkpoint sam_vit_b_01ec64.pth --preset paper --out runs/paper
@@ -25,7 +26,13 @@ from typing import Any
 from infosam_core.cli import CLIError, InterruptToStop, add_model_argument, defer_arguments
 from infosam_core.cli.common import add_device_argument, check_device, check_out_dir, parse_option
 from infosam_core.cli.tiling_options import add_tiling_arguments, check_tiling_values, tiling_from_args
-from infosam_core.training.defaults import describe_recommended, recommended_distill_options, with_recommended_options
+from infosam_core.training.defaults import (
+    describe_recommended,
+    describe_recommended_distiller,
+    recommended_distill_options,
+    recommended_distiller,
+    with_recommended_options,
+)
 
 # CLI flag -> TrainConfig field, for flags that default to "not given" (None) so presets can fill them.
 OVERRIDABLE = {
@@ -79,7 +86,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--distill",
         choices=distiller_names(),
-        help="distillation from the frozen pre-trained SAM (default: infosam); "
+        help="distillation from the frozen pre-trained SAM (default: infosam; none on the bundled tiny model, "
+        "where InfoSAM measured no better than plain PEFT); "
         + "; ".join(f"{n}: {d.description}" for n, d in DISTILLERS.items()),
     )
     parser.add_argument(
@@ -146,6 +154,13 @@ def build_config(args: argparse.Namespace):
     values.update(
         {field: getattr(args, flag) for flag, field in OVERRIDABLE.items() if getattr(args, flag) is not None}
     )
+    infosam_asked = (  # an InfoSAM option, weight or relation map names InfoSAM without --distill
+        args.distill_option
+        or getattr(args, "relation_maps", 0)
+        or any(getattr(args, f) is not None for f in (*INFOSAM_WEIGHT_FLAGS, "lam"))
+    )
+    if "distill" not in values and not infosam_asked:  # no distiller named: the one measured best for the model
+        values["distill"] = recommended_distiller(getattr(args, "model", None))
     distill_options = dict(values.get("distill_options", {}))
     if values.get("distill", "infosam") != "infosam":
         distill_options = {}  # a preset's InfoSAM weights do not apply to another distiller
@@ -314,6 +329,9 @@ def _run(args: argparse.Namespace, config, context) -> int:
         f"training on {len(samples)} images ({len(val)} for validation), SAM {args.model}, "
         f"{config.peft} + {config.distill}, {config.epochs} epochs x batch {config.batch_size}{processes}"
     )
+    model_default = args.distill is None and not args.preset and config.distill == recommended_distiller(args.model)
+    if model_default and (line := describe_recommended_distiller(args.model)):
+        say(line)
     recommended = recommended_distill_options(args.model, config.distill)
     if recommended and all(config.distill_options.get(k) == v for k, v in recommended.items()):
         say(describe_recommended(args.model, config.distill))
