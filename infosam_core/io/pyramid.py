@@ -1,8 +1,8 @@
 """Image pyramids for display: full resolution first, each level half the previous, until one fits a screen.
 
 A viewer shows a large image (a 2048 x 2048 field, a whole-slide scan) zoomed out most of the time; drawing it
-from full resolution uploads and resamples every pixel. napari draws a *multiscale* image (a list of levels,
-largest first) from the level that matches the zoom. :func:`pyramid_levels` builds that list cheaply: each level
+from full resolution uploads and resamples every pixel. A *multiscale* viewer layer (a list of levels, largest
+first) is drawn from the level that matches the zoom. :func:`pyramid_levels` builds that list cheaply: each level
 is the 2 x 2 block mean of the previous one (an odd side repeats its last row / column), computed from the
 previous level, so the whole pyramid costs about a third of one pass over the image. Level 0 is the image
 itself (not copied): coordinates stay those of the full-resolution image.
