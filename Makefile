@@ -22,13 +22,17 @@ install: system-deps $(STAMP)
 run: install
 	$(VENV)/bin/infosam app --samples
 
+# one pytest process per core (at most 4; each test runs one torch thread, see tests/conftest.py), a test file's
+# tests kept in one process (module fixtures built once)
+XDIST := -n auto --maxprocesses 4 --dist loadfile
+
 test: install lint
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST)
 
 # the inner loop: no lint, no test marked slow (over ~3 s each: torchrun, full trainings, subprocesses, big
 # parity checks); under a third of `make test`'s time. `make test` runs every test.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(XDIST) -m "not slow"
 
 # ruff (lint + format check), the import contracts ([tool.importlinter]) and mypy on the core ([tool.mypy])
 lint: $(STAMP)

@@ -164,36 +164,47 @@ from pathlib import Path
 from infosam_core.experiments.plan import load_plan
 from infosam_core.experiments.runner import claim_run
 run = load_plan(sys.argv[1]).runs(sys.argv[2])[0]
-go = Path(sys.argv[3])
+tmp, trials = Path(sys.argv[3]), int(sys.argv[4])
 print("ready", flush=True)
-while not go.exists():
-    time.sleep(0.001)
-lock = claim_run(sys.argv[4], run)
-print("won" if lock is not None else "lost", flush=True)
-time.sleep(1.5)
+held = []  # every lock won stays held until the process ends: a loser cannot win after the winner let go
+for trial in range(trials):
+    go = tmp / f"go{trial}"
+    while not go.exists():
+        time.sleep(0.001)
+    lock = claim_run(tmp / f"out{trial}", run)
+    held.append(lock)
+    print("won" if lock is not None else "lost", flush=True)
+while not (tmp / "done").exists():
+    time.sleep(0.01)
 """
 
 
 @pytest.mark.slow
 def test_six_processes_claiming_one_run_at_once_give_one_winner(tmp_path, data_root):
+    """Six processes claim one run at the same instant, three times (a fresh output folder each time; the
+    processes start once: each start imports torch): exactly one winner each time."""
     path = write_plan(tmp_path, plan_text())
-    out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    for trial in range(3):
-        go = tmp_path / f"go{trial}"
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", CLAIMER, str(path), str(data_root), str(go), str(out)],
-                stdout=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-            for _ in range(6)
-        ]
+    trials = 3
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, str(path), str(data_root), str(tmp_path), str(trials)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(6)
+    ]
+    try:
         assert all(p.stdout.readline().strip() == "ready" for p in procs)
-        go.touch()
-        answers = [p.communicate(timeout=60)[0].strip() for p in procs]
-        assert sorted(answers) == ["lost"] * 5 + ["won"], answers
+        for trial in range(trials):
+            (tmp_path / f"go{trial}").touch()
+            answers = [p.stdout.readline().strip() for p in procs]
+            assert sorted(answers) == ["lost"] * 5 + ["won"], (trial, answers)
+    finally:
+        (tmp_path / "done").touch()
+        for p in procs:
+            p.communicate(timeout=60)
 
 
 def test_an_old_claim_file_naming_a_live_process_does_not_block_a_run(tmp_path, data_root, monkeypatch):
