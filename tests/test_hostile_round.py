@@ -1,8 +1,6 @@
-"""scripts/hostile_round.py on a subset of issue 32's cases (no training; each call is a CLI process that imports
-torch, ~6 CPU s): FIFOs in place of files (hangs), multi-frame image bombs and checkpoint bombs (memory) through the
-real CLI give one line on stderr and exit status 2 (or 1 for a folder with a skipped image), no hang, under 1.5 GiB
-peak memory. Every other case has its own unit test; the full round, all 24 cases, is in the README's Safety
-section."""
+"""scripts/hostile_round.py on a fast subset of issue 32's cases (no training): every crafted file through the real
+CLI gives one line on stderr and exit status 2, no hang, under 1.5 GiB peak memory (the full round, all 24 cases,
+is in the README's Safety section)."""
 
 from __future__ import annotations
 
@@ -15,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FAST_CASES = (6, 7, 8)
+FAST_CASES = (6, 7, 8, 10, 15, 16, 18, 19)
 
 
 @pytest.mark.slow
@@ -34,7 +32,7 @@ def test_the_fast_cases_of_the_hostile_round_pass(tmp_path):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     rows = json.loads(report.read_text())["rows"]
     assert {row["case"] for row in rows} == set(FAST_CASES)
-    assert len(rows) >= 12 and all(row["verdict"] == "ok" for row in rows)
+    assert len(rows) >= 30 and all(row["verdict"] == "ok" for row in rows)
     refusals = [row for row in rows if row["exit"] == "2"]
     assert all(row["stderr_lines"] == 1 and row["peak_mb"] < 1536 for row in refusals)
 
