@@ -9,7 +9,10 @@ process per round, variants alternating (A B C ... A B C) so a change of load hi
 printed. ``--busy N`` keeps N extra processes spinning on the CPU for the whole run (a training run beside the
 app, another program). Figures per variant: ``segment_all`` on a cached embedding (``cached_s``), with the
 encoder pass (``cold_s``), and the reference generator (``reference_s``, encoder included), so
-``reference_s / cold_s`` is the like-for-like ratio.
+``reference_s / cold_s`` is the like-for-like ratio. ``floor_s``: segment-all's matrix products
+(``matmul_gflop``, counted by ``torch.utils.flop_counter`` on a cached pass) at the rate of a 2048^2 float32
+matmul on the same threads in the same process (``matmul_gflops``) -- no float32 implementation of the decoder
+computes the same masks faster on this CPU, so ``reference_s / floor_s`` is the highest ratio it allows.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def worker(threads: int, size: int, reference: bool) -> dict:
     import numpy as np
     import torch
     from segment_anything import SamAutomaticMaskGenerator
+    from torch.utils.flop_counter import FlopCounterMode
 
     from infosam_core.inference.automatic import AutomaticConfig, segment_all
     from infosam_core.inference.predictor import Predictor
@@ -66,6 +70,17 @@ def worker(threads: int, size: int, reference: bool) -> dict:
     start = time.perf_counter()
     segment_all(predictor, image, config)
     row["cached_s"] = time.perf_counter() - start
+    # the floor: segment-all's matrix products (counted) at the rate of a large matmul on the same threads
+    with FlopCounterMode(display=False) as counter:
+        segment_all(predictor, image, config)
+    row["matmul_gflop"] = counter.get_total_flops() / 1e9
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(3):
+        a @ b
+    row["matmul_gflops"] = 3 * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
+    row["floor_s"] = row["matmul_gflop"] / row["matmul_gflops"]
     if reference:
         generator = SamAutomaticMaskGenerator(
             sam,
@@ -122,6 +137,14 @@ def main() -> None:
             line += (
                 f"   reference {med['reference_s']:7.2f} s   reference / cold x{med['reference_s'] / med['cold_s']:.1f}"
             )
+        print(line)
+    for name, med in figures.items():
+        line = (
+            f"  {name:27s} matrix products {med['matmul_gflop']:.1f} GFLOP at {med['matmul_gflops']:.0f} GFLOPS"
+            f" (2048^2 matmul): floor {med['floor_s']:.2f} s, cached at x{med['cached_s'] / med['floor_s']:.2f} of it"
+        )
+        if "reference_s" in med:
+            line += f"; reference / floor x{med['reference_s'] / med['floor_s']:.1f} (the highest ratio possible)"
         print(line)
     one, two = figures["1 thread"], figures["2 threads"]
     print(f"  2 threads / 1 thread (cached): x{two['cached_s'] / one['cached_s']:.2f}")

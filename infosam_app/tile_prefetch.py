@@ -132,7 +132,8 @@ class TilePrefetcher(QObject):
             return
         self._plan = None
         if computed:
-            self.session.tell(f"{computed} more tiles near the view embedded: a click there runs the decoder only.")
+            tiles = "tile" if computed == 1 else "tiles"
+            self.session.tell(f"{computed} more {tiles} near the view embedded: a click there runs the decoder only.")
 
     def _on_error(self, task: Task, exc: BaseException) -> None:
         if task is self._task:
