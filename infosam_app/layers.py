@@ -7,6 +7,7 @@ the bottom, prompts on top). Coordinates are napari's (row, col) in image pixels
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -106,6 +107,15 @@ class StudioLayers:
         self._preview_bounds: tuple[np.ndarray, Bounds | None] | None = None
         self.partial_preview = True  # False: every preview change refreshes the whole layer (benchmarks compare)
         self.on_created = []  # callbacks(layer): the prompt controller wires events and keys
+        viewer.camera.events.zoom.connect(self._on_zoom)
+
+    def close(self) -> None:
+        """Stop following the camera (the widget is closing)."""
+        with contextlib.suppress(Exception):  # already disconnected or the viewer is gone
+            self.viewer.camera.events.zoom.disconnect(self._on_zoom)
+
+    def _on_zoom(self, _event=None) -> None:
+        self.size_points()
 
     # ---- helpers
     def alive(self, layer) -> bool:
@@ -170,19 +180,27 @@ class StudioLayers:
         except TypeError:  # a napari whose reset_view fits every layer
             self.viewer.reset_view()
 
-    def size_points(self, shape: tuple[int, int]) -> None:
-        """Point prompts in screen pixels: a size in image pixels larger than the image can ever be shown,
-        clamped by ``canvas_size_limits`` to :data:`POINT_SCREEN_PX` (a fixed image-pixel size was huge on
-        small images and invisible on large ones). Clamped down, not up: napari enlarges a small point's outline
-        to the lower limit but leaves its face small (seen under Xvfb, napari 0.9)."""
+    def size_points(self, shape: tuple[int, int] | None = None) -> None:
+        """Point prompts :data:`POINT_SCREEN_PX` screen pixels wide at any zoom: their size in image pixels is
+        that divided by the camera's zoom, set again on every zoom change (``shape`` is not needed; kept for
+        callers). What napari takes for a point when the mouse hovers or selects (its size in image pixels) is
+        then what is drawn: a huge size clamped on screen by ``canvas_size_limits`` drew right, but put every
+        position of the image "on" the newest point (select mode always grabbed it) and showed a point size of
+        thousands in the layer controls. The limits stay as a guard between a zoom and its event."""
         if not self.alive(self.points):
             return
-        big = float(max(shape) * 4 + 100)
+        zoom = float(self.viewer.camera.zoom)
+        if not np.isfinite(zoom) or zoom <= 0:
+            return
+        size = POINT_SCREEN_PX / zoom
         layer = self.points
-        layer.canvas_size_limits = (POINT_SCREEN_PX, POINT_SCREEN_PX)
-        layer.current_size = big
+        if np.isclose(float(layer.current_size), size, rtol=1e-6) and (
+            not len(layer.data) or np.allclose(layer.size, size, rtol=1e-6)
+        ):
+            return
+        layer.current_size = size
         if len(layer.data):
-            layer.size = big
+            layer.size = size
 
     def show_nothing(self) -> None:
         """No image (an empty project): blank the image and every overlay."""
@@ -236,7 +254,7 @@ class StudioLayers:
                 np.empty((0, 2)),
                 name=POINTS_NAME,
                 ndim=2,
-                size=float(max(shape) * 4 + 100),
+                size=POINT_SCREEN_PX / max(float(self.viewer.camera.zoom), 1e-6),
                 canvas_size_limits=(POINT_SCREEN_PX, POINT_SCREEN_PX),
                 border_color="white",
                 border_width=0.1,

@@ -609,3 +609,4 @@ class Session(QObject):
 
     def shutdown(self) -> None:
         self.tasks.shutdown()
+        self.layers.close()

@@ -33,7 +33,8 @@ def test_view_fits_each_image_and_points_are_screen_sized(studio, qtbot, tmp_pat
         zooms[name] = s.viewer.camera.zoom
         pts = s.layers.points
         assert tuple(pts.canvas_size_limits) == (POINT_SCREEN_PX, POINT_SCREEN_PX)
-        assert pts.current_size > max(h, w)  # always clamped to the screen size
+        # POINT_SCREEN_PX on screen: its size in image pixels follows the zoom
+        assert pts.current_size * s.viewer.camera.zoom == pytest.approx(POINT_SCREEN_PX, rel=1e-5)
     assert zooms["small.png"] > 5 * zooms["big.png"]  # the small image is not a speck in a corner
 
 
@@ -48,3 +49,27 @@ def test_after_the_relation_overlay_the_point_layer_is_selected(studio, qtbot):
     # a click on the canvas goes to the selected layer in "add" mode: it adds a prompt
     s.layers.points.add([[10.0, 12.0]])
     qtbot.waitUntil(lambda: c.prompt_count == 1, timeout=5_000)
+
+
+def test_point_prompts_keep_their_screen_size_and_are_found_only_where_drawn(studio, qtbot):
+    """Zooming resizes the points (in image pixels) so that they stay POINT_SCREEN_PX wide on screen, and what napari
+    finds under the mouse (hover, select mode) is a point only where one is drawn -- not anywhere on the image, as
+    with the former huge size clamped on screen."""
+    s, c = studio.session, studio.prompts
+    h, w = s.rgb.shape[:2]
+    pts = s.layers.points
+    pts.add([[h / 2, w / 2]])
+    qtbot.waitUntil(lambda: c.prompt_count == 1, timeout=5_000)
+    pts.add([[h / 4, w / 4]])
+    qtbot.waitUntil(lambda: c.prompt_count == 2, timeout=5_000)
+    for factor in (1.0, 3.0, 0.5):
+        s.viewer.camera.zoom = s.viewer.camera.zoom * factor
+        zoom = s.viewer.camera.zoom
+        assert np.allclose(pts.size * zoom, POINT_SCREEN_PX, rtol=1e-5), factor
+        assert pts.current_size * zoom == pytest.approx(POINT_SCREEN_PX, rel=1e-5)
+        assert pts.get_value((h / 2, w / 2)) == 0
+        assert pts.get_value((h / 4, w / 4)) == 1
+        # a few screen pixels beyond a point's edge: no point there
+        off = (POINT_SCREEN_PX / 2 + 3) / zoom
+        assert pts.get_value((h / 2 + off, w / 2)) is None, factor
+        assert pts.get_value((3 * h / 4, 3 * w / 4)) is None, factor
