@@ -11,8 +11,8 @@ app, another program). Figures per variant: ``segment_all`` on a cached embeddin
 encoder pass (``cold_s``), and the reference generator (``reference_s``, encoder included), so
 ``reference_s / cold_s`` is the like-for-like ratio. ``floor_s``: segment-all's matrix products
 (``matmul_gflop``, counted by ``torch.utils.flop_counter`` on a cached pass) at the rate of a 2048^2 float32
-matmul on the same threads in the same process (``matmul_gflops``) -- no float32 implementation of the decoder
-computes the same masks faster on this CPU, so ``reference_s / floor_s`` is the highest ratio it allows.
+matmul on the same threads in the same process (``matmul_gflops``): segment-all cannot run faster than its own
+products at that rate, so ``reference_s / floor_s`` is the most its arithmetic allows on this CPU.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def main() -> None:
             f" (2048^2 matmul): floor {med['floor_s']:.2f} s, cached at x{med['cached_s'] / med['floor_s']:.2f} of it"
         )
         if "reference_s" in med:
-            line += f"; reference / floor x{med['reference_s'] / med['floor_s']:.1f} (the highest ratio possible)"
+            line += f"; reference / floor x{med['reference_s'] / med['floor_s']:.1f} (the most this arithmetic allows)"
         print(line)
     one, two = figures["1 thread"], figures["2 threads"]
     print(f"  2 threads / 1 thread (cached): x{two['cached_s'] / one['cached_s']:.2f}")

@@ -162,7 +162,7 @@ class StudioLayers:
         self.image.metadata["raw"] = raw
         shape = rgb.shape[:2]
         self.ensure_prompt_layers(shape)
-        self.size_points(shape)
+        self.size_points()
         if old_shape != shape:
             self.fit_view(shape)
 
@@ -180,10 +180,9 @@ class StudioLayers:
         except TypeError:  # a napari whose reset_view fits every layer
             self.viewer.reset_view()
 
-    def size_points(self, shape: tuple[int, int] | None = None) -> None:
+    def size_points(self) -> None:
         """Point prompts :data:`POINT_SCREEN_PX` screen pixels wide at any zoom: their size in image pixels is
-        that divided by the camera's zoom, set again on every zoom change (``shape`` is not needed; kept for
-        callers). What napari takes for a point when the mouse hovers or selects (its size in image pixels) is
+        that divided by the camera's zoom, set again on every zoom change. What napari takes for a point when the mouse hovers or selects (its size in image pixels) is
         then what is drawn: a huge size clamped on screen by ``canvas_size_limits`` drew right, but put every
         position of the image "on" the newest point (select mode always grabbed it) and showed a point size of
         thousands in the layer controls. The limits stay as a guard between a zoom and its event."""
