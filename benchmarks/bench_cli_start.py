@@ -8,8 +8,10 @@ change), side by side in one run.
 Each call is its own process (``python -m infosam_core ...`` with ``PYTHONPATH`` naming the tree), trees
 alternating call by call (before, after, before, after ...) so a change of load hits both alike. Per call:
 wall time, CPU time (user + system) and peak RSS from ``os.wait4``; medians are printed with before / after
-ratios. The calls: ``--help``, a bad option (argparse refuses it) and a bad ``--box`` (the command refuses it,
-one line, exit 2).
+ratios. The calls: ``--help``, a bad option (argparse refuses it), a bad ``--box`` (the command refuses it,
+one line, exit 2), a damaged checkpoint (refused once torch is loaded) and a whole ``predict`` (bundled tiny
+model, one point on the coins sample): the last two show what not importing torchvision saves
+(``infosam_core.segment_anything_import``).
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ from pathlib import Path
 from _report import add_json_argument, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
-CALLS = {  # name: (arguments, expected exit status)
+COINS = str(ROOT / "resources" / "samples" / "coins.png")
+CALLS = {  # name: (arguments, expected exit status); run in a folder holding cut.pth (damaged)
     "--help": (["--help"], 0),
     "bad option": (["predict", "a.png", "--bogus"], 2),
     "bad --box": (["predict", "missing.png", "--box", "1,2,3", "--out", "x.png"], 2),
+    "damaged .pth": (["info", "--checkpoint", "cut.pth"], 2),
+    "predict": (["predict", COINS, "--point", "100,100", "--out", "x.png", "--precision", "float32"], 0),
 }
 
 
@@ -63,18 +68,19 @@ def main() -> None:
     trees = {"before": args.before.resolve(), "after": ROOT}
     runs: dict[str, dict[str, list[dict[str, float]]]] = {c: {t: [] for t in trees} for c in CALLS}
     with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "cut.pth").write_bytes(b"PK\x03\x04" + bytes(200))  # a zip's start, cut short
         for _ in range(args.rounds):
             for call, (arguments, expected) in CALLS.items():
                 for tree_name, tree in trees.items():
                     runs[call][tree_name].append(measure(tree, arguments, expected, Path(tmp)))
     figures: dict[str, dict[str, float]] = {}
-    print(f"{'call':12} {'figure':12} {'before':>9} {'after':>9} {'before/after':>13}   (medians of {args.rounds})")
+    print(f"{'call':13} {'figure':12} {'before':>9} {'after':>9} {'before/after':>13}   (medians of {args.rounds})")
     for call, per_tree in runs.items():
         for figure in ("wall_s", "cpu_s", "peak_rss_mb"):
             before = statistics.median(r[figure] for r in per_tree["before"])
             after = statistics.median(r[figure] for r in per_tree["after"])
             figures[f"{call} {figure}"] = {"before": before, "after": after, "ratio": before / after}
-            print(f"{call:12} {figure:12} {before:9.2f} {after:9.2f} {before / after:12.1f}x")
+            print(f"{call:13} {figure:12} {before:9.2f} {after:9.2f} {before / after:12.1f}x")
     if args.json:
         write_report(args.json, "cli_start", figures)
 

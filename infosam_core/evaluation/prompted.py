@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 from scipy.special import expit
-from segment_anything import SamPredictor
 
 from infosam_core.data.datasets import SegmentationSample
 from infosam_core.data.prompt_sampling import PROTOCOLS, eval_prompt
@@ -126,7 +125,7 @@ def evaluate(
     return EvalResult(prompt=prompt, seed=seed, rows=summary.rows, mean=summary.mean, skipped=skipped)
 
 
-def _predictor(sam: SamLike, precision: str = "float32") -> SamPredictor | Predictor:
+def _predictor(sam: SamLike, precision: str = "float32") -> Any:
     """segment-anything's own predictor where its backend applies; otherwise the project's :class:`Predictor`
     (no embedding cache: every image is embedded once) with the model family's backend -- also for a decoder
     that reads encoder blocks besides the embedding (HQ-SAM's: sam-hq's single mask per prompt), and for an
@@ -134,6 +133,8 @@ def _predictor(sam: SamLike, precision: str = "float32") -> SamPredictor | Predi
     if resolve_precision(precision, sam.device) != "float32":
         return Predictor(sam, cache_size=0, use_interactive_decoder=False, precision=precision)
     if isinstance(backend_for(sam), SamBackend) and not decoder_encoder_blocks(sam.mask_decoder):
+        from segment_anything import SamPredictor  # imports torchvision (2.3 s): only where it is the reference
+
         return SamPredictor(sam)
     return Predictor(sam, cache_size=0, use_interactive_decoder=False)
 

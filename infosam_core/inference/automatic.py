@@ -43,7 +43,6 @@ import numpy as np
 import torch
 from scipy import ndimage
 from segment_anything.utils.amg import batched_mask_to_box, build_point_grid, calculate_stability_score
-from torchvision.ops import batched_nms
 
 from infosam_core.inference.predictor import Predictor
 
@@ -287,6 +286,8 @@ def _xyxy(box: torch.Tensor) -> tuple[int, int, int, int]:
 
 def _nms(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Indices kept by box NMS (highest score first), as SAM's generator does it."""
+    from torchvision.ops import batched_nms  # imported here: torchvision's import costs 2.3 s (torch._dynamo)
+
     boxes = batched_mask_to_box(masks).float()
     return batched_nms(boxes, scores, torch.zeros(len(boxes)), iou_threshold=iou_threshold)
 

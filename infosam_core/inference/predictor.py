@@ -1,8 +1,10 @@
-"""Interactive prediction: segment-anything's :class:`SamPredictor`, plus embedding caching and model swaps.
+"""Interactive prediction: segment-anything's ``SamPredictor`` interface, plus embedding caching and model swaps.
 
 :class:`Predictor` keeps SamPredictor's calling convention and results (``set_image``, ``predict``,
-``predict_torch``, ``get_image_embedding``, ...): the resizing, normalisation, prompt transforms and
-mask post-processing are segment-anything's own. On top of it:
+``predict_torch``, ``get_image_embedding``, ``transform``, ...; the parity tests compare it with
+segment-anything's): the same resize (:class:`~infosam_core.models.transforms.ResizeLongestSide`),
+normalisation, prompt transforms and mask post-processing. It does not derive from ``SamPredictor``, whose
+module imports torchvision (see :mod:`infosam_core.segment_anything_import`). On top of it:
 
 * ``set_image`` accepts any image :func:`infosam_core.io.images.to_rgb_uint8` accepts (gray, RGBA,
   16-bit, float, ...).
@@ -48,7 +50,6 @@ from typing import Any, cast
 import numpy as np
 import torch
 import torch.nn.functional as F
-from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
 from infosam_core.inference.backends import Backend, backend_for, embedding_fingerprint
@@ -76,11 +77,12 @@ logger = logging.getLogger(__name__)
 POINT_LABELS = (0, 1)  # what callers give: 1 foreground, 0 background (SAM's -1/2/3 are internal)
 
 
-class Predictor(SamPredictor):
-    """SamPredictor with cached, thread-safe embeddings and model hot swap (see the module docstring)."""
+class Predictor:
+    """SamPredictor's interface with cached, thread-safe embeddings and model hot swap (see the module docstring)."""
 
-    # SamPredictor's state (segment-anything ships no types): the model and the current image's
+    # SamPredictor's state: the model and the current image's
     model: SamLike
+    is_image_set: bool
     features: torch.Tensor | None
     original_size: tuple[int, ...] | None
     input_size: tuple[int, ...] | None
@@ -103,7 +105,8 @@ class Predictor(SamPredictor):
         self._lock = threading.RLock()  # the model: held during encoder passes and swaps
         self._fingerprint_lock = threading.RLock()  # short: the fingerprint and its weights stamp
         self._embedding: ImageEmbedding | None = None
-        super().__init__(sam)
+        self.model = sam
+        self.reset_image()
         self._backend = backend_for(sam)  # what differs per backbone family (SAM, SAM2)
         self.transform = self._backend.transform
         self._decoder = _interactive_decoder(sam)
@@ -192,7 +195,6 @@ class Predictor(SamPredictor):
         other._decoder = _interactive_decoder(self.model)
         other.features = None
         other.is_image_set = False
-        other.orig_h = other.orig_w = other.input_h = other.input_w = None
         other.original_size = other.input_size = None
         other._embedding = None
         return other
@@ -263,7 +265,7 @@ class Predictor(SamPredictor):
                 "this embedding was computed by another model (or other weights) than the current one; "
                 "compute it again with embed()"
             )
-        SamPredictor.reset_image(self)
+        self._unset_image()
         self.features = embedding.features
         self.extra_features = embedding.extra_features
         self.original_size = embedding.original_size
@@ -286,10 +288,6 @@ class Predictor(SamPredictor):
             raise NotImplementedError("set_torch_image is for segment-anything models; use set_image")
         blocks = decoder_encoder_blocks(self.model.mask_decoder)
         with self._lock, torch.inference_mode():
-            if not blocks:
-                super().set_torch_image(transformed_image, original_image_size)
-                return
-            # a decoder that reads encoder blocks (HQ-SAM): SamPredictor's steps, capturing the blocks' outputs
             size = self.model.image_encoder.img_size
             if (
                 transformed_image.ndim != 4
@@ -300,19 +298,37 @@ class Predictor(SamPredictor):
             self.reset_image()
             self.original_size = original_image_size
             self.input_size = tuple(transformed_image.shape[-2:])
-            self.features, self.extra_features = self._backend.encode_input(self.model.preprocess(transformed_image))
+            input_image = self.model.preprocess(transformed_image)
+            if blocks:  # a decoder that reads encoder blocks (HQ-SAM): their outputs are captured too
+                self.features, self.extra_features = self._backend.encode_input(input_image)
+            else:
+                self.features = self.model.image_encoder(input_image)
             self.is_image_set = True
 
     def reset_image(self) -> None:
         """Unset the current image."""
-        super().reset_image()
+        self._unset_image()
+        self._embedding = None
+        decoder = getattr(self, "_decoder", None)  # unset while __init__ resets the image
+        if decoder is not None:
+            decoder.clear()  # it holds the image's decoder inputs (~14 MB at SAM size)
+
+    def _unset_image(self) -> None:
+        self.is_image_set = False
+        self.features = None
         self.extra_features = ()
         self.original_size = None
         self.input_size = None
-        self._embedding = None
-        decoder = getattr(self, "_decoder", None)  # unset while SamPredictor.__init__ resets the image
-        if decoder is not None:
-            decoder.clear()  # it holds the image's decoder inputs (~14 MB at SAM size)
+
+    @property
+    def device(self) -> torch.device:
+        """The model's device."""
+        return self.model.device
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The current image's embedding (1, C, h, w), e.g. (1, 256, 64, 64) for SAM."""
+        features, _, _ = self._sizes()
+        return features
 
     @property
     def embedding(self) -> ImageEmbedding | None:
@@ -352,10 +368,23 @@ class Predictor(SamPredictor):
           masks (C, H, W) bool (float logits if ``return_logits``), scores (C,), low-res logits
           (C, h, w); C = 3 with ``multimask_output``, else 1.
         """
-        if not self.is_image_set:
-            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
-        prompts = self._check_prompts(point_coords, point_labels, box, mask_input)
-        return super().predict(*prompts, multimask_output=multimask_output, return_logits=return_logits)
+        _, _, original_size = self._sizes()
+        coords, labels, box_array, mask = self._check_prompts(point_coords, point_labels, box, mask_input)
+        device = self.device
+        coords_torch = labels_torch = box_torch = mask_torch = None
+        if coords is not None and labels is not None:
+            coords_torch = torch.as_tensor(self.transform.apply_coords(coords, original_size), dtype=torch.float)
+            labels_torch = torch.as_tensor(labels, dtype=torch.int)
+            coords_torch, labels_torch = coords_torch.to(device)[None], labels_torch.to(device)[None]
+        if box_array is not None:
+            box_torch = torch.as_tensor(self.transform.apply_boxes(box_array, original_size), dtype=torch.float)
+            box_torch = box_torch.to(device)[None]
+        if mask is not None:
+            mask_torch = torch.as_tensor(mask, dtype=torch.float).to(device)[None]
+        masks, scores, low_res = self.predict_torch(
+            coords_torch, labels_torch, box_torch, mask_torch, multimask_output, return_logits=return_logits
+        )
+        return masks[0].cpu().numpy(), scores[0].cpu().numpy(), low_res[0].cpu().numpy()
 
     def predict_torch(
         self,
