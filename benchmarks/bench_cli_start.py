@@ -9,9 +9,10 @@ Each call is its own process (``python -m infosam_core ...`` with ``PYTHONPATH``
 alternating call by call (before, after, before, after ...) so a change of load hits both alike. Per call:
 wall time, CPU time (user + system) and peak RSS from ``os.wait4``; medians are printed with before / after
 ratios. The calls: ``--help``, a bad option (argparse refuses it), a bad ``--box`` (the command refuses it,
-one line, exit 2), a damaged checkpoint (refused once torch is loaded) and a whole ``predict`` (bundled tiny
-model, one point on the coins sample): the last two show what not importing torchvision saves
-(``infosam_core.segment_anything_import``).
+one line, exit 2), a damaged checkpoint and a device as an experiment's plan (both refused once torch is loaded)
+and a whole ``predict`` (bundled tiny model, one point on the coins sample): the last three show what not
+importing torchvision (``infosam_core.segment_anything_import``) and the experiment runner before the plan is
+read save.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ CALLS = {  # name: (arguments, expected exit status); run in a folder holding cu
     "bad option": (["predict", "a.png", "--bogus"], 2),
     "bad --box": (["predict", "missing.png", "--box", "1,2,3", "--out", "x.png"], 2),
     "damaged .pth": (["info", "--checkpoint", "cut.pth"], 2),
+    "bad plan": (["experiment", "/dev/zero", "--dry-run"], 2),
     "predict": (["predict", COINS, "--point", "100,100", "--out", "x.png", "--precision", "float32"], 0),
 }
 

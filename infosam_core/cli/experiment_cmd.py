@@ -140,13 +140,15 @@ def _duration(seconds: float | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from infosam_core.experiments.plan import PlanError, load_plan
-    from infosam_core.experiments.runner import check_record, run_experiment, write_report
 
     try:
         plan = load_plan(args.plan)
         runs = plan.runs(args.data_root)
     except PlanError as exc:
         raise CLIError(str(exc)) from None
+    # the runner (training, evaluation) is imported once the plan is known good: a bad plan is refused sooner
+    from infosam_core.experiments.runner import check_record, run_experiment, write_report
+
     if not args.quiet_notes:
         for line in plan.absolute_paths():
             _warn(f"note: {line}")

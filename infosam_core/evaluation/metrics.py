@@ -12,6 +12,10 @@ Every metric takes ``(pred, gt)``: ``pred`` float in [0, 1] of shape (H, W) (a p
 
 The paper fed ``clip(logits, 0, 1)`` to S/E/wF; :mod:`infosam_core.evaluation.prompted` feeds the sigmoid
 probability, which is the same map up to a monotonic change away from the decision boundary.
+
+``py_sod_metrics`` is imported by the three metrics that use it, when first called: it imports scikit-image,
+scikit-learn, SciPy and pandas (about 4 CPU s on a 2-core VM), which a command that only reads a plan or
+refuses a file should not wait for.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import py_sod_metrics
 
 WFM_BETA = 0.3
 
@@ -40,6 +43,8 @@ def _check(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def s_measure(pred: np.ndarray, gt: np.ndarray) -> float:
     """Structure measure (alpha = 0.5)."""
+    import py_sod_metrics
+
     pred, gt = _check(pred, gt)
     m = py_sod_metrics.Smeasure(alpha=0.5)
     m.step(pred, gt, normalize=False)
@@ -48,6 +53,8 @@ def s_measure(pred: np.ndarray, gt: np.ndarray) -> float:
 
 def e_measure(pred: np.ndarray, gt: np.ndarray) -> float:
     """Adaptive enhanced-alignment measure."""
+    import py_sod_metrics
+
     pred, gt = _check(pred, gt)
     m = py_sod_metrics.Emeasure()
     m.step(pred, gt, normalize=False)
@@ -56,6 +63,8 @@ def e_measure(pred: np.ndarray, gt: np.ndarray) -> float:
 
 def weighted_f_measure(pred: np.ndarray, gt: np.ndarray) -> float:
     """Weighted F-measure with beta^2 = 0.3 (0 when gt is empty, as pysodmetrics defines it)."""
+    import py_sod_metrics
+
     pred, gt = _check(pred, gt)
     m = py_sod_metrics.WeightedFmeasure(beta=WFM_BETA)
     m.step(pred, gt, normalize=False)
