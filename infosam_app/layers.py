@@ -186,12 +186,9 @@ class StudioLayers:
         then what is drawn: a huge size clamped on screen by ``canvas_size_limits`` drew right, but put every
         position of the image "on" the newest point (select mode always grabbed it) and showed a point size of
         thousands in the layer controls. The limits stay as a guard between a zoom and its event."""
-        if not self.alive(self.points):
+        size = self._point_size()
+        if not self.alive(self.points) or size is None:
             return
-        zoom = float(self.viewer.camera.zoom)
-        if not np.isfinite(zoom) or zoom <= 0:
-            return
-        size = POINT_SCREEN_PX / zoom
         layer = self.points
         if np.isclose(float(layer.current_size), size, rtol=1e-6) and (
             not len(layer.data) or np.allclose(layer.size, size, rtol=1e-6)
@@ -200,6 +197,11 @@ class StudioLayers:
         layer.current_size = size
         if len(layer.data):
             layer.size = size
+
+    def _point_size(self) -> float | None:
+        """:data:`POINT_SCREEN_PX` in image pixels at the camera's zoom (None while the zoom is not a usable number)."""
+        zoom = float(self.viewer.camera.zoom)
+        return POINT_SCREEN_PX / zoom if np.isfinite(zoom) and zoom > 0 else None
 
     def show_nothing(self) -> None:
         """No image (an empty project): blank the image and every overlay."""
@@ -253,7 +255,7 @@ class StudioLayers:
                 np.empty((0, 2)),
                 name=POINTS_NAME,
                 ndim=2,
-                size=POINT_SCREEN_PX / max(float(self.viewer.camera.zoom), 1e-6),
+                size=self._point_size() or POINT_SCREEN_PX,
                 canvas_size_limits=(POINT_SCREEN_PX, POINT_SCREEN_PX),
                 border_color="white",
                 border_width=0.1,

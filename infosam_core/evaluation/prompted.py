@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from infosam_core.inference.predictor import Predictor
 from infosam_core.models.decoder_features import decoder_encoder_blocks
 from infosam_core.models.protocols import SamLike
 from infosam_core.models.sam import SamBackend
+
+if TYPE_CHECKING:
+    from segment_anything import SamPredictor
 
 
 @dataclass
@@ -125,7 +128,7 @@ def evaluate(
     return EvalResult(prompt=prompt, seed=seed, rows=summary.rows, mean=summary.mean, skipped=skipped)
 
 
-def _predictor(sam: SamLike, precision: str = "float32") -> Any:
+def _predictor(sam: SamLike, precision: str = "float32") -> SamPredictor | Predictor:
     """segment-anything's own predictor where its backend applies; otherwise the project's :class:`Predictor`
     (no embedding cache: every image is embedded once) with the model family's backend -- also for a decoder
     that reads encoder blocks besides the embedding (HQ-SAM's: sam-hq's single mask per prompt), and for an
