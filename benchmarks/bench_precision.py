@@ -10,6 +10,10 @@ Per model, on one image at the encoder's input size (random weights except the b
   matmul + softmax), float32;
 * ``float32_s``, ``bfloat16_s``, ``int8_s``: :class:`~infosam_core.inference.predictor.Predictor`'s encoder
   pass (fused attention) in each precision; ``auto`` is one of them (named in ``auto``);
+* with ``--onnxruntime``: ``ort_float32_s`` and ``ort_int8_s``, the same encoder exported to ONNX and run by
+  ONNX Runtime (the ``export`` extra) on the same threads, in float32 and dynamically quantized to int8
+  (per-channel int8 weights, ``onnxruntime.quantization.quantize_dynamic``): the "other well-kept runtime" of
+  issue 29, measured beside torch's paths;
 * ``*_rel_err``: relative L2 distance of the embedding to the reference float32 one;
 * ``*_gflops``: the encoder's FLOPs (``torch.utils.flop_counter``) per second, and ``matmul_gflops`` of a
   2048^2 matmul in float32 and bfloat16 on the same threads: how close the encoder runs to the limit.
@@ -22,10 +26,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 import statistics
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -60,7 +67,37 @@ def encoder_gflop(encoder: torch.nn.Module, x: torch.Tensor) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def bench_model(model_type: str, runs: int) -> dict:
+def onnxruntime_variants(
+    encoder: torch.nn.Module, x: torch.Tensor, threads: int, folder: Path
+) -> dict[str, Callable[[], torch.Tensor]]:
+    """``encoder`` exported to ONNX in ``folder`` and run by ONNX Runtime's CPU provider on ``threads`` threads:
+    in float32 and dynamically quantized (int8 weights per output channel, activations quantized per run)."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    float_path, int8_path = folder / "encoder.onnx", folder / "encoder.int8.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's warnings about shapes read as Python numbers
+        torch.onnx.export(encoder, (x,), str(float_path), opset_version=17, dynamo=False, input_names=["x"])
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    root_logger.setLevel(logging.ERROR)  # the quantizer logs a warning for each tensor it leaves in float
+    try:
+        quantize_dynamic(str(float_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        root_logger.setLevel(level)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    feed = {"x": x.numpy()}
+
+    def runner(path: Path) -> Callable[[], torch.Tensor]:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return lambda: torch.from_numpy(session.run(None, feed)[0])
+
+    return {"ort_float32": runner(float_path), "ort_int8": runner(int8_path)}
+
+
+def bench_model(model_type: str, runs: int, onnxruntime_threads: int | None = None) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random weights warn
         sam = load_sam(model_type)
@@ -83,6 +120,9 @@ def bench_model(model_type: str, runs: int) -> dict:
         "bfloat16": in_precision(sam.image_encoder, "bfloat16"),
         "int8": in_precision(int8, "int8"),
     }
+    scratch = tempfile.TemporaryDirectory(prefix="bench_precision_")
+    if onnxruntime_threads is not None:
+        variants.update(onnxruntime_variants(sam.image_encoder, x, onnxruntime_threads, Path(scratch.name)))
     outputs = {name: run() for name, run in variants.items()}  # warm-up, and the embeddings compared
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(runs):
@@ -90,6 +130,7 @@ def bench_model(model_type: str, runs: int) -> dict:
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
+    scratch.cleanup()
     gflop = encoder_gflop(sam.image_encoder, x)
     ref = outputs["reference"]
     row: dict = {"model": model_type, "input": size, "encoder_gflop": round(gflop, 1), "auto": auto_precision("cpu")}
@@ -109,6 +150,9 @@ def main() -> None:
     parser.add_argument(
         "--runs", type=int, help="timed runs per variant (default: 1 for ViT-B/L/H, 7 for the small encoders)"
     )
+    parser.add_argument(
+        "--onnxruntime", action="store_true", help="also run the encoder with ONNX Runtime (float32, int8 dynamic)"
+    )
     add_json_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -119,12 +163,12 @@ def main() -> None:
     rows = []
     for model_type in args.models:
         runs = args.runs if args.runs is not None else (1 if model_type in ("vit_b", "vit_l", "vit_h") else 7)
-        row = bench_model(model_type, runs)
+        row = bench_model(model_type, runs, args.threads if args.onnxruntime else None)
         row["matmul_gflops"] = {k: round(v, 1) for k, v in mm.items()}
         best = max(mm.values())
         rows.append(row)
         print(f"{model_type} ({row['input']}^2, {row['encoder_gflop']} GFLOP, auto = {row['auto']}):")
-        for name in ("reference", *PRECISIONS):
+        for name in ("reference", *PRECISIONS, *(("ort_float32", "ort_int8") if args.onnxruntime else ())):
             print(
                 f"  {name:9s} {row[f'{name}_s']:8.3f} s  x{row[f'{name}_speedup_vs_reference']:5.2f} vs reference"
                 f"  rel. err {row[f'{name}_rel_err']:.4f}  {row[f'{name}_gflops']:6.1f} GFLOPS"
