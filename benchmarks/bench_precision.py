@@ -25,6 +25,7 @@ medians are printed. Ratios (``speedup_vs_reference``) are the figures to compar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import logging
 import statistics
@@ -120,17 +121,17 @@ def bench_model(model_type: str, runs: int, onnxruntime_threads: int | None = No
         "bfloat16": in_precision(sam.image_encoder, "bfloat16"),
         "int8": in_precision(int8, "int8"),
     }
-    scratch = tempfile.TemporaryDirectory(prefix="bench_precision_")
-    if onnxruntime_threads is not None:
-        variants.update(onnxruntime_variants(sam.image_encoder, x, onnxruntime_threads, Path(scratch.name)))
-    outputs = {name: run() for name, run in variants.items()}  # warm-up, and the embeddings compared
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(runs):
-        for name, run in variants.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    scratch.cleanup()
+    with contextlib.ExitStack() as stack:  # the ONNX files (hundreds of MB for ViT-B) live only while timed
+        if onnxruntime_threads is not None:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_precision_")))
+            variants.update(onnxruntime_variants(sam.image_encoder, x, onnxruntime_threads, scratch))
+        outputs = {name: run() for name, run in variants.items()}  # warm-up, and the embeddings compared
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(runs):
+            for name, run in variants.items():
+                start = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - start)
     gflop = encoder_gflop(sam.image_encoder, x)
     ref = outputs["reference"]
     row: dict = {"model": model_type, "input": size, "encoder_gflop": round(gflop, 1), "auto": auto_precision("cpu")}

@@ -175,3 +175,53 @@ def test_describe_recommended():
     )
     assert "distillation: none, the default for the tiny model" in describe_recommended_distiller("tiny")
     assert describe_recommended_distiller("vit_b") == ""
+
+
+def test_mean_teacher_follows_the_student_and_is_never_cached(base, samples):
+    """teacher_ema: the teacher is a frozen copy of the student that moves towards it after every step by
+    (1 - teacher_ema); its embeddings are recomputed every step (never cached), the base model is untouched."""
+    from infosam_core.training.trainer import Trainer
+
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    trainer = Trainer(quick(max_steps=2, lr=1e-3, min_lr=1e-3, teacher_ema=0.5, seed=3), base, samples)
+    assert trainer.teacher is not base and trainer.teacher is not trainer.student
+    assert getattr(trainer.teacher, "distiller", None) is None  # the teacher never runs the distiller
+    assert not any(p.requires_grad for p in trainer.teacher.parameters())
+    teacher_params, student_params = trainer.ema_pairs
+    assert teacher_params and len(teacher_params) == len(student_params)
+    assert all(t.data_ptr() != s.data_ptr() for t, s in zip(teacher_params, student_params))
+    start = [t.clone() for t in teacher_params]
+    result = trainer.run()
+    assert result.steps == 2
+    # two steps with decay 0.5: teacher = 0.25 * start + 0.25 * student_1 + 0.5 * student_2, so it has moved
+    # towards the student but is not the student
+    moved = [float((t - s0).abs().max()) for t, s0 in zip(teacher_params, start)]
+    apart = [float((t - s.detach()).abs().max()) for t, s in zip(teacher_params, student_params)]
+    assert max(moved) > 0 and max(apart) > 0
+    assert trainer.cache.teacher_images >= 2 * 2  # every step's batch re-encoded by the teacher
+    assert not trainer.cache.teacher_entries
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in before.items())
+
+
+def test_mean_teacher_update_is_the_moving_average(base, samples):
+    from infosam_core.training.trainer import Trainer
+
+    trainer = Trainer(quick(teacher_ema=0.9), base, samples)
+    teacher_params, student_params = trainer.ema_pairs
+    with torch.no_grad():
+        for t, s in zip(teacher_params, student_params):
+            t.fill_(1.0)
+            s.fill_(3.0)
+    trainer._update_mean_teacher()
+    assert all(torch.allclose(t, torch.full_like(t, 0.9 * 1.0 + 0.1 * 3.0)) for t in teacher_params)
+    assert all(torch.all(s == 3.0) for s in student_params)
+
+
+def test_teacher_ema_zero_keeps_the_pretrained_teacher_and_bad_values_are_refused(base, samples):
+    from infosam_core.training.trainer import Trainer
+
+    assert Trainer(quick(), base, samples).teacher is base
+    assert Trainer(quick(distill="none", teacher_ema=0.9), base, samples).ema_pairs == ([], [])
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="teacher_ema"):
+            quick(teacher_ema=bad).validate()

@@ -88,6 +88,23 @@ def test_information_bounds():
         assert -min(s_t, s_s) - 1e-6 <= relation_distillation_loss(rel, rel_s).item() <= 1e-6
 
 
+def test_distillation_minimum_is_an_orthogonal_student_whatever_the_teacher():
+    """Issue 31 (docs/results, "What L_d's gradient does"): L_d's floor -S(G_r^T) is reached by any student whose
+    relation vectors are orthogonal across the batch (Gram = identity), and that student scores lower than one that
+    copies the teacher's relation vectors: L_d decorrelates the student rather than pulling it to the teacher."""
+    g = torch.Generator().manual_seed(5)
+    for b in (2, 4, 8):
+        shared = torch.randn(1, 16, generator=g)  # a common direction: the teacher's vectors are correlated
+        rel_t = torch.randn(b, 16, generator=g) + 2 * shared
+        floor = -renyi_entropy(gram(rel_t)).item()
+        orthogonal = torch.eye(b, 16)
+        assert relation_distillation_loss(rel_t, orthogonal).item() == pytest.approx(floor, abs=1e-5)
+        assert relation_distillation_loss(rel_t, rel_t).item() > floor + 0.05
+        for _ in range(20):
+            rel_s = torch.randn(b, 16, generator=g) + torch.rand(1, generator=g) * 3 * shared
+            assert relation_distillation_loss(rel_t, rel_s).item() >= floor - 1e-5
+
+
 def test_float32_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         z = torch.randn(4, 8, 4, 4).bfloat16()

@@ -21,7 +21,14 @@ locations before normalising (``r = normalize(s - mean(s))``), so a score offset
 cannot dominate it. Measured on the tiny model (docs/results/README.md): after 16 adapter steps the
 student's mask token has moved 65-83 % (relative norm), its scores carry an offset of about -67 against a
 spread of about 4, and its relation vectors become near-constant (cosine 0.996 between images, the
-teacher's 0.38): G_r^S is near rank one and L_d near zero.
+teacher's 0.38): G_r^S is near rank one and L_d near zero. Centred, the relation vectors of different images are
+near-orthogonal (teacher and student), so both Gram matrices are near the identity and L_d sits near its floor
+-S(G_r^T) (-log2 B), where its gradient is small (docs/results/README.md, "What L_d's gradient does").
+
+L_d's floor over the student is -S(G_r^T), reached by any student whose relation vectors are orthogonal across the
+batch, whatever the teacher's; a student that copies the teacher's (correlated) vectors scores higher. So L_d
+decorrelates the student's relation vectors; it does not pull them towards the teacher's
+(``tests/test_renyi.py``).
 
 ``query`` (not in the paper; default ``"student"`` = the paper): whose mask token queries the student's
 image embedding. ``"teacher"``: the student's relation vector is ``R(z_i^S, z_m^T)``, so L_d compares the

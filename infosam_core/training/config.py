@@ -52,6 +52,10 @@ class TrainConfig:
     min_lr: float = 2e-5
     # multiplies lr (and min_lr) for the mask decoder's trainable parameters (1 = the paper: one rate for all)
     decoder_lr_scale: float = 1.0
+    # 0 = the teacher is the frozen pre-trained model (the paper). In (0, 1): the teacher is an exponential moving
+    # average of the student (a "mean teacher"), starting where the student starts and updated after every step
+    # as teacher = teacher_ema * teacher + (1 - teacher_ema) * student (issue 31's candidate for weak teachers)
+    teacher_ema: float = 0.0
     grad_clip: float | None = None
     seed: int = 42
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
@@ -101,6 +105,11 @@ class TrainConfig:
             raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
         if not (math.isfinite(self.decoder_lr_scale) and self.decoder_lr_scale > 0):
             raise ValueError(f"decoder_lr_scale must be a finite number > 0, got {self.decoder_lr_scale}")
+        if not (math.isfinite(self.teacher_ema) and 0 <= self.teacher_ema < 1):
+            raise ValueError(
+                f"teacher_ema must be in [0, 1) (0: the frozen pre-trained teacher; e.g. 0.9 for a moving average of "
+                f"the student), got {self.teacher_ema}"
+            )
         if self.max_steps is not None and (isinstance(self.max_steps, bool) or self.max_steps < 1):
             raise ValueError(f"max_steps must be >= 1 (or not given), got {self.max_steps}")
         if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s >= 0):

@@ -11,7 +11,12 @@ The bundled tiny model's default is plain PEFT (no distillation). At the issue's
 InfoSAM setting was at or above plain Adapter at every seed: paired IoU x 100 against Adapter, centred
 relations -0.10 / -0.34 / +0.06 on nuclei and -0.07 / -0.05 / +0.04 on CamVid road (70 / 30), the paper's
 formula -1.17 / -2.99 / +0.01 and -0.37 / -0.21 / -0.86. So InfoSAM costs a teacher pass per step and gives
-nothing measurable on this model; chosen anyway, it runs centred (the least harmful).
+nothing measurable on this model; chosen anyway, it runs centred (the least harmful). A teacher that knows the task
+(``TrainConfig.teacher_ema = 0.9``, a moving average of the student) changed these paired gains by at most 0.35 IoU
+points (centred -0.10 / -0.35 / +0.06 and -0.09 / -0.04 / +0.01), and the reason is in L_d itself: centred relation
+vectors of different images are near-orthogonal, so L_d sits at its floor with a gradient of a few per cent of the
+segmentation loss's, while the paper's vectors give a gradient up to twice the segmentation loss's that decorrelates
+the student rather than pulling it towards the teacher (docs/results/README.md, "What L_d's gradient does").
 
 Evidence (docs/results/README.md, "The InfoSAM default"): on the bundled tiny SAM the paper's relation
 vectors collapse (the student's mask token drifts, its relation vectors become one constant vector, L_d ~ 0)

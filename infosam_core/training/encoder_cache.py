@@ -78,7 +78,8 @@ class EncoderCache:
 
     A family's extra decoder inputs (SAM2: 32 x 4h x 4w + 64 x 2h x 2w floats per image, 3x the embedding) are
     cached with the teacher's embedding, in float32 (the teacher's decoder reads them exactly), and counted in
-    ``max_bytes`` like everything else. ``backbones``: the (teacher, student) training backbones (made from the
+    ``max_bytes`` like everything else. ``teacher_changes``: the teacher's weights change during training (a mean
+    teacher, ``TrainConfig.teacher_ema``): its outputs are computed every step and never cached. ``backbones``: the (teacher, student) training backbones (made from the
     models when not given).
     """
 
@@ -92,6 +93,7 @@ class EncoderCache:
         checkpoint: bool = False,
         blocks: tuple[int, ...] = (),
         backbones: tuple[TrainingBackbone, TrainingBackbone] | None = None,
+        teacher_changes: bool = False,
     ) -> None:
         self.teacher, self.student = teacher, student
         if backbones is None:
@@ -113,6 +115,7 @@ class EncoderCache:
         if self.decoder_blocks_s and not self.student_frozen:  # the student's decoder reads its own blocks
             self.depth = min(self.depth, *self.decoder_blocks_s)
         self.enabled, self.max_bytes = enabled, max_bytes
+        self.teacher_changes = teacher_changes and not self.student_frozen  # a frozen encoder stays the teacher's
         # key -> (teacher embedding (C, h, w), extra decoder inputs (tuple), {block: (h, w, D)} with ``blocks``)
         self.teacher_entries: dict[tuple[int, int], Any] = {}
         self.prefix_entries: dict[tuple[int, int], torch.Tensor] = {}
@@ -122,6 +125,8 @@ class EncoderCache:
     def _store(self, entries: dict, key: tuple[int, int], value: Any) -> None:
         tensors = [value] if isinstance(value, torch.Tensor) else [value[0], *value[1], *value[2].values()]
         size = sum(t.numel() * t.element_size() for t in tensors)
+        if entries is self.teacher_entries and self.teacher_changes:
+            return
         if self.enabled and self.bytes + size <= self.max_bytes:
             # not a view: a view would keep its whole batch tensor alive
             if isinstance(value, torch.Tensor):

@@ -34,6 +34,12 @@ only the student's trainable part of the encoder, once. With a fully frozen enco
 student's embeddings are the teacher's. ``teacher_cache=False`` recomputes both encoders in full every
 step (benchmarks only); ``teacher_cache_max_mb`` bounds the cache (entries beyond it are recomputed).
 
+Mean teacher (``teacher_ema`` > 0; not in the paper): the teacher is a frozen copy of the student (PEFT modules
+included) that follows it as an exponential moving average after every optimiser step; it starts as the
+student does (the pre-trained model with zero-initialised adapters, or ``init_model``) and drifts towards the
+adapted one, so a distiller compares the student with a teacher that learns the task too. Its embeddings change every step, so they
+are not cached (the student's frozen prefix still is).
+
 Optimisation: Adam (no weight decay), cosine from ``lr`` to ``min_lr`` over all planned steps (the mask
 decoder's trainable parameters at ``decoder_lr_scale`` times that rate; 1 = the paper), batches of
 ``batch_size`` with the last partial batch dropped. Everything random comes from ``seed`` through local
@@ -234,7 +240,10 @@ class Trainer:
         self.collapse = CollapseMonitor()
         self.report = PeftReport.from_model(self.student)
         self.teacher = self.student  # without distillation only the frozen parts are shared, and the student has them
-        if self.distiller is not None:
+        self.ema_pairs: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+        if self.distiller is not None and self.config.teacher_ema > 0:
+            self.teacher = self._mean_teacher()
+        elif self.distiller is not None:
             on_device = next(self.base_sam.parameters()).device == self.device
             self.teacher = self.base_sam if on_device else copy.deepcopy(self.base_sam).to(self.device)
         # what differs per model family (resizing, encoder outputs, prompts, decoding): chosen by the model's family
@@ -245,6 +254,30 @@ class Trainer:
             else family_of(self.teacher).training_backbone(self.teacher)
         )
 
+    def _mean_teacher(self) -> SamLike:
+        """A frozen copy of the student without its distiller, and the (teacher, student) parameters the moving
+        average pairs (the student's trainable ones)."""
+        distiller = distiller_of(self.student)
+        set_distiller(self.student, None)  # not copied: the teacher never runs it
+        try:
+            teacher = copy.deepcopy(self.student)
+        finally:
+            set_distiller(self.student, distiller)
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        by_name = dict(teacher.named_parameters())
+        trained = [(n, p) for n, p in self.student.named_parameters() if p.requires_grad and n in by_name]
+        self.ema_pairs = ([by_name[n] for n, _ in trained], [p for _, p in trained])
+        return teacher
+
+    @torch.no_grad()
+    def _update_mean_teacher(self) -> None:
+        """teacher <- teacher_ema * teacher + (1 - teacher_ema) * student, for the student's trained parameters."""
+        teacher, student = self.ema_pairs
+        if teacher:
+            torch._foreach_lerp_(teacher, student, 1.0 - self.config.teacher_ema)
+
     def _build_caches(self) -> None:
         c = self.config
         self.cache = EncoderCache(
@@ -254,6 +287,7 @@ class Trainer:
             c.teacher_cache,
             c.teacher_cache_max_mb * 2**20,
             checkpoint=c.grad_checkpoint,
+            teacher_changes=bool(self.ema_pairs[0]),
             blocks=self.distiller.encoder_blocks if self.distiller is not None else (),
             backbones=(self.teacher_backbone, self.student_backbone),
         )
@@ -354,6 +388,7 @@ class Trainer:
                 reason,
             )
         self.optimizer.step()
+        self._update_mean_teacher()
         self.step_count += 1
         self.collapse.update(
             dict(zip((*self.term_names, *self.diagnostic_names), values[2:].tolist())), self.step_count
