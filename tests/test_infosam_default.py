@@ -225,3 +225,22 @@ def test_teacher_ema_zero_keeps_the_pretrained_teacher_and_bad_values_are_refuse
     for bad in (1.0, -0.1, float("nan")):
         with pytest.raises(ValueError, match="teacher_ema"):
             quick(teacher_ema=bad).validate()
+
+
+def test_gram_match_is_zero_at_the_teacher_and_is_reported_as_its_own_term(base, samples):
+    """l_d="gram_match": ||G_r^S - G_r^T||_F^2, 0 when the student relates the samples as the teacher does, and
+    reported as l_gram (so the collapse monitor, which reads L_d near 0 as a collapse, does not misread it)."""
+    from infosam_core.distill.infosam import gram_matching_loss
+
+    distiller = InfosamDistiller(InfosamConfig(l_d="gram_match"), 8, torch.Generator().manual_seed(0))
+    assert distiller.term_names == ("l_r", "l_gram") and InfosamDistiller.term_names == ("l_r", "l_d")
+    g = torch.Generator().manual_seed(1)
+    rel_t = torch.randn(4, 10, generator=g)
+    assert float(gram_matching_loss(rel_t, 3 * rel_t)) == pytest.approx(0.0, abs=1e-10)  # scale-free: cosines
+    assert float(gram_matching_loss(rel_t, torch.eye(4, 10))) > 0.1
+    out = distiller(inputs())
+    assert set(out.terms) == {"l_r", "l_gram"}
+    out.total.backward()
+    result = train(quick(max_steps=2, distill_options={"l_d": "gram_match"}), base, samples)
+    record = result.history[-1]
+    assert "l_gram" in record and "l_d" not in record and "rel_cos_s" in record

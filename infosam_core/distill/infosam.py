@@ -39,6 +39,12 @@ Normalising the token before the relation module is not an option: the module al
 to the token (``RelationModule.norm_token``), which removes its scale and mean, so an extra normalisation
 would change nothing; the drift that collapses the relation vectors is in the token's direction.
 
+``l_d`` (not in the paper; default ``"mutual_information"`` = the paper): ``"gram_match"`` replaces L_d by
+``||G_r^S - G_r^T||_F^2``, the squared distance between the student's and the teacher's relation Gram matrices,
+a term whose minimum *is* the teacher's relations (L_d's is any student with orthogonal relation vectors; see
+above), in the manner of relational knowledge distillation (Park et al., CVPR 2019). Reported as ``l_gram`` (not
+``l_d``: near 0 it means agreement, not the collapse that :mod:`infosam_core.training.collapse` reads in L_d).
+
 Collapse diagnostic: every step reports ``rel_cos_s``, the mean cosine between the student's relation
 vectors of different samples of the batch (:func:`mean_pairwise_cosine`); near 1 the student's relation
 vectors are one constant vector and L_d carries no information (:mod:`infosam_core.training.collapse`).
@@ -53,7 +59,7 @@ import torch
 
 from infosam_core.distill.base import Distiller, DistillInputs, DistillLoss, ModelDims
 from infosam_core.distill.relation import RelationModule
-from infosam_core.distill.renyi import relation_compression_loss, relation_distillation_loss
+from infosam_core.distill.renyi import gram, relation_compression_loss, relation_distillation_loss
 from infosam_core.options import Options, bounds
 
 
@@ -69,6 +75,13 @@ class InfosamConfig(Options):
     warmup_steps: int = field(default=0, metadata=bounds(0, 10**9))
     center: bool = False  # centre each relation vector over the locations before normalising
     query: Literal["student", "teacher"] = "student"  # whose mask token queries the student's embedding
+    l_d: Literal["mutual_information", "gram_match"] = "mutual_information"  # the distillation term's form
+
+
+def gram_matching_loss(rel_teacher: torch.Tensor, rel_student: torch.Tensor) -> torch.Tensor:
+    """``||G_r^S - G_r^T||_F^2`` over the batch's (B, B) cosine Gram matrices: 0 exactly when the student relates
+    the samples to each other as the teacher does."""
+    return ((gram(rel_student) - gram(rel_teacher)) ** 2).sum()
 
 
 def mean_pairwise_cosine(vectors: torch.Tensor) -> torch.Tensor:
@@ -97,6 +110,8 @@ class InfosamDistiller(Distiller):
         super().__init__(config)
         embed_dim = dims if isinstance(dims, int) else dims.embed_dim
         self.relation = RelationModule(embed_dim, generator)
+        if config.l_d == "gram_match":
+            self.term_names = ("l_r", "l_gram")
 
     def relation_vectors(self, embeddings: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) image embeddings and (B, C) mask tokens -> (B, hw) unit relation vectors."""
@@ -116,6 +131,13 @@ class InfosamDistiller(Distiller):
             f_s, tok_s = f_s.detach(), tok_s.detach()
         rel_s = inputs.gather(self.relation_vectors(f_s, tok_s))
         l_r = relation_compression_loss(inputs.gather(f_t), inputs.gather(tok_t), rel_t)
+        if self.config.l_d == "gram_match":
+            l_gram = gram_matching_loss(rel_t, rel_s)
+            return DistillLoss(
+                self.config.alpha * l_r + self.config.beta * l_gram,
+                {"l_r": l_r, "l_gram": l_gram},
+                {"rel_cos_s": mean_pairwise_cosine(rel_s)},
+            )
         l_d = relation_distillation_loss(rel_t, rel_s)
         return DistillLoss(
             self.config.alpha * l_r + self.config.beta * l_d,
