@@ -77,8 +77,11 @@ def test_release_before_freezes_the_set_up_at_the_first_step(managed_gc):
         report("step 1")
         assert gc.isenabled() and gc_policy.holds() == 0 and gc.get_freeze_count() > frozen_before
         frozen_after_first = gc.get_freeze_count()
+        made_after = [[] for _ in range(1000)]  # noqa: F841 - tracked: a second freeze would move these too
         report("step 2")
-        assert gc.get_freeze_count() == frozen_after_first  # frozen once only
+        # frozen once only: a second freeze would add the 1000 objects; the count may still fall a little, as
+        # frozen objects of other threads are freed (seen: 972104 -> 972102)
+        assert gc.get_freeze_count() <= frozen_after_first
     assert seen == ["step 1", "step 2"] and gc.isenabled()
 
 

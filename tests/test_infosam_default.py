@@ -222,6 +222,10 @@ def test_teacher_ema_zero_keeps_the_pretrained_teacher_and_bad_values_are_refuse
 
     assert Trainer(quick(), base, samples).teacher is base
     assert Trainer(quick(distill="none", teacher_ema=0.9), base, samples).ema_pairs == ([], [])
+    # a frozen encoder (decoder-only PEFT) is the same in the mean teacher: its embeddings stay cached
+    frozen = Trainer(quick(peft="decoder", teacher_ema=0.9), base, samples)
+    assert frozen.ema_pairs[0] and not frozen.cache.teacher_changes
+    assert Trainer(quick(teacher_ema=0.9), base, samples).cache.teacher_changes
     for bad in (1.0, -0.1, float("nan")):
         with pytest.raises(ValueError, match="teacher_ema"):
             quick(teacher_ema=bad).validate()

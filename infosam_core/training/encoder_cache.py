@@ -79,8 +79,9 @@ class EncoderCache:
     A family's extra decoder inputs (SAM2: 32 x 4h x 4w + 64 x 2h x 2w floats per image, 3x the embedding) are
     cached with the teacher's embedding, in float32 (the teacher's decoder reads them exactly), and counted in
     ``max_bytes`` like everything else. ``teacher_changes``: the teacher's weights change during training (a mean
-    teacher, ``TrainConfig.teacher_ema``): its outputs are computed every step and never cached. ``backbones``: the (teacher, student) training backbones (made from the
-    models when not given).
+    teacher, ``TrainConfig.teacher_ema``): its outputs are computed every step and never cached (unless the
+    student's encoder is frozen: then so is the teacher's). ``backbones``: the (teacher, student) training
+    backbones (made from the models when not given).
     """
 
     def __init__(

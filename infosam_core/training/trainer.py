@@ -35,10 +35,10 @@ student's embeddings are the teacher's. ``teacher_cache=False`` recomputes both 
 step (benchmarks only); ``teacher_cache_max_mb`` bounds the cache (entries beyond it are recomputed).
 
 Mean teacher (``teacher_ema`` > 0; not in the paper): the teacher is a frozen copy of the student (PEFT modules
-included) that follows it as an exponential moving average after every optimiser step; it starts as the
-student does (the pre-trained model with zero-initialised adapters, or ``init_model``) and drifts towards the
-adapted one, so a distiller compares the student with a teacher that learns the task too. Its embeddings change every step, so they
-are not cached (the student's frozen prefix still is).
+included) that follows it as an exponential moving average after every optimiser step; it starts as the student
+does (the pre-trained model with zero-initialised adapters, or ``init_model``) and drifts towards the adapted one,
+so a distiller compares the student with a teacher that learns the task too. Its embeddings change every step, so
+they are not cached (the student's frozen prefix still is).
 
 Optimisation: Adam (no weight decay), cosine from ``lr`` to ``min_lr`` over all planned steps (the mask
 decoder's trainable parameters at ``decoder_lr_scale`` times that rate; 1 = the paper), batches of
@@ -274,9 +274,9 @@ class Trainer:
     @torch.no_grad()
     def _update_mean_teacher(self) -> None:
         """teacher <- teacher_ema * teacher + (1 - teacher_ema) * student, for the student's trained parameters."""
-        teacher, student = self.ema_pairs
-        if teacher:
-            torch._foreach_lerp_(teacher, student, 1.0 - self.config.teacher_ema)
+        weight = 1.0 - self.config.teacher_ema
+        for teacher, student in zip(*self.ema_pairs):
+            teacher.lerp_(student, weight)
 
     def _build_caches(self) -> None:
         c = self.config
